@@ -1,0 +1,357 @@
+//! Parsing one request head and deciding how to answer it.
+
+use crate::limits::MAX_HEADERS_CEILING;
+use crate::site::{Prerendered, Site};
+use crate::Limits;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+/// How the request body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    None,
+    Fixed(u64),
+    Chunked,
+}
+
+/// The answer to a well-framed request.
+#[derive(Debug)]
+pub(crate) struct Decision<'a> {
+    pub(crate) response: &'a Arc<Prerendered>,
+    pub(crate) head_only: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) http10: bool,
+    pub(crate) body: BodyKind,
+    pub(crate) expect_continue: bool,
+}
+
+/// Where the head ends in `buf`, if it is complete: the index just past the blank
+/// line. `from` is where a previous scan stopped. Accepts CRLF and bare LF endings.
+pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    for i in memchr::memchr_iter(b'\n', &buf[from.min(buf.len())..]).map(|i| i + from) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The status for a head that grew past the limit: 414 when even the request line does
+/// not fit, 431 otherwise.
+pub(crate) fn oversize_status(buf: &[u8], max_head: usize) -> u16 {
+    if memchr::memchr(b'\n', &buf[..max_head.min(buf.len())]).is_some() {
+        431
+    } else {
+        414
+    }
+}
+
+/// Parses the head `head` (complete, ending in a blank line) and decides the answer.
+/// `Err(status)` is a framing or syntax error: answer with `status` and close.
+pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result<Decision<'a>, u16> {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
+    let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, headers) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(400),
+        Err(httparse::Error::TooManyHeaders) => return Err(431),
+        Err(httparse::Error::Version) => return Err(version_error(head)),
+        Err(_) => return Err(400),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(400);
+    };
+    let http10 = version == 0;
+
+    let mut hosts = 0u32;
+    let mut content_length: Option<u64> = None;
+    let mut content_lengths = 0u32;
+    let mut te = TransferCodings::default();
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if !valid_host(h.value) {
+                return Err(400);
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            content_lengths += 1;
+            content_length = Some(parse_content_length(h.value).ok_or(400u16)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te.add(h.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in list_items(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(417);
+            }
+        }
+    }
+
+    // Framing first: a message whose length is in doubt cannot be followed.
+    let body = if te.present {
+        if http10 || content_lengths > 0 || te.bad {
+            return Err(400);
+        }
+        if te.unknown {
+            return Err(501);
+        }
+        if !te.chunked_last {
+            return Err(400);
+        }
+        BodyKind::Chunked
+    } else if content_lengths > 1 {
+        return Err(400);
+    } else {
+        match content_length {
+            Some(n) if n > limits.max_body => return Err(413),
+            Some(0) | None => BodyKind::None,
+            Some(n) => BodyKind::Fixed(n),
+        }
+    };
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(400);
+    }
+
+    let keep_alive = !conn_close && (!http10 || conn_keep_alive);
+    let expect_continue = expect_continue && !http10 && body != BodyKind::None;
+    let path = routing_path(method, target)?;
+    let decoded;
+    let path = if memchr::memchr(b'%', path).is_some() {
+        decoded = percent_decode(path).ok_or(400u16)?;
+        &decoded[..]
+    } else {
+        path
+    };
+    if memchr::memchr(0, path).is_some() {
+        return Err(400);
+    }
+    let known = Method::of(method);
+    let response = match (known, site.lookup(path)) {
+        (Method::Unknown, _) => site.error(501),
+        (_, None) => site.error(404),
+        (Method::Get | Method::Head, Some(r)) => r,
+        (Method::Other, Some(_)) => site.error(405),
+    };
+    Ok(Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    /// Standard methods duet does not serve: 405 with Allow.
+    Other,
+    /// Methods it does not know at all: 501.
+    Unknown,
+}
+
+impl Method {
+    fn of(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+            _ => Method::Unknown,
+        }
+    }
+}
+
+/// The path part of the target used for routing: origin-form `/p?q` or absolute-form
+/// `http://host/p?q`; the query is dropped. `*` (OPTIONS) and authority-form (CONNECT)
+/// route nowhere.
+fn routing_path<'t>(method: &str, target: &'t str) -> Result<&'t [u8], u16> {
+    let t = target.as_bytes();
+    let path = if t.first() == Some(&b'/') {
+        t
+    } else if let Some(rest) = strip_scheme(t) {
+        match memchr::memchr3(b'/', b'?', b'#', rest) {
+            Some(i) if rest[i] == b'/' => &rest[i..],
+            _ => &b"/"[..],
+        }
+    } else if (t == b"*" && method == "OPTIONS") || method == "CONNECT" {
+        // Routes nowhere: answered by method (405).
+        &b"*"[..]
+    } else {
+        return Err(400);
+    };
+    let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
+    Ok(&path[..end])
+}
+
+fn strip_scheme(t: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if t.len() > scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&t[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// Decodes `%XX` escapes; `None` if an escape is malformed.
+fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hi = (*s.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*s.get(i + 2)? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// For an unparseable version: 505 when it is a well-formed `HTTP/x.y` that is not
+/// 1.0 or 1.1, 400 when the request line is garbage.
+fn version_error(head: &[u8]) -> u16 {
+    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
+    let version = match memchr::memrchr(b' ', line) {
+        Some(i) => &line[i + 1..],
+        None => return 400,
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => 505,
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => 505,
+        _ => 400,
+    }
+}
+
+/// `1*DIGIT`, no sign, no list, no whitespace inside; bounded so it cannot overflow.
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+}
+
+/// The transfer codings of all Transfer-Encoding lines, in order.
+#[derive(Default)]
+struct TransferCodings {
+    present: bool,
+    /// `chunked` is the last coding seen so far.
+    chunked_last: bool,
+    /// A coding other than chunked (we decode none): 501.
+    unknown: bool,
+    /// `chunked` applied twice, not last, or with parameters; or an empty list: 400.
+    bad: bool,
+}
+
+impl TransferCodings {
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        let mut any = false;
+        for coding in list_items(value) {
+            any = true;
+            if self.chunked_last {
+                // Something after chunked: chunked is not final.
+                self.bad = true;
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked_last = true;
+            } else {
+                let name = coding.split(|&b| b == b';').next().map(trim).unwrap_or(coding);
+                if name.eq_ignore_ascii_case(b"chunked") {
+                    self.bad = true; // chunked takes no parameters
+                }
+                self.unknown = true;
+                self.chunked_last = false;
+            }
+        }
+        if !any {
+            self.bad = true;
+        }
+    }
+}
+
+/// Non-empty, trimmed elements of a comma-separated field value.
+fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// `uri-host [ ":" port ]`: reg-name, IPv4 or IP-literal characters only.
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+                    | b':' | b'[' | b']' | b'%'
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_accepts_crlf_and_bare_lf() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX", 0), Some(27));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nX", 0), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 24), Some(27));
+    }
+
+    #[test]
+    fn routing_path_handles_forms_and_query() {
+        assert_eq!(routing_path("GET", "/a?b=c").unwrap(), b"/a");
+        assert_eq!(routing_path("GET", "http://example.com/x/y?q").unwrap(), b"/x/y");
+        assert_eq!(routing_path("GET", "HTTP://example.com").unwrap(), b"/");
+        assert_eq!(routing_path("GET", "http://example.com?q").unwrap(), b"/");
+        assert_eq!(routing_path("OPTIONS", "*").unwrap(), b"*");
+        assert_eq!(routing_path("GET", "*"), Err(400));
+        assert_eq!(routing_path("GET", "foo"), Err(400));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"/a%20b%2F").unwrap(), b"/a b/");
+        assert!(percent_decode(b"/%zz").is_none());
+        assert!(percent_decode(b"/%2").is_none());
+    }
+
+    #[test]
+    fn content_length_is_strict() {
+        assert_eq!(parse_content_length(b"42"), Some(42));
+        assert_eq!(parse_content_length(b" 7 "), Some(7));
+        for bad in [&b""[..], b"+1", b"-1", b"1,1", b"1 1", b"0x10", b"1234567890123456789"] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_errors() {
+        assert_eq!(version_error(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(version_error(b"GET / HTTP/1.2\r\n\r\n"), 505);
+        assert_eq!(version_error(b"GET / HTTP/3\r\n\r\n"), 505);
+        assert_eq!(version_error(b"GET / FOO/1.1\r\n\r\n"), 400);
+        assert_eq!(version_error(b"GET /\r\n\r\n"), 400);
+    }
+}

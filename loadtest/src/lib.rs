@@ -1,0 +1,1 @@
+//! duet-loadtest: the load generator and the engine comparison harness (issue 4).

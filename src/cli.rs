@@ -1,0 +1,209 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use duet_http::{Limits, UringOptions};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// duet: an HTTP/1.1 server with interchangeable epoll and io_uring engines.
+#[derive(Parser, Debug)]
+#[command(name = "duet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve HTTP/1.1 (GET / answers "Hello, World!").
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// io_uring when this kernel allows it, epoll otherwise.
+    Auto,
+    /// Edge-triggered epoll readiness loop.
+    Epoll,
+    /// io_uring completion loop.
+    Uring,
+}
+
+impl EngineChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Epoll => "epoll",
+            EngineChoice::Uring => "uring",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Worker threads, each with its own loop and SO_REUSEPORT listener [default: CPUs available].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pin worker thread i to CPU i.
+    #[arg(long)]
+    pub pin: bool,
+    /// Largest request head (request line + headers): 414/431 beyond.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES")]
+    pub max_head_size: ByteSize,
+    /// Most header fields in a request (431 beyond; at most 256).
+    #[arg(long, default_value_t = 64)]
+    pub max_headers: usize,
+    /// Largest request body read and discarded (413 beyond).
+    #[arg(long, default_value = "1MiB", value_name = "BYTES")]
+    pub max_body_size: ByteSize,
+    /// Time allowed from a request's first byte to the end of its head (408 after),
+    /// and the longest pause while reading a body.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: Seconds,
+    /// How long an idle keep-alive connection is kept.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub keepalive_timeout: Seconds,
+    /// How long queued output may make no progress before the connection is dropped.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub send_timeout: Seconds,
+    /// Queued output per connection above which it stops reading (pipelining backpressure).
+    #[arg(long, default_value = "256KiB", value_name = "BYTES")]
+    pub max_output: ByteSize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub drain_timeout: Seconds,
+    /// io_uring: submission queue entries per ring.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub uring_entries: u32,
+    /// io_uring: buffers in the provided buffer ring (a power of two).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub uring_buffers: u16,
+    /// io_uring: size of each provided buffer.
+    #[arg(long, default_value = "16KiB", value_name = "BYTES")]
+    pub uring_buffer_size: ByteSize,
+    /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000")]
+    pub sqpoll: Option<u32>,
+    /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_head: self.max_head_size.0 as usize,
+            max_headers: self.max_headers,
+            max_body: self.max_body_size.0,
+            header_timeout: self.header_timeout.0,
+            keepalive_timeout: self.keepalive_timeout.0,
+            send_timeout: self.send_timeout.0,
+            max_output: self.max_output.0 as usize,
+            ..Limits::default()
+        }
+    }
+
+    pub fn uring_options(&self) -> UringOptions {
+        UringOptions {
+            ring_entries: self.uring_entries,
+            buf_count: self.uring_buffers,
+            buf_size: self.uring_buffer_size.0.min(u32::MAX as u64) as u32,
+            sqpoll_idle_ms: self.sqpoll,
+        }
+    }
+}
+
+/// A byte count: `4096`, `8k`, `8KiB`, `1m`, `1MiB`, `1g`.
+#[derive(Clone, Copy, Debug)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (try 8KiB, 1MiB or 4096)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("'{s}' has an unknown unit (use B, KiB, MiB or GiB)")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("'{s}' is too large"))
+    }
+}
+
+/// A duration: `10s`, `500ms`, `2m`, `1h`, or plain seconds (`1.5`).
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 10s or 500ms)"))?;
+        let secs = match unit {
+            "" | "s" => n,
+            "ms" => n / 1e3,
+            "us" => n / 1e6,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+        };
+        Duration::try_from_secs_f64(secs).map(Seconds).map_err(|_| format!("'{s}' is out of range"))
+    }
+}
+
+/// Help and version go to stdout as usual; a usage error is one line on stderr.
+pub fn report_clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("duet: error: {first} (see duet --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!("8KiB".parse::<ByteSize>().unwrap().0, 8192);
+        assert_eq!("1m".parse::<ByteSize>().unwrap().0, 1 << 20);
+        assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
+        assert!("8 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!("500ms".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("2".parse::<Seconds>().unwrap().0, Duration::from_secs(2));
+        assert_eq!("1m".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
+        assert!("-1s".parse::<Seconds>().is_err());
+        assert!("soon".parse::<Seconds>().is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! `duet`: the binary. CLI, engine selection, signals and logging; the engines do the rest.
+
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command, EngineChoice, ServeArgs};
+use duet_http::{ServeConfig, Shutdown, Site};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::report_clap_error(e),
+    };
+    match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("duet: error: {msg}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.log_level.as_deref());
+    let limits = args.limits();
+    limits.validate()?;
+    let threads = match args.threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+
+    raise_nofile_limit();
+
+    let engine = match args.engine {
+        EngineChoice::Epoll => EngineChoice::Epoll,
+        EngineChoice::Uring => {
+            duet_engine_uring::probe(&args.uring_options()).map_err(|e| format!("io_uring engine unavailable: {e}"))?;
+            EngineChoice::Uring
+        }
+        EngineChoice::Auto => match duet_engine_uring::probe(&args.uring_options()) {
+            Ok(()) => EngineChoice::Uring,
+            Err(e) => {
+                info!("io_uring unavailable ({e}); using the epoll engine");
+                EngineChoice::Epoll
+            }
+        },
+    };
+
+    let listeners = bind_listeners(SocketAddr::new(args.bind, args.port), threads)?;
+    let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let site = Arc::new(Site::hello());
+    let shutdown = Shutdown::new();
+    spawn_signal_thread(shutdown.clone())?;
+    let config = ServeConfig {
+        listeners,
+        pin: args.pin,
+        limits,
+        drain_timeout: args.drain_timeout.0,
+        uring: args.uring_options(),
+    };
+    info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
+    let report = match engine {
+        EngineChoice::Uring => duet_engine_uring::serve(config, site, shutdown),
+        _ => duet_engine_epoll::serve(config, site, shutdown),
+    }
+    .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
+    info!(
+        "stopped: {} connections, {} requests ({} errors)",
+        report.accepted, report.requests, report.errors
+    );
+    Ok(())
+}
+
+/// One SO_REUSEPORT listener per thread, all on the same port (port 0 picks one for
+/// the first and the rest follow it).
+fn bind_listeners(addr: SocketAddr, threads: usize) -> Result<Vec<TcpListener>, String> {
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(threads);
+    let mut addr = addr;
+    for _ in 0..threads {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("cannot create a socket: {e}"))?;
+        let setup = || -> std::io::Result<()> {
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(4096)
+        };
+        setup().map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!("cannot listen on {addr}: address already in use (stop the other server or pick another --port)")
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                format!("cannot listen on {addr}: no such local address (check --bind)")
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                format!("cannot listen on {addr}: permission denied (ports below 1024 need privileges)")
+            }
+            _ => format!("cannot listen on {addr}: {e}"),
+        })?;
+        let listener: TcpListener = socket.into();
+        if listeners.is_empty() {
+            addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+        }
+        listeners.push(listener);
+    }
+    // SO_REUSEPORT lets another process join our port if it also sets it; a stale
+    // listener from another program would have failed above.
+    Ok(listeners)
+}
+
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!("open file limit: {n}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+}
+
+/// SIGINT/SIGTERM: the first asks for a graceful shutdown, the second exits at once.
+fn spawn_signal_thread(shutdown: Shutdown) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("duet-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!("shutting down: finishing in-flight requests (signal again to stop at once)");
+                    shutdown.trigger();
+                } else {
+                    warn!("second signal: exiting now");
+                    std::process::exit(128 + sig);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
