@@ -33,7 +33,13 @@ fn init_logging(level: Option<&str>) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -81,10 +87,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         _ => duet_engine_epoll::serve(config, site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
-    info!(
-        "stopped: {} connections, {} requests ({} errors)",
-        report.accepted, report.requests, report.errors
-    );
+    info!("stopped: {} connections, {} requests ({} errors)", report.accepted, report.requests, report.errors);
     Ok(())
 }
 
@@ -105,7 +108,9 @@ fn bind_listeners(addr: SocketAddr, threads: usize) -> Result<Vec<TcpListener>, 
         };
         setup().map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => {
-                format!("cannot listen on {addr}: address already in use (stop the other server or pick another --port)")
+                format!(
+                    "cannot listen on {addr}: address already in use (stop the other server or pick another --port)"
+                )
             }
             std::io::ErrorKind::AddrNotAvailable => {
                 format!("cannot listen on {addr}: no such local address (check --bind)")
@@ -136,8 +141,8 @@ fn raise_nofile_limit() {
 /// SIGINT/SIGTERM: the first asks for a graceful shutdown, the second exits at once.
 fn spawn_signal_thread(shutdown: Shutdown) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("duet-signals".into())
         .spawn(move || {

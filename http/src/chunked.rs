@@ -11,7 +11,9 @@ const MAX_LINE: u32 = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Reading hex digits; `digits` seen so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace after the size, before `;` or CR.
     SizeWs,
     /// In chunk extensions, until CR.

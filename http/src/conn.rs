@@ -14,7 +14,9 @@ enum Phase {
     /// Waiting for or reading a request head.
     Head,
     /// Discarding a Content-Length body; `left` bytes to go.
-    Body { left: u64 },
+    Body {
+        left: u64,
+    },
     /// Discarding a chunked body.
     Chunked(Box<ChunkedDecoder>),
     /// A close is decided: input is ignored while the output flushes.

@@ -54,10 +54,7 @@ impl Limits {
             return Err(format!("max head size {} is below the minimum of 64 bytes", self.max_head));
         }
         if self.max_headers == 0 || self.max_headers > MAX_HEADERS_CEILING {
-            return Err(format!(
-                "max headers {} must be between 1 and {MAX_HEADERS_CEILING}",
-                self.max_headers
-            ));
+            return Err(format!("max headers {} must be between 1 and {MAX_HEADERS_CEILING}", self.max_headers));
         }
         if self.max_output < 1024 {
             return Err(format!("output queue cap {} is below the minimum of 1024 bytes", self.max_output));

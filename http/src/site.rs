@@ -92,9 +92,7 @@ impl Site {
 
     /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
     pub fn hello() -> Self {
-        Site::builder()
-            .route("/", "text/plain", Bytes::from_static(b"Hello, World!"))
-            .build()
+        Site::builder().route("/", "text/plain", Bytes::from_static(b"Hello, World!")).build()
     }
 
     /// The response for a decoded path, if any.

@@ -17,6 +17,8 @@ pub struct TimerWheel<K> {
     current: u64,
     slots: Vec<Vec<(u64, K)>>,
     len: usize,
+    /// The earliest armed tick, when known (recomputed lazily after it expires).
+    earliest: Option<u64>,
 }
 
 impl<K: Copy> TimerWheel<K> {
@@ -29,6 +31,7 @@ impl<K: Copy> TimerWheel<K> {
             current: 0,
             slots: (0..slots).map(|_| Vec::new()).collect(),
             len: 0,
+            earliest: None,
         }
     }
 
@@ -55,6 +58,9 @@ impl<K: Copy> TimerWheel<K> {
         let tick = self.tick_of(at).max(self.current);
         let n = self.slots.len();
         self.slots[(tick % n as u64) as usize].push((tick, key));
+        if self.len == 0 || self.earliest.is_some_and(|e| tick < e) {
+            self.earliest = Some(tick);
+        }
         self.len += 1;
         tick
     }
@@ -74,12 +80,19 @@ impl<K: Copy> TimerWheel<K> {
         self.len == 0
     }
 
-    /// When the engine must wake next, if anything is armed. Scans at most one round
-    /// of buckets.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    /// When the engine must wake next, if anything is armed. O(1) except right after
+    /// the earliest entry expired, when one round of buckets is scanned.
+    pub fn next_expiry(&mut self) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
+        if self.earliest.is_none() {
+            self.earliest = self.scan_earliest();
+        }
+        self.earliest.map(|t| self.instant_of(t))
+    }
+
+    fn scan_earliest(&self) -> Option<u64> {
         let n = self.slots.len() as u64;
         let mut best: Option<u64> = None;
         for i in 0..n {
@@ -87,12 +100,12 @@ impl<K: Copy> TimerWheel<K> {
             let slot = &self.slots[(tick % n) as usize];
             if let Some(min) = slot.iter().map(|(t, _)| *t).min() {
                 if min == tick {
-                    return Some(self.instant_of(tick));
+                    return Some(tick);
                 }
                 best = Some(best.map_or(min, |b| b.min(min)));
             }
         }
-        best.map(|t| self.instant_of(t))
+        best
     }
 
     /// Moves every key whose tick has come by `now` into `due`.
@@ -121,6 +134,9 @@ impl<K: Copy> TimerWheel<K> {
             self.len -= before - slot.len();
         }
         self.current = self.current.max(now_tick + 1);
+        if self.earliest.is_some_and(|e| e <= now_tick) || self.len == 0 {
+            self.earliest = None;
+        }
     }
 }
 
