@@ -77,10 +77,15 @@ pub fn reason(status: u16) -> &'static str {
 /// The statuses that have a pre-rendered error response.
 pub(crate) const ERROR_STATUSES: [u16; 10] = [400, 404, 405, 408, 413, 414, 417, 431, 501, 505];
 
+/// Up to this many routes are matched by a linear scan instead of a hash.
+const FEW_ROUTES: usize = 8;
+
 /// Routes and error responses. Shared by all threads of a server; read-only.
 #[derive(Debug)]
 pub struct Site {
     routes: HashMap<Box<[u8]>, Arc<Prerendered>>,
+    /// The same routes as a list when there are at most `FEW_ROUTES` of them.
+    few: Vec<(Box<[u8]>, Arc<Prerendered>)>,
     errors: Vec<Arc<Prerendered>>,
 }
 
@@ -97,6 +102,11 @@ impl Site {
 
     /// The response for a decoded path, if any.
     pub fn lookup(&self, path: &[u8]) -> Option<&Arc<Prerendered>> {
+        // A handful of routes is the common case (benchmarks): comparing a few short
+        // slices costs less than hashing one.
+        if !self.few.is_empty() || self.routes.is_empty() {
+            return self.few.iter().find(|(p, _)| **p == *path).map(|(_, r)| r);
+        }
         self.routes.get(path)
     }
 
@@ -141,6 +151,11 @@ impl SiteBuilder {
                 Arc::new(Prerendered::error(s, extra))
             })
             .collect();
-        Site { routes: self.routes, errors }
+        let few = if self.routes.len() <= FEW_ROUTES {
+            self.routes.iter().map(|(p, r)| (p.clone(), Arc::clone(r))).collect()
+        } else {
+            Vec::new()
+        };
+        Site { routes: self.routes, few, errors }
     }
 }
