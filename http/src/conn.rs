@@ -376,6 +376,9 @@ impl Connection {
             Phase::Head if self.head_started || self.fresh => Some(self.read_mark + limits.header_timeout),
             Phase::Head if self.read_closed || self.output_len() > 0 => None,
             Phase::Head => Some(self.read_mark + limits.keepalive_timeout),
+            // Not reading because output is over the cap: the peer is not late, only
+            // the send deadline applies (reading resumes with a fresh body deadline).
+            Phase::Body { .. } | Phase::Chunked(_) if self.stalled => None,
             Phase::Body { .. } | Phase::Chunked(_) => Some(self.read_mark + limits.header_timeout),
         };
         let write = (self.output_len() > 0).then(|| self.write_mark + limits.send_timeout);

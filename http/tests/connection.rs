@@ -1,0 +1,945 @@
+//! The behaviour of `Connection`, driven through its public API the way an engine
+//! drives it. Every input goes through `check`, which feeds it whole, split at every
+//! byte offset, byte by byte, and with partial sends, and requires identical output.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use duet_http::{Limits, Site};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HELLO: &str = "HTTP/1.1 200 OK\r\nServer: duet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\
+                     Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nHello, World!";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Asserts a single error response with `status` and `Connection: close`, after which
+/// the connection shut its write side; the valid request appended after the bad one is
+/// never answered.
+fn assert_rejected_with(site: &Arc<Site>, limits: &Limits, bad: &[u8], status: u16) {
+    let input = cat(&[bad, &get("/")]);
+    let o = check_with(site, limits, &input);
+    let rs = o.responses();
+    assert_eq!(rs.len(), 1, "exactly one response, nothing after the bad request: {}", o.text());
+    assert_eq!(rs[0].status, status, "{}", o.text());
+    assert_eq!(rs[0].connection(), Some("close"));
+    assert!(rs[0].body.starts_with(status.to_string().as_bytes()));
+    assert!(o.write_shut, "the connection closes after the error response");
+    assert_eq!(o.buffered_input, 0);
+}
+
+fn assert_rejected(bad: &[u8], status: u16) {
+    assert_rejected_with(&Arc::new(Site::hello()), &Limits::default(), bad, status);
+}
+
+// ---------------------------------------------------------------------------------
+// Serving
+
+#[test]
+fn get_root_answers_hello_world_with_exact_bytes() {
+    let o = check(&get("/"));
+    assert_eq!(o.text(), HELLO);
+    assert!(!o.write_shut && !o.closed && o.wants_read, "keep-alive: still reading");
+}
+
+#[test]
+fn every_response_has_date_content_length_and_server() {
+    // `responses()` asserts the three headers on every final response.
+    let inputs: Vec<Vec<u8>> = vec![
+        get("/"),
+        get("/missing"),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET / HTTP/2.0\r\nHost: a\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n".to_vec(),
+    ];
+    let mut statuses = Vec::new();
+    for input in inputs {
+        let o = check(&input);
+        let rs = o.responses();
+        assert_eq!(rs.len(), 1);
+        statuses.push(rs[0].status);
+    }
+    assert_eq!(statuses, [200, 404, 405, 501, 400, 505, 200, 413]);
+}
+
+#[test]
+fn head_answers_the_headers_of_get_without_body() {
+    let get_out = check(&get("/"));
+    let head_out = check(b"HEAD / HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let get_r = &get_out.responses()[0];
+    let head_r = &parse_responses(&head_out.out, &[0])[0];
+    assert_eq!(head_r.head, get_r.head, "HEAD has exactly the head of GET");
+    assert_eq!(head_r.header("content-length"), Some("13"));
+    assert_eq!(head_out.out, get_r.head, "no body after the head");
+}
+
+#[test]
+fn head_pipelined_before_get_frames_both_responses() {
+    let input = cat(&[b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", &get("/")]);
+    let o = check(&input);
+    let rs = parse_responses(&o.out, &[0]);
+    assert_eq!(rs.len(), 2);
+    assert!(rs[0].body.is_empty());
+    assert_eq!(rs[1].body, b"Hello, World!");
+}
+
+#[test]
+fn unknown_method_is_501_and_keeps_the_well_framed_connection() {
+    // Like 404/405 (and nginx, hyper): the request is well framed, so the connection
+    // stays usable. Methods are case-sensitive, so `get` is unknown too.
+    for method in ["BREW", "get", "PROPFIND"] {
+        let bad = format!("{method} / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        let o = check(&cat(&[bad.as_bytes(), &get("/")]));
+        assert_eq!(o.statuses(), [501, 200], "{method}");
+        assert_eq!(o.responses()[0].connection(), None);
+        assert!(!o.write_shut);
+    }
+}
+
+#[test]
+fn unknown_path_is_404_and_keeps_the_connection() {
+    let o = check(&cat(&[&get("/nope"), &get("/")]));
+    assert_eq!(o.statuses(), [404, 200]);
+    assert_eq!(o.responses()[0].connection(), None);
+    assert!(!o.write_shut);
+}
+
+#[test]
+fn other_methods_are_405_with_allow_get_head() {
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let input = format!("{method} / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let o = check(input.as_bytes());
+        let r = &o.responses()[0];
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert!(!o.write_shut, "405 is not a framing error: the connection stays open");
+    }
+}
+
+#[test]
+fn absolute_form_target_is_routed_by_its_path() {
+    let o = check(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\nGET http://h HTTP/1.1\r\nHost: h\r\n\r\nGET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(o.statuses(), [200, 200, 404]);
+}
+
+#[test]
+fn query_is_ignored_for_routing() {
+    let o = check(&cat(&[&get("/?a=b"), &get("/?"), &get("/missing?a=/")]));
+    assert_eq!(o.statuses(), [200, 200, 404]);
+}
+
+fn spaced_site() -> Arc<Site> {
+    Arc::new(
+        Site::builder()
+            .route("/", "text/plain", Bytes::from_static(b"root"))
+            .route("/a b", "text/plain", Bytes::from_static(b"x"))
+            .route("/a/b", "text/plain", Bytes::from_static(b"slash"))
+            .build(),
+    )
+}
+
+#[test]
+fn percent_encoded_path_is_decoded_before_routing() {
+    let input = cat(&[&get("/a%20b"), &get("/a%2Fb"), &get("/%61%2f%62"), &get("/a%20b?q=%zz")]);
+    let o = check_with(&spaced_site(), &Limits::default(), &input);
+    let rs = o.responses();
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 200, 200]);
+    assert_eq!(rs[0].body, b"x");
+    assert_eq!(rs[1].body, b"slash");
+    assert_eq!(rs[2].body, b"slash");
+    assert_eq!(rs[3].body, b"x", "the query is cut before decoding");
+}
+
+#[test]
+fn invalid_percent_escape_is_400_and_closes() {
+    for bad in ["/%zz", "/%2", "/%", "/a%g0"] {
+        assert_rejected_with(&spaced_site(), &Limits::default(), &get(bad), 400);
+    }
+}
+
+#[test]
+fn encoded_nul_in_path_is_400() {
+    assert_rejected(&get("/%00"), 400);
+}
+
+#[test]
+fn large_body_is_sent_as_shared_segment_intact_with_partial_sends() {
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let site = Arc::new(Site::builder().route("/big", "application/octet-stream", Bytes::from(body.clone())).build());
+    let o = check_with(&site, &Limits::default(), &cat(&[&get("/big"), &get("/big"), &get("/none")]));
+    let rs = o.responses();
+    assert_eq!(rs.len(), 3);
+    assert_eq!(rs[0].body, body);
+    assert_eq!(rs[1].body, body);
+    assert_eq!(rs[2].status, 404);
+}
+
+// ---------------------------------------------------------------------------------
+// Pipelining and keep-alive
+
+#[test]
+fn pipelined_requests_are_answered_in_order_in_one_batch() {
+    let paths = ["/", "/a", "/", "/b?x", "/", "/c"];
+    let input: Vec<u8> = paths.iter().flat_map(|p| get(p)).collect();
+    let o = check(&input);
+    assert_eq!(o.statuses(), [200, 404, 200, 404, 200, 404]);
+    let site = Arc::new(Site::hello());
+    let (whole, batches) = run_chunks(&site, &Limits::default(), SendMode::ALL, &[&input]);
+    assert_eq!(whole, o);
+    assert_eq!(batches, 1, "all responses of one read go out in one poll_output");
+}
+
+#[test]
+fn http11_keeps_the_connection_alive_by_default() {
+    let mut e = Engine::hello();
+    for round in 0..3 {
+        assert!(e.read_event(&get("/")));
+        assert_eq!(e.take_out(), HELLO.as_bytes(), "round {round}");
+        assert!(e.conn.wants_read() && !e.write_shut && !e.conn.is_closed());
+        assert!(e.conn.is_idle(), "nothing held between requests");
+    }
+}
+
+#[test]
+fn http10_keep_alive_is_honoured_and_echoed() {
+    let req: &[u8] = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let o = check(&cat(&[req, b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n"]));
+    let rs = o.responses();
+    assert_eq!(rs.len(), 2);
+    for r in &rs {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.connection(), Some("keep-alive"));
+    }
+    assert!(!o.write_shut && o.wants_read);
+}
+
+#[test]
+fn http10_without_keep_alive_is_answered_with_close_then_closes() {
+    let o = check(&cat(&[b"GET / HTTP/1.0\r\n\r\n", &get("/")]));
+    let rs = o.responses();
+    assert_eq!(rs.len(), 1, "the request after the closing one is not answered");
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].connection(), Some("close"));
+    assert!(o.write_shut);
+}
+
+#[test]
+fn connection_close_is_answered_with_close_then_closes() {
+    for value in ["close", "Close", "keep-alive, close", "upgrade,close"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: a\r\nConnection: {value}\r\n\r\n");
+        let o = check(&cat(&[&get("/"), req.as_bytes(), &get("/")]));
+        let rs = o.responses();
+        assert_eq!(rs.len(), 2, "{value}: nothing after the closing request");
+        assert_eq!(rs[0].connection(), None);
+        assert_eq!(rs[1].connection(), Some("close"));
+        assert!(o.write_shut);
+    }
+}
+
+#[test]
+fn empty_lines_before_a_request_line_are_ignored() {
+    let o = check(&cat(&[b"\r\n\r\n\n", &get("/"), b"\r\n", &get("/")]));
+    assert_eq!(o.statuses(), [200, 200]);
+}
+
+#[test]
+fn bare_lf_line_endings_are_accepted() {
+    let o = check(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\nHost: a\n\n");
+    assert_eq!(o.statuses(), [200, 200]);
+}
+
+// ---------------------------------------------------------------------------------
+// Request bodies
+
+#[test]
+fn content_length_body_is_discarded_and_the_next_request_found() {
+    // The body looks like a request: it must be skipped, not answered.
+    let body = get("/smuggled");
+    let post = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len());
+    let o = check(&cat(&[
+        post.as_bytes(),
+        &body,
+        &get("/"),
+        b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        &get("/"),
+    ]));
+    assert_eq!(o.statuses(), [405, 200, 404, 200]);
+}
+
+#[test]
+fn get_with_body_is_answered_after_its_body() {
+    let o = check(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /n HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(o.statuses(), [200, 404]);
+}
+
+#[test]
+fn chunked_body_with_extensions_and_trailers_is_discarded() {
+    let input = cat(&[
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"5;name=val;x\r\nhello\r\nA \t;e=\"q\"\r\n0123456789\r\n",
+        b"0\r\nTrailer-One: t\r\nOther: u\r\n\r\n",
+        &get("/"),
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    ]);
+    let o = check(&input);
+    assert_eq!(o.statuses(), [405, 200, 501]);
+    let chunked_get = cat(&[
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"3\r\nGET\r\n0\r\n\r\n",
+        &get("/after"),
+    ]);
+    assert_eq!(check(&chunked_get).statuses(), [200, 404]);
+}
+
+#[test]
+fn chunked_body_followed_by_empty_chunked_body() {
+    let req: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(check(&cat(&[req, req, req])).statuses(), [200, 200, 200]);
+}
+
+#[test]
+fn expect_100_continue_gets_interim_response_before_the_final_one() {
+    let o = check(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+    assert!(o.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 405 "), "{}", o.text());
+    assert_eq!(o.statuses(), [405]);
+
+    let chunked = check(
+        b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    );
+    assert!(chunked.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "));
+
+    // The interim response goes out as soon as the head is read, before the body.
+    let mut e = Engine::hello();
+    e.read_event(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(e.take_out(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    e.read_event(b"hi");
+    assert_eq!(parse_responses(&e.out, &[])[0].status, 405);
+}
+
+#[test]
+fn expect_100_continue_without_body_or_on_http10_gets_no_interim_response() {
+    let o = check(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(o.text(), HELLO);
+    let o = check(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx");
+    assert!(o.text().starts_with("HTTP/1.1 405 "));
+}
+
+#[test]
+fn expect_100_continue_with_too_large_body_is_413_without_interim_response() {
+    let o = check(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n");
+    assert!(o.text().starts_with("HTTP/1.1 413 "));
+    assert!(o.write_shut);
+}
+
+// ---------------------------------------------------------------------------------
+// Rejections: status, `Connection: close`, nothing after the bad request answered.
+
+macro_rules! rejects {
+    ($($name:ident: $input:expr => $status:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            assert_rejected(&$input[..], $status);
+        }
+    )*};
+}
+
+fn post(headers: &str, body: &str) -> Vec<u8> {
+    format!("POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}").into_bytes()
+}
+
+rejects! {
+    content_length_with_transfer_encoding_is_400:
+        post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") => 400;
+    transfer_encoding_with_content_length_is_400:
+        post("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n", "0\r\n\r\n") => 400;
+    duplicate_content_length_is_400:
+        post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello") => 400;
+    list_content_length_is_400: post("Content-Length: 5, 5\r\n", "hello") => 400;
+    signed_content_length_is_400: post("Content-Length: +5\r\n", "hello") => 400;
+    negative_content_length_is_400: post("Content-Length: -1\r\n", "") => 400;
+    hex_content_length_is_400: post("Content-Length: 0x5\r\n", "hello") => 400;
+    empty_content_length_is_400: post("Content-Length: \r\n", "") => 400;
+    overflowing_content_length_is_400: post("Content-Length: 99999999999999999999999\r\n", "") => 400;
+    unknown_transfer_coding_is_501: post("Transfer-Encoding: gzip\r\n", "") => 501;
+    unknown_transfer_coding_before_chunked_is_501: post("Transfer-Encoding: br, chunked\r\n", "0\r\n\r\n") => 501;
+    chunked_not_final_is_400: post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n") => 400;
+    chunked_twice_is_400: post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") => 400;
+    chunked_with_parameters_is_400: post("Transfer-Encoding: chunked;q=1\r\n", "0\r\n\r\n") => 400;
+    empty_transfer_encoding_is_400: post("Transfer-Encoding: \r\n", "") => 400;
+    transfer_encoding_on_http10_is_400:
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" => 400;
+    non_hex_chunk_size_is_400: post("Transfer-Encoding: chunked\r\n", "zz\r\n") => 400;
+    prefixed_chunk_size_is_400: post("Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n") => 400;
+    chunk_size_with_17_digits_is_400: post("Transfer-Encoding: chunked\r\n", "00000000000000001\r\n") => 400;
+    overflowing_chunk_size_is_413: post("Transfer-Encoding: chunked\r\n", "ffffffffffffffff\r\n") => 413;
+    chunk_data_without_crlf_is_400: post("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n") => 400;
+    chunk_size_line_with_bare_lf_is_400: post("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n") => 400;
+    control_byte_in_chunk_extension_is_400: post("Transfer-Encoding: chunked\r\n", "1;a\x01\r\nx\r\n0\r\n\r\n") => 400;
+    obs_fold_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n" => 400;
+    obs_fold_in_trailer_is_400: post("Transfer-Encoding: chunked\r\n", "0\r\nT: a\r\n b\r\n\r\n") => 400;
+    whitespace_before_colon_is_400: b"GET / HTTP/1.1\r\nHost : a\r\n\r\n" => 400;
+    tab_before_colon_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX\t: b\r\n\r\n" => 400;
+    control_byte_in_field_value_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n" => 400;
+    nul_in_field_value_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n" => 400;
+    del_in_field_value_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n" => 400;
+    bare_cr_in_field_value_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n" => 400;
+    invalid_field_name_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nX(y): b\r\n\r\n" => 400;
+    missing_host_on_http11_is_400: b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n" => 400;
+    duplicate_host_is_400: b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n" => 400;
+    invalid_host_is_400: b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n" => 400;
+    bad_method_token_is_400: b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
+    empty_method_is_400: b" / HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
+    http2_version_is_505: b"GET / HTTP/2.0\r\nHost: a\r\n\r\n" => 505;
+    http12_version_is_505: b"GET / HTTP/1.2\r\nHost: a\r\n\r\n" => 505;
+    garbage_version_is_400: b"GET / FTP/1.1\r\nHost: a\r\n\r\n" => 400;
+    missing_version_is_400: b"GET /\r\nHost: a\r\n\r\n" => 400;
+    relative_target_is_400: b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
+    garbage_line_is_400: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n" => 400;
+    body_over_limit_by_content_length_is_413: post("Content-Length: 1048577\r\n", "") => 413;
+    body_over_limit_by_chunk_size_is_413: post("Transfer-Encoding: chunked\r\n", "100001\r\n") => 413;
+}
+
+#[test]
+fn body_exactly_at_limit_is_accepted() {
+    let limits = Limits { max_body: 16, ..Limits::default() };
+    let site = Arc::new(Site::hello());
+    let o = check_with(&site, &limits, &cat(&[&post("Content-Length: 16\r\n", "0123456789abcdef"), &get("/")]));
+    assert_eq!(o.statuses(), [405, 200]);
+    let chunked = post("Transfer-Encoding: chunked\r\n", "8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n");
+    let o = check_with(&site, &limits, &cat(&[&chunked, &get("/")]));
+    assert_eq!(o.statuses(), [405, 200]);
+    let over = post("Transfer-Encoding: chunked\r\n", "8\r\n01234567\r\n9\r\n");
+    assert_rejected_with(&site, &limits, &over, 413);
+}
+
+#[test]
+fn request_line_longer_than_max_head_is_414() {
+    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+    assert_rejected(long.as_bytes(), 414);
+}
+
+#[test]
+fn request_line_over_limit_is_414_before_it_ends() {
+    // The line never ends: the server answers once it passed the limit.
+    let limits = Limits { max_head: 100, ..Limits::default() };
+    let mut e = Engine::new(Site::hello(), limits);
+    e.read_event(format!("GET /{}", "a".repeat(100)).as_bytes());
+    assert_eq!(e.responses()[0].status, 414);
+    assert!(e.write_shut);
+}
+
+#[test]
+fn head_too_large_is_431() {
+    let head = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(9000));
+    assert_rejected(head.as_bytes(), 431);
+    let many_lines: String = (0..60).map(|i| format!("X-{i}: {}\r\n", "v".repeat(150))).collect();
+    assert_rejected(format!("GET / HTTP/1.1\r\nHost: a\r\n{many_lines}\r\n").as_bytes(), 431);
+}
+
+#[test]
+fn head_at_exactly_max_head_is_accepted_and_one_more_byte_is_431() {
+    let limits = Limits { max_head: 128, ..Limits::default() };
+    let site = Arc::new(Site::hello());
+    let make = |len: usize| {
+        let fixed = "GET / HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n".len();
+        format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(len - fixed)).into_bytes()
+    };
+    assert_eq!(make(128).len(), 128);
+    assert_eq!(check_with(&site, &limits, &cat(&[&make(128), &get("/")])).statuses(), [200, 200]);
+    assert_rejected_with(&site, &limits, &make(129), 431);
+}
+
+#[test]
+fn too_many_headers_is_431() {
+    let headers: String = (0..64).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_rejected(format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n").as_bytes(), 431);
+    // 64 fields in all (Host included) is within the limit.
+    let headers: String = (0..63).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(check(format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n").as_bytes()).statuses(), [200]);
+}
+
+#[test]
+fn error_after_answered_requests_ends_the_stream() {
+    let o = check(&cat(&[&get("/"), &get("/"), b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &get("/"), &get("/")]));
+    assert_eq!(o.statuses(), [200, 200, 400]);
+    assert_eq!(o.responses()[2].connection(), Some("close"));
+    assert!(o.write_shut);
+}
+
+#[test]
+fn input_after_a_close_is_discarded_while_lingering() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(e.write_shut);
+    assert!(!e.conn.is_closed() && e.conn.wants_read(), "lingering: reads and discards");
+    let sent = e.out.len();
+    for _ in 0..10 {
+        assert!(e.read_event(&get("/")));
+    }
+    assert_eq!(e.out.len(), sent, "nothing answered after the close");
+    assert_eq!(e.conn.buffered_input(), 0);
+    e.eof();
+    assert!(e.conn.is_closed());
+}
+
+// ---------------------------------------------------------------------------------
+// Backpressure
+
+fn flood(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| get(if i % 3 == 0 { "/x" } else { "/" })).collect()
+}
+
+#[test]
+fn pipelining_flood_stops_reading_until_output_is_sent() {
+    let limits = Limits::default();
+    let max_output = limits.max_output;
+    let n = 10_000;
+    let input = flood(n);
+    let mut e = Engine::new(Site::hello(), limits);
+    e.feed(&input);
+    assert!(!e.conn.wants_read(), "output over the cap: the engine must stop reading");
+    let queued = e.conn.output_len();
+    assert!(queued >= max_output && queued < max_output + 200, "queued {queued}");
+    assert!(e.conn.buffered_input() < input.len(), "parsing stopped with input held back");
+    let bound = input.len() + max_output + 200;
+
+    // A slow writer: 1000 bytes per send. Memory never grows past the bound and the
+    // engine is told to read again only once the queue is below the cap.
+    e.send = SendMode { max_bytes: 1000, max_iov: 16 };
+    let mut sends = 0;
+    while e.send_once() {
+        sends += 1;
+        let held = e.conn.buffered_input() + e.conn.output_len();
+        assert!(held <= bound, "held {held}");
+        assert!(e.conn.output_len() < max_output + 200);
+        if !e.conn.wants_read() {
+            assert!(e.conn.output_len() >= max_output);
+        }
+    }
+    assert!(sends > n / 10);
+    assert!(e.conn.wants_read());
+    assert_eq!(e.conn.buffered_input(), 0);
+    let statuses: Vec<u16> = e.responses().iter().map(|r| r.status).collect();
+    let want: Vec<u16> = (0..n).map(|i| if i % 3 == 0 { 404 } else { 200 }).collect();
+    assert_eq!(statuses, want, "every request answered once, in order");
+}
+
+#[test]
+fn flood_read_in_chunks_keeps_memory_bounded_by_limits() {
+    let limits = Limits { max_output: 4096, ..Limits::default() };
+    let (max_output, max_head) = (limits.max_output, limits.max_head);
+    let input = flood(3000);
+    let chunk = 1500;
+    let mut e = Engine::new(Site::hello(), limits);
+    e.send = SendMode { max_bytes: 700, max_iov: 4 };
+    let mut pos = 0;
+    let mut stalls = 0;
+    while pos < input.len() {
+        // Read only while the connection wants to; otherwise write once.
+        if e.conn.wants_read() {
+            let end = (pos + chunk).min(input.len());
+            e.feed(&input[pos..end]);
+            pos = end;
+        } else {
+            stalls += 1;
+            assert!(e.send_once(), "not reading yet nothing to send");
+        }
+        assert!(e.conn.buffered_input() <= max_head + chunk, "carry {}", e.conn.buffered_input());
+        assert!(e.conn.output_len() <= max_output + 200, "output {}", e.conn.output_len());
+        if e.conn.output_len() > 2 * chunk && e.conn.wants_read() {
+            e.send_once(); // a writer that keeps up only partly
+        }
+    }
+    e.flush();
+    assert!(stalls > 0, "the flood hit the output cap");
+    assert_eq!(e.responses().len(), 3000);
+}
+
+#[test]
+fn flood_with_bodies_is_framed_through_backpressure() {
+    let one = cat(&[
+        &post("Content-Length: 5\r\n", "GET /"),
+        &post("Transfer-Encoding: chunked\r\n", "3;e\r\nabc\r\n0\r\nT: x\r\n\r\n"),
+        &get("/"),
+    ]);
+    let input: Vec<u8> = std::iter::repeat_n(one, 40).flatten().collect();
+    let limits = Limits { max_output: 1024, ..Limits::default() };
+    let o = check_with(&Arc::new(Site::hello()), &limits, &input);
+    let want: Vec<u16> = (0..40).flat_map(|_| [405, 405, 200]).collect();
+    assert_eq!(o.statuses(), want);
+}
+
+#[test]
+fn stalled_connection_still_answers_everything_after_eof() {
+    let limits = Limits { max_output: 1024, ..Limits::default() };
+    let mut e = Engine::new(Site::hello(), limits);
+    e.feed(&flood(100));
+    assert!(!e.conn.wants_read());
+    e.conn.handle_eof(&mut e.ctx);
+    assert!(!e.conn.is_closed());
+    e.flush();
+    assert_eq!(e.responses().len(), 100);
+    assert!(e.conn.is_closed());
+}
+
+#[test]
+fn inflight_segments_stay_unchanged_while_more_input_is_handled() {
+    let body: Vec<u8> = vec![b'z'; 10_000];
+    let site = Site::builder().route("/big", "text/plain", Bytes::from(body)).build();
+    let mut e = Engine::new(site, Limits::default());
+    e.feed(&cat(&[&get("/big"), &get("/")]));
+    let snapshot = |e: &mut Engine| -> Vec<(usize, Vec<u8>)> {
+        let buf = e.conn.poll_output().expect("output");
+        let mut iov = vec![std::io::IoSlice::new(&[]); 16];
+        let n = buf.fill(&mut iov);
+        iov[..n].iter().map(|s| (s.as_ptr() as usize, s.to_vec())).collect()
+    };
+    let before = snapshot(&mut e);
+    e.feed(&cat(&[&get("/"), &get("/big")]));
+    assert_eq!(snapshot(&mut e), before, "same addresses and bytes after more input");
+    let total: usize = before.iter().map(|(_, s)| s.len()).sum();
+    e.conn.handle_sent(&mut e.ctx, total);
+    let second: usize = snapshot(&mut e).iter().map(|(_, s)| s.len()).sum();
+    assert!(second > 10_000, "the later responses come in the next batch");
+}
+
+// ---------------------------------------------------------------------------------
+// Deadlines, in virtual time
+
+#[test]
+fn header_deadline_is_absolute_from_the_first_byte() {
+    let mut e = Engine::hello();
+    e.advance_to(secs(3));
+    e.read_event(b"G");
+    assert_eq!(e.deadline(), Some(secs(13)), "header_timeout from the first byte");
+    let trickle = b"ET / HTTP/1.1\r\nHost: a\r\n";
+    for (i, byte) in trickle.iter().take(9).enumerate() {
+        e.advance_to(secs(4 + i as u64));
+        e.read_event(std::slice::from_ref(byte));
+        assert_eq!(e.deadline(), Some(secs(13)), "a trickled byte does not extend it");
+        assert!(e.out.is_empty());
+    }
+    e.advance_to(secs(13) - Duration::from_millis(1));
+    assert!(e.out.is_empty(), "not before the deadline");
+    e.advance_to(secs(13));
+    let rs = e.responses();
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status, 408);
+    assert_eq!(rs[0].connection(), Some("close"));
+    assert!(e.write_shut);
+}
+
+#[test]
+fn header_deadline_counts_from_first_byte_of_each_request() {
+    let mut e = Engine::hello();
+    e.read_event(&get("/"));
+    e.advance_to(secs(30));
+    assert!(!e.conn.is_closed());
+    e.read_event(b"GET / HT");
+    assert_eq!(e.deadline(), Some(secs(40)));
+    e.advance_to(secs(39));
+    e.read_event(b"TP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(e.responses().len(), 2);
+    assert_eq!(e.deadline(), Some(secs(99)), "idle again: keep-alive deadline");
+}
+
+#[test]
+fn body_read_pause_longer_than_header_timeout_is_408() {
+    let mut e = Engine::hello();
+    e.read_event(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab");
+    e.advance_to(secs(9));
+    e.read_event(b"cd");
+    assert_eq!(e.deadline(), Some(secs(19)), "each body read restarts the pause");
+    e.advance_to(secs(19));
+    assert_eq!(e.responses()[0].status, 408);
+    assert!(e.write_shut);
+}
+
+#[test]
+fn keep_alive_idle_deadline_closes_silently() {
+    let mut e = Engine::hello();
+    e.advance_to(secs(1));
+    e.read_event(&get("/"));
+    e.take_out();
+    assert_eq!(e.deadline(), Some(secs(61)));
+    e.advance_to(secs(60));
+    assert!(!e.conn.is_closed(), "not before the deadline");
+    e.advance_to(secs(61));
+    assert!(e.conn.is_closed());
+    assert!(e.out.is_empty(), "an idle close sends nothing");
+}
+
+#[test]
+fn keep_alive_deadline_starts_when_the_response_is_sent() {
+    let mut e = Engine::hello();
+    e.feed(&get("/"));
+    assert!(e.conn.output_len() > 0);
+    e.advance_to(secs(5));
+    e.flush();
+    assert_eq!(e.deadline(), Some(secs(65)));
+}
+
+#[test]
+fn fresh_connection_without_bytes_closes_after_header_timeout() {
+    let mut e = Engine::hello();
+    assert_eq!(e.deadline(), Some(secs(10)));
+    e.advance_to(secs(9));
+    assert!(!e.conn.is_closed());
+    e.advance_to(secs(10));
+    assert!(e.conn.is_closed());
+    assert!(e.out.is_empty(), "no 408 for a connection that never sent a byte");
+}
+
+#[test]
+fn fresh_connection_sending_only_empty_lines_still_closes_after_header_timeout() {
+    let mut e = Engine::hello();
+    for s in 1..10 {
+        e.advance_to(secs(s));
+        e.read_event(b"\r\n");
+    }
+    e.advance_to(secs(10));
+    assert!(e.conn.is_closed());
+}
+
+#[test]
+fn lingering_closes_at_linger_deadline() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(e.write_shut);
+    assert_eq!(e.deadline(), Some(secs(5)));
+    e.advance_to(secs(2));
+    e.read_event(b"more junk");
+    assert_eq!(e.deadline(), Some(secs(5)), "input does not extend lingering");
+    e.advance_to(secs(5));
+    assert!(e.conn.is_closed());
+    assert_eq!(e.deadline(), None);
+}
+
+#[test]
+fn lingering_ends_at_eof() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(e.write_shut && !e.conn.is_closed());
+    e.eof();
+    assert!(e.conn.is_closed());
+}
+
+#[test]
+fn peer_that_stops_reading_is_dropped_after_send_timeout() {
+    let mut e = Engine::hello();
+    e.feed(&flood(5000));
+    assert!(!e.conn.wants_read());
+    e.send = SendMode { max_bytes: 100, max_iov: 4 };
+    e.tick_to(secs(30));
+    e.send_once();
+    assert_eq!(e.deadline(), Some(secs(90)), "progress restarts the send deadline");
+    e.tick_to(secs(89));
+    assert!(!e.conn.is_closed());
+    e.tick_to(secs(90));
+    assert!(e.conn.is_closed(), "dropped without flushing the rest");
+}
+
+#[test]
+fn no_read_deadline_while_the_server_itself_stopped_reading() {
+    // A request with `Expect: 100-continue` behind a large queued response: the
+    // interim response pushes the queue over the cap, so the server stops reading in
+    // the middle of the body. The client waits for the 100 and reads the queue slowly;
+    // it is not late, the server is not reading. Only the send deadline applies.
+    let site = Arc::new(Site::builder().route("/", "text/plain", Bytes::from(vec![b'h'; 1000])).build());
+    let response_len = check_with(&site, &Limits::default(), &get("/")).out.len();
+    let limits = Limits { max_output: response_len + 10, ..Limits::default() };
+    let mut e = Engine::with_site(site, limits);
+    e.feed(&cat(&[&get("/"), b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"]));
+    assert!(!e.conn.wants_read(), "stalled in the body");
+    e.send = SendMode { max_bytes: 1, max_iov: 1 };
+    for s in 1..=14 {
+        e.tick_to(secs(s));
+        e.send_once();
+        assert!(!e.conn.wants_read(), "still over the cap at {s} s");
+    }
+    e.tick_to(secs(30));
+    assert!(!e.conn.is_closed());
+    assert_eq!(e.deadline(), Some(secs(14 + 60)), "the send deadline");
+    e.send = SendMode::ALL;
+    e.flush();
+    assert!(e.text().ends_with("HTTP/1.1 100 Continue\r\n\r\n"), "no 408: {}", e.text());
+    assert_eq!(e.deadline(), Some(secs(40)), "body pause counted from when reading resumed");
+    e.read_event(b"abcd");
+    let statuses: Vec<u16> = e.responses().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 405]);
+}
+
+#[test]
+fn early_timer_calls_are_ignored() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\n");
+    for _ in 0..5 {
+        e.conn.handle_timeout(&mut e.ctx);
+    }
+    e.read_event(b"Host: a\r\n\r\n");
+    assert_eq!(e.responses()[0].status, 200);
+}
+
+// ---------------------------------------------------------------------------------
+// Half-close
+
+#[test]
+fn eof_after_complete_requests_still_answers_them_then_closes() {
+    let mut e = Engine::hello();
+    e.feed(&cat(&[&get("/"), &get("/x"), &get("/")]));
+    e.conn.handle_eof(&mut e.ctx);
+    assert!(!e.conn.is_closed(), "responses are still owed");
+    assert!(!e.conn.wants_read());
+    e.flush();
+    assert_eq!(e.responses().iter().map(|r| r.status).collect::<Vec<_>>(), [200, 404, 200]);
+    assert!(e.conn.is_closed());
+    assert!(!e.write_shut, "the peer already finished: no lingering needed");
+}
+
+#[test]
+fn eof_after_responses_were_sent_closes_at_once() {
+    let mut e = Engine::hello();
+    e.read_event(&get("/"));
+    e.eof();
+    assert!(e.conn.is_closed());
+    assert_eq!(e.responses().len(), 1);
+}
+
+#[test]
+fn eof_mid_request_closes_without_response() {
+    let partials: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        b"G",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        b"\r\n",
+    ];
+    for partial in partials {
+        let mut e = Engine::hello();
+        e.read_event(partial);
+        e.eof();
+        assert!(e.conn.is_closed(), "{:?}", String::from_utf8_lossy(partial));
+        assert!(e.out.is_empty());
+        assert_eq!(e.conn.buffered_input(), 0);
+    }
+}
+
+#[test]
+fn eof_after_complete_and_partial_request_answers_only_the_complete_one() {
+    let mut e = Engine::hello();
+    e.read_event(&cat(&[&get("/"), b"GET / HTTP/1.1\r\nHo"]));
+    e.eof();
+    assert_eq!(e.responses().len(), 1);
+    assert!(e.conn.is_closed());
+}
+
+#[test]
+fn eof_in_the_same_read_as_a_closing_request_closes_after_the_response() {
+    let mut e = Engine::hello();
+    e.feed(b"GET / HTTP/1.0\r\n\r\n");
+    e.conn.handle_eof(&mut e.ctx);
+    e.flush();
+    assert_eq!(e.responses().len(), 1);
+    assert!(e.conn.is_closed());
+}
+
+// ---------------------------------------------------------------------------------
+// Graceful shutdown
+
+#[test]
+fn begin_shutdown_closes_idle_connections_at_once() {
+    let mut fresh = Engine::hello();
+    fresh.shutdown();
+    assert!(fresh.conn.is_closed());
+    assert!(fresh.out.is_empty());
+
+    let mut kept = Engine::hello();
+    kept.read_event(&get("/"));
+    kept.shutdown();
+    assert!(kept.conn.is_closed());
+    assert_eq!(kept.responses().len(), 1);
+}
+
+#[test]
+fn begin_shutdown_answers_request_in_progress_with_connection_close() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\nHo");
+    e.shutdown();
+    assert!(!e.conn.is_closed() && e.conn.wants_read());
+    e.read_event(&cat(&[b"st: a\r\n\r\n", &get("/")]));
+    let rs = e.responses();
+    assert_eq!(rs.len(), 1, "only the request in progress is answered");
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].connection(), Some("close"));
+    assert!(e.write_shut);
+}
+
+#[test]
+fn begin_shutdown_during_a_body_answers_it_with_close() {
+    let mut e = Engine::hello();
+    e.read_event(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na");
+    e.shutdown();
+    e.read_event(b"bc");
+    let rs = e.responses();
+    assert_eq!(rs[0].status, 405);
+    assert_eq!(rs[0].connection(), Some("close"));
+    assert!(e.write_shut);
+}
+
+#[test]
+fn begin_shutdown_flushes_queued_responses_then_closes() {
+    let mut e = Engine::hello();
+    e.feed(&cat(&[&get("/"), &get("/")]));
+    e.conn.begin_shutdown(&mut e.ctx);
+    assert!(!e.conn.is_closed(), "queued responses are sent first");
+    e.flush();
+    assert_eq!(e.responses().len(), 2);
+    assert!(e.write_shut);
+}
+
+// ---------------------------------------------------------------------------------
+// Resources
+
+#[test]
+fn empty_lines_do_not_extend_the_keep_alive_deadline() {
+    let mut e = Engine::hello();
+    e.read_event(&get("/"));
+    assert_eq!(e.deadline(), Some(secs(60)));
+    for s in [10, 20, 30, 40, 50] {
+        e.advance_to(secs(s));
+        e.read_event(b"\r\n");
+        assert_eq!(e.deadline(), Some(secs(60)));
+    }
+    e.advance_to(secs(60));
+    assert!(e.conn.is_closed());
+}
+
+#[test]
+fn idle_connection_holds_no_buffer_and_returns_output_buffers_to_the_pool() {
+    let mut e = Engine::hello();
+    assert!(e.conn.is_idle());
+    e.read_event(&cat(&[&get("/"), &get("/")]));
+    assert!(e.conn.is_idle());
+    assert_eq!((e.conn.buffered_input(), e.conn.output_len()), (0, 0));
+    assert!(!e.ctx.pool().is_empty(), "the sent buffer went back to the thread's pool");
+    e.read_event(b"GET / HTTP/1.1\r\n");
+    assert!(!e.conn.is_idle(), "a partial head is held");
+    assert_eq!(e.conn.buffered_input(), 16);
+    e.read_event(b"Host: a\r\n\r\n");
+    assert!(e.conn.is_idle());
+}
+
+#[test]
+fn stats_count_requests_and_errors() {
+    let mut e = Engine::hello();
+    e.read_event(&cat(&[&get("/"), &get("/missing"), &get("/"), b"GET / HTTP/1.1\r\n\r\n"]));
+    assert_eq!(e.ctx.stats.requests, 4);
+    assert_eq!(e.ctx.stats.errors, 2);
+}
