@@ -130,6 +130,7 @@ impl Connection {
             }
             match &mut self.phase {
                 Phase::Head => {
+                    let resuming = self.head_started;
                     if !self.head_started {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
                         while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
@@ -142,7 +143,10 @@ impl Connection {
                         self.read_mark = now;
                     }
                     let rest = &buf[pos..];
-                    let Some(end) = request::find_head_end(rest, self.scan_from) else {
+                    // A head seen incomplete before is parsed again only once its end has
+                    // arrived (a cheap scan that resumes where it stopped), so a head
+                    // trickled byte by byte costs linear time, not quadratic.
+                    if resuming && request::find_head_end(rest, self.scan_from).is_none() {
                         if rest.len() > limits.max_head {
                             let status = request::oversize_status(rest, limits.max_head);
                             self.fail(pool, date, stats, now, site.error(status));
@@ -150,6 +154,33 @@ impl Connection {
                         }
                         self.scan_from = rest.len().saturating_sub(2);
                         return pos;
+                    }
+                    let (d, end) = match request::decide(site, limits, rest) {
+                        Ok(Some(parsed)) => parsed,
+                        Ok(None) => {
+                            if rest.len() > limits.max_head {
+                                let status = request::oversize_status(rest, limits.max_head);
+                                self.fail(pool, date, stats, now, site.error(status));
+                                return buf.len();
+                            }
+                            self.scan_from = rest.len().saturating_sub(2);
+                            return pos;
+                        }
+                        // An error is acted on only once the whole head is here, as it
+                        // would be had the head arrived in pieces: answers never depend on
+                        // how the input was split.
+                        Err(status) => {
+                            let status = match request::find_head_end(rest, 0) {
+                                Some(end) if end <= limits.max_head => status,
+                                None if rest.len() <= limits.max_head => {
+                                    self.scan_from = rest.len().saturating_sub(2);
+                                    return pos;
+                                }
+                                _ => request::oversize_status(rest, limits.max_head),
+                            };
+                            self.fail(pool, date, stats, now, site.error(status));
+                            return buf.len();
+                        }
                     };
                     self.scan_from = 0;
                     self.head_started = false;
@@ -158,13 +189,6 @@ impl Connection {
                         self.fail(pool, date, stats, now, site.error(status));
                         return buf.len();
                     }
-                    let d = match request::decide(site, limits, &rest[..end]) {
-                        Ok(d) => d,
-                        Err(status) => {
-                            self.fail(pool, date, stats, now, site.error(status));
-                            return buf.len();
-                        }
-                    };
                     pos += end;
                     self.fresh = false;
                     match d.body {

@@ -48,19 +48,22 @@ pub(crate) fn oversize_status(buf: &[u8], max_head: usize) -> u16 {
     }
 }
 
-/// Parses the head `head` (complete, ending in a blank line) and decides the answer.
-/// `Err(status)` is a framing or syntax error: answer with `status` and close.
-pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result<Decision<'a>, u16> {
+/// Parses the request head at the start of `head` and decides the answer, with the
+/// head's length. `Ok(None)`: the head is not complete yet. `Err(status)` is a framing
+/// or syntax error: answer with `status` and close.
+pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result<Option<(Decision<'a>, usize)>, u16> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, headers) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(400),
+    let len = match req.parse_with_uninit_headers(head, headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(431),
+        // Which version error (400 or 505) needs the whole request line.
+        Err(httparse::Error::Version) if memchr::memchr(b'\n', head).is_none() => return Ok(None),
         Err(httparse::Error::Version) => return Err(version_error(head)),
         Err(_) => return Err(400),
-    }
+    };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(400);
     };
@@ -147,7 +150,7 @@ pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result
         (Method::Get | Method::Head, Some(r)) => r,
         (Method::Other, Some(_)) => site.error(405),
     };
-    Ok(Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue })
+    Ok(Some((Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue }, len)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
