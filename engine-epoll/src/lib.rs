@@ -29,7 +29,7 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per wakeup before it is requeued behind the others.
 const READ_BUDGET: usize = 8;
 /// Most segments in one sendmsg.
-const MAX_IOV: usize = 64;
+const MAX_IOV: usize = 16;
 /// Events taken per epoll_wait.
 const MAX_EVENTS: usize = 512;
 

@@ -94,6 +94,10 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// One gathered send with MSG_NOSIGNAL (a closed peer is EPIPE, not SIGPIPE).
 pub(crate) fn sendv(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    if let [one] = iov {
+        // SAFETY: `one` is readable for its length for the duration of the call.
+        return syscall!(send(fd, one.as_ptr().cast(), one.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize);
+    }
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // IoSlice is ABI-compatible with iovec on Unix (documented by std).
