@@ -56,6 +56,9 @@ struct Live {
     conn: Connection,
     readable: bool,
     writable: bool,
+    /// The peer's FIN was reported (EPOLLRDHUP/HUP): read until EOF even after a short
+    /// read, because no further edge will come.
+    hup: bool,
     /// The wheel tick this connection is armed for, if any.
     armed: Option<u64>,
 }
@@ -256,7 +259,7 @@ impl Worker {
         if self.drain_deadline.is_some() {
             conn.begin_shutdown(&mut self.ctx);
         }
-        self.slots[index].live = Some(Live { fd, conn, readable: false, writable: true, armed: None });
+        self.slots[index].live = Some(Live { fd, conn, readable: false, writable: true, hup: false, armed: None });
         self.live += 1;
         self.ctx.stats.accepted += 1;
         self.arm_timer(index);
@@ -272,6 +275,9 @@ impl Worker {
         let Some(live) = slot.live.as_mut() else { return };
         if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
             live.readable = true;
+        }
+        if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            live.hup = true;
         }
         if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
             live.writable = true;
@@ -299,8 +305,9 @@ impl Worker {
                         live.conn.handle_eof(ctx);
                     }
                     Ok(n) => {
-                        // A short read drained the socket; the next edge reports more.
-                        if n < self.read_buf.len() {
+                        // A short read drained the socket; the next edge reports more
+                        // (unless the FIN already came: then read on to the EOF).
+                        if n < self.read_buf.len() && !live.hup {
                             live.readable = false;
                         }
                         live.conn.handle_input(ctx, &self.read_buf[..n]);

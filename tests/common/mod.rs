@@ -1,0 +1,489 @@
+//! Harness for the conformance suite: starts the real `duet serve` on an ephemeral
+//! port, talks raw HTTP/1.1 over TCP, and stops the server when the test ends.
+//!
+//! No sleeps: every wait is a blocking read or a channel receive with a generous
+//! timeout, so the tests pass on a busy machine and fail (rather than hang) when the
+//! server misbehaves.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a client read may block before the test fails. Generous: the tests run
+/// on busy 2-core machines, and nothing here waits longer than a server timeout of 1 s.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the server may take to print its listening line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may take to exit after a signal or a start-up error.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+const LISTENING: &str = "listening on http://";
+
+/// The path of the binary under test.
+pub fn duet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_duet")
+}
+
+/// A command for the binary with a predictable log setup (info level, no colours).
+pub fn duet_command() -> Command {
+    let mut cmd = Command::new(duet_bin());
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+enum Event {
+    Listening(SocketAddr),
+    Eof,
+}
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// Exit status, when the process exited.
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<String>,
+}
+
+impl StartFailure {
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.stderr.iter().any(|l| l.contains(needle))
+    }
+}
+
+/// A running `duet serve`, killed on drop (also when the test panics).
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub engine: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    events: Receiver<Event>,
+    drain: Option<JoinHandle<()>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `duet serve --engine <engine> --port 0 --threads 1 <extra>`; panics with
+    /// the server's stderr if it does not come up.
+    pub fn start(engine: &str, extra: &[&str]) -> Server {
+        match Server::try_start(engine, extra) {
+            Ok(s) => s,
+            Err(f) => panic!(
+                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
+                f.status,
+                f.stderr.join("\n")
+            ),
+        }
+    }
+
+    /// Like [`Server::start`], but reports a start-up failure instead of panicking.
+    pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
+        let mut cmd = duet_command();
+        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn duet");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, events) = mpsc::channel();
+        let drain = {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut announced = false;
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    if !announced {
+                        if let Some(addr) = parse_listening(&text) {
+                            announced = true;
+                            let _ = tx.send(Event::Listening(addr));
+                        }
+                    }
+                    lines.lock().unwrap().push(text);
+                }
+                let _ = tx.send(Event::Eof);
+            })
+        };
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            engine: engine.to_string(),
+            lines,
+            events,
+            drain: Some(drain),
+            exited: None,
+        };
+        match server.events.recv_timeout(START_TIMEOUT) {
+            Ok(Event::Listening(addr)) => {
+                server.addr = addr;
+                Ok(server)
+            }
+            Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => {
+                // stderr closed: the process exited (or is about to).
+                let status = server.child.wait().ok();
+                server.exited = status;
+                Err(StartFailure { status, stderr: server.stderr_lines() })
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = server.child.kill();
+                let status = server.child.wait().ok();
+                server.exited = status;
+                let mut stderr = server.stderr_lines();
+                stderr.push(format!("(no listening line within {START_TIMEOUT:?}; killed)"));
+                Err(StartFailure { status, stderr })
+            }
+        }
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// A new client connection with read/write timeouts.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid
+        // is our own child, which has not been reaped yet (we only reap it in
+        // wait_exit or Drop), so the pid cannot have been reused by another process.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+    }
+
+    /// Waits (bounded) for the server to exit and returns its status. The end of its
+    /// stderr marks the exit, so this needs no polling.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(s) = self.exited {
+            return s;
+        }
+        loop {
+            match self.events.recv_timeout(EXIT_TIMEOUT) {
+                Ok(Event::Listening(_)) => continue,
+                Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("server did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}", self.stderr_lines().join("\n"));
+                }
+            }
+        }
+        let status = self.child.wait().expect("wait for duet");
+        self.exited = Some(status);
+        if let Some(h) = self.drain.take() {
+            let _ = h.join();
+        }
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+        if let Some(h) = self.drain.take() {
+            let _ = h.join();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- duet serve --engine {} ({}) stderr ---\n{}\n--- end ---",
+                self.engine,
+                self.addr,
+                self.stderr_lines().join("\n")
+            );
+        }
+    }
+}
+
+/// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`.
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].trim_end_matches('/').parse().ok()
+}
+
+/// Whether the tests of `engine` should be skipped, and why. Only an engine that
+/// exits at start-up saying it is unavailable or not built is skipped; with
+/// `DUET_REQUIRE_URING=1` that is a failure instead. Probed once per test process.
+pub fn skip_reason(engine: &str) -> Option<String> {
+    if engine == "epoll" {
+        return None;
+    }
+    static PROBES: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    let probes = PROBES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut probes = probes.lock().unwrap_or_else(|e| e.into_inner());
+    let reason = probes
+        .entry(engine.to_string())
+        .or_insert_with(|| match Server::try_start(engine, &[]) {
+            Ok(_server) => None, // dropped: killed
+            Err(f) if f.mentions("io_uring engine unavailable") || f.mentions("not built yet") => {
+                let why: Vec<String> = f
+                    .stderr
+                    .iter()
+                    .filter(|l| l.contains("unavailable") || l.contains("not built yet"))
+                    .cloned()
+                    .collect();
+                Some(why.join(" | "))
+            }
+            // Any other start-up failure is a real failure: let the test report it.
+            Err(_) => None,
+        })
+        .clone();
+    drop(probes);
+    let reason = reason?;
+    if engine == "uring" && std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
+        panic!("DUET_REQUIRE_URING=1 but the {engine} engine is unavailable: {reason}");
+    }
+    Some(reason)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to the hard limit (for tests that hold
+/// hundreds of sockets).
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the valid, exclusively borrowed `lim`.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc == 0 && lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit only reads the valid, initialised `lim`.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+}
+
+/// A parsed response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The raw head, for messages.
+    pub raw_head: String,
+}
+
+impl Response {
+    /// The value of the only header `name` (case-insensitive); panics if repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.header_all(name);
+        assert!(all.len() <= 1, "header {name} repeated in\n{}", self.raw_head);
+        all.first().copied()
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// True when a `Connection` header lists `close`.
+    pub fn says_close(&self) -> bool {
+        self.header_all("connection").iter().any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw TCP client with read and write timeouts and a buffer for bytes read past the
+/// end of a response (pipelining).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream =
+            TcpStream::connect_timeout(&addr, READ_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("send {}: {e}", show(bytes)));
+    }
+
+    /// One `write` per byte, with TCP_NODELAY so each byte is its own segment.
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        self.stream.set_nodelay(true).unwrap();
+        for (i, b) in bytes.iter().enumerate() {
+            self.stream
+                .write_all(std::slice::from_ref(b))
+                .unwrap_or_else(|e| panic!("send byte {i} of {}: {e}", show(bytes)));
+        }
+    }
+
+    /// Shuts down the write side (the server sees EOF).
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads more bytes into the buffer: Ok(0) at EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one response to a GET (or any request whose response has a body).
+    pub fn read_response(&mut self) -> Response {
+        self.read_response_inner(false)
+    }
+
+    /// Reads one response to a HEAD: headers only, whatever Content-Length says.
+    pub fn read_head_response(&mut self) -> Response {
+        self.read_response_inner(true)
+    }
+
+    pub fn read_responses(&mut self, n: usize) -> Vec<Response> {
+        (0..n).map(|_| self.read_response()).collect()
+    }
+
+    fn read_response_inner(&mut self, head_only: bool) -> Response {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(self.buf.len() < 1 << 20, "no end of head in 1 MiB: {}", show(&self.buf));
+            match self.fill() {
+                Ok(0) => panic!("EOF before a complete response head; got {}", show(&self.buf)),
+                Ok(_) => {}
+                Err(e) => panic!("reading a response head: {e}; got {}", show(&self.buf)),
+            }
+        };
+        let raw_head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = raw_head.trim_end().split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_string();
+        let status = parts
+            .next()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("bad status line in\n{raw_head}"));
+        let reason = parts.next().unwrap_or("").to_string();
+        assert!(version.starts_with("HTTP/1."), "bad status line in\n{raw_head}");
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad header line {l:?} in\n{raw_head}"));
+                (n.to_string(), v.trim().to_string())
+            })
+            .collect();
+        let mut resp = Response { version, status, reason, headers, body: Vec::new(), raw_head };
+        let len = if head_only {
+            0
+        } else {
+            let cl = resp
+                .header("content-length")
+                .unwrap_or_else(|| panic!("response without Content-Length:\n{}", resp.raw_head));
+            cl.parse::<usize>().unwrap_or_else(|_| panic!("bad Content-Length in\n{}", resp.raw_head))
+        };
+        while self.buf.len() < head_end + len {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "EOF in a response body ({} of {len} bytes) after\n{}",
+                    self.buf.len() - head_end,
+                    resp.raw_head
+                ),
+                Ok(_) => {}
+                Err(e) => panic!("reading a response body: {e} after\n{}", resp.raw_head),
+            }
+        }
+        resp.body = self.buf[head_end..head_end + len].to_vec();
+        self.buf.drain(..head_end + len);
+        resp
+    }
+
+    /// Asserts that the server closed the connection after what was read so far:
+    /// no further bytes, then EOF (or a reset).
+    pub fn expect_closed(&mut self) {
+        assert!(self.buf.is_empty(), "unexpected bytes after the response: {}", show(&self.buf));
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => panic!("expected the server to close; got more bytes: {}", show(&chunk[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("the server did not close the connection within {READ_TIMEOUT:?}")
+                }
+                Err(e) => panic!("expected EOF, got error {e}"),
+            }
+        }
+    }
+
+    /// Bytes read past the last response, not yet parsed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Bytes for a message: escaped, and shortened when long.
+pub fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 600;
+    let s: String = bytes.iter().take(MAX).flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect();
+    if bytes.len() > MAX {
+        format!("\"{s}\"... ({} bytes)", bytes.len())
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+/// Runs `duet <args>` to completion (bounded) and returns its exit status and stderr.
+pub fn run_duet(args: &[&str]) -> (ExitStatus, String) {
+    let mut child = duet_command().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn duet");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        let _ = tx.send(String::from_utf8_lossy(&s).into_owned());
+    });
+    let text = match rx.recv_timeout(EXIT_TIMEOUT) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("duet {args:?} did not exit within {EXIT_TIMEOUT:?}");
+        }
+    };
+    let status = child.wait().expect("wait for duet");
+    (status, text)
+}

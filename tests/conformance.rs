@@ -1,0 +1,668 @@
+//! Conformance suite: the real `duet serve` on an ephemeral port, checked over raw TCP.
+//!
+//! Every test is a plain function taking the engine name; `conformance!(module,
+//! "engine")` turns the whole list into one `#[test]` per function in a module named
+//! after the engine. An engine that reports at start-up that it is unavailable (or not
+//! built yet) is skipped with a message, unless `DUET_REQUIRE_URING=1`.
+//!
+//! Rules: each test starts its own server; no sleeps; no timing assertions; every
+//! rejection checks the status, `Connection: close`, and that the server closes.
+
+mod common;
+
+use common::{run_duet, show, Client, Response, Server};
+use std::net::TcpListener;
+use std::time::Duration;
+
+const HELLO: &[u8] = b"Hello, World!";
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const GET_404: &[u8] = b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+macro_rules! conformance {
+    ($module:ident, $engine:literal) => {
+        mod $module {
+            conformance!(@tests $engine;
+                keep_alive,
+                http10_closes_by_default,
+                http10_keep_alive_honoured,
+                connection_close_answered_with_close,
+                pipelining_1000_in_order,
+                byte_by_byte_input,
+                half_close_answers_then_eof,
+                head_has_length_but_no_body,
+                not_found,
+                method_not_allowed_with_allow,
+                absolute_form_target,
+                query_ignored_for_routing,
+                content_length_body_discarded,
+                chunked_body_discarded,
+                reject_cl_and_te,
+                reject_duplicate_cl,
+                reject_bad_cl,
+                reject_unknown_te,
+                reject_non_final_chunked,
+                reject_te_on_http10,
+                reject_bad_chunk_size,
+                reject_obs_fold,
+                reject_space_before_colon,
+                reject_control_byte,
+                reject_missing_host,
+                reject_duplicate_host,
+                reject_bad_method_token,
+                reject_http2_version,
+                reject_long_request_line,
+                reject_large_head,
+                reject_too_many_headers,
+                reject_large_body,
+                max_body_size_flag,
+                concurrent_500_connections,
+                client_reset_mid_response,
+                header_timeout_408,
+                keepalive_idle_timeout,
+                graceful_shutdown_finishes_in_flight,
+                common_headers_on_every_response,
+            );
+        }
+    };
+    (@tests $engine:literal; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(reason) = crate::common::skip_reason($engine) {
+                    eprintln!("skipping {} on engine {}: {}", stringify!($name), $engine, reason);
+                    return;
+                }
+                crate::$name($engine);
+            }
+        )*
+    };
+}
+
+conformance!(epoll, "epoll");
+conformance!(uring, "uring");
+
+// ---------------------------------------------------------------------------------
+// Helpers
+
+fn assert_hello(r: &Response, what: &str) {
+    assert_eq!(r.status, 200, "{what}: expected 200, got\n{}", r.raw_head);
+    assert_eq!(r.body, HELLO, "{what}: body {}", show(&r.body));
+}
+
+fn assert_keeps_alive(r: &Response, what: &str) {
+    assert!(!r.says_close(), "{what}: unexpected Connection: close in\n{}", r.raw_head);
+}
+
+/// Sends `request` on a fresh connection and expects `status` with
+/// `Connection: close`, then the server closing the connection.
+fn expect_rejected(server: &Server, request: &[u8], status: u16) {
+    let mut c = server.connect();
+    c.send(request);
+    let r = c.read_response();
+    assert_eq!(r.status, status, "request {} answered with\n{}", show(request), r.raw_head);
+    assert!(r.says_close(), "request {}: no Connection: close in\n{}", show(request), r.raw_head);
+    c.expect_closed();
+}
+
+/// A request with extra header lines (each ending in CRLF) and a Host.
+fn get_with(headers: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").into_bytes()
+}
+
+// ---------------------------------------------------------------------------------
+// Connection management
+
+fn keep_alive(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    for i in 0..3 {
+        c.send(GET);
+        let r = c.read_response();
+        assert_hello(&r, &format!("request {i}"));
+        assert_keeps_alive(&r, &format!("request {i}"));
+    }
+}
+
+fn http10_closes_by_default(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = c.read_response();
+    assert_hello(&r, "HTTP/1.0 request");
+    c.expect_closed();
+}
+
+fn http10_keep_alive_honoured(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    for i in 0..2 {
+        c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = c.read_response();
+        assert_hello(&r, &format!("HTTP/1.0 keep-alive request {i}"));
+        assert_keeps_alive(&r, "HTTP/1.0 keep-alive");
+        let conn = r.header("connection").unwrap_or("");
+        assert!(
+            conn.eq_ignore_ascii_case("keep-alive"),
+            "a 1.0 keep-alive response must say Connection: keep-alive:\n{}",
+            r.raw_head
+        );
+    }
+    // Without the header the connection closes.
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_hello(&c.read_response(), "final HTTP/1.0 request");
+    c.expect_closed();
+}
+
+fn connection_close_answered_with_close(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(GET);
+    assert_hello(&c.read_response(), "first request");
+    c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let r = c.read_response();
+    assert_hello(&r, "Connection: close request");
+    assert!(r.says_close(), "no Connection: close in\n{}", r.raw_head);
+    c.expect_closed();
+}
+
+fn pipelining_1000_in_order(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    // Three kinds of request in a fixed rotation, so the order of answers is visible.
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        match i % 3 {
+            0 => batch.extend_from_slice(GET),
+            1 => batch.extend_from_slice(GET_404),
+            _ => batch.extend_from_slice(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        }
+    }
+    // Write from another thread so a full socket buffer cannot deadlock the test.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&batch)
+    });
+    for i in 0..1000 {
+        match i % 3 {
+            0 => assert_hello(&c.read_response(), &format!("pipelined request {i}")),
+            1 => {
+                let r = c.read_response();
+                assert_eq!(r.status, 404, "pipelined request {i}:\n{}", r.raw_head);
+            }
+            _ => {
+                let r = c.read_head_response();
+                assert_eq!(r.status, 200, "pipelined HEAD {i}:\n{}", r.raw_head);
+                assert_eq!(r.header("content-length"), Some("13"), "pipelined HEAD {i}");
+            }
+        }
+    }
+    sender.join().unwrap().expect("write the pipelined batch");
+    // Still alive and in sync afterwards.
+    c.send(GET);
+    assert_hello(&c.read_response(), "request after the batch");
+    assert!(c.buffered().is_empty(), "extra bytes: {}", show(c.buffered()));
+}
+
+fn byte_by_byte_input(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    // A request with a body (whose bytes look like a request) followed by another request.
+    let body = b"GET /x HTTP/1.1\r\n\r\n";
+    let mut input = format!("GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    input.extend_from_slice(body);
+    input.extend_from_slice(GET_404);
+    input.extend_from_slice(GET);
+    c.send_bytewise(&input);
+    assert_hello(&c.read_response(), "byte-by-byte request with a body");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "second byte-by-byte request:\n{}", r.raw_head);
+    assert_hello(&c.read_response(), "third byte-by-byte request");
+}
+
+fn half_close_answers_then_eof(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(GET);
+    c.shutdown_write();
+    assert_hello(&c.read_response(), "request before half-close");
+    c.expect_closed();
+    // Two pipelined requests, then the half-close: both are answered.
+    let mut c = server.connect();
+    c.send(&[GET, GET_404].concat());
+    c.shutdown_write();
+    assert_hello(&c.read_response(), "first pipelined request before half-close");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "second pipelined request before half-close:\n{}", r.raw_head);
+    c.expect_closed();
+}
+
+fn head_has_length_but_no_body(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    let mut input = b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
+    input.extend_from_slice(GET);
+    c.send(&input);
+    let r = c.read_head_response();
+    assert_eq!(r.status, 200, "HEAD:\n{}", r.raw_head);
+    assert_eq!(r.header("content-length"), Some("13"), "HEAD:\n{}", r.raw_head);
+    // The next response must follow the HEAD response's head immediately.
+    let r = c.read_response();
+    assert_hello(&r, "GET after HEAD (a body after the HEAD response would show here)");
+}
+
+// ---------------------------------------------------------------------------------
+// Routing
+
+fn not_found(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(GET_404);
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "\n{}", r.raw_head);
+    assert_keeps_alive(&r, "404");
+    c.send(GET);
+    assert_hello(&c.read_response(), "request after a 404");
+}
+
+fn method_not_allowed_with_allow(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"[..],
+        b"DELETE / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
+    ] {
+        c.send(req);
+        let r = c.read_response();
+        assert_eq!(r.status, 405, "{}:\n{}", show(req), r.raw_head);
+        let allow = r.header("allow").unwrap_or_else(|| panic!("405 without Allow:\n{}", r.raw_head));
+        let methods: Vec<&str> = allow.split(',').map(str::trim).collect();
+        assert!(methods.contains(&"GET") && methods.contains(&"HEAD"), "Allow: {allow}");
+    }
+    c.send(GET);
+    assert_hello(&c.read_response(), "request after 405s");
+}
+
+fn absolute_form_target(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(b"GET http://localhost/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_hello(&c.read_response(), "absolute-form /");
+    c.send(b"GET http://localhost/?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_hello(&c.read_response(), "absolute-form /?q=1");
+    c.send(b"GET http://localhost/nope HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "absolute-form /nope:\n{}", r.raw_head);
+}
+
+fn query_ignored_for_routing(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    c.send(b"GET /?a=b&c=d HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_hello(&c.read_response(), "/?a=b&c=d");
+    c.send(b"GET /? HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_hello(&c.read_response(), "/?");
+    c.send(b"GET /nope?x=/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "/nope?x=/:\n{}", r.raw_head);
+}
+
+// ---------------------------------------------------------------------------------
+// Request bodies
+
+fn content_length_body_discarded(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    // The body looks like a request: it must be skipped, not parsed.
+    let body = b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut input = format!("GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    input.extend_from_slice(body);
+    input.extend_from_slice(GET_404);
+    input.extend_from_slice(GET);
+    c.send(&input);
+    assert_hello(&c.read_response(), "request with a Content-Length body");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "request after the body:\n{}", r.raw_head);
+    assert_hello(&c.read_response(), "third request");
+}
+
+fn chunked_body_discarded(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let mut c = server.connect();
+    let mut input = b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    // A chunk whose data looks like a request, then extensions and a trailer.
+    let data = b"GET /nope HTTP/1.1\r\n\r\n";
+    input.extend_from_slice(b"5;ext=1\r\nhello\r\n");
+    input.extend_from_slice(format!("{:X} ; name=\"quoted\"\r\n", data.len()).as_bytes());
+    input.extend_from_slice(data);
+    input.extend_from_slice(b"\r\n0\r\nTrailer-A: x\r\n\r\n");
+    input.extend_from_slice(GET_404);
+    input.extend_from_slice(GET);
+    c.send(&input);
+    assert_hello(&c.read_response(), "request with a chunked body");
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "request after the chunked body:\n{}", r.raw_head);
+    assert_hello(&c.read_response(), "third request");
+}
+
+// ---------------------------------------------------------------------------------
+// Rejections: status, Connection: close, then a close
+
+fn reject_cl_and_te(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(
+        &server,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    );
+    expect_rejected(
+        &server,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+fn reject_duplicate_cl(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("Content-Length: 5\r\nContent-Length: 5\r\n"), 400);
+    expect_rejected(&server, &get_with("Content-Length: 5\r\nContent-Length: 6\r\n"), 400);
+}
+
+fn reject_bad_cl(engine: &str) {
+    let server = Server::start(engine, &[]);
+    for value in ["abc", "-1", "+5", "5, 5", "0x10", "1 2", ""] {
+        expect_rejected(&server, &get_with(&format!("Content-Length: {value}\r\n")), 400);
+    }
+}
+
+fn reject_unknown_te(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("Transfer-Encoding: gzip, chunked\r\n"), 501);
+    expect_rejected(&server, &get_with("Transfer-Encoding: bogus\r\n"), 501);
+}
+
+fn reject_non_final_chunked(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("Transfer-Encoding: chunked, gzip\r\n"), 400);
+    expect_rejected(&server, &get_with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), 400);
+}
+
+fn reject_te_on_http10(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+}
+
+fn reject_bad_chunk_size(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let head = "GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for chunk in
+        ["zz\r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n", "0x5\r\nhello\r\n0\r\n\r\n", "fffffffffffffffff\r\n"]
+    {
+        expect_rejected(&server, format!("{head}{chunk}").as_bytes(), 400);
+    }
+}
+
+fn reject_obs_fold(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("X-Folded: a\r\n  b\r\n"), 400);
+    expect_rejected(&server, &get_with("X-Folded: a\r\n\tb\r\n"), 400);
+}
+
+fn reject_space_before_colon(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("X-Spaced : a\r\n"), 400);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost : localhost\r\n\r\n", 400);
+}
+
+fn reject_control_byte(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("X-Ctl: a\x01b\r\n"), 400);
+    expect_rejected(&server, &get_with("X-Ctl: a\x7fb\r\n"), 400);
+    expect_rejected(&server, &get_with("X-Ctl: a\0b\r\n"), 400);
+}
+
+fn reject_missing_host(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\n\r\n", 400);
+}
+
+fn reject_duplicate_host(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400);
+}
+
+fn reject_bad_method_token(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, b"G@T / HTTP/1.1\r\nHost: localhost\r\n\r\n", 400);
+    expect_rejected(&server, b"GE(T / HTTP/1.1\r\nHost: localhost\r\n\r\n", 400);
+}
+
+fn reject_http2_version(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n", 505);
+}
+
+fn reject_long_request_line(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let target = format!("/{}", "a".repeat(9000));
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    expect_rejected(&server, req.as_bytes(), 414);
+}
+
+fn reject_large_head(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let req = get_with(&format!("X-Big: {}\r\n", "a".repeat(9000)));
+    expect_rejected(&server, &req, 431);
+    // Many small fields adding up past 8 KiB.
+    let fields: String = (0..60).map(|i| format!("X-F{i}: {}\r\n", "b".repeat(150))).collect();
+    expect_rejected(&server, &get_with(&fields), 431);
+}
+
+fn reject_too_many_headers(engine: &str) {
+    let server = Server::start(engine, &[]);
+    // Host plus 64 more: 65 fields.
+    let fields: String = (0..64).map(|i| format!("X-H{i}: v\r\n")).collect();
+    expect_rejected(&server, &get_with(&fields), 431);
+    let fields: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    expect_rejected(&server, &get_with(&fields), 431);
+    // Exactly 64 (Host plus 63) is fine.
+    let fields: String = (0..63).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut c = server.connect();
+    c.send(&get_with(&fields));
+    assert_hello(&c.read_response(), "request with 64 header fields");
+}
+
+fn reject_large_body(engine: &str) {
+    let server = Server::start(engine, &[]);
+    expect_rejected(&server, &get_with("Content-Length: 1048577\r\n"), 413);
+    // At the limit is fine (the body is read and discarded).
+    let mut c = server.connect();
+    let mut req = get_with("Content-Length: 1048576\r\n");
+    req.extend_from_slice(&vec![b'x'; 1 << 20]);
+    req.extend_from_slice(GET);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&req)
+    });
+    assert_hello(&c.read_response(), "request with a 1 MiB body");
+    assert_hello(&c.read_response(), "request after a 1 MiB body");
+    sender.join().unwrap().expect("send a 1 MiB body");
+}
+
+fn max_body_size_flag(engine: &str) {
+    let server = Server::start(engine, &["--max-body-size", "10"]);
+    let mut c = server.connect();
+    let mut req = get_with("Content-Length: 10\r\n");
+    req.extend_from_slice(b"0123456789");
+    c.send(&req);
+    assert_hello(&c.read_response(), "10-byte body with --max-body-size 10");
+    let mut req = get_with("Content-Length: 11\r\n");
+    req.extend_from_slice(b"0123456789a");
+    expect_rejected(&server, &req, 413);
+    let mut req = get_with("Transfer-Encoding: chunked\r\n");
+    req.extend_from_slice(b"b\r\n0123456789a\r\n0\r\n\r\n");
+    expect_rejected(&server, &req, 413);
+}
+
+// ---------------------------------------------------------------------------------
+// Load, resets, timeouts, shutdown
+
+fn concurrent_500_connections(engine: &str) {
+    common::raise_nofile_limit();
+    let server = Server::start(engine, &[]);
+    // All 500 are open at once; each does two requests, interleaved with the others.
+    let mut clients: Vec<Client> = (0..500).map(|_| server.connect()).collect();
+    for round in 0..2 {
+        for c in clients.iter_mut() {
+            c.send(GET);
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c.read_response();
+            assert_hello(&r, &format!("connection {i} round {round}"));
+            assert_keeps_alive(&r, "concurrent");
+        }
+    }
+    // Half of them close; the rest still work.
+    clients.truncate(250);
+    for c in clients.iter_mut() {
+        c.send(GET);
+    }
+    for c in clients.iter_mut() {
+        assert_hello(&c.read_response(), "after half closed");
+    }
+}
+
+fn client_reset_mid_response(engine: &str) {
+    let server = Server::start(engine, &[]);
+    for _ in 0..3 {
+        let mut c = server.connect();
+        let batch: Vec<u8> = GET.repeat(2000);
+        c.send(&batch);
+        // Wait until responses are flowing, then reset with unread data on both sides.
+        assert_hello(&c.read_response(), "first of 2000 pipelined");
+        socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c);
+    }
+    // Also a reset before any response was read.
+    let mut c = server.connect();
+    c.send(&GET.repeat(2000));
+    socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+
+    let mut c = server.connect();
+    c.send(GET);
+    assert_hello(&c.read_response(), "new client after resets");
+    c.send(GET);
+    assert_hello(&c.read_response(), "new client after resets, second request");
+}
+
+fn header_timeout_408(engine: &str) {
+    let server = Server::start(engine, &["--header-timeout", "1s"]);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: loc");
+    // Blocks until the server's 1 s deadline passes.
+    let r = c.read_response();
+    assert_eq!(r.status, 408, "half a head:\n{}", r.raw_head);
+    assert!(r.says_close(), "408 without Connection: close:\n{}", r.raw_head);
+    c.expect_closed();
+}
+
+fn keepalive_idle_timeout(engine: &str) {
+    let server = Server::start(engine, &["--keepalive-timeout", "1s"]);
+    let mut c = server.connect();
+    c.send(GET);
+    let r = c.read_response();
+    assert_hello(&r, "request before idling");
+    assert_keeps_alive(&r, "request before idling");
+    // Blocks until the server's 1 s idle deadline closes the connection.
+    c.expect_closed();
+}
+
+fn graceful_shutdown_finishes_in_flight(engine: &str) {
+    let mut server = Server::start(engine, &["--drain-timeout", "60s"]);
+    // A request whose body is half sent.
+    let mut busy = server.connect();
+    busy.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello");
+    // An idle keep-alive connection that completed a request (one server thread: this
+    // round trip also means the first connection's bytes were seen).
+    let mut idle = server.connect();
+    idle.send(GET);
+    assert_hello(&idle.read_response(), "request on the idle connection");
+
+    server.sigterm();
+    idle.expect_closed();
+
+    busy.send(b"world");
+    let r = busy.read_response();
+    assert_hello(&r, "in-flight request finished during shutdown");
+    assert!(r.says_close(), "no Connection: close during shutdown:\n{}", r.raw_head);
+    busy.expect_closed();
+    drop(busy);
+
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "server exit status {status} after a graceful shutdown; stderr:\n{}",
+        server.stderr_lines().join("\n")
+    );
+}
+
+fn common_headers_on_every_response(engine: &str) {
+    let server = Server::start(engine, &[]);
+    let check = |r: &Response, what: &str, head_only: bool| {
+        let date = r.header("date").unwrap_or_else(|| panic!("{what}: no Date in\n{}", r.raw_head));
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{what}: Date {date:?}");
+        assert!(r.header("server").is_some_and(|s| !s.is_empty()), "{what}: no Server in\n{}", r.raw_head);
+        let cl = r.header("content-length").unwrap_or_else(|| panic!("{what}: no Content-Length in\n{}", r.raw_head));
+        if !head_only {
+            assert_eq!(cl, r.body.len().to_string(), "{what}");
+        }
+    };
+    let mut c = server.connect();
+    c.send(GET);
+    check(&c.read_response(), "200", false);
+    c.send(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    check(&c.read_head_response(), "HEAD", true);
+    c.send(GET_404);
+    check(&c.read_response(), "404", false);
+    c.send(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    check(&c.read_response(), "405", false);
+    c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    check(&c.read_response(), "HTTP/1.0", false);
+    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    check(&c.read_response(), "400", false);
+    c.expect_closed();
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n");
+    check(&c.read_response(), "505", false);
+    c.expect_closed();
+}
+
+// ---------------------------------------------------------------------------------
+// CLI (not per engine)
+
+#[test]
+fn cli_unknown_flag_is_one_line_and_fails() {
+    let (status, stderr) = run_duet(&["serve", "--no-such-flag"]);
+    assert!(!status.success(), "exit status {status}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert!(lines[0].contains("no-such-flag"), "the line should name the flag: {stderr}");
+}
+
+#[test]
+fn cli_port_in_use_is_one_line_and_fails() {
+    // A plain listener without SO_REUSEPORT: duet must not be able to join it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--bind", "127.0.0.1", "--port", &port, "--threads", "1"]);
+    assert!(!status.success(), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("already in use")).collect();
+    assert_eq!(lines.len(), 1, "expected one line saying 'already in use', got:\n{stderr}");
+    assert!(!stderr.contains("listening on"), "should not claim to listen:\n{stderr}");
+    drop(taken);
+}
