@@ -61,6 +61,7 @@ macro_rules! conformance {
                 keepalive_idle_timeout,
                 graceful_shutdown_finishes_in_flight,
                 common_headers_on_every_response,
+                out_of_descriptors_sheds_then_recovers,
             );
         }
     };
@@ -665,4 +666,40 @@ fn cli_port_in_use_is_one_line_and_fails() {
     assert_eq!(lines.len(), 1, "expected one line saying 'already in use', got:\n{stderr}");
     assert!(!stderr.contains("listening on"), "should not claim to listen:\n{stderr}");
     drop(taken);
+}
+
+/// Out of file descriptors (EMFILE), the server accepts and closes new connections
+/// instead of spinning or hanging them, keeps serving the ones it has, and serves new
+/// ones again once descriptors are free.
+fn out_of_descriptors_sheds_then_recovers(engine: &str) {
+    let server = Server::start_with_fd_limit(engine, 64, &[]);
+    let mut clients: Vec<Client> = (0..100).map(|_| server.connect()).collect();
+    let (mut served, mut shed) = (Vec::new(), 0);
+    for mut c in clients.drain(..) {
+        c.try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        match c.try_read_response() {
+            Some(r) => {
+                assert_hello(&r, "served under the descriptor limit");
+                served.push(c);
+            }
+            None => shed += 1,
+        }
+    }
+    assert!(shed > 0, "no connection was shed with 100 connections and a limit of 64 descriptors");
+    assert!(!served.is_empty(), "no connection was served under the limit");
+    // The connections it kept still work.
+    served[0].send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_hello(&served[0].read_response(), "kept connection after shedding");
+    drop(served);
+    // Once descriptors are free again, new connections are served. The server may see a
+    // new connection before the closes above, so try a bounded number of times.
+    let recovered = (0..200).any(|_| {
+        let mut c = server.connect();
+        c.try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") && c.try_read_response().is_some_and(|r| r.status == 200)
+    });
+    assert!(recovered, "no connection served after descriptors were freed");
+    assert!(
+        server.stderr_lines().iter().any(|l| l.contains("out of file descriptors")),
+        "the descriptor shortage was not logged"
+    );
 }

@@ -86,10 +86,32 @@ impl Server {
     /// Like [`Server::start`], but reports a start-up failure instead of panicking.
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
         let mut cmd = duet_command();
-        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"])
+        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"]).args(extra);
+        Server::spawn(cmd, engine)
+    }
+
+    /// Starts the server with its open-file limit (soft and hard) set to `nofile`, through
+    /// util-linux `prlimit`.
+    pub fn start_with_fd_limit(engine: &str, nofile: u32, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(duet_bin())
+            .args(["serve", "--engine", engine, "--port", "0", "--threads", "1"])
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        match Server::spawn(cmd, engine) {
+            Ok(s) => s,
+            Err(f) => {
+                panic!("duet serve under prlimit did not start (exit {:?}); stderr:\n{}", f.status, f.stderr.join("\n"))
+            }
+        }
+    }
+
+    fn spawn(mut cmd: Command, engine: &str) -> Result<Server, StartFailure> {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn duet");
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -356,6 +378,27 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Sends what it can: the peer may already have closed (a shed connection).
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// A response, or `None` if the server closed (EOF or reset) before sending a byte.
+    /// A read timeout is a failure: the server must either answer or close.
+    pub fn try_read_response(&mut self) -> Option<Response> {
+        if self.buf.is_empty() {
+            match self.fill() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
+                    return None
+                }
+                Err(e) => panic!("server neither answered nor closed: {e}"),
+            }
+        }
+        Some(self.read_response())
     }
 
     /// Reads one response to a GET (or any request whose response has a body).
