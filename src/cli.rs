@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve HTTP/1.1 (GET / answers "Hello, World!").
     Serve(ServeArgs),
+    /// Generate HTTP/1.1 load and measure latency, throughput and the server's CPU.
+    Load(crate::load_cli::LoadArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 //! `duet`: the binary. CLI, engine selection, signals and logging; the engines do the rest.
 
 mod cli;
+mod load_cli;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Err(e) => return cli::report_clap_error(e),
     };
     match cli.command {
+        Command::Load(args) => load_cli::load(args),
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {
@@ -52,8 +54,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
 
-    raise_nofile_limit();
-
     let engine = match args.engine {
         EngineChoice::Epoll => EngineChoice::Epoll,
         EngineChoice::Uring => {
@@ -71,6 +71,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
     let listeners = bind_listeners(SocketAddr::new(args.bind, args.port), threads)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    raise_nofile_limit();
     let site = Arc::new(Site::hello());
     let shutdown = Shutdown::new();
     spawn_signal_thread(shutdown.clone())?;

@@ -1,1 +1,429 @@
-//! duet-loadtest: the load generator and the engine comparison harness (issue 4).
+//! duet-loadtest: the load generator behind `duet load`.
+//!
+//! A client only: it does not depend on the engine crates. Each thread runs its own
+//! edge-triggered epoll loop over its share of the connections (spread evenly, the
+//! remainder included), with pre-rendered request bytes and a framer that finds the end
+//! of every response (Content-Length, chunked, close-delimited). Latencies go into one
+//! HdrHistogram per thread, in microseconds, merged at the end.
+//!
+//! Closed loop (the default) sends the next batch of `depth` pipelined requests when the
+//! last is answered. Open loop (`rate`) sends at fixed intended times and measures
+//! latency from those times, so a server stall shows up in the percentiles instead of
+//! silently slowing the client down (coordinated omission, as wrk2 corrects it).
+
+mod framer;
+mod procstat;
+mod report;
+mod stats;
+mod sys;
+mod url;
+mod worker;
+
+pub use framer::{FrameError, Framer, Progress};
+pub use report::{Report, ServerUsage};
+pub use stats::{Errors, Stats};
+pub use url::{Target, UrlError};
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use worker::{Live, Plan, Share, Shared, Times};
+
+/// File descriptors kept back for stdio, epoll instances and the like.
+const SPARE_FDS: u64 = 64;
+
+/// Everything `duet load` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub url: String,
+    pub connections: usize,
+    pub threads: usize,
+    pub duration: Duration,
+    pub timeout: Duration,
+    /// Extra request header lines, `Name: value`.
+    pub headers: Vec<String>,
+    pub method: String,
+    pub body: Option<Vec<u8>>,
+    /// Requests pipelined per connection.
+    pub depth: usize,
+    /// Open loop at this many requests per second in total.
+    pub rate: Option<f64>,
+    /// Extra connections that make one request and then stay idle.
+    pub idle: usize,
+    pub warmup: Duration,
+    pub server_pid: Option<u32>,
+    /// Print a live progress line to stdout while running.
+    pub progress: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: String::new(),
+            connections: 10,
+            threads: 2,
+            duration: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            headers: Vec::new(),
+            method: "GET".into(),
+            body: None,
+            depth: 1,
+            rate: None,
+            idle: 0,
+            warmup: Duration::ZERO,
+            server_pid: None,
+            progress: false,
+        }
+    }
+}
+
+/// A checked configuration, ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    config: Config,
+    target: Target,
+    addr: SocketAddr,
+    request: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// wrk's opening lines.
+    pub fn header_text(&self) -> String {
+        let c = &self.config;
+        let mut s = format!(
+            "Running {} test @ {}\n  {} threads and {} connections",
+            report::format_duration(c.duration),
+            c.url,
+            c.threads,
+            c.connections
+        );
+        if c.idle > 0 {
+            s.push_str(&format!(" (+{} idle)", c.idle));
+        }
+        if c.depth > 1 {
+            s.push_str(&format!(", depth {}", c.depth));
+        }
+        if let Some(r) = c.rate {
+            s.push_str(&format!(", {r} requests/s open loop"));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// Checks the configuration, raises RLIMIT_NOFILE, resolves the host and makes sure a
+/// server is listening. Errors are one line for the user.
+pub fn prepare(mut config: Config) -> Result<Prepared, String> {
+    let target = Target::parse(&config.url).map_err(|e| e.to_string())?;
+    if config.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if config.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if config.depth == 0 {
+        return Err("--depth must be at least 1".into());
+    }
+    if config.duration.is_zero() {
+        return Err("--duration must be more than 0".into());
+    }
+    if config.timeout.is_zero() {
+        return Err("--timeout must be more than 0".into());
+    }
+    if let Some(r) = config.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number of requests per second".into());
+        }
+    }
+    config.threads = config.threads.min(config.connections);
+    config.method = config.method.to_ascii_uppercase();
+    if config.method.is_empty() || !config.method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+        return Err(format!("--method '{}' is not an HTTP method token", config.method));
+    }
+
+    let needed = (config.connections + config.idle) as u64 + SPARE_FDS + config.threads as u64;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    if needed > limit {
+        return Err(format!(
+            "{} connections (-c {} + --idle {}) need about {needed} open files but the limit is {limit}: \
+             raise the hard limit (ulimit -Hn, or LimitNOFILE) or open fewer",
+            config.connections + config.idle,
+            config.connections,
+            config.idle
+        ));
+    }
+
+    if let Some(pid) = config.server_pid {
+        procstat::sample(pid, sys::clock_ticks_per_sec())
+            .map_err(|e| format!("--server-pid {pid}: {e} (is that process running?)"))?;
+    }
+
+    let request = render_request(&config, &target)?;
+    let addr = connect_check(&target, config.timeout)?;
+    Ok(Prepared { config, target, addr, request })
+}
+
+/// Resolves the host and opens (and closes) one connection, so that a server that is
+/// not there is one clear error instead of a run full of connect errors.
+fn connect_check(target: &Target, timeout: Duration) -> Result<SocketAddr, String> {
+    let authority = target.authority();
+    let addrs: Vec<SocketAddr> =
+        authority.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", target.host))?.collect();
+    let mut last_err = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(_) => return Ok(*addr),
+            Err(e) => last_err = Some((addr, e)),
+        }
+    }
+    match last_err {
+        Some((addr, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(format!("cannot connect to {addr}: connection refused (is the server running on that port?)"))
+        }
+        Some((addr, e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(format!("cannot connect to {addr}: timed out after {:?}", timeout))
+        }
+        Some((addr, e)) => Err(format!("cannot connect to {addr}: {e}")),
+        None => Err(format!("cannot resolve {}: no addresses", target.host)),
+    }
+}
+
+fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, String> {
+    let mut head = format!("{} {} HTTP/1.1\r\n", config.method, target.path);
+    let has = |name: &str| {
+        config.headers.iter().any(|h| h.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name)))
+    };
+    if !has("host") {
+        head.push_str(&format!("Host: {}\r\n", target.host_header()));
+    }
+    for h in &config.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(format!("header '{h}' has no ':' (use -H 'Name: value')"));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.bytes().any(|b| !(b.is_ascii_graphic()) || b == b':') {
+            return Err(format!("header '{h}' has a bad name"));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(format!("header '{h}' contains a line break"));
+        }
+        head.push_str(&format!("{name}: {}\r\n", value.trim()));
+    }
+    if let Some(body) = &config.body {
+        if !has("content-length") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    if let Some(body) = &config.body {
+        request.extend_from_slice(body);
+    }
+    Ok(request)
+}
+
+/// Runs the load and returns the merged measurements. `Err` is a fatal condition (such
+/// as a server that does not speak HTTP), as one line.
+pub fn run(prepared: Prepared) -> Result<Report, String> {
+    let Prepared { config, target, addr, request } = prepared;
+    let threads = config.threads;
+    let plan = Plan {
+        addr,
+        batch: request.repeat(config.depth),
+        request_len: request.len(),
+        depth: config.depth,
+        head_request: config.method == "HEAD",
+        timeout: config.timeout,
+        interval: config.rate.map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
+        total_connections: config.connections,
+    };
+    let shared = Arc::new(Shared {
+        plan,
+        times: OnceLock::new(),
+        ready: Barrier::new(threads + 1),
+        go: Barrier::new(threads + 1),
+        abort: Default::default(),
+        fatal: Mutex::new(None),
+        live: (0..threads).map(|_| Live::default()).collect(),
+    });
+
+    let mut handles = Vec::with_capacity(threads);
+    let mut first_active = 0;
+    for t in 0..threads {
+        let share = Share {
+            thread: t,
+            first_active,
+            active: even_share(config.connections, threads, t),
+            idle: even_share(config.idle, threads, t),
+        };
+        first_active += share.active;
+        let shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name(format!("duet-load-{t}"))
+            .spawn(move || worker::run(shared, share))
+            .map_err(|e| format!("cannot start a load thread: {e}"))?;
+        handles.push(handle);
+    }
+
+    shared.ready.wait();
+    let start = Instant::now();
+    let times = Times { start, measure_start: start + config.warmup, end: start + config.warmup + config.duration };
+    let _ = shared.times.set(times);
+    shared.go.wait();
+
+    let ticks = sys::clock_ticks_per_sec();
+    let mut progress = ProgressLine::new(config.progress, start);
+    sleep_until(times.measure_start, &shared, &mut progress);
+    let measure_start = Instant::now();
+    let first = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
+    let mut rss_peak = first.map_or(0, |s| s.rss_bytes);
+    let mut server_gone = false;
+    while Instant::now() < times.end && !shared.abort.load(Ordering::Relaxed) {
+        std::thread::sleep((times.end - Instant::now().min(times.end)).min(Duration::from_millis(100)));
+        if let Some(pid) = config.server_pid {
+            match procstat::sample(pid, ticks) {
+                Ok(s) => rss_peak = rss_peak.max(s.rss_bytes),
+                Err(_) => server_gone = true,
+            }
+        }
+        progress.update(&shared);
+    }
+    let last = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
+    let measured = measure_start.elapsed();
+    progress.clear();
+
+    let mut stats = Stats::new();
+    let mut idle_held = 0;
+    for h in handles {
+        match h.join() {
+            Ok(outcome) => {
+                stats.merge(&outcome.stats);
+                idle_held += outcome.idle_held;
+            }
+            Err(_) => return Err("a load thread panicked".into()),
+        }
+    }
+    if let Some(msg) = shared.fatal.lock().ok().and_then(|mut m| m.take()) {
+        return Err(msg);
+    }
+    if server_gone {
+        eprintln!("duet: warning: --server-pid process went away during the run; its figures cover less");
+    }
+    let server = match (first, last) {
+        (Some(a), Some(b)) => {
+            let cpu_s = (b.cpu_s - a.cpu_s).max(0.0);
+            Some(ServerUsage {
+                cpu_s,
+                cpu_us_per_req: if stats.requests > 0 { cpu_s * 1e6 / stats.requests as f64 } else { 0.0 },
+                rss_peak_bytes: rss_peak.max(b.rss_bytes),
+                rss_hwm_bytes: b.hwm_bytes,
+            })
+        }
+        _ => None,
+    };
+    Ok(Report { config, target, stats, duration: measured, server, idle_held })
+}
+
+/// Share `t` of `total` spread over `parts`: the remainder goes to the first ones.
+fn even_share(total: usize, parts: usize, t: usize) -> usize {
+    total / parts + usize::from(t < total % parts)
+}
+
+fn sleep_until(when: Instant, shared: &Shared, progress: &mut ProgressLine) {
+    loop {
+        let now = Instant::now();
+        if now >= when || shared.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((when - now).min(Duration::from_millis(100)));
+        progress.update(shared);
+    }
+}
+
+/// The live line on a terminal: elapsed time, current rate, errors.
+struct ProgressLine {
+    enabled: bool,
+    start: Instant,
+    last_at: Instant,
+    last_requests: u64,
+    shown: bool,
+}
+
+impl ProgressLine {
+    fn new(enabled: bool, start: Instant) -> ProgressLine {
+        ProgressLine { enabled, start, last_at: start, last_requests: 0, shown: false }
+    }
+
+    fn update(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        if !self.enabled || now - self.last_at < Duration::from_millis(500) {
+            return;
+        }
+        let requests: u64 = shared.live.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
+        let errors: u64 = shared.live.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
+        let rate = requests.saturating_sub(self.last_requests) as f64 / (now - self.last_at).as_secs_f64();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[K  {:.1}s  {} req/s  {} errors",
+            (now - self.start).as_secs_f64(),
+            report::format_metric(rate),
+            errors
+        );
+        let _ = out.flush();
+        self.shown = true;
+        self.last_at = now;
+        self.last_requests = requests;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r\x1b[K");
+            let _ = out.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_spread_with_the_remainder() {
+        let shares: Vec<usize> = (0..3).map(|t| even_share(10, 3, t)).collect();
+        assert_eq!(shares, [4, 3, 3]);
+        assert_eq!((0..4).map(|t| even_share(2, 4, t)).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn requests_are_rendered_once_and_well_formed() {
+        let target = Target::parse("http://127.0.0.1:8080/x?y").unwrap();
+        let config = Config {
+            headers: vec!["Accept: */*".into()],
+            method: "POST".into(),
+            body: Some(b"abc".to_vec()),
+            ..Config::default()
+        };
+        let r = render_request(&config, &target).unwrap();
+        assert_eq!(
+            r,
+            b"POST /x?y HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nContent-Length: 3\r\n\r\nabc".to_vec()
+        );
+        let config = Config { headers: vec!["host: example".into()], ..Config::default() };
+        let r = render_request(&config, &target).unwrap();
+        assert_eq!(r, b"GET /x?y HTTP/1.1\r\nhost: example\r\n\r\n".to_vec());
+        let config = Config { headers: vec!["no colon".into()], ..Config::default() };
+        assert!(render_request(&config, &target).is_err());
+    }
+}

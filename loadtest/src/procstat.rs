@@ -1,0 +1,66 @@
+//! Reading a server's CPU time and memory from /proc.
+//!
+//! `/proc/PID/stat` of the thread-group leader already sums utime and stime over all of
+//! the process's threads, including threads that have exited, which summing
+//! `/proc/PID/task/*/stat` would miss.
+
+use std::fs;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// utime + stime of all threads, in seconds.
+    pub cpu_s: f64,
+    /// Resident set size now, in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident set size over the process's life (VmHWM), in bytes.
+    pub hwm_bytes: u64,
+}
+
+/// Reads process `pid`; the error says what went wrong in one line.
+pub fn sample(pid: u32, ticks_per_sec: u64) -> Result<Sample, String> {
+    let stat =
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    let cpu_s = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))? as f64
+        / ticks_per_sec.max(1) as f64;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    Ok(Sample { cpu_s, rss_bytes: status_kb(&status, "VmRSS:") * 1024, hwm_bytes: status_kb(&status, "VmHWM:") * 1024 })
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command name (field
+/// 2) may contain spaces and parentheses, so fields are counted after the last ')'.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_ascii_whitespace();
+    // `after` starts at field 3 (state): utime is the 12th field from there.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn status_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_ascii_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let line = "1234 (we ird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 5 1000 200";
+        assert_eq!(parse_cpu_ticks(line), Some(325));
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id(), crate::sys::clock_ticks_per_sec()).unwrap();
+        assert!(s.rss_bytes > 0 && s.hwm_bytes >= s.rss_bytes / 2);
+        assert!(sample(u32::MAX, 100).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The only unsafe code of the load generator: epoll and one sysconf call.
+//!
+//! Sockets themselves are `socket2::Socket`s (safe); epoll refers to them by raw fd,
+//! which is sound because the caller keeps each socket open while it is registered and
+//! closing an fd removes it from the epoll set.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+pub const IN: u32 = libc::EPOLLIN as u32;
+pub const OUT: u32 = libc::EPOLLOUT as u32;
+pub const ERR: u32 = libc::EPOLLERR as u32;
+pub const HUP: u32 = libc::EPOLLHUP as u32;
+pub const RDHUP: u32 = libc::EPOLLRDHUP as u32;
+pub const ET: u32 = libc::EPOLLET as u32;
+
+pub type Event = libc::epoll_event;
+
+/// An epoll instance.
+pub struct Epoll {
+    fd: OwnedFd,
+    /// epoll_pwait2 (Linux 5.11) gives sub-millisecond timeouts; without it they are
+    /// rounded up to milliseconds.
+    fine_timeouts: bool,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd
+        // that nothing else owns, so handing it to OwnedFd is sound.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd, fine_timeouts: true })
+    }
+
+    /// Registers `fd` for `events`, tagged with `token`.
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event that outlives the call; the kernel copies it.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for events into `events` (its capacity is the maximum); `None` waits forever.
+    pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        let max = events.capacity().min(i32::MAX as usize) as i32;
+        let n = loop {
+            let n = match timeout {
+                Some(t) if self.fine_timeouts => {
+                    let ts = libc::timespec {
+                        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+                        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+                    };
+                    // SAFETY: the event pointer has room for `max` events (the Vec's
+                    // capacity), `ts` outlives the call, and a null sigmask means none.
+                    let rc = unsafe {
+                        libc::syscall(
+                            libc::SYS_epoll_pwait2,
+                            self.fd.as_raw_fd(),
+                            events.as_mut_ptr(),
+                            max,
+                            &ts as *const libc::timespec,
+                            std::ptr::null::<libc::sigset_t>(),
+                            0usize,
+                        )
+                    };
+                    if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                        self.fine_timeouts = false;
+                        continue;
+                    }
+                    rc as i32
+                }
+                _ => {
+                    let ms = match timeout {
+                        None => -1,
+                        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+                    };
+                    // SAFETY: the event pointer has room for `max` events (the Vec's capacity).
+                    unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, ms) }
+                }
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        // SAFETY: the kernel initialised the first `n` entries, and n <= capacity.
+        unsafe { events.set_len(n) };
+        Ok(())
+    }
+}
+
+/// Clock ticks per second, the unit of utime/stime in /proc/PID/stat.
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
+    }
+}

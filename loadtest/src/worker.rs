@@ -1,0 +1,527 @@
+//! One load thread: an edge-triggered epoll loop over its share of the connections.
+//!
+//! Each connection is registered once for IN|OUT|RDHUP with EPOLLET. A response that
+//! completes a batch triggers the next write right away from the read handler, so a
+//! closed-loop request costs one read and one write (wrk also re-arms EPOLLOUT through
+//! epoll_ctl twice per request). Requests are pre-rendered: `depth` copies back to back,
+//! written with one send.
+
+use crate::framer::{FrameError, Framer, Progress};
+use crate::stats::Stats;
+use crate::sys::{self, Epoll, Event};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Bytes read per read call; also the threshold for "the socket is drained".
+const READ_BUF: usize = 64 * 1024;
+/// How often connection deadlines and reconnect backoffs are checked.
+const SCAN_EVERY: Duration = Duration::from_millis(10);
+/// Wait before reconnecting after a failed connect.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(10);
+/// wrk samples each thread's request rate this often.
+const RATE_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Read-only description of the load, shared by all threads.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    /// `depth` copies of the request, back to back.
+    pub batch: Vec<u8>,
+    pub request_len: usize,
+    pub depth: usize,
+    pub head_request: bool,
+    pub timeout: Duration,
+    /// Open loop: the interval between the intended send times of one connection.
+    pub interval: Option<Duration>,
+    pub total_connections: usize,
+}
+
+/// The run's time line, fixed once every thread has set up its idle connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Times {
+    pub start: Instant,
+    pub measure_start: Instant,
+    pub end: Instant,
+}
+
+/// Live counters the main thread reads for the progress line.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub plan: Plan,
+    pub times: OnceLock<Times>,
+    /// Every load thread and the main thread: idle connections are set up.
+    pub ready: Barrier,
+    /// The times are set; go.
+    pub go: Barrier,
+    pub abort: AtomicBool,
+    pub fatal: Mutex<Option<String>>,
+    pub live: Vec<Live>,
+}
+
+impl Shared {
+    pub fn fail(&self, msg: String) {
+        if let Ok(mut slot) = self.fatal.lock() {
+            slot.get_or_insert(msg);
+        }
+        self.abort.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One thread's share.
+pub(crate) struct Share {
+    pub thread: usize,
+    /// Global index of the first active connection (staggers open-loop schedules).
+    pub first_active: usize,
+    pub active: usize,
+    pub idle: usize,
+}
+
+pub(crate) struct Outcome {
+    pub stats: Stats,
+    /// Idle connections still open and answered at the end.
+    pub idle_held: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Active,
+    /// One request, then held open and silent.
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        retry_at: Instant,
+    },
+    Connecting {
+        since: Instant,
+    },
+    Open,
+    /// An idle connection whose one response has arrived.
+    Parked,
+}
+
+struct Conn {
+    socket: Option<Socket>,
+    generation: u32,
+    kind: Kind,
+    state: State,
+    framer: Framer,
+    /// Send time (open loop: intended send time) of each request awaiting its response.
+    sent: VecDeque<Instant>,
+    /// Unsent part of the last write, as a range of `Plan::batch`.
+    write_from: usize,
+    write_to: usize,
+    /// Last time bytes moved; the timeout counts from here.
+    last_progress: Instant,
+    /// Open loop: intended send time of the next request.
+    next_due: Instant,
+}
+
+struct Worker<'a> {
+    shared: &'a Shared,
+    plan: &'a Plan,
+    epoll: Epoll,
+    conns: Vec<Conn>,
+    stats: Stats,
+    buf: Vec<u8>,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
+    let plan = &shared.plan;
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            shared.fail(format!("cannot create an epoll instance: {e}"));
+            shared.ready.wait();
+            shared.go.wait();
+            return Outcome { stats: Stats::new(), idle_held: 0 };
+        }
+    };
+    let now = Instant::now();
+    let conns = (0..share.active + share.idle)
+        .map(|i| Conn {
+            socket: None,
+            generation: 0,
+            kind: if i < share.active { Kind::Active } else { Kind::Idle },
+            // Active connections open in phase 2, explicitly; idle ones right away.
+            state: State::Closed { retry_at: now + Duration::from_secs(86_400 * 365) },
+            framer: Framer::new(plan.head_request),
+            sent: VecDeque::with_capacity(plan.depth),
+            write_from: 0,
+            write_to: 0,
+            last_progress: now,
+            next_due: now,
+        })
+        .collect();
+    let mut w = Worker { shared: &shared, plan, epoll, conns, stats: Stats::new(), buf: vec![0; READ_BUF] };
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+
+    // Phase 1: open the idle connections and let each make its one request.
+    if share.idle > 0 {
+        let setup_deadline = now + plan.timeout.max(Duration::from_secs(10));
+        for i in share.active..w.conns.len() {
+            w.connect(i, now);
+        }
+        let mut next_scan = now;
+        loop {
+            let now = Instant::now();
+            let parked = w.conns[share.active..].iter().filter(|c| c.state == State::Parked).count();
+            if parked == share.idle || now >= setup_deadline || shared.abort.load(Ordering::Relaxed) {
+                break;
+            }
+            if now >= next_scan {
+                w.scan(now);
+                next_scan = now + SCAN_EVERY;
+            }
+            if let Err(e) = w.epoll.wait(&mut events, Some(SCAN_EVERY)) {
+                shared.fail(format!("epoll_wait failed: {e}"));
+                break;
+            }
+            w.dispatch(&events);
+        }
+    }
+    shared.ready.wait();
+    shared.go.wait();
+    let Some(&times) = shared.times.get() else {
+        return Outcome { stats: w.stats, idle_held: 0 };
+    };
+
+    // Phase 2: the load.
+    w.stats.reset();
+    let start = Instant::now();
+    if let Some(interval) = plan.interval {
+        // Stagger the schedules so connections do not all fire together.
+        let total = plan.total_connections.max(1) as u32;
+        for (k, c) in w.conns[..share.active].iter_mut().enumerate() {
+            let slot = (share.first_active + k) as u32;
+            c.next_due = times.start + interval * slot / total;
+        }
+    }
+    for i in 0..share.active {
+        w.connect(i, start);
+    }
+    let live = &shared.live[share.thread];
+    let mut measuring = false;
+    let mut next_scan = start;
+    let mut next_sample = times.measure_start + RATE_SAMPLE_EVERY;
+    let mut sampled_requests = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= times.end || shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        if !measuring && now >= times.measure_start {
+            w.stats.reset();
+            measuring = true;
+            sampled_requests = 0;
+            next_sample = now + RATE_SAMPLE_EVERY;
+        }
+        if measuring && now >= next_sample {
+            let late = now - (next_sample - RATE_SAMPLE_EVERY);
+            let done = w.stats.requests - sampled_requests;
+            w.stats.rate_samples.push(done as f64 / late.as_secs_f64());
+            sampled_requests = w.stats.requests;
+            next_sample = now + RATE_SAMPLE_EVERY;
+        }
+        if now >= next_scan {
+            w.scan(now);
+            next_scan = now + SCAN_EVERY;
+        }
+        let mut wake = next_scan.min(times.end);
+        if !measuring {
+            wake = wake.min(times.measure_start);
+        }
+        if plan.interval.is_some() {
+            wake = wake.min(w.send_due(now, share.active));
+        }
+        if let Err(e) = w.epoll.wait(&mut events, Some(wake.saturating_duration_since(now))) {
+            shared.fail(format!("epoll_wait failed: {e}"));
+            break;
+        }
+        w.dispatch(&events);
+        live.requests.store(w.stats.requests, Ordering::Relaxed);
+        live.errors.store(w.stats.errors.socket_total() + w.stats.errors.status, Ordering::Relaxed);
+    }
+    let idle_held = w.conns[share.active..].iter().filter(|c| c.state == State::Parked).count();
+    Outcome { stats: w.stats, idle_held }
+}
+
+fn token(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+impl Worker<'_> {
+    fn dispatch(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        for ev in events {
+            // Per event, not per wakeup: a long batch would otherwise inflate latencies.
+            let now = Instant::now();
+            let (data, flags) = (ev.u64, ev.events);
+            let index = (data & 0xffff_ffff) as usize;
+            match self.conns.get(index) {
+                Some(c) if c.generation == (data >> 32) as u32 && c.socket.is_some() => {}
+                _ => continue, // an event for a connection since closed
+            }
+            self.handle(index, flags, now);
+        }
+    }
+
+    fn handle(&mut self, i: usize, flags: u32, now: Instant) {
+        if let State::Connecting { .. } = self.conns[i].state {
+            if flags & (sys::OUT | sys::ERR | sys::HUP) == 0 {
+                return;
+            }
+            let failed = flags & (sys::ERR | sys::HUP) != 0
+                || !matches!(self.conns[i].socket.as_ref().map(Socket::take_error), Some(Ok(None)));
+            if failed {
+                self.stats.errors.connect += 1;
+                self.close(i, now + RECONNECT_BACKOFF);
+                return;
+            }
+            let c = &mut self.conns[i];
+            c.state = State::Open;
+            c.last_progress = now;
+            self.refill(i, now);
+            return;
+        }
+        if flags & (sys::IN | sys::RDHUP | sys::HUP | sys::ERR) != 0 && !self.read(i, flags, now) {
+            return;
+        }
+        if flags & sys::OUT != 0 && self.conns[i].write_to > 0 {
+            self.flush(i, now);
+        }
+    }
+
+    /// Reads until drained; false if the connection was closed.
+    fn read(&mut self, i: usize, flags: u32, now: Instant) -> bool {
+        let hangup = flags & (sys::RDHUP | sys::HUP | sys::ERR) != 0;
+        loop {
+            let c = &mut self.conns[i];
+            let Some(socket) = c.socket.as_ref() else { return false };
+            match (&*socket).read(&mut self.buf) {
+                Ok(0) => {
+                    match c.framer.handle_eof() {
+                        Some(p) => self.complete(i, p, now),
+                        None if !c.sent.is_empty() || !c.framer.is_idle() => self.stats.errors.read += 1,
+                        None => {}
+                    }
+                    self.stats.reconnects += 1;
+                    self.reconnect(i, now);
+                    return false;
+                }
+                Ok(n) => {
+                    self.stats.bytes_read += n as u64;
+                    c.last_progress = now;
+                    let progress = match c.framer.feed(&self.buf[..n]) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.garbage(e);
+                            self.close(i, now + Duration::from_secs(3600));
+                            return false;
+                        }
+                    };
+                    self.complete(i, progress, now);
+                    if progress.close {
+                        self.stats.reconnects += 1;
+                        self.reconnect(i, now);
+                        return false;
+                    }
+                    // A short read drained the socket: with EPOLLET, more data raises a
+                    // new edge. After a hangup, read on to see the EOF.
+                    if n < self.buf.len() && !hangup {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.errors.read += 1;
+                    self.reconnect(i, now);
+                    return false;
+                }
+            }
+        }
+        self.refill(i, now);
+        true
+    }
+
+    fn refill(&mut self, i: usize, now: Instant) {
+        if self.plan.interval.is_none() || self.conns[i].kind == Kind::Idle {
+            self.send(i, now);
+        } else {
+            self.send_open_loop(i, now);
+        }
+    }
+
+    fn garbage(&self, e: FrameError) {
+        self.shared.fail(format!("invalid HTTP response from {}: {e}", self.plan.addr));
+    }
+
+    /// Records the responses `p` completed.
+    fn complete(&mut self, i: usize, p: Progress, now: Instant) {
+        let c = &mut self.conns[i];
+        for _ in 0..p.complete {
+            // A response nobody asked for (say a 408 on an idle connection) has no latency.
+            if let Some(sent) = c.sent.pop_front() {
+                self.stats.record_us(now.saturating_duration_since(sent).as_micros() as u64);
+                self.stats.requests += 1;
+            }
+        }
+        self.stats.errors.status += u64::from(p.status_errors);
+        if c.kind == Kind::Idle && c.sent.is_empty() && p.complete > 0 && !p.close {
+            c.state = State::Parked;
+        }
+    }
+
+    /// Closed loop (and idle connections): send the next batch once the last is answered.
+    fn send(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        if c.state != State::Open || !c.sent.is_empty() || c.write_to > 0 {
+            return;
+        }
+        let n = if c.kind == Kind::Idle { 1 } else { self.plan.depth };
+        for _ in 0..n {
+            c.sent.push_back(now);
+        }
+        c.write_from = 0;
+        c.write_to = n * self.plan.request_len;
+        self.flush(i, now);
+    }
+
+    /// Open loop: send every request whose intended time has come, up to `depth` in flight.
+    fn send_open_loop(&mut self, i: usize, now: Instant) {
+        let Some(interval) = self.plan.interval else { return };
+        let c = &mut self.conns[i];
+        if c.state != State::Open || c.write_to > 0 {
+            return;
+        }
+        let mut n = 0;
+        while c.sent.len() < self.plan.depth && c.next_due <= now {
+            c.sent.push_back(c.next_due);
+            c.next_due += interval;
+            n += 1;
+        }
+        if n > 0 {
+            c.write_from = 0;
+            c.write_to = n * self.plan.request_len;
+            self.flush(i, now);
+        }
+    }
+
+    /// Open loop: send what is due on every connection; returns the next intended time
+    /// of a connection that could send then.
+    fn send_due(&mut self, now: Instant, active: usize) -> Instant {
+        let mut next = now + SCAN_EVERY;
+        for i in 0..active {
+            self.send_open_loop(i, now);
+            let c = &self.conns[i];
+            if c.state == State::Open && c.write_to == 0 && c.sent.len() < self.plan.depth {
+                next = next.min(c.next_due);
+            }
+        }
+        next
+    }
+
+    /// Writes the pending range; on a short write the rest waits for EPOLLOUT.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        let Some(socket) = c.socket.as_ref() else { return };
+        while c.write_from < c.write_to {
+            match socket.send(&self.plan.batch[c.write_from..c.write_to]) {
+                Ok(n) => {
+                    c.write_from += n;
+                    c.last_progress = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.stats.errors.write += 1;
+                    self.reconnect(i, now);
+                    return;
+                }
+            }
+        }
+        c.write_from = 0;
+        c.write_to = 0;
+    }
+
+    /// Deadlines and backoffs.
+    fn scan(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            match c.state {
+                State::Closed { retry_at } if now >= retry_at => self.connect(i, now),
+                State::Connecting { since } if now - since >= self.plan.timeout => {
+                    self.stats.errors.connect += 1;
+                    self.close(i, now);
+                    self.connect(i, now);
+                }
+                State::Open if !c.sent.is_empty() && now - c.last_progress >= self.plan.timeout => {
+                    self.stats.errors.timeout += c.sent.len() as u64;
+                    self.reconnect(i, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn close(&mut self, i: usize, retry_at: Instant) {
+        let c = &mut self.conns[i];
+        c.socket = None; // closing the fd also removes it from the epoll set
+        c.generation = c.generation.wrapping_add(1);
+        c.state = State::Closed { retry_at };
+        c.framer.reset();
+        c.sent.clear();
+        c.write_from = 0;
+        c.write_to = 0;
+    }
+
+    fn reconnect(&mut self, i: usize, now: Instant) {
+        self.close(i, now);
+        self.connect(i, now);
+    }
+
+    fn connect(&mut self, i: usize, now: Instant) {
+        match self.open_socket(i) {
+            Ok(socket) => {
+                let c = &mut self.conns[i];
+                c.socket = Some(socket);
+                c.state = State::Connecting { since: now };
+                c.last_progress = now;
+            }
+            Err(_) => {
+                self.stats.errors.connect += 1;
+                self.close(i, now + RECONNECT_BACKOFF);
+            }
+        }
+    }
+
+    fn open_socket(&mut self, i: usize) -> io::Result<Socket> {
+        let addr = self.plan.addr;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+        socket.set_nodelay(true)?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        use std::os::fd::AsRawFd;
+        let generation = self.conns[i].generation;
+        self.epoll.add(socket.as_raw_fd(), sys::IN | sys::OUT | sys::RDHUP | sys::ET, token(i, generation))?;
+        Ok(socket)
+    }
+}
