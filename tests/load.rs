@@ -279,7 +279,10 @@ fn chunked_responses_are_framed() {
     assert!(u(&v, &["requests"]) > 50, "{v}");
     assert_no_errors(&v);
     assert_eq!(u(&v, &["reconnects"]), 0, "chunked responses keep the connection: {v}");
-    assert_eq!(u(&v, &["bytes_read"]) % CHUNKED.len() as u64, 0, "whole responses only: {v}");
+    // One counted request per whole chunked response; at most one partial response per
+    // connection is in flight when the run stops.
+    let (bytes, requests, len) = (u(&v, &["bytes_read"]), u(&v, &["requests"]), CHUNKED.len() as u64);
+    assert!(bytes >= requests * len && bytes < (requests + 4) * len, "one request per whole response: {v}");
 }
 
 #[test]
