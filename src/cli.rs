@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use duet_http::{Limits, UringOptions};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,7 +18,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve HTTP/1.1 (GET / answers "Hello, World!").
+    /// Serve HTTP/1.1: --route and --dir content, or GET / answering "Hello, World!".
     Serve(ServeArgs),
     /// Generate HTTP/1.1 load and measure latency, throughput and the server's CPU.
     Load(crate::load_cli::LoadArgs),
@@ -97,6 +98,25 @@ pub struct ServeArgs {
     /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000")]
     pub sqpoll: Option<u32>,
+    /// Serve a fixed response at PATH: `PATH=TEXT` (text/plain) or `PATH=@FILE` (type from
+    /// the extension; `@@` starts a literal `@`). Repeatable; wins over --dir.
+    #[arg(long = "route", value_name = "PATH=TEXT|@FILE")]
+    pub routes: Vec<String>,
+    /// Override the Content-Type of a path served by --route or --dir. Repeatable.
+    #[arg(long = "route-type", value_name = "PATH=MIME")]
+    pub route_types: Vec<String>,
+    /// Serve the files under DIR, loaded into memory at start (and on SIGHUP).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// With --dir: serve files and directories whose name starts with a dot.
+    #[arg(long)]
+    pub dotfiles: bool,
+    /// Largest file held in memory (larger files cannot be served yet: start-up fails).
+    #[arg(long, default_value = "4MiB", value_name = "BYTES")]
+    pub max_cached_file: ByteSize,
+    /// Total size of the files and routes held in memory (start-up fails beyond).
+    #[arg(long, default_value = "256MiB", value_name = "BYTES")]
+    pub cache_budget: ByteSize,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -113,6 +133,17 @@ impl ServeArgs {
             send_timeout: self.send_timeout.0,
             max_output: self.max_output.0 as usize,
             ..Limits::default()
+        }
+    }
+
+    pub fn content(&self) -> crate::content::ContentConfig {
+        crate::content::ContentConfig {
+            routes: self.routes.clone(),
+            route_types: self.route_types.clone(),
+            dir: self.dir.clone(),
+            dotfiles: self.dotfiles,
+            max_cached_file: self.max_cached_file.0,
+            cache_budget: self.cache_budget.0,
         }
     }
 

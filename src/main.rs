@@ -1,6 +1,7 @@
 //! `duet`: the binary. CLI, engine selection, signals and logging; the engines do the rest.
 
 mod cli;
+mod content;
 mod load_cli;
 
 use clap::Parser;
@@ -69,12 +70,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
     };
 
+    let content = args.content();
+    let loaded = content::load(&content)?;
+    if !content.is_default() {
+        info!("loaded {}", loaded.summary());
+    }
+
     let listeners = bind_listeners(SocketAddr::new(args.bind, args.port), threads)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     raise_nofile_limit();
-    let site = Arc::new(Site::hello());
+    let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
-    spawn_signal_thread(shutdown.clone())?;
+    spawn_signal_thread(shutdown.clone(), Arc::clone(&site), content)?;
     let config = ServeConfig {
         listeners,
         pin: args.pin,
@@ -132,6 +139,21 @@ fn bind_listeners(addr: SocketAddr, threads: usize) -> Result<Vec<TcpListener>, 
     Ok(listeners)
 }
 
+fn reload(site: &Site, content: &content::ContentConfig) {
+    if content.is_default() {
+        info!("SIGHUP: nothing to reload (no --route or --dir)");
+        return;
+    }
+    match content::load(content) {
+        Ok(loaded) => {
+            let summary = loaded.summary();
+            site.replace(loaded.site);
+            info!("reloaded {summary}");
+        }
+        Err(e) => warn!("reload failed, still serving the previous content: {e}"),
+    }
+}
+
 fn raise_nofile_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => info!("open file limit: {n}"),
@@ -140,15 +162,21 @@ fn raise_nofile_limit() {
 }
 
 /// SIGINT/SIGTERM: the first asks for a graceful shutdown, the second exits at once.
-fn spawn_signal_thread(shutdown: Shutdown) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+/// SIGHUP: reload `--route` and `--dir` and swap the site; a failed reload keeps the
+/// site being served.
+fn spawn_signal_thread(shutdown: Shutdown, site: Arc<Site>, content: content::ContentConfig) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("duet-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload(&site, &content);
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     info!("shutting down: finishing in-flight requests (signal again to stop at once)");

@@ -119,7 +119,7 @@ impl Connection {
 
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
-        let Context { site, limits, date, now, pool, stats } = ctx;
+        let Context { site, limits, date, now, pool, stats, .. } = ctx;
         let now = *now;
         let mut pos = 0;
         self.stalled = false;
@@ -193,14 +193,14 @@ impl Connection {
                     self.fresh = false;
                     match d.body {
                         BodyKind::None => {
-                            self.respond(pool, date, stats, now, d.response, d.head_only, d.keep_alive, d.http10)
+                            self.respond(pool, date, stats, now, d.response.get(), d.head_only, d.keep_alive, d.http10)
                         }
                         body => {
                             if d.expect_continue {
                                 self.queue(pool, now).push_owned(b"HTTP/1.1 100 Continue\r\n\r\n");
                             }
                             self.reply = Some(Box::new(Reply {
-                                response: Arc::clone(d.response),
+                                response: d.response.into_arc(),
                                 head_only: d.head_only,
                                 keep_alive: d.keep_alive,
                                 http10: d.http10,

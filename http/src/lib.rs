@@ -19,7 +19,9 @@
 //!
 //! Every engine crate exposes
 //! `pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Report>`
-//! and meets these rules. The binary picks an engine with a `match`; nothing here is
+//! and meets these rules. The [`Site`] may be swapped while serving ([`Site::replace`],
+//! on SIGHUP): each [`Context`] picks up the new table in [`Context::set_time`], so the
+//! engines need to do nothing about it. The binary picks an engine with a `match`; nothing here is
 //! dynamically dispatched on the hot path.
 //!
 //! 1. **Threads and listeners.** `config.listeners` holds one bound, listening,
@@ -69,6 +71,7 @@ mod out;
 mod request;
 mod serve;
 mod site;
+mod static_files;
 mod timer;
 
 pub use conn::Connection;
@@ -76,5 +79,5 @@ pub use date::DateCache;
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
 pub use serve::{run_workers, Context, Report, ServeConfig, Shutdown, ShutdownState, Stats, UringOptions};
-pub use site::{Prerendered, Site, SiteBuilder};
+pub use site::{FileMeta, Prerendered, Site, SiteBuilder};
 pub use timer::TimerWheel;

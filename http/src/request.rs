@@ -1,10 +1,42 @@
 //! Parsing one request head and deciding how to answer it.
 
 use crate::limits::MAX_HEADERS_CEILING;
-use crate::site::{Prerendered, Site};
+use crate::site::{Entry, Prerendered, Snapshot};
+use crate::static_files;
 use crate::Limits;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
+
+/// The response chosen for a request: shared and pre-rendered (the common case), or
+/// rendered for this request (206, 416, 301).
+#[derive(Debug)]
+pub(crate) enum Answer<'a> {
+    Shared(&'a Arc<Prerendered>),
+    Owned(Box<Prerendered>),
+}
+
+impl Answer<'_> {
+    pub(crate) fn get(&self) -> &Prerendered {
+        match self {
+            Answer::Shared(r) => r,
+            Answer::Owned(r) => r,
+        }
+    }
+
+    pub(crate) fn into_arc(self) -> Arc<Prerendered> {
+        match self {
+            Answer::Shared(r) => Arc::clone(r),
+            Answer::Owned(r) => Arc::from(r),
+        }
+    }
+}
+
+/// Request headers that matter only for files: seen in the header loop as flags, read
+/// again only when a file is asked for with one of them.
+pub(crate) const HAS_RANGE: u8 = 1;
+pub(crate) const HAS_IF_RANGE: u8 = 2;
+pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
+pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
 
 /// How the request body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,7 +49,7 @@ pub(crate) enum BodyKind {
 /// The answer to a well-framed request.
 #[derive(Debug)]
 pub(crate) struct Decision<'a> {
-    pub(crate) response: &'a Arc<Prerendered>,
+    pub(crate) response: Answer<'a>,
     pub(crate) head_only: bool,
     pub(crate) keep_alive: bool,
     pub(crate) http10: bool,
@@ -51,7 +83,11 @@ pub(crate) fn oversize_status(buf: &[u8], max_head: usize) -> u16 {
 /// Parses the request head at the start of `head` and decides the answer, with the
 /// head's length. `Ok(None)`: the head is not complete yet. `Err(status)` is a framing
 /// or syntax error: answer with `status` and close.
-pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result<Option<(Decision<'a>, usize)>, u16> {
+pub(crate) fn decide<'a>(
+    site: &'a Snapshot,
+    limits: &Limits,
+    head: &[u8],
+) -> Result<Option<(Decision<'a>, usize)>, u16> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(&mut []);
@@ -76,6 +112,7 @@ pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
+    let mut conditional = 0u8;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -102,6 +139,14 @@ pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result
             } else {
                 return Err(417);
             }
+        } else if name.eq_ignore_ascii_case(b"range") {
+            conditional |= HAS_RANGE;
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            conditional |= HAS_IF_NONE_MATCH;
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            conditional |= HAS_IF_MODIFIED_SINCE;
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            conditional |= HAS_IF_RANGE;
         }
     }
 
@@ -133,6 +178,7 @@ pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result
     let keep_alive = !conn_close && (!http10 || conn_keep_alive);
     let expect_continue = expect_continue && !http10 && body != BodyKind::None;
     let path = routing_path(method, target)?;
+    let raw_path = path;
     let decoded;
     let path = if memchr::memchr(b'%', path).is_some() {
         decoded = percent_decode(path).ok_or(400u16)?;
@@ -145,10 +191,15 @@ pub(crate) fn decide<'a>(site: &'a Site, limits: &Limits, head: &[u8]) -> Result
     }
     let known = Method::of(method);
     let response = match (known, site.lookup(path)) {
-        (Method::Unknown, _) => site.error(501),
-        (_, None) => site.error(404),
-        (Method::Get | Method::Head, Some(r)) => r,
-        (Method::Other, Some(_)) => site.error(405),
+        (Method::Unknown, _) => Answer::Shared(site.error(501)),
+        (_, None) => Answer::Shared(site.error(404)),
+        (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
+        (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 => Answer::Shared(&f.ok),
+        (Method::Get | Method::Head, Some(Entry::File(f))) => {
+            static_files::conditional(f, known == Method::Get, conditional, req.headers)
+        }
+        (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target),
+        (Method::Other, Some(_)) => Answer::Shared(site.error(405)),
     };
     Ok(Some((Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue }, len)))
 }
@@ -288,11 +339,11 @@ impl TransferCodings {
 }
 
 /// Non-empty, trimmed elements of a comma-separated field value.
-fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
     let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
     &v[start..end]

@@ -1,5 +1,6 @@
 //! What an engine is given and what it gives back (see the crate docs for the contract).
 
+use crate::site::Snapshot;
 use crate::{BufPool, DateCache, Limits, Site};
 use std::io;
 use std::net::TcpListener;
@@ -71,7 +72,11 @@ pub type Report = Stats;
 /// clock of the current loop turn, the Date cache and the output buffer pool.
 #[derive(Debug)]
 pub struct Context {
-    pub(crate) site: Arc<Site>,
+    /// The shared, swappable site.
+    shared: Arc<Site>,
+    /// This worker's copy of the current table, refreshed when `shared` changes.
+    pub(crate) site: Arc<Snapshot>,
+    generation: u64,
     pub(crate) limits: Limits,
     pub(crate) date: DateCache,
     pub(crate) now: Instant,
@@ -83,13 +88,35 @@ pub struct Context {
 impl Context {
     /// A context at time `now` (monotonic) and `wall` (for the Date header).
     pub fn new(site: Arc<Site>, limits: Limits, now: Instant, wall: SystemTime) -> Self {
-        Context { site, limits, date: DateCache::new(wall), now, pool: BufPool::default(), stats: Stats::default() }
+        let (snapshot, generation) = site.snapshot();
+        Context {
+            shared: site,
+            site: snapshot,
+            generation,
+            limits,
+            date: DateCache::new(wall),
+            now,
+            pool: BufPool::default(),
+            stats: Stats::default(),
+        }
     }
 
-    /// Sets the time for this loop turn.
+    /// Sets the time for this loop turn, and picks up a replaced site (one relaxed
+    /// atomic load when nothing changed).
     pub fn set_time(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.date.update(wall);
+        if self.shared.generation() != self.generation {
+            self.refresh_site();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refresh_site(&mut self) {
+        let (snapshot, generation) = self.shared.snapshot();
+        self.site = snapshot;
+        self.generation = generation;
     }
 
     /// The time of this loop turn.

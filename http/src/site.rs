@@ -1,8 +1,18 @@
-//! What is served: a table from path to a pre-rendered response.
+//! What is served: a table from path to a pre-rendered response, swappable at run time.
+//!
+//! A [`Site`] is the handle every worker shares. It holds the current immutable
+//! [`Snapshot`] (the routing table) and a generation counter. Each worker's
+//! [`Context`](crate::Context) keeps its own `Arc` of the snapshot and, once per loop
+//! turn, compares one relaxed atomic load of the generation with the one it has: only
+//! when they differ does it take the lock and pick up the new snapshot. So a reload
+//! ([`Site::replace`]) costs the hot path nothing, requests already answered keep the
+//! bodies they hold, and requests parsed afterwards see the new table.
 
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The value of the `Server` header.
 pub const SERVER_NAME: &str = "duet";
@@ -22,7 +32,7 @@ impl Prerendered {
     /// Renders a response with `Server`, `Content-Type`, `Content-Length` and `extra`
     /// header lines (each `Name: value`).
     pub fn new(status: u16, content_type: &str, body: Bytes, extra: &[&str]) -> Self {
-        let mut head = format!("HTTP/1.1 {status} {}\r\nServer: {SERVER_NAME}\r\n", reason(status));
+        let mut head = status_and_server(status);
         if !content_type.is_empty() {
             head.push_str(&format!("Content-Type: {content_type}\r\n"));
         }
@@ -34,7 +44,17 @@ impl Prerendered {
         Prerendered { head: head.into_bytes().into_boxed_slice(), body, status }
     }
 
-    fn error(status: u16, extra: &[&str]) -> Self {
+    /// A response without a body and without `Content-Length` (304).
+    fn bodiless(status: u16, extra: &[&str]) -> Self {
+        let mut head = status_and_server(status);
+        for line in extra {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        Prerendered { head: head.into_bytes().into_boxed_slice(), body: Bytes::new(), status }
+    }
+
+    pub(crate) fn error(status: u16, extra: &[&str]) -> Self {
         let body = format!("{status} {}\n", reason(status));
         Prerendered::new(status, "text/plain; charset=utf-8", Bytes::from(body), extra)
     }
@@ -54,17 +74,25 @@ impl Prerendered {
     }
 }
 
+fn status_and_server(status: u16) -> String {
+    format!("HTTP/1.1 {status} {}\r\nServer: {SERVER_NAME}\r\n", reason(status))
+}
+
 /// The reason phrase for the status codes duet sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -80,28 +108,45 @@ pub(crate) const ERROR_STATUSES: [u16; 10] = [400, 404, 405, 408, 413, 414, 417,
 /// Up to this many routes are matched by a linear scan instead of a hash.
 const FEW_ROUTES: usize = 8;
 
-/// Routes and error responses. Shared by all threads of a server; read-only.
+/// A file served with validators: `ETag`, `Last-Modified`, conditional requests and
+/// byte ranges.
 #[derive(Debug)]
-pub struct Site {
-    routes: HashMap<Box<[u8]>, Arc<Prerendered>>,
+pub(crate) struct FileEntry {
+    /// The full `200` response (headers include ETag, Last-Modified, Accept-Ranges).
+    pub(crate) ok: Arc<Prerendered>,
+    /// The `304` response: ETag and Last-Modified, no body.
+    pub(crate) not_modified: Arc<Prerendered>,
+    /// The entity-tag, quotes included.
+    pub(crate) etag: Box<str>,
+    /// Last modification, whole seconds since the epoch.
+    pub(crate) modified: u64,
+    pub(crate) last_modified: Box<str>,
+    pub(crate) content_type: Box<str>,
+}
+
+/// What a path maps to.
+#[derive(Clone, Debug)]
+pub(crate) enum Entry {
+    /// A fixed response (`--route`, the built-in hello).
+    Fixed(Arc<Prerendered>),
+    /// A file with validators and ranges.
+    File(Arc<FileEntry>),
+    /// A directory asked for without its trailing slash: 301 to the slashed path.
+    Redirect,
+}
+
+/// One immutable version of the site: routes and error responses.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    routes: HashMap<Box<[u8]>, Entry>,
     /// The same routes as a list when there are at most `FEW_ROUTES` of them.
-    few: Vec<(Box<[u8]>, Arc<Prerendered>)>,
+    few: Vec<(Box<[u8]>, Entry)>,
     errors: Vec<Arc<Prerendered>>,
 }
 
-impl Site {
-    /// Starts an empty site.
-    pub fn builder() -> SiteBuilder {
-        SiteBuilder { routes: HashMap::new() }
-    }
-
-    /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
-    pub fn hello() -> Self {
-        Site::builder().route("/", "text/plain", Bytes::from_static(b"Hello, World!")).build()
-    }
-
-    /// The response for a decoded path, if any.
-    pub fn lookup(&self, path: &[u8]) -> Option<&Arc<Prerendered>> {
+impl Snapshot {
+    /// What a decoded path maps to, if anything.
+    pub(crate) fn lookup(&self, path: &[u8]) -> Option<&Entry> {
         // A handful of routes is the common case (benchmarks): comparing a few short
         // slices costs less than hashing one.
         if !self.few.is_empty() || self.routes.is_empty() {
@@ -115,31 +160,146 @@ impl Site {
         let i = ERROR_STATUSES.iter().position(|&s| s == status).unwrap_or(0);
         &self.errors[i]
     }
+}
 
-    /// Number of routes.
+/// What is served, shared by all worker threads. Read-only on the hot path; the whole
+/// table can be swapped with [`Site::replace`] while serving.
+#[derive(Debug)]
+pub struct Site {
+    current: Mutex<Arc<Snapshot>>,
+    /// Bumped (under the lock) by every `replace`.
+    generation: AtomicU64,
+}
+
+impl Site {
+    /// Starts an empty site.
+    pub fn builder() -> SiteBuilder {
+        SiteBuilder { routes: HashMap::new() }
+    }
+
+    /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
+    pub fn hello() -> Self {
+        Site::builder().route("/", "text/plain", Bytes::from_static(b"Hello, World!")).build()
+    }
+
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        Site { current: Mutex::new(Arc::new(snapshot)), generation: AtomicU64::new(0) }
+    }
+
+    /// Swaps in the table of `next` atomically. Responses already queued keep their
+    /// bodies; each worker picks up the new table at its next loop turn, so every
+    /// request parsed after that sees it.
+    pub fn replace(&self, next: Site) {
+        let snapshot = next.snapshot().0;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = snapshot;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many times the table has been replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The current table and its generation (read together under the lock).
+    pub(crate) fn snapshot(&self) -> (Arc<Snapshot>, u64) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&current), self.generation.load(Ordering::Relaxed))
+    }
+
+    /// Number of paths served (files, aliases and directory redirects included).
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.snapshot().0.routes.len()
     }
 
-    /// True when there is no route.
+    /// True when no path is served.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
     }
+}
+
+/// The validators of a file served with [`SiteBuilder::file`].
+#[derive(Clone, Debug)]
+pub struct FileMeta {
+    /// The opaque part of a strong entity-tag, without quotes: visible ASCII other
+    /// than `"` (anything else is dropped).
+    pub etag: String,
+    /// Last modification time (sent as `Last-Modified`, compared with
+    /// `If-Modified-Since` at one-second resolution).
+    pub modified: SystemTime,
 }
 
 /// Builds a [`Site`].
 #[derive(Debug)]
 pub struct SiteBuilder {
-    routes: HashMap<Box<[u8]>, Arc<Prerendered>>,
+    routes: HashMap<Box<[u8]>, Entry>,
 }
 
 impl SiteBuilder {
     /// Serves `body` with `content_type` and status 200 at `path` (decoded, starting
-    /// with `/`).
+    /// with `/`). A later entry for the same path replaces an earlier one.
     pub fn route(mut self, path: &str, content_type: &str, body: Bytes) -> Self {
         let resp = Prerendered::new(200, content_type, body, &[]);
-        self.routes.insert(path.as_bytes().into(), Arc::new(resp));
+        self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
+    }
+
+    /// Serves a file at `path`: `200` with `ETag`, `Last-Modified` and
+    /// `Accept-Ranges: bytes`; answers `If-None-Match`, `If-Modified-Since`, `Range` and
+    /// `If-Range`.
+    pub fn file(mut self, path: &str, content_type: &str, body: Bytes, meta: &FileMeta) -> Self {
+        let opaque: String = meta.etag.chars().filter(|&c| c.is_ascii_graphic() && c != '"').collect();
+        let etag = format!("\"{opaque}\"");
+        let modified = meta.modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(modified));
+        let etag_line = format!("ETag: {etag}");
+        let lm_line = format!("Last-Modified: {last_modified}");
+        let ok = Prerendered::new(200, content_type, body, &[&etag_line, &lm_line, "Accept-Ranges: bytes"]);
+        let not_modified = Prerendered::bodiless(304, &[&etag_line, &lm_line]);
+        let entry = FileEntry {
+            ok: Arc::new(ok),
+            not_modified: Arc::new(not_modified),
+            etag: etag.into(),
+            modified,
+            last_modified: last_modified.into(),
+            content_type: content_type.into(),
+        };
+        self.routes.insert(path.as_bytes().into(), Entry::File(Arc::new(entry)));
+        self
+    }
+
+    /// Serves at `path` whatever `existing` serves (a directory's `index.html` at the
+    /// directory's slashed path). No-op when `existing` serves nothing.
+    pub fn alias(mut self, path: &str, existing: &str) -> Self {
+        if let Some(entry) = self.routes.get(existing.as_bytes()).cloned() {
+            self.routes.insert(path.as_bytes().into(), entry);
+        }
+        self
+    }
+
+    /// Marks `path` (without its trailing slash) as a directory: it answers `301` with
+    /// `Location:` the path with a slash appended (query kept).
+    pub fn directory(mut self, path: &str) -> Self {
+        let path = path.trim_end_matches('/');
+        if !path.is_empty() {
+            self.routes.insert(path.as_bytes().into(), Entry::Redirect);
+        }
+        self
+    }
+
+    /// True when `path` serves something.
+    pub fn contains(&self, path: &str) -> bool {
+        self.routes.contains_key(path.as_bytes())
+    }
+
+    /// Number of paths added so far.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
     }
 
     /// Finishes the site, rendering the error responses.
@@ -152,10 +312,10 @@ impl SiteBuilder {
             })
             .collect();
         let few = if self.routes.len() <= FEW_ROUTES {
-            self.routes.iter().map(|(p, r)| (p.clone(), Arc::clone(r))).collect()
+            self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
         } else {
             Vec::new()
         };
-        Site { routes: self.routes, few, errors }
+        Site::from_snapshot(Snapshot { routes: self.routes, few, errors })
     }
 }

@@ -1,0 +1,341 @@
+//! Static content: `--route` and `--dir` read from disk and turned into a [`Site`].
+//!
+//! All file I/O happens here, at start and on SIGHUP; duet-http only ever sees bytes.
+//! Every body is loaded once into a shared `Bytes` and its headers rendered once, so a
+//! file costs a request no more than the built-in `Hello, World!`.
+//!
+//! Only what is loaded can be served: the site is a table of the files found under
+//! `--dir` (symlinks that leave it refused, dotfiles skipped unless `--dotfiles`), so
+//! no request path, however encoded, can reach anything else.
+
+use bytes::Bytes;
+use duet_http::{FileMeta, Site, SiteBuilder};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+use tracing::warn;
+
+/// What `duet serve` was asked to serve.
+#[derive(Clone, Debug, Default)]
+pub struct ContentConfig {
+    /// `PATH=TEXT` or `PATH=@FILE`.
+    pub routes: Vec<String>,
+    /// `PATH=MIME`.
+    pub route_types: Vec<String>,
+    pub dir: Option<PathBuf>,
+    pub dotfiles: bool,
+    pub max_cached_file: u64,
+    pub cache_budget: u64,
+}
+
+impl ContentConfig {
+    /// No `--route` and no `--dir`: the built-in `Hello, World!` site.
+    pub fn is_default(&self) -> bool {
+        self.routes.is_empty() && self.dir.is_none() && self.route_types.is_empty()
+    }
+}
+
+/// A loaded site and what went into it.
+pub struct Loaded {
+    pub site: Site,
+    pub files: usize,
+    pub routes: usize,
+    pub bytes: u64,
+}
+
+impl Loaded {
+    pub fn summary(&self) -> String {
+        format!("{} files and {} routes, {} bytes in memory", self.files, self.routes, self.bytes)
+    }
+}
+
+/// Reads everything the configuration names. Any error is one line saying what to fix.
+pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
+    if cfg.is_default() {
+        return Ok(Loaded { site: Site::hello(), files: 0, routes: 1, bytes: 13 });
+    }
+    let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
+    let mut types = HashMap::new();
+    for t in &cfg.route_types {
+        let (path, mime) = parse_route_type(t)?;
+        types.insert(path, mime);
+    }
+    let mut loader = Loader {
+        builder: Site::builder(),
+        types,
+        used_types: HashSet::new(),
+        max_file: cfg.max_cached_file,
+        budget: cfg.cache_budget,
+        used: 0,
+        files: 0,
+    };
+    if let Some(dir) = &cfg.dir {
+        loader.load_dir(dir, cfg.dotfiles)?;
+    }
+    for (path, body) in &routes {
+        loader.add_route(path, body)?;
+    }
+    let unused: Vec<&String> = loader.types.keys().filter(|p| !loader.used_types.contains(*p)).collect();
+    if let Some(path) = unused.first() {
+        return Err(format!("--route-type {path}: no --route or file under --dir serves {path}"));
+    }
+    Ok(Loaded { site: loader.builder.build(), files: loader.files, routes: routes.len(), bytes: loader.used })
+}
+
+enum RouteBody {
+    Text(String),
+    File(PathBuf),
+}
+
+fn parse_route(arg: &str) -> Result<(String, RouteBody), String> {
+    let Some((path, value)) = arg.split_once('=') else {
+        return Err(format!("--route {arg:?}: expected PATH=TEXT or PATH=@FILE"));
+    };
+    check_path("--route", arg, path)?;
+    let body = if let Some(literal) = value.strip_prefix("@@") {
+        RouteBody::Text(format!("@{literal}"))
+    } else if let Some(file) = value.strip_prefix('@') {
+        if file.is_empty() {
+            return Err(format!("--route {arg:?}: no file after @"));
+        }
+        RouteBody::File(PathBuf::from(file))
+    } else {
+        RouteBody::Text(value.to_string())
+    };
+    Ok((path.to_string(), body))
+}
+
+fn parse_route_type(arg: &str) -> Result<(String, String), String> {
+    let Some((path, mime)) = arg.split_once('=') else {
+        return Err(format!("--route-type {arg:?}: expected PATH=MIME, e.g. /data=application/json"));
+    };
+    check_path("--route-type", arg, path)?;
+    let mime = mime.trim();
+    if mime.is_empty() || mime.chars().any(|c| c.is_control() || !c.is_ascii()) {
+        return Err(format!("--route-type {arg:?}: {mime:?} is not a media type"));
+    }
+    Ok((path.to_string(), mime.to_string()))
+}
+
+/// A route path is matched against the decoded request path: it starts with `/` and
+/// holds no query, fragment, whitespace or control character.
+fn check_path(flag: &str, arg: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{flag} {arg:?}: the path must start with /"));
+    }
+    if path.chars().any(|c| c.is_control() || c.is_whitespace() || c == '?' || c == '#') {
+        return Err(format!("{flag} {arg:?}: the path may not contain spaces, control characters, ? or #"));
+    }
+    Ok(())
+}
+
+/// The media type for a file name: from its extension, `charset=utf-8` on text types.
+fn guess_type(path: &Path) -> String {
+    match mime_guess::from_path(path).first_raw() {
+        Some(t) if t.starts_with("text/") => format!("{t}; charset=utf-8"),
+        Some(t) => t.to_string(),
+        None => "application/octet-stream".to_string(),
+    }
+}
+
+/// Deepest directory nesting followed under `--dir`.
+const MAX_DEPTH: usize = 64;
+
+struct Loader {
+    builder: SiteBuilder,
+    types: HashMap<String, String>,
+    used_types: HashSet<String>,
+    max_file: u64,
+    budget: u64,
+    used: u64,
+    files: usize,
+}
+
+impl Loader {
+    fn content_type(&mut self, url: &str, fallback: impl FnOnce() -> String) -> String {
+        match self.types.get(url) {
+            Some(t) => {
+                self.used_types.insert(url.to_string());
+                t.clone()
+            }
+            None => fallback(),
+        }
+    }
+
+    /// Refuses `size` more bytes in memory when over a limit.
+    fn check(&self, what: &Path, size: u64) -> Result<(), String> {
+        // TODO(streaming): files over --max-cached-file and past --cache-budget are to be
+        // streamed from disk at request time (sendfile on epoll, splice or read+send on
+        // io_uring) instead of refusing to start. Until the engines can do that, refuse.
+        if size > self.max_file {
+            return Err(format!(
+                "{}: {size} bytes is over --max-cached-file ({} bytes); streaming large files from disk \
+                 is not supported yet, so raise --max-cached-file",
+                what.display(),
+                self.max_file
+            ));
+        }
+        let total = self.used.saturating_add(size);
+        if total > self.budget {
+            return Err(format!(
+                "{}: loading it brings the content held in memory to {total} bytes, over --cache-budget \
+                 ({} bytes); streaming large files from disk is not supported yet, so raise --cache-budget",
+                what.display(),
+                self.budget
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accounts for `size` more bytes held in memory.
+    fn charge(&mut self, what: &Path, size: u64) -> Result<(), String> {
+        self.check(what, size)?;
+        self.used += size;
+        Ok(())
+    }
+
+    /// Reads a whole file, refusing it before reading when it is over the limits.
+    fn read_file(&mut self, path: &Path) -> Result<(Bytes, fs::Metadata), String> {
+        let err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let file = fs::File::open(path).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if !meta.is_file() {
+            return Err(format!("cannot read {}: not a regular file", path.display()));
+        }
+        self.check(path, meta.len())?;
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        file.take(self.max_file.saturating_add(1)).read_to_end(&mut data).map_err(err)?;
+        // The file may have grown since the stat: account for what was read.
+        self.charge(path, data.len() as u64)?;
+        Ok((Bytes::from(data), meta))
+    }
+
+    fn add_route(&mut self, path: &str, body: &RouteBody) -> Result<(), String> {
+        let (content_type, bytes) = match body {
+            RouteBody::Text(text) => {
+                self.charge(Path::new(path), text.len() as u64)?;
+                let t = self.content_type(path, || "text/plain; charset=utf-8".to_string());
+                (t, Bytes::from(text.clone().into_bytes()))
+            }
+            RouteBody::File(file) => {
+                let (bytes, _) = self.read_file(file)?;
+                (self.content_type(path, || guess_type(file)), bytes)
+            }
+        };
+        let b = std::mem::replace(&mut self.builder, Site::builder());
+        self.builder = b.route(path, &content_type, bytes);
+        Ok(())
+    }
+
+    fn load_dir(&mut self, dir: &Path, dotfiles: bool) -> Result<(), String> {
+        let root = fs::canonicalize(dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
+        if !root.is_dir() {
+            return Err(format!("--dir {}: not a directory", dir.display()));
+        }
+        // (directory on disk, its URL path without the trailing slash, the real
+        // directories above it: a symlink back up the tree is not followed)
+        let mut stack = vec![(root.clone(), String::new(), Vec::new())];
+        while let Some((disk, url, ancestors)) = stack.pop() {
+            let read = fs::read_dir(&disk).map_err(|e| format!("cannot read directory {}: {e}", disk.display()))?;
+            let mut entries = read
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cannot read directory {}: {e}", disk.display()))?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    warn!("not serving {}: the name is not UTF-8", path.display());
+                    continue;
+                };
+                if name.starts_with('.') && !dotfiles {
+                    continue;
+                }
+                let file_type = entry.file_type().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let real = if file_type.is_symlink() {
+                    match fs::canonicalize(&path) {
+                        Ok(real) if real.starts_with(&root) => real,
+                        Ok(real) => {
+                            warn!("not serving {}: it links to {}, outside --dir", path.display(), real.display());
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!("not serving {}: broken symlink ({e})", path.display());
+                            continue;
+                        }
+                    }
+                } else {
+                    path.clone()
+                };
+                let meta = fs::metadata(&real).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let child_url = format!("{url}/{name}");
+                if meta.is_dir() {
+                    if real == disk || ancestors.contains(&real) {
+                        warn!("not following {}: it links back up the tree", path.display());
+                        continue;
+                    }
+                    if ancestors.len() >= MAX_DEPTH {
+                        return Err(format!("--dir {}: more than {MAX_DEPTH} levels of directories", dir.display()));
+                    }
+                    let mut below = ancestors.clone();
+                    below.push(disk.clone());
+                    stack.push((real, child_url.clone(), below));
+                    let b = std::mem::replace(&mut self.builder, Site::builder());
+                    self.builder = b.directory(&child_url);
+                } else if meta.is_file() {
+                    self.add_file(&real, &child_url)?;
+                }
+                // Sockets, FIFOs and devices are never served.
+            }
+            let index = format!("{url}/index.html");
+            if self.builder.contains(&index) {
+                let b = std::mem::replace(&mut self.builder, Site::builder());
+                self.builder = b.alias(&format!("{url}/"), &index);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_file(&mut self, path: &Path, url: &str) -> Result<(), String> {
+        let (bytes, meta) = self.read_file(path)?;
+        let content_type = self.content_type(url, || guess_type(path));
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
+        // Strong: it changes whenever the file is replaced (inode), rewritten (mtime)
+        // or resized, as nginx's and Apache's do.
+        let etag = format!("{:x}-{nanos:x}-{:x}", meta.ino(), bytes.len());
+        let b = std::mem::replace(&mut self.builder, Site::builder());
+        self.builder = b.file(url, &content_type, bytes, &FileMeta { etag, modified });
+        self.files += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_syntax() {
+        assert!(matches!(parse_route("/a=hi").unwrap().1, RouteBody::Text(t) if t == "hi"));
+        assert!(matches!(parse_route("/a=x=y").unwrap().1, RouteBody::Text(t) if t == "x=y"));
+        assert!(matches!(parse_route("/a=@f.bin").unwrap().1, RouteBody::File(p) if p == Path::new("f.bin")));
+        assert!(matches!(parse_route("/a=@@me").unwrap().1, RouteBody::Text(t) if t == "@me"));
+        assert!(matches!(parse_route("/a=").unwrap().1, RouteBody::Text(t) if t.is_empty()));
+        for bad in ["nopath", "a=b", "/a b=c", "/a?q=c", "/a=@"] {
+            assert!(parse_route(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_route_type("/a=application/json").unwrap().1, "application/json");
+        assert!(parse_route_type("/a=").is_err());
+        assert!(parse_route_type("/a").is_err());
+    }
+
+    #[test]
+    fn types_from_extensions() {
+        assert_eq!(guess_type(Path::new("a.html")), "text/html; charset=utf-8");
+        assert_eq!(guess_type(Path::new("a.png")), "image/png");
+        assert_eq!(guess_type(Path::new("a.unknownext")), "application/octet-stream");
+    }
+}
