@@ -58,10 +58,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let engine = match args.engine {
         EngineChoice::Epoll => EngineChoice::Epoll,
         EngineChoice::Uring => {
-            duet_engine_uring::probe(&args.uring_options()).map_err(|e| format!("io_uring engine unavailable: {e}"))?;
+            duet_engine_uring::probe(&args.uring_options(), threads)
+                .map_err(|e| format!("io_uring engine unavailable: {e}"))?;
             EngineChoice::Uring
         }
-        EngineChoice::Auto => match duet_engine_uring::probe(&args.uring_options()) {
+        EngineChoice::Auto => match duet_engine_uring::probe(&args.uring_options(), threads) {
             Ok(()) => EngineChoice::Uring,
             Err(e) => {
                 info!("io_uring unavailable ({e}); using the epoll engine");

@@ -44,9 +44,10 @@ impl std::error::Error for ProbeError {}
 
 /// Checks that io_uring works here with everything the engine needs: ring setup,
 /// the opcodes used (accept, receive, sendmsg, cancel, timeouts, read), a provided
-/// buffer ring, and a multishot receive that really stays armed.
-pub fn probe(opts: &UringOptions) -> Result<(), ProbeError> {
-    probe::probe(opts)
+/// buffer ring, a multishot receive that really stays armed, and enough locked
+/// memory for `threads` workers' rings.
+pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
+    probe::probe(opts, threads)
 }
 
 /// Serves until `shutdown` (see the engine contract in `duet_http`).
@@ -60,7 +61,7 @@ pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Re
 mod tests {
     #[test]
     fn probe_accepts_this_kernel_or_names_the_cause() {
-        match super::probe(&duet_http::UringOptions::default()) {
+        match super::probe(&duet_http::UringOptions::default(), 1) {
             Ok(()) => {}
             Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
                 let msg = e.to_string();
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn probe_rejects_a_buffer_count_that_is_not_a_power_of_two() {
         let opts = duet_http::UringOptions { buf_count: 1000, ..Default::default() };
-        let msg = super::probe(&opts).expect_err("1000 buffers accepted").to_string();
+        let msg = super::probe(&opts, 1).expect_err("1000 buffers accepted").to_string();
         assert!(msg.contains("power of two"), "{msg}");
     }
 }

@@ -31,6 +31,47 @@ fn kernel_release() -> Option<(String, (u32, u32))> {
     Some((release, (major, minor)))
 }
 
+/// The locked-memory soft limit in bytes (`None`: unlimited or unknown).
+fn memlock_bytes() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max locked memory"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// True when the process has CAP_IPC_LOCK, which exempts io_uring from RLIMIT_MEMLOCK.
+fn has_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// Locked memory one worker's ring and buffer ring are charged (SQEs, CQEs at four
+/// per SQE, the SQ index array, the buffer ring entries, and a few pages of headers).
+fn memlock_per_worker(opts: &UringOptions) -> u64 {
+    let sq = opts.ring_entries.next_power_of_two() as u64;
+    sq * 64 + 4 * sq * 16 + sq * 4 + opts.buf_count as u64 * 16 + 4 * 4096
+}
+
+/// Without CAP_IPC_LOCK the kernel charges every ring to RLIMIT_MEMLOCK (per user); a
+/// probe with a small ring would pass and the workers' full-size rings then fail.
+fn check_memlock(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
+    let Some(limit) = memlock_bytes() else { return Ok(()) };
+    let need = memlock_per_worker(opts) * threads.max(1) as u64;
+    if need <= limit || has_ipc_lock() {
+        return Ok(());
+    }
+    Err(fail(format!(
+        "the locked-memory limit ({} KiB) is below what {threads} io_uring worker(s) need (about {} KiB): raise it \
+         with `ulimit -l unlimited` (docker: --ulimit memlock=-1), or lower --uring-entries/--threads, {EPOLL_HINT}",
+        limit / 1024,
+        need.div_ceil(1024)
+    )))
+}
+
 /// The locked-memory soft limit, as `ulimit -l` would print it.
 fn memlock_limit() -> String {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
@@ -66,8 +107,8 @@ fn setup_error(e: &io::Error, opts: &UringOptions) -> ProbeError {
             MIN_KERNEL.0, MIN_KERNEL.1
         )),
         Some(libc::ENOMEM) => fail(format!(
-            "cannot allocate the ring (ENOMEM): the locked-memory limit is {} (kernels before 5.12 charge rings to \
-             RLIMIT_MEMLOCK); raise it with `ulimit -l unlimited` (docker: --ulimit memlock=-1), lower --uring-entries, \
+            "cannot allocate the ring (ENOMEM): the locked-memory limit is {} (io_uring charges rings to \
+             RLIMIT_MEMLOCK without CAP_IPC_LOCK); raise it with `ulimit -l unlimited` (docker: --ulimit memlock=-1), lower --uring-entries, \
              {EPOLL_HINT}",
             memlock_limit()
         )),
@@ -81,7 +122,7 @@ fn setup_error(e: &io::Error, opts: &UringOptions) -> ProbeError {
 }
 
 /// See [`crate::probe()`].
-pub fn probe(opts: &UringOptions) -> Result<(), ProbeError> {
+pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     if disabled_sysctl() == 2 {
         return Err(fail(format!(
             "io_uring is disabled by sysctl kernel.io_uring_disabled=2: run `sysctl -w kernel.io_uring_disabled=0`, \
@@ -104,6 +145,7 @@ pub fn probe(opts: &UringOptions) -> Result<(), ProbeError> {
         return Err(fail("--uring-buffer-size must be above 0"));
     }
 
+    check_memlock(opts, threads)?;
     let mut ring = Ring::new(8, opts.sqpoll_idle_ms).map_err(|e| setup_error(&e, opts))?;
     let probe = ring
         .probe()

@@ -109,7 +109,12 @@ impl Ring {
             }
             // Full: let the kernel consume the queued entries, then retry.
             if self.sqpoll {
-                self.uring.submitter().squeue_wait()?;
+                // Wake the polling thread first (submit sets IORING_ENTER_SQ_WAKEUP when
+                // it went idle); waiting for space on an idle thread would hang.
+                self.uring.submit()?;
+                if self.uring.submission().is_full() {
+                    self.uring.submitter().squeue_wait()?;
+                }
             } else {
                 match self.uring.submit() {
                     Ok(_) => {}

@@ -66,6 +66,8 @@ const REAP_BATCH: usize = 512;
 const REAPS_PER_TURN: usize = 8;
 /// Pending connections dropped per EMFILE completion.
 const EMFILE_DROP_BATCH: usize = 64;
+/// Send headers kept for reuse; more are freed (like the output buffer pool).
+const HEADER_POOL_MAX: usize = 512;
 
 /// One connection's slot. Kept small: an idle keep-alive connection costs this plus
 /// its `Connection`, and no buffer.
@@ -163,7 +165,7 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
         due: Vec::new(),
         cqes: Vec::with_capacity(REAP_BATCH),
         headers: Vec::new(),
-        listener,
+        listener: Some(listener),
         accepting: true,
         accept_armed: false,
         accept_paused: false,
@@ -213,7 +215,8 @@ struct Worker {
     /// request). Boxed: a header moves into a slot while the kernel reads it.
     #[allow(clippy::vec_box)]
     headers: Vec<Box<SendHeader>>,
-    listener: TcpListener,
+    /// Closed (so the kernel refuses new connections) once draining has stopped the accept.
+    listener: Option<TcpListener>,
     accepting: bool,
     accept_armed: bool,
     /// Out of fds with no spare to trade: wait for a close or the retry time.
@@ -299,8 +302,10 @@ impl Worker {
 
     /// Re-arms the accept, the wake read and the one timeout as needed.
     fn arm_loop_ops(&mut self) -> io::Result<()> {
-        if self.accepting && !self.accept_armed && !self.accept_paused {
-            let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+        if let Some(listener) =
+            self.listener.as_ref().filter(|_| self.accepting && !self.accept_armed && !self.accept_paused)
+        {
+            let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
                 .user_data(token(Op::Accept, 0, 0));
@@ -425,20 +430,29 @@ impl Worker {
                     if consumed.is_none() {
                         s.dead = true;
                     }
-                } else if res == 0 {
-                    if !s.closing && !self.stopping {
-                        conn.handle_eof(&mut self.ctx);
+                } else {
+                    if io_uring::cqueue::buffer_select(cqe.flags()).is_some() {
+                        // A buffer picked for a completion that carries no data still
+                        // goes back to the ring (current kernels recycle it themselves).
+                        self.bufs.consume(cqe, |_| ());
                     }
-                } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
-                    // A socket error: reset by peer, timed out, ... Drop it.
-                    s.dead = true;
+                    if res == 0 {
+                        if !s.closing && !self.stopping {
+                            conn.handle_eof(&mut self.ctx);
+                        }
+                    } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        // A socket error: reset by peer, timed out, ... Drop it.
+                        s.dead = true;
+                    }
                 }
                 // ENOBUFS: all buffers were taken this turn; they are back by the
                 // time the re-armed receive is submitted. It never drops a connection.
             }
             Op::Send => {
                 if let Some(header) = s.send.take() {
-                    self.headers.push(header);
+                    if self.headers.len() < HEADER_POOL_MAX {
+                        self.headers.push(header);
+                    }
                 }
                 if res > 0 {
                     if !s.closing && !s.dead && !self.stopping {
@@ -463,6 +477,11 @@ impl Worker {
     fn on_accept(&mut self, res: i32, more: bool) -> io::Result<()> {
         if !more {
             self.accept_armed = false;
+            if !self.accepting {
+                // Draining: the accept is gone for good, so stop the kernel queueing
+                // connections nobody will take (they are refused instead).
+                self.listener = None;
+            }
         }
         if res >= 0 {
             let fd = res;
@@ -524,7 +543,7 @@ impl Worker {
         match self.spare.take() {
             Some(spare) => {
                 drop(spare);
-                let listener = self.listener.as_raw_fd();
+                let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else { return };
                 for _ in 0..EMFILE_DROP_BATCH {
                     if !sys::accept_and_close(listener) {
                         break;
@@ -561,7 +580,9 @@ impl Worker {
         self.drain_deadline = Some(deadline);
         self.note_wake(deadline);
         self.accepting = false;
-        if self.accept_armed {
+        if !self.accept_armed {
+            self.listener = None;
+        } else {
             let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(token(Op::Accept, 0, 0)))
                 .build()
                 .user_data(token(Op::Global, 0, 0));
@@ -715,7 +736,9 @@ impl Worker {
         debug_assert_eq!(s.ops, 0);
         sys::close(s.fd);
         if let Some(header) = s.send.take() {
-            self.headers.push(header);
+            if self.headers.len() < HEADER_POOL_MAX {
+                self.headers.push(header);
+            }
         }
         let gen = (s.gen + 1) & GEN_MASK;
         *s = Slot::vacant();
