@@ -105,16 +105,17 @@ pub struct ServeArgs {
     /// Override the Content-Type of a path served by --route or --dir. Repeatable.
     #[arg(long = "route-type", value_name = "PATH=MIME")]
     pub route_types: Vec<String>,
-    /// Serve the files under DIR, loaded into memory at start (and on SIGHUP).
+    /// Serve the files under DIR, loaded at start (and on SIGHUP): into memory, or kept
+    /// open and streamed from disk when over --max-cached-file or past --cache-budget.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// With --dir: serve files and directories whose name starts with a dot.
     #[arg(long)]
     pub dotfiles: bool,
-    /// Largest file held in memory (larger files cannot be served yet: start-up fails).
+    /// Largest file held in memory; larger files are streamed from disk per request.
     #[arg(long, default_value = "4MiB", value_name = "BYTES")]
     pub max_cached_file: ByteSize,
-    /// Total size of the files and routes held in memory (start-up fails beyond).
+    /// Total size of the files and routes held in memory; files past it are streamed from disk.
     #[arg(long, default_value = "256MiB", value_name = "BYTES")]
     pub cache_budget: ByteSize,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.

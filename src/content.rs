@@ -1,20 +1,25 @@
 //! Static content: `--route` and `--dir` read from disk and turned into a [`Site`].
 //!
-//! All file I/O happens here, at start and on SIGHUP; duet-http only ever sees bytes.
-//! Every body is loaded once into a shared `Bytes` and its headers rendered once, so a
-//! file costs a request no more than the built-in `Hello, World!`.
+//! All file I/O happens here, at start and on SIGHUP; duet-http only ever sees bytes
+//! and open files. Every body up to `--max-cached-file`, while the total stays within
+//! `--cache-budget`, is loaded once into a shared `Bytes` and its headers rendered once,
+//! so such a file costs a request no more than the built-in `Hello, World!`. Larger
+//! files, and every file past the budget, are opened here and streamed from disk by the
+//! engine at request time (same pre-rendered headers and validators); a reload opens
+//! them again.
 //!
 //! Only what is loaded can be served: the site is a table of the files found under
 //! `--dir` (symlinks that leave it refused, dotfiles skipped unless `--dotfiles`), so
 //! no request path, however encoded, can reach anything else.
 
 use bytes::Bytes;
-use duet_http::{FileMeta, Site, SiteBuilder};
+use duet_http::{Body, FileMeta, Site, SiteBuilder};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tracing::warn;
 
@@ -41,21 +46,34 @@ impl ContentConfig {
 /// A loaded site and what went into it.
 pub struct Loaded {
     pub site: Site,
+    /// Files under `--dir`.
     pub files: usize,
     pub routes: usize,
+    /// Bytes held in memory (cached files and routes).
     pub bytes: u64,
+    /// Bodies (files and `@FILE` routes) streamed from disk, and their total size.
+    pub streamed: usize,
+    pub streamed_bytes: u64,
 }
 
 impl Loaded {
     pub fn summary(&self) -> String {
-        format!("{} files and {} routes, {} bytes in memory", self.files, self.routes, self.bytes)
+        format!(
+            "{} files and {} routes: {} bodies cached ({} bytes in memory), {} streamed from disk ({} bytes)",
+            self.files,
+            self.routes,
+            self.files + self.routes - self.streamed,
+            self.bytes,
+            self.streamed,
+            self.streamed_bytes
+        )
     }
 }
 
 /// Reads everything the configuration names. Any error is one line saying what to fix.
 pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
     if cfg.is_default() {
-        return Ok(Loaded { site: Site::hello(), files: 0, routes: 1, bytes: 13 });
+        return Ok(Loaded { site: Site::hello(), files: 0, routes: 1, bytes: 13, streamed: 0, streamed_bytes: 0 });
     }
     let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
     let mut types = HashMap::new();
@@ -71,6 +89,8 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         budget: cfg.cache_budget,
         used: 0,
         files: 0,
+        streamed: 0,
+        streamed_bytes: 0,
     };
     if let Some(dir) = &cfg.dir {
         loader.load_dir(dir, cfg.dotfiles)?;
@@ -82,7 +102,14 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
     if let Some(path) = unused.first() {
         return Err(format!("--route-type {path}: no --route or file under --dir serves {path}"));
     }
-    Ok(Loaded { site: loader.builder.build(), files: loader.files, routes: routes.len(), bytes: loader.used })
+    Ok(Loaded {
+        site: loader.builder.build(),
+        files: loader.files,
+        routes: routes.len(),
+        bytes: loader.used,
+        streamed: loader.streamed,
+        streamed_bytes: loader.streamed_bytes,
+    })
 }
 
 enum RouteBody {
@@ -152,6 +179,8 @@ struct Loader {
     budget: u64,
     used: u64,
     files: usize,
+    streamed: usize,
+    streamed_bytes: u64,
 }
 
 impl Loader {
@@ -165,68 +194,50 @@ impl Loader {
         }
     }
 
-    /// Refuses `size` more bytes in memory when over a limit.
-    fn check(&self, what: &Path, size: u64) -> Result<(), String> {
-        // TODO(streaming): files over --max-cached-file and past --cache-budget are to be
-        // streamed from disk at request time (sendfile on epoll, splice or read+send on
-        // io_uring) instead of refusing to start. Until the engines can do that, refuse.
-        if size > self.max_file {
-            return Err(format!(
-                "{}: {size} bytes is over --max-cached-file ({} bytes); streaming large files from disk \
-                 is not supported yet, so raise --max-cached-file",
-                what.display(),
-                self.max_file
-            ));
-        }
-        let total = self.used.saturating_add(size);
-        if total > self.budget {
-            return Err(format!(
-                "{}: loading it brings the content held in memory to {total} bytes, over --cache-budget \
-                 ({} bytes); streaming large files from disk is not supported yet, so raise --cache-budget",
-                what.display(),
-                self.budget
-            ));
-        }
-        Ok(())
+    /// True when `size` more bytes fit in memory: not over `--max-cached-file` and not
+    /// past `--cache-budget`.
+    fn fits(&self, size: u64) -> bool {
+        size <= self.max_file && self.used.saturating_add(size) <= self.budget
     }
 
-    /// Accounts for `size` more bytes held in memory.
-    fn charge(&mut self, what: &Path, size: u64) -> Result<(), String> {
-        self.check(what, size)?;
-        self.used += size;
-        Ok(())
-    }
-
-    /// Reads a whole file, refusing it before reading when it is over the limits.
-    fn read_file(&mut self, path: &Path) -> Result<(Bytes, fs::Metadata), String> {
+    /// Opens a file and either reads it into memory (when it fits the limits) or keeps
+    /// it open to be streamed from disk at request time.
+    fn open_body(&mut self, path: &Path) -> Result<(Body, fs::Metadata), String> {
         let err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
         let file = fs::File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
         if !meta.is_file() {
             return Err(format!("cannot read {}: not a regular file", path.display()));
         }
-        self.check(path, meta.len())?;
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.take(self.max_file.saturating_add(1)).read_to_end(&mut data).map_err(err)?;
-        // The file may have grown since the stat: account for what was read.
-        self.charge(path, data.len() as u64)?;
-        Ok((Bytes::from(data), meta))
+        let size = meta.len();
+        if !self.fits(size) {
+            self.streamed += 1;
+            self.streamed_bytes += size;
+            return Ok((Body::file(Arc::new(file), size), meta));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        // Never more than the stat said (the file may be growing): what was read is
+        // what is served and accounted for.
+        file.take(size).read_to_end(&mut data).map_err(err)?;
+        self.used += data.len() as u64;
+        Ok((Body::Memory(Bytes::from(data)), meta))
     }
 
     fn add_route(&mut self, path: &str, body: &RouteBody) -> Result<(), String> {
-        let (content_type, bytes) = match body {
+        let (content_type, body) = match body {
+            // Already in memory (it came on the command line): always cached.
             RouteBody::Text(text) => {
-                self.charge(Path::new(path), text.len() as u64)?;
+                self.used += text.len() as u64;
                 let t = self.content_type(path, || "text/plain; charset=utf-8".to_string());
-                (t, Bytes::from(text.clone().into_bytes()))
+                (t, Body::Memory(Bytes::from(text.clone().into_bytes())))
             }
             RouteBody::File(file) => {
-                let (bytes, _) = self.read_file(file)?;
-                (self.content_type(path, || guess_type(file)), bytes)
+                let (body, _) = self.open_body(file)?;
+                (self.content_type(path, || guess_type(file)), body)
             }
         };
         let b = std::mem::replace(&mut self.builder, Site::builder());
-        self.builder = b.route(path, &content_type, bytes);
+        self.builder = b.route(path, &content_type, body);
         Ok(())
     }
 
@@ -299,15 +310,15 @@ impl Loader {
     }
 
     fn add_file(&mut self, path: &Path, url: &str) -> Result<(), String> {
-        let (bytes, meta) = self.read_file(path)?;
+        let (body, meta) = self.open_body(path)?;
         let content_type = self.content_type(url, || guess_type(path));
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
         // Strong: it changes whenever the file is replaced (inode), rewritten (mtime)
         // or resized, as nginx's and Apache's do.
-        let etag = format!("{:x}-{nanos:x}-{:x}", meta.ino(), bytes.len());
+        let etag = format!("{:x}-{nanos:x}-{:x}", meta.ino(), body.len());
         let b = std::mem::replace(&mut self.builder, Site::builder());
-        self.builder = b.file(url, &content_type, bytes, &FileMeta { etag, modified });
+        self.builder = b.file(url, &content_type, body, &FileMeta { etag, modified });
         self.files += 1;
         Ok(())
     }

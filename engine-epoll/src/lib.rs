@@ -5,7 +5,9 @@
 //! (`EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET`) and its readiness is remembered in its slot:
 //! reads go until EAGAIN within a per-wakeup budget (a flooding socket is requeued, not
 //! allowed to starve the others), and all queued output leaves in one `sendmsg` per
-//! flush. Reads land in one per-thread buffer; an idle keep-alive connection holds no
+//! flush. Bodies streamed from disk go out with `sendfile` from the shared descriptor,
+//! a bounded chunk per call and a bounded amount per wakeup, and only as fast as the
+//! socket takes them: nothing of a file is ever buffered in user space. Reads land in one per-thread buffer; an idle keep-alive connection holds no
 //! buffer at all. The HTTP work is `duet_http::Connection`'s; this crate only moves
 //! bytes and keeps time. All `unsafe` is in [`sys`].
 
@@ -30,6 +32,11 @@ const READ_BUF: usize = 64 * 1024;
 const READ_BUDGET: usize = 8;
 /// Most segments in one sendmsg.
 const MAX_IOV: usize = 16;
+/// Most file bytes in one sendfile call.
+const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// File bytes sent to one connection per wakeup before it is requeued behind the others
+/// (a fast reader of a large file must not starve the rest of the loop).
+const SENDFILE_BUDGET: usize = 4 * SENDFILE_CHUNK;
 /// Events taken per epoll_wait.
 const MAX_EVENTS: usize = 512;
 
@@ -291,11 +298,13 @@ impl Worker {
         let Some(live) = self.slots[index].live.as_mut() else { return };
         let ctx = &mut self.ctx;
         let mut reads = 0;
+        let mut file_sent = 0;
+        let mut requeue = false;
         let mut failed = false;
         loop {
             while live.readable && live.conn.wants_read() {
                 if reads == READ_BUDGET {
-                    self.requeued.push((index, generation));
+                    requeue = true;
                     break;
                 }
                 reads += 1;
@@ -328,6 +337,38 @@ impl Worker {
                 let Some(out) = live.conn.poll_output() else { break };
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let count = out.fill(&mut iov);
+                if count == 0 {
+                    // A body streamed from disk is at the front of the output.
+                    let Some((file, offset, left)) = out.front_file() else { break };
+                    if file_sent >= SENDFILE_BUDGET {
+                        requeue = true;
+                        break;
+                    }
+                    let want = left.min(SENDFILE_CHUNK);
+                    match sys::sendfile(live.fd, file.as_raw_fd(), offset, want) {
+                        // The file ended early (it shrank): the response cannot be completed.
+                        Ok(0) => {
+                            debug!("a streamed file ended {left} bytes early; dropping the connection");
+                            failed = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            if n < want {
+                                live.writable = false;
+                            }
+                            file_sent += n;
+                            live.conn.handle_sent(ctx, n);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.writable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 let want: usize = iov[..count].iter().map(|s| s.len()).sum();
                 match sys::sendv(live.fd, &iov[..count]) {
                     Ok(n) => {
@@ -361,6 +402,9 @@ impl Worker {
         if failed || live.conn.is_closed() {
             self.close(index);
         } else {
+            if requeue {
+                self.requeued.push((index, generation));
+            }
             self.arm_timer(index);
         }
     }

@@ -107,6 +107,18 @@ pub(crate) fn sendv(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)).map(|n| n as usize)
 }
 
+/// Sends up to `len` bytes of `file` from `offset` to the socket `fd` with sendfile(2).
+/// The explicit offset leaves the file's own offset alone, so one descriptor can serve
+/// any number of responses at once. sendfile has no MSG_NOSIGNAL: a closed peer would
+/// raise SIGPIPE, which the Rust runtime ignores in every binary, so it is EPIPE here.
+pub(crate) fn sendfile(fd: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `off` is a valid off_t, exclusively borrowed for the call; the kernel
+    // writes the advanced offset into it and keeps no pointer. The descriptors are
+    // plain integers (a closed one is EBADF, not undefined behaviour).
+    syscall!(sendfile(fd, file, &mut off, len)).map(|n| n as usize)
+}
+
 /// Accepts one connection, non-blocking and close-on-exec.
 pub(crate) fn accept(listener: RawFd) -> io::Result<RawFd> {
     // Null address pointers are allowed: we do not need the peer address.

@@ -4,10 +4,15 @@ use crate::chunked::{Chunked, ChunkedDecoder};
 use crate::out::{BufPool, OutBuf};
 use crate::request::{self, BodyKind};
 use crate::serve::{Context, Stats};
-use crate::site::Prerendered;
-use crate::DateCache;
+use crate::site::{Body, Prerendered};
+use crate::{DateCache, Limits};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Most file responses queued on one connection before it stops parsing: file bytes
+/// are not counted toward `Limits::max_output` (they are not in memory), so this is what
+/// bounds a pipelined run of requests for streamed files.
+const MAX_QUEUED_FILES: usize = 4;
 
 #[derive(Debug)]
 enum Phase {
@@ -124,7 +129,7 @@ impl Connection {
         let mut pos = 0;
         self.stalled = false;
         loop {
-            if self.output_len() >= limits.max_output {
+            if self.over_cap(limits) {
                 self.stalled = true;
                 return pos; // backpressure: resume in handle_sent
             }
@@ -282,7 +287,10 @@ impl Connection {
             out.push_owned(b"\r\n\r\n");
         }
         if !head_only {
-            out.push_shared(response.body());
+            match response.body() {
+                Body::Memory(body) => out.push_shared(body),
+                Body::File { file, offset, len } => out.push_file(file, *offset, *len as usize),
+            }
         }
         stats.requests += 1;
         if response.status() >= 400 {
@@ -300,9 +308,20 @@ impl Connection {
         self.respond(pool, date, stats, now, response, false, false, false);
     }
 
-    /// Bytes queued and not yet sent.
+    /// Bytes queued and not yet sent (bytes to stream from files included).
     pub fn output_len(&self) -> usize {
         self.pending.as_ref().map_or(0, |b| b.remaining()) + self.inflight.as_ref().map_or(0, |b| b.remaining())
+    }
+
+    /// True when queued output is at the cap: parsing stops until some is sent. Bytes
+    /// in memory count against `max_output`; file segments count only in number.
+    fn over_cap(&self, limits: &Limits) -> bool {
+        let (mut memory, mut files) = (0, 0);
+        for buf in [&self.pending, &self.inflight].into_iter().flatten() {
+            memory += buf.memory_remaining();
+            files += buf.files_unsent();
+        }
+        memory >= limits.max_output || files >= MAX_QUEUED_FILES
     }
 
     /// The output to send next, if any. The segments stay valid and unchanged until
@@ -333,7 +352,7 @@ impl Connection {
                 self.read_mark = ctx.now; // idle from now
             }
         }
-        if self.stalled && self.output_len() < ctx.limits.max_output {
+        if self.stalled && !self.over_cap(&ctx.limits) {
             self.process_carry(ctx);
         }
         self.settle();

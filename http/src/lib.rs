@@ -9,7 +9,8 @@
 //!   socket ──recv──▶ &[u8] ──────────────▶ Connection::handle_input(ctx, bytes)
 //!                                              │ parse, frame bodies, route
 //!                                              ▼
-//!   socket ◀─writev/sendmsg── IoSlices ◀── Connection::poll_output()
+//!   socket ◀─writev/sendmsg── IoSlices ◀── Connection::poll_output()   (OutBuf::fill)
+//!   socket ◀─sendfile/splice── file range ◀┘                          (OutBuf::front_file)
 //!                       n bytes sent ─────▶ Connection::handle_sent(ctx, n)
 //!   EOF / RDHUP ───────────────────────────▶ Connection::handle_eof(ctx)
 //!   timer wheel ── now ────────────────────▶ Connection::handle_timeout(ctx, now)
@@ -43,22 +44,37 @@
 //!    input is handled in between (new responses go to a second queue). So an engine
 //!    may keep the `iovec`s of one in-flight send without copying. At most one send is
 //!    in flight per connection. After `handle_sent`, call `poll_output` again.
-//! 5. **Closing.** When output is drained and [`Connection::should_close_after_flush`]
+//! 5. **Files.** Output may hold file segments: bodies streamed from disk (files over
+//!    `--max-cached-file` or past `--cache-budget`), as `(file, offset, len)` spliced in
+//!    order between memory segments. [`OutBuf::fill`] returns only the memory segments
+//!    *before* the first unsent file segment; when it returns none while
+//!    [`OutBuf::remaining`] is not zero, [`OutBuf::front_file`] gives the file segment at
+//!    the front: the engine sends from it with positional I/O (the descriptor is shared
+//!    by every request, so never use or move its file offset), at most a bounded chunk
+//!    per call, and reports the bytes with [`Connection::handle_sent`] exactly like
+//!    memory bytes; then it calls `poll_output` again. Every engine must stream files:
+//!    epoll uses `sendfile(sock, file, &mut offset, min(len, chunk))` and waits for
+//!    `EPOLLOUT` on `EAGAIN`; io_uring splices through a pipe or reads into a buffer and
+//!    sends it. Backpressure is the socket's: the engine never reads ahead of what the
+//!    socket accepts, so a slow reader never makes the server buffer a file. A file
+//!    segment that ends early (the file shrank: `sendfile` returns 0) cannot be framed
+//!    any more; the engine drops the connection.
+//! 6. **Closing.** When output is drained and [`Connection::should_close_after_flush`]
 //!    is true, the engine shuts down its write side (`shutdown(SHUT_WR)`) and calls
 //!    [`Connection::handle_write_shutdown`]; the connection then discards input until
 //!    EOF or its linger deadline, so a pipelined tail cannot turn the close into a reset
 //!    that destroys the response. When [`Connection::is_closed`] is true the engine
 //!    closes the socket and drops the connection. An EOF from the peer is reported
 //!    with [`Connection::handle_eof`]; a socket error simply drops the connection.
-//! 6. **Deadlines.** After handling any event for a connection the engine reads
+//! 7. **Deadlines.** After handling any event for a connection the engine reads
 //!    [`Connection::deadline`] and arms it in its [`TimerWheel`]; when the wheel says a
 //!    connection is due, the engine calls [`Connection::handle_timeout`] (which ignores
 //!    early calls). One timer for the whole loop, never one per connection.
-//! 7. **Shutdown.** When [`Shutdown`] turns graceful the engine stops accepting, calls
+//! 8. **Shutdown.** When [`Shutdown`] turns graceful the engine stops accepting, calls
 //!    [`Connection::begin_shutdown`] on every connection (idle ones close at once, busy
 //!    ones finish their response with `Connection: close`), and returns once all are
 //!    closed or `config.drain_timeout` has passed. A forced shutdown returns at once.
-//! 8. **Report.** `serve` returns the merged [`Stats`] of all workers.
+//! 9. **Report.** `serve` returns the merged [`Stats`] of all workers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -79,5 +95,5 @@ pub use date::DateCache;
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
 pub use serve::{run_workers, Context, Report, ServeConfig, Shutdown, ShutdownState, Stats, UringOptions};
-pub use site::{FileMeta, Prerendered, Site, SiteBuilder};
+pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder};
 pub use timer::TimerWheel;

@@ -1,20 +1,52 @@
-//! Output queues: small owned header bytes plus shared bodies that are never copied.
+//! Output queues: small owned header bytes plus shared bodies that are never copied,
+//! and file ranges that the engine streams from disk.
 
 use bytes::Bytes;
+use std::fs::File;
 use std::io::IoSlice;
+use std::sync::Arc;
 
 /// Bodies up to this size are copied next to their headers: one segment is cheaper
 /// than a reference count and an extra iovec.
 pub(crate) const INLINE_BODY_MAX: usize = 4096;
 
-/// One batch of responses: owned bytes with shared bodies spliced in at offsets.
+/// A segment spliced between owned bytes.
+#[derive(Debug)]
+enum Spliced {
+    /// A shared body in memory.
+    Memory(Bytes),
+    /// `len` bytes of `file` from `offset`, sent by the engine from disk.
+    File { file: Arc<File>, offset: u64, len: usize },
+}
+
+impl Spliced {
+    fn len(&self) -> usize {
+        match self {
+            Spliced::Memory(b) => b.len(),
+            Spliced::File { len, .. } => *len,
+        }
+    }
+}
+
+/// One batch of responses: owned bytes with shared bodies and file ranges spliced in at
+/// offsets.
+///
+/// An engine sends it in order: [`OutBuf::fill`] gives the in-memory segments up to the
+/// first unsent file segment; when nothing in memory is left before it,
+/// [`OutBuf::front_file`] gives that file segment. Bytes sent either way are reported
+/// alike (`Connection::handle_sent`).
 #[derive(Debug, Default)]
 pub struct OutBuf {
     data: Vec<u8>,
-    /// `(offset in data, body)`: the body goes before `data[offset..]`.
-    shared: Vec<(usize, Bytes)>,
+    /// `(offset in data, segment)`: the segment goes before `data[offset..]`.
+    shared: Vec<(usize, Spliced)>,
     total: usize,
     sent: usize,
+    /// File segments not completely sent (0 keeps the memory-only path free of any
+    /// file accounting).
+    files_unsent: usize,
+    /// Bytes of file segments not yet sent.
+    file_bytes_unsent: usize,
 }
 
 impl OutBuf {
@@ -27,19 +59,65 @@ impl OutBuf {
         if body.len() <= INLINE_BODY_MAX {
             self.push_owned(body);
         } else {
-            self.shared.push((self.data.len(), body.clone()));
+            self.shared.push((self.data.len(), Spliced::Memory(body.clone())));
             self.total += body.len();
         }
     }
 
-    /// Bytes still to send.
+    /// Queues `len` bytes of `file` from `offset`, to be sent from disk by the engine.
+    pub(crate) fn push_file(&mut self, file: &Arc<File>, offset: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.shared.push((self.data.len(), Spliced::File { file: Arc::clone(file), offset, len }));
+        self.total += len;
+        self.files_unsent += 1;
+        self.file_bytes_unsent += len;
+    }
+
+    /// Bytes still to send (file bytes included).
     pub fn remaining(&self) -> usize {
         self.total - self.sent
     }
 
+    /// Bytes still to send that are held in memory (file segments excluded): what
+    /// counts toward the output cap.
+    pub(crate) fn memory_remaining(&self) -> usize {
+        self.remaining() - self.file_bytes_unsent
+    }
+
+    /// File segments not completely sent.
+    pub(crate) fn files_unsent(&self) -> usize {
+        self.files_unsent
+    }
+
     pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.remaining());
+        let from = self.sent;
         self.sent = (self.sent + n).min(self.total);
+        if self.files_unsent == 0 {
+            return;
+        }
+        // Account the file bytes in `from..self.sent`.
+        let to = self.sent;
+        let mut pos = 0; // stream position of the next segment
+        let mut data_pos = 0;
+        for (offset, seg) in &self.shared {
+            pos += offset - data_pos;
+            data_pos = *offset;
+            if pos >= to {
+                break;
+            }
+            let end = pos + seg.len();
+            if let Spliced::File { .. } = seg {
+                let overlap = end.min(to).saturating_sub(pos.max(from));
+                self.file_bytes_unsent -= overlap;
+                if overlap > 0 && end <= to {
+                    self.files_unsent -= 1;
+                }
+            }
+            pos = end;
+        }
     }
 
     fn clear(&mut self) {
@@ -47,35 +125,84 @@ impl OutBuf {
         self.shared.clear();
         self.total = 0;
         self.sent = 0;
+        self.files_unsent = 0;
+        self.file_bytes_unsent = 0;
     }
 
-    /// Fills `iov` with the unsent segments in order; returns how many were filled.
+    /// Fills `iov` with the unsent in-memory segments in order, stopping before the
+    /// first unsent file segment; returns how many were filled. Zero while output
+    /// remains means a file segment is at the front: see [`OutBuf::front_file`].
     pub fn fill<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut skip = self.sent;
         let mut n = 0;
-        let mut push = |slice: &'a [u8], n: &mut usize| -> bool {
-            if skip >= slice.len() {
-                skip -= slice.len();
-                return true;
-            }
-            if *n == iov.len() {
-                return false;
-            }
-            iov[*n] = IoSlice::new(&slice[skip..]);
-            skip = 0;
-            *n += 1;
-            true
-        };
         let mut pos = 0;
-        for (offset, body) in &self.shared {
-            if !push(&self.data[pos..*offset], &mut n) || !push(body, &mut n) {
+        for (offset, seg) in &self.shared {
+            if !take(&self.data[pos..*offset], &mut skip, iov, &mut n) {
                 return n;
             }
             pos = *offset;
+            let more = match seg {
+                Spliced::Memory(body) => take(body, &mut skip, iov, &mut n),
+                // Sent by the engine from disk: the iovecs stop before an unsent one.
+                Spliced::File { len, .. } if skip >= *len => {
+                    skip -= len;
+                    true
+                }
+                Spliced::File { .. } => false,
+            };
+            if !more {
+                return n;
+            }
         }
-        push(&self.data[pos..], &mut n);
+        take(&self.data[pos..], &mut skip, iov, &mut n);
         n
     }
+
+    /// The file segment at the front of the unsent output, if nothing in memory comes
+    /// before it: `(file, offset in the file, bytes left in this segment)`. The engine
+    /// sends from it with positional I/O (`sendfile(sock, file, &mut offset, ..)`,
+    /// `splice`, or `pread` + send) and reports what it sent with
+    /// `Connection::handle_sent`, as for memory segments.
+    pub fn front_file(&self) -> Option<(&File, u64, usize)> {
+        if self.files_unsent == 0 {
+            return None;
+        }
+        let mut skip = self.sent;
+        let mut pos = 0;
+        for (offset, seg) in &self.shared {
+            let before = offset - pos;
+            if skip < before {
+                return None; // owned bytes first
+            }
+            skip -= before;
+            pos = *offset;
+            let len = seg.len();
+            if skip < len {
+                return match seg {
+                    Spliced::Memory(_) => None,
+                    Spliced::File { file, offset, len } => Some((&**file, offset + skip as u64, len - skip)),
+                };
+            }
+            skip -= len;
+        }
+        None
+    }
+}
+
+/// Puts the unsent part of `slice` into `iov[*n]` (after skipping `*skip` sent bytes);
+/// false when the iovecs are full.
+fn take<'a>(slice: &'a [u8], skip: &mut usize, iov: &mut [IoSlice<'a>], n: &mut usize) -> bool {
+    if *skip >= slice.len() {
+        *skip -= slice.len();
+        return true;
+    }
+    if *n == iov.len() {
+        return false;
+    }
+    iov[*n] = IoSlice::new(&slice[*skip..]);
+    *skip = 0;
+    *n += 1;
+    true
 }
 
 /// A per-thread stack of output buffers, so a connection holds one only while it has
@@ -146,6 +273,113 @@ mod tests {
             assert_eq!(collect(&c, 8), want[cut..]);
             assert_eq!(c.remaining(), want.len() - cut);
         }
+    }
+
+    fn temp_file(tag: &str, data: &[u8]) -> Arc<File> {
+        let path = std::env::temp_dir().join(format!("duet-out-{}-{tag}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Arc::new(file)
+    }
+
+    /// Sends everything as an engine would, `max` bytes at most per send, reading file
+    /// segments with positional reads.
+    fn drain(buf: &mut OutBuf, max: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::new();
+        while buf.remaining() > 0 {
+            let mem = collect(buf, 16);
+            let n = if mem.is_empty() {
+                let (file, offset, left) = buf.front_file().expect("a file at the front");
+                let mut chunk = vec![0; left.min(max)];
+                file.read_exact_at(&mut chunk, offset).unwrap();
+                out.extend_from_slice(&chunk);
+                chunk.len()
+            } else {
+                assert!(buf.front_file().is_none());
+                let n = mem.len().min(max);
+                out.extend_from_slice(&mem[..n]);
+                n
+            };
+            buf.advance(n);
+        }
+        assert_eq!((buf.files_unsent(), buf.memory_remaining()), (0, 0));
+        out
+    }
+
+    #[test]
+    fn file_segments_keep_their_place_between_memory_segments() {
+        let file_data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let file = temp_file("order", &file_data);
+        let big = Bytes::from(vec![b'x'; INLINE_BODY_MAX + 1]);
+        let build = || {
+            let mut b = OutBuf::default();
+            b.push_owned(b"head1");
+            b.push_file(&file, 100, 5000);
+            b.push_owned(b"head2");
+            b.push_shared(&big);
+            b.push_file(&file, 0, 3);
+            b.push_file(&file, 9000, 1000);
+            b.push_owned(b"tail");
+            b
+        };
+        let mut want = b"head1".to_vec();
+        want.extend_from_slice(&file_data[100..5100]);
+        want.extend_from_slice(b"head2");
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&file_data[..3]);
+        want.extend_from_slice(&file_data[9000..]);
+        want.extend_from_slice(b"tail");
+        let b = build();
+        assert_eq!(b.remaining(), want.len());
+        assert_eq!(b.files_unsent(), 3);
+        assert_eq!(b.memory_remaining(), want.len() - 6003);
+        // fill stops before the first file; nothing of the file is at the front yet.
+        assert_eq!(collect(&b, 16), b"head1");
+        assert!(b.front_file().is_none());
+        for max in [1, 2, 3, 7, 100, 4096, 5003, usize::MAX] {
+            assert_eq!(drain(&mut build(), max), want, "max {max}");
+        }
+    }
+
+    #[test]
+    fn advance_across_boundaries_gives_the_right_file_range() {
+        let file = temp_file("ranges", &[7u8; 64]);
+        let mut b = OutBuf::default();
+        b.push_owned(b"ab");
+        b.push_file(&file, 10, 20);
+        b.push_owned(b"cd");
+        b.push_file(&file, 40, 5);
+        b.advance(1);
+        assert!(b.front_file().is_none());
+        b.advance(3); // "b" and 2 file bytes
+        let (_, offset, left) = b.front_file().unwrap();
+        assert_eq!((offset, left), (12, 18));
+        assert_eq!((b.files_unsent(), b.memory_remaining()), (2, 2));
+        b.advance(19); // the rest of the first file and "c"
+        assert!(b.front_file().is_none());
+        assert_eq!(collect(&b, 4), b"d");
+        assert_eq!((b.files_unsent(), b.memory_remaining()), (1, 1));
+        b.advance(3); // "d" and 2 bytes of the second file
+        assert_eq!(b.front_file().map(|(_, o, l)| (o, l)), Some((42, 3)));
+        b.advance(3);
+        assert_eq!((b.remaining(), b.files_unsent()), (0, 0));
+        assert!(b.front_file().is_none());
+        assert_eq!(b.fill(&mut [IoSlice::new(&[])]), 0);
+    }
+
+    #[test]
+    fn empty_file_segments_are_dropped_and_clear_resets_the_counts() {
+        let file = temp_file("empty", b"abc");
+        let mut b = OutBuf::default();
+        b.push_file(&file, 0, 0);
+        assert_eq!((b.remaining(), b.files_unsent()), (0, 0));
+        b.push_file(&file, 1, 2);
+        assert_eq!(b.front_file().map(|(_, o, l)| (o, l)), Some((1, 2)));
+        b.clear();
+        assert_eq!((b.remaining(), b.files_unsent(), b.memory_remaining()), (0, 0, 0));
+        assert!(b.front_file().is_none());
     }
 
     #[test]

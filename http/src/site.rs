@@ -10,12 +10,73 @@
 
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The value of the `Server` header.
 pub const SERVER_NAME: &str = "duet";
+
+/// A response body: bytes held in memory, or a byte range of a file streamed from disk
+/// at request time.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// Shared bytes, sent without copying.
+    Memory(Bytes),
+    /// `len` bytes of `file` from `offset`. The file was opened by whoever built the
+    /// site (duet-http never performs I/O); engines send it with positional I/O
+    /// (`sendfile`, `splice`, `pread`), so one descriptor serves every request.
+    File {
+        /// The open file, shared by all responses that stream from it.
+        file: Arc<File>,
+        /// Where the body starts in the file.
+        offset: u64,
+        /// Bytes of the body.
+        len: u64,
+    },
+}
+
+impl Body {
+    /// The first `len` bytes of `file`, streamed from disk.
+    pub fn file(file: Arc<File>, len: u64) -> Self {
+        Body::File { file, offset: 0, len }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    /// True when the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the body is streamed from a file.
+    pub fn is_file(&self) -> bool {
+        matches!(self, Body::File { .. })
+    }
+
+    /// Bytes `first..=last` of the body (within its length).
+    pub(crate) fn slice(&self, first: u64, last: u64) -> Body {
+        match self {
+            Body::Memory(b) => Body::Memory(b.slice(first as usize..=last as usize)),
+            Body::File { file, offset, .. } => {
+                Body::File { file: Arc::clone(file), offset: offset + first, len: last - first + 1 }
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body::Memory(b)
+    }
+}
 
 /// A response whose status line and headers were rendered once, at start. Only `Date`
 /// (and `Connection` when needed) is added per request.
@@ -24,14 +85,15 @@ pub struct Prerendered {
     /// Status line and headers, each ending in CRLF, without `Date`, `Connection` and
     /// the final blank line.
     head: Box<[u8]>,
-    body: Bytes,
+    body: Body,
     status: u16,
 }
 
 impl Prerendered {
     /// Renders a response with `Server`, `Content-Type`, `Content-Length` and `extra`
     /// header lines (each `Name: value`).
-    pub fn new(status: u16, content_type: &str, body: Bytes, extra: &[&str]) -> Self {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Body>, extra: &[&str]) -> Self {
+        let body = body.into();
         let mut head = status_and_server(status);
         if !content_type.is_empty() {
             head.push_str(&format!("Content-Type: {content_type}\r\n"));
@@ -51,7 +113,7 @@ impl Prerendered {
             head.push_str(line);
             head.push_str("\r\n");
         }
-        Prerendered { head: head.into_bytes().into_boxed_slice(), body: Bytes::new(), status }
+        Prerendered { head: head.into_bytes().into_boxed_slice(), body: Body::Memory(Bytes::new()), status }
     }
 
     pub(crate) fn error(status: u16, extra: &[&str]) -> Self {
@@ -69,7 +131,7 @@ impl Prerendered {
     }
 
     /// The body (sent unless the request was HEAD).
-    pub fn body(&self) -> &Bytes {
+    pub fn body(&self) -> &Body {
         &self.body
     }
 }
@@ -237,8 +299,9 @@ pub struct SiteBuilder {
 
 impl SiteBuilder {
     /// Serves `body` with `content_type` and status 200 at `path` (decoded, starting
-    /// with `/`). A later entry for the same path replaces an earlier one.
-    pub fn route(mut self, path: &str, content_type: &str, body: Bytes) -> Self {
+    /// with `/`). A later entry for the same path replaces an earlier one. The body is
+    /// bytes in memory or a file streamed from disk ([`Body::file`]).
+    pub fn route(mut self, path: &str, content_type: &str, body: impl Into<Body>) -> Self {
         let resp = Prerendered::new(200, content_type, body, &[]);
         self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
@@ -246,8 +309,9 @@ impl SiteBuilder {
 
     /// Serves a file at `path`: `200` with `ETag`, `Last-Modified` and
     /// `Accept-Ranges: bytes`; answers `If-None-Match`, `If-Modified-Since`, `Range` and
-    /// `If-Range`.
-    pub fn file(mut self, path: &str, content_type: &str, body: Bytes, meta: &FileMeta) -> Self {
+    /// `If-Range`. The body is bytes in memory or a file streamed from disk
+    /// ([`Body::file`]); both are answered alike.
+    pub fn file(mut self, path: &str, content_type: &str, body: impl Into<Body>, meta: &FileMeta) -> Self {
         let opaque: String = meta.etag.chars().filter(|&c| c.is_ascii_graphic() && c != '"').collect();
         let etag = format!("\"{opaque}\"");
         let modified = meta.modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

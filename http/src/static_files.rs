@@ -44,7 +44,7 @@ pub(crate) fn conditional<'a>(
             _ => return Answer::Shared(&file.ok),
         }
     }
-    let len = file.ok.body().len() as u64;
+    let len = file.ok.body().len();
     match parse_range(range, len) {
         RangeSpec::Ignore => Answer::Shared(&file.ok),
         RangeSpec::Unsatisfiable => {
@@ -53,7 +53,7 @@ pub(crate) fn conditional<'a>(
             Answer::Owned(Box::new(Prerendered::new(416, "text/plain; charset=utf-8", body, &[&content_range])))
         }
         RangeSpec::Bytes(first, last) => {
-            let body = file.ok.body().slice(first as usize..=last as usize);
+            let body = file.ok.body().slice(first, last);
             let content_range = format!("Content-Range: bytes {first}-{last}/{len}");
             let etag = format!("ETag: {}", file.etag);
             let modified = format!("Last-Modified: {}", file.last_modified);

@@ -171,6 +171,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server has written to stderr so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
@@ -343,6 +348,12 @@ impl Client {
             TcpStream::connect_timeout(&addr, READ_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    /// A client over an already connected stream (e.g. one with socket options set
+    /// before connecting); the caller sets its timeouts.
+    pub fn from_stream(stream: TcpStream) -> Client {
         Client { stream, buf: Vec::new() }
     }
 

@@ -42,6 +42,8 @@ pub struct Engine {
     pub send: SendMode,
     /// The engine shut its write side (after `should_close_after_flush`).
     pub write_shut: bool,
+    /// Sends that came from a file segment (`OutBuf::front_file`).
+    pub file_sends: usize,
 }
 
 impl Engine {
@@ -66,6 +68,7 @@ impl Engine {
             batches: 0,
             send: SendMode::ALL,
             write_shut: false,
+            file_sends: 0,
         }
     }
 
@@ -87,12 +90,24 @@ impl Engine {
         assert!(remaining > 0, "poll_output returned an empty buffer");
         let mut iov = vec![IoSlice::new(&[]); self.send.max_iov];
         let filled = buf.fill(&mut iov);
-        assert!(filled > 0, "fill gave no segment for {remaining} bytes");
+        if filled == 0 {
+            // A file segment at the front: "sendfile" it with positional reads.
+            let (file, offset, left) = buf.front_file().expect("fill gave no segment and no file is at the front");
+            assert!(left > 0 && left <= remaining);
+            let take = left.min(self.send.max_bytes);
+            let mut chunk = vec![0u8; take];
+            std::os::unix::fs::FileExt::read_exact_at(file, &mut chunk, offset).expect("read the streamed file");
+            self.out.extend_from_slice(&chunk);
+            self.batches += 1;
+            self.file_sends += 1;
+            self.conn.handle_sent(&mut self.ctx, take);
+            return true;
+        }
+        assert!(buf.front_file().is_none(), "front_file while memory segments come first");
         let offered: usize = iov[..filled].iter().map(|s| s.len()).sum();
         assert!(offered <= remaining);
-        if filled < self.send.max_iov {
-            assert_eq!(offered, remaining, "fill left out bytes although iovecs were free");
-        }
+        // With iovecs free, fill leaves out bytes only when a file segment comes next.
+        let file_next = filled < self.send.max_iov && offered < remaining;
         let mut n = 0;
         for s in &iov[..filled] {
             let take = s.len().min(self.send.max_bytes - n);
@@ -104,6 +119,10 @@ impl Engine {
         }
         self.batches += 1;
         self.conn.handle_sent(&mut self.ctx, n);
+        if file_next && n == offered {
+            let next = self.conn.poll_output().expect("output left after a partial fill");
+            assert!(next.front_file().is_some(), "fill left out bytes although iovecs were free");
+        }
         true
     }
 
