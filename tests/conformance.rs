@@ -74,6 +74,12 @@ macro_rules! conformance {
                 static_head_on_file,
                 static_startup_errors,
                 static_sighup_reload,
+                streaming_64mib_to_a_slow_reader_with_bounded_memory,
+                streaming_ranges,
+                streaming_head_on_a_large_file,
+                streaming_pipelined_then_small_in_order,
+                streaming_past_the_budget_and_routes,
+                streaming_validators_and_reload,
             );
         }
     };
@@ -93,28 +99,6 @@ macro_rules! conformance {
 
 conformance!(epoll, "epoll");
 conformance!(uring, "uring");
-
-/// Files streamed from disk (over `--max-cached-file` or past `--cache-budget`). Only
-/// the epoll engine streams files so far; the io_uring engine joins with one line,
-/// `streaming!(uring, "uring");`, once it handles file segments.
-macro_rules! streaming {
-    ($module:ident, $engine:literal) => {
-        mod $module {
-            conformance!(@tests $engine;
-                streaming_64mib_to_a_slow_reader_with_bounded_memory,
-                streaming_ranges,
-                streaming_head_on_a_large_file,
-                streaming_pipelined_then_small_in_order,
-                streaming_past_the_budget_and_routes,
-                streaming_validators_and_reload,
-            );
-        }
-    };
-}
-
-mod streaming {
-    streaming!(epoll, "epoll");
-}
 
 // ---------------------------------------------------------------------------------
 // Helpers

@@ -30,6 +30,10 @@ enum Op {
     TimerUpdate = 7,
     /// A cancellation not tied to a connection (the accept, or everything at exit).
     Global = 8,
+    /// A read of a streamed file into the connection's chunk buffer.
+    FileRead = 9,
+    /// The send of that chunk.
+    FileSend = 10,
 }
 
 const GEN_MASK: u32 = 0x00FF_FFFF;
@@ -50,6 +54,8 @@ fn decode(user_data: u64) -> (Option<Op>, u32, u32) {
         6 => Some(Op::Timer),
         7 => Some(Op::TimerUpdate),
         8 => Some(Op::Global),
+        9 => Some(Op::FileRead),
+        10 => Some(Op::FileSend),
         _ => None,
     };
     (op, user_data as u32, ((user_data >> 32) as u32) & GEN_MASK)
@@ -68,6 +74,28 @@ const REAPS_PER_TURN: usize = 8;
 const EMFILE_DROP_BATCH: usize = 64;
 /// Send headers kept for reuse; more are freed (like the output buffer pool).
 const HEADER_POOL_MAX: usize = 512;
+/// Bytes of a streamed file read and sent per round: one chunk buffer per connection
+/// that is streaming a file, none otherwise.
+const FILE_CHUNK: usize = 128 * 1024;
+/// Chunk buffers kept for reuse.
+const CHUNK_POOL_MAX: usize = 16;
+
+/// A streamed file travels through the ring in chunks: read the file at the segment's
+/// offset into `buf`, send `buf[sent..filled]`, report the bytes with `handle_sent`,
+/// repeat. `busy` while the read or the send is in flight (then `buf` must not move
+/// or be freed; it is boxed in the slot until the completion).
+struct FileChunk {
+    buf: Box<[u8]>,
+    filled: usize,
+    sent: usize,
+    busy: bool,
+}
+
+impl FileChunk {
+    fn boxed() -> Box<FileChunk> {
+        Box::new(FileChunk { buf: vec![0u8; FILE_CHUNK].into_boxed_slice(), filled: 0, sent: 0, busy: false })
+    }
+}
 
 /// One connection's slot. Kept small: an idle keep-alive connection costs this plus
 /// its `Connection`, and no buffer.
@@ -75,6 +103,8 @@ struct Slot {
     conn: Option<Connection>,
     /// The header of the send in flight, if any.
     send: Option<Box<SendHeader>>,
+    /// The chunk buffer of a file being streamed, if any.
+    stream: Option<Box<FileChunk>>,
     /// Wheel tick armed for this connection (`u64::MAX`: none).
     timer_tick: u64,
     fd: RawFd,
@@ -97,6 +127,7 @@ impl Slot {
         Slot {
             conn: None,
             send: None,
+            stream: None,
             timer_tick: u64::MAX,
             fd: -1,
             gen: 0,
@@ -165,6 +196,7 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
         due: Vec::new(),
         cqes: Vec::with_capacity(REAP_BATCH),
         headers: Vec::new(),
+        chunks: Vec::new(),
         listener: Some(listener),
         accepting: true,
         accept_armed: false,
@@ -215,6 +247,8 @@ struct Worker {
     /// request). Boxed: a header moves into a slot while the kernel reads it.
     #[allow(clippy::vec_box)]
     headers: Vec<Box<SendHeader>>,
+    /// File chunk buffers not in use.
+    chunks: Vec<Box<FileChunk>>,
     /// Closed (so the kernel refuses new connections) once draining has stopped the accept.
     listener: Option<TcpListener>,
     accepting: bool,
@@ -257,7 +291,8 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 ///
 /// Callers pass only entries built in this module, which refer to memory and fds kept
 /// as [`Ring::push`] requires: a connection's boxed send header and the segments its
-/// `Connection` holds unchanged (both live until the slot's `ops` count reaches zero,
+/// `Connection` holds unchanged, and its boxed file chunk buffer and the streamed file
+/// its `Connection` holds open (all live until the slot's `ops` count reaches zero,
 /// and only then is the fd closed), the worker's boxed timespecs and wake buffer (one
 /// operation each at a time, and the worker outlives its operations or is leaked), the
 /// worker's listener and eventfd (open until the worker is gone), and the worker's
@@ -396,7 +431,9 @@ impl Worker {
             Some(Op::Timer) => self.timer_at = None,
             Some(Op::TimerUpdate) => self.timer_update_inflight = false,
             Some(Op::Global) | None => {}
-            Some(op @ (Op::Recv | Op::Send | Op::Cancel)) => self.on_conn_op(op, slot, gen, cqe, more),
+            Some(op @ (Op::Recv | Op::Send | Op::Cancel | Op::FileRead | Op::FileSend)) => {
+                self.on_conn_op(op, slot, gen, cqe, more)
+            }
         }
         Ok(())
     }
@@ -461,6 +498,33 @@ impl Worker {
                     }
                 } else if res != -libc::ECANCELED {
                     s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
+                }
+            }
+            Op::FileRead => {
+                if let Some(chunk) = s.stream.as_mut() {
+                    chunk.busy = false;
+                    if res > 0 {
+                        chunk.filled = res as usize;
+                        chunk.sent = 0;
+                    } else {
+                        // The file shrank under us (0) or cannot be read: the promised
+                        // length cannot be sent, so the connection must go.
+                        s.dead = true;
+                    }
+                }
+            }
+            Op::FileSend => {
+                if let Some(chunk) = s.stream.as_mut() {
+                    chunk.busy = false;
+                    if res > 0 {
+                        chunk.sent += res as usize;
+                        if !s.closing && !s.dead && !self.stopping {
+                            let conn = s.conn.as_mut().expect("checked above");
+                            conn.handle_sent(&mut self.ctx, res as usize);
+                        }
+                    } else if res != -libc::ECANCELED {
+                        s.dead = true;
+                    }
                 }
             }
             _ => {}
@@ -665,8 +729,40 @@ impl Worker {
             return Ok(());
         }
         if !s.dead {
-            while s.send.is_none() {
-                if let Some(out) = conn.poll_output() {
+            while s.send.is_none() && !s.stream.as_ref().is_some_and(|c| c.busy) {
+                if let Some(chunk) = s.stream.as_mut().filter(|c| c.sent < c.filled) {
+                    // The rest of a file chunk read earlier.
+                    let rest = &mut chunk.buf[chunk.sent..chunk.filled];
+                    let entry = opcode::Send::new(types::Fd(fd), rest.as_mut_ptr(), rest.len() as u32)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(token(Op::FileSend, idx, gen));
+                    chunk.busy = true;
+                    s.ops += 1;
+                    // The chunk is boxed in the slot and not touched until this
+                    // completion; `ops` keeps the slot and fd alive until then.
+                    queue(&mut self.ring, &mut self.inflight, &entry)?;
+                } else if let Some((file, offset, left)) = conn.poll_output().and_then(|out| out.front_file()) {
+                    let chunk = s.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
+                    let len = left.min(chunk.buf.len());
+                    let entry = opcode::Read::new(types::Fd(file.as_raw_fd()), chunk.buf.as_mut_ptr(), len as u32)
+                        .offset(offset)
+                        .build()
+                        .user_data(token(Op::FileRead, idx, gen));
+                    chunk.busy = true;
+                    chunk.filled = 0;
+                    chunk.sent = 0;
+                    s.ops += 1;
+                    // The file stays open while `conn` holds its segment (until the
+                    // bytes are reported sent); the chunk as for the send above.
+                    queue(&mut self.ring, &mut self.inflight, &entry)?;
+                } else if let Some(out) = conn.poll_output() {
+                    if let Some(chunk) = s.stream.take() {
+                        // Done with files for now: give the chunk buffer back.
+                        if self.chunks.len() < CHUNK_POOL_MAX {
+                            self.chunks.push(chunk);
+                        }
+                    }
                     let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
                     header.load(out);
                     let entry = header.entry(fd).user_data(token(Op::Send, idx, gen));
@@ -738,6 +834,11 @@ impl Worker {
         if let Some(header) = s.send.take() {
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
+            }
+        }
+        if let Some(chunk) = s.stream.take() {
+            if self.chunks.len() < CHUNK_POOL_MAX {
+                self.chunks.push(chunk);
             }
         }
         let gen = (s.gen + 1) & GEN_MASK;

@@ -54,7 +54,7 @@
 //!    per call, and reports the bytes with [`Connection::handle_sent`] exactly like
 //!    memory bytes; then it calls `poll_output` again. Every engine must stream files:
 //!    epoll uses `sendfile(sock, file, &mut offset, min(len, chunk))` and waits for
-//!    `EPOLLOUT` on `EAGAIN`; io_uring splices through a pipe or reads into a buffer and
+//!    `EPOLLOUT` on `EAGAIN`; io_uring reads a chunk into a buffer through the ring and
 //!    sends it. Backpressure is the socket's: the engine never reads ahead of what the
 //!    socket accepts, so a slow reader never makes the server buffer a file. A file
 //!    segment that ends early (the file shrank: `sendfile` returns 0) cannot be framed
