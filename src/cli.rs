@@ -22,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate HTTP/1.1 load and measure latency, throughput and the server's CPU.
     Load(crate::load_cli::LoadArgs),
+    /// Run the same load against each engine (pinned, interleaved, medians) and compare them.
+    Compare(crate::compare_cli::CompareArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,6 +120,10 @@ pub struct ServeArgs {
     /// Total size of the files and routes held in memory; files past it are streamed from disk.
     #[arg(long, default_value = "256MiB", value_name = "BYTES")]
     pub cache_budget: ByteSize,
+    /// Serve the engine counters in Prometheus text format at PATH (e.g. /metrics); off by
+    /// default. A --route or file at the same path wins.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<String>,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
     #[arg(long)]
     pub log_level: Option<String>,

@@ -1,12 +1,13 @@
 //! `duet`: the binary. CLI, engine selection, signals and logging; the engines do the rest.
 
 mod cli;
+mod compare_cli;
 mod content;
 mod load_cli;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
-use duet_http::{ServeConfig, Shutdown, Site};
+use duet_http::{Metrics, ServeConfig, Shutdown, Site};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Load(args) => load_cli::load(args),
+        Command::Compare(args) => compare_cli::compare(args),
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {
@@ -71,6 +73,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
     };
 
+    if let Some(path) = args.metrics.as_deref() {
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b == b'%') {
+            return Err(format!("--metrics {path}: expected a plain absolute path such as /metrics"));
+        }
+    }
     let content = args.content();
     let loaded = content::load(&content)?;
     if !content.is_default() {
@@ -89,7 +96,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         limits,
         drain_timeout: args.drain_timeout.0,
         uring: args.uring_options(),
+        metrics: args.metrics.as_deref().map(|path| Metrics::new(path, engine.name(), threads)),
     };
+    if let Some(path) = args.metrics.as_deref() {
+        info!("metrics at http://{addr}{path}");
+    }
     info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
     let report = match engine {
         EngineChoice::Uring => duet_engine_uring::serve(config, site, shutdown),
@@ -97,6 +108,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
     info!("stopped: {} connections, {} requests ({} errors)", report.accepted, report.requests, report.errors);
+    info!(
+        "counters: requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
+         bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={}",
+        report.requests,
+        report.syscalls,
+        report.syscalls_per_request(),
+        report.wakeups,
+        report.events,
+        report.events_per_wakeup(),
+        report.bytes_read,
+        report.bytes_written,
+        report.accepted,
+        report.closed,
+        report.enobufs,
+        report.partial_writes,
+    );
     Ok(())
 }
 

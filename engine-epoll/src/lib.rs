@@ -42,7 +42,7 @@ const MAX_EVENTS: usize = 512;
 
 /// Serves until `shutdown` (see the engine contract in `duet_http`).
 pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Report> {
-    let ServeConfig { listeners, pin, limits, drain_timeout, .. } = config;
+    let ServeConfig { listeners, pin, limits, drain_timeout, metrics, .. } = config;
     let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let sd = shutdown.clone();
     run_workers("epoll", listeners, &shutdown, move |i, listener| {
@@ -52,7 +52,8 @@ pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Re
                 _ => warn!("worker {i}: could not pin to a CPU"),
             }
         }
-        let ctx = Context::new(Arc::clone(&site), limits.clone(), Instant::now(), SystemTime::now());
+        let mut ctx = Context::new(Arc::clone(&site), limits.clone(), Instant::now(), SystemTime::now());
+        ctx.attach_metrics(metrics.clone(), i);
         Worker::new(listener, ctx, sd.clone(), drain_timeout)?.run()
     })
 }
@@ -143,13 +144,18 @@ impl Worker {
                 _ => {}
             }
             let timeout = self.poll_timeout();
+            self.ctx.publish_stats();
             let n = sys::epoll_wait(self.epoll.0, &mut events, timeout)?;
+            self.ctx.stats.wakeups += 1;
+            self.ctx.stats.syscalls += 1;
+            self.ctx.stats.events += n as u64;
             self.ctx.set_time(Instant::now(), SystemTime::now());
             for ev in &events[..n] {
                 let flags = sys::event_flags(ev);
                 match sys::event_token(ev) {
                     TOKEN_LISTENER => self.accept_all(),
                     TOKEN_WAKER => {
+                        self.ctx.stats.syscalls += 1;
                         sys::eventfd_drain(self.waker.0);
                         self.check_shutdown();
                     }
@@ -190,6 +196,7 @@ impl Worker {
         self.ctx.set_time(Instant::now(), SystemTime::now());
         self.drain_deadline = Some(self.ctx.now() + self.drain_timeout);
         if let Some(listener) = self.listener.take() {
+            self.ctx.stats.syscalls += 2; // epoll_ctl, close
             let _ = sys::epoll_del(self.epoll.0, listener.as_raw_fd());
             drop(listener);
         }
@@ -205,6 +212,7 @@ impl Worker {
         let Some(listener) = self.listener.as_ref() else { return };
         let lfd = listener.as_raw_fd();
         loop {
+            self.ctx.stats.syscalls += 1;
             match sys::accept(lfd) {
                 Ok(fd) => self.register(fd),
                 Err(e) => match e.raw_os_error() {
@@ -234,8 +242,10 @@ impl Worker {
         }
         let Some(spare) = self.spare.take() else { return false };
         drop(spare);
+        self.ctx.stats.syscalls += 3; // close the spare, accept4, open the spare
         let shed = match sys::accept(lfd) {
             Ok(fd) => {
+                self.ctx.stats.syscalls += 1;
                 sys::close(fd);
                 true
             }
@@ -246,6 +256,7 @@ impl Worker {
     }
 
     fn register(&mut self, fd: RawFd) {
+        self.ctx.stats.syscalls += 2; // setsockopt, epoll_ctl
         let _ = sys::set_nodelay(fd);
         let index = match self.free.pop() {
             Some(i) => i,
@@ -258,6 +269,7 @@ impl Worker {
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = sys::epoll_add(self.epoll.0, fd, events, token(index, generation)) {
             warn!("cannot register a connection: {e}");
+            self.ctx.stats.syscalls += 1;
             sys::close(fd);
             self.free.push(index);
             return;
@@ -308,6 +320,7 @@ impl Worker {
                     break;
                 }
                 reads += 1;
+                ctx.stats.syscalls += 1;
                 match sys::read(live.fd, &mut self.read_buf) {
                     Ok(0) => {
                         live.readable = false;
@@ -319,6 +332,7 @@ impl Worker {
                         if n < self.read_buf.len() && !live.hup {
                             live.readable = false;
                         }
+                        ctx.stats.bytes_read += n as u64;
                         live.conn.handle_input(ctx, &self.read_buf[..n]);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.readable = false,
@@ -345,6 +359,7 @@ impl Worker {
                         break;
                     }
                     let want = left.min(SENDFILE_CHUNK);
+                    ctx.stats.syscalls += 1;
                     match sys::sendfile(live.fd, file.as_raw_fd(), offset, want) {
                         // The file ended early (it shrank): the response cannot be completed.
                         Ok(0) => {
@@ -355,7 +370,9 @@ impl Worker {
                         Ok(n) => {
                             if n < want {
                                 live.writable = false;
+                                ctx.stats.partial_writes += 1;
                             }
+                            ctx.stats.bytes_written += n as u64;
                             file_sent += n;
                             live.conn.handle_sent(ctx, n);
                             progressed = true;
@@ -370,11 +387,14 @@ impl Worker {
                     continue;
                 }
                 let want: usize = iov[..count].iter().map(|s| s.len()).sum();
+                ctx.stats.syscalls += 1;
                 match sys::sendv(live.fd, &iov[..count]) {
                     Ok(n) => {
                         if n < want {
                             live.writable = false;
+                            ctx.stats.partial_writes += 1;
                         }
+                        ctx.stats.bytes_written += n as u64;
                         live.conn.handle_sent(ctx, n);
                         progressed = true;
                     }
@@ -390,6 +410,7 @@ impl Worker {
                 break;
             }
             if live.conn.should_close_after_flush() {
+                ctx.stats.syscalls += 1;
                 sys::shutdown_write(live.fd);
                 live.conn.handle_write_shutdown(ctx);
                 continue; // lingering reads what is left
@@ -449,6 +470,7 @@ impl Worker {
         if let Some(live) = slot.live.take() {
             // Closing the only descriptor also removes it from the epoll set.
             sys::close(live.fd);
+            self.ctx.stats.syscalls += 1;
             slot.generation = slot.generation.wrapping_add(1);
             self.free.push(index);
             self.live -= 1;

@@ -52,8 +52,9 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
 
 /// Serves until `shutdown` (see the engine contract in `duet_http`).
 pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Report> {
-    let ServeConfig { listeners, pin, limits, drain_timeout, uring } = config;
-    let shared = Arc::new(worker::Shared { site, limits, uring, drain_timeout, pin, shutdown: shutdown.clone() });
+    let ServeConfig { listeners, pin, limits, drain_timeout, uring, metrics } = config;
+    let shared =
+        Arc::new(worker::Shared { site, limits, uring, drain_timeout, pin, shutdown: shutdown.clone(), metrics });
     duet_http::run_workers("uring", listeners, &shutdown, move |index, listener| worker::run(index, listener, &shared))
 }
 

@@ -19,6 +19,9 @@ pub struct Ring {
     uring: IoUring,
     mode: &'static str,
     sqpoll: bool,
+    /// `io_uring_enter` calls made by [`Ring::push`] on a full submission queue, not
+    /// yet taken by [`Ring::take_extra_enters`].
+    extra_enters: u64,
 }
 
 /// Ring setups tried in order; the first the kernel accepts wins.
@@ -59,7 +62,7 @@ impl Ring {
             }
             apply(&mut builder);
             match builder.build(entries) {
-                Ok(uring) => return Ok(Ring { uring, mode, sqpoll: sqpoll_idle_ms.is_some() }),
+                Ok(uring) => return Ok(Ring { uring, mode, sqpoll: sqpoll_idle_ms.is_some(), extra_enters: 0 }),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = e,
                 Err(e) => return Err(e),
             }
@@ -108,6 +111,7 @@ impl Ring {
                 return Ok(());
             }
             // Full: let the kernel consume the queued entries, then retry.
+            self.extra_enters += 1;
             if self.sqpoll {
                 // Wake the polling thread first (submit sets IORING_ENTER_SQ_WAKEUP when
                 // it went idle); waiting for space on an idle thread would hang.
@@ -123,6 +127,11 @@ impl Ring {
                 }
             }
         }
+    }
+
+    /// The `io_uring_enter` calls [`Ring::push`] made since the last call.
+    pub fn take_extra_enters(&mut self) -> u64 {
+        std::mem::take(&mut self.extra_enters)
     }
 
     /// Submits everything queued and waits for at least `want` completions, in one
@@ -334,6 +343,8 @@ pub const MAX_IOV: usize = 16;
 pub struct SendHeader {
     msg: libc::msghdr,
     iov: [libc::iovec; MAX_IOV],
+    /// Bytes the loaded segments hold.
+    total: usize,
 }
 
 impl SendHeader {
@@ -343,7 +354,7 @@ impl SendHeader {
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid
         // value (null pointers, zero lengths).
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        Box::new(SendHeader { msg, iov: [empty; MAX_IOV] })
+        Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0 })
     }
 
     /// Points the header at the unsent segments of `out`; returns how many bytes they
@@ -359,7 +370,13 @@ impl SendHeader {
         }
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = n as _;
+        self.total = total;
         total
+    }
+
+    /// Bytes offered by the last [`SendHeader::load`].
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// A `sendmsg` entry for `fd` with this header (MSG_NOSIGNAL: a closed peer is an
@@ -423,7 +440,7 @@ pub fn close(fd: RawFd) {
 }
 
 /// Accepts one pending connection on `listener` and closes it at once. Returns false
-/// when nothing was pending (or the accept failed).
+/// when nothing was pending (or the accept failed): one syscall, else two.
 pub fn accept_and_close(listener: RawFd) -> bool {
     // SAFETY: null address pointers are allowed by accept4; the fd returned is
     // closed immediately and never shared.

@@ -150,6 +150,7 @@ pub struct Shared {
     pub drain_timeout: Duration,
     pub pin: bool,
     pub shutdown: duet_http::Shutdown,
+    pub metrics: Option<Arc<duet_http::Metrics>>,
 }
 
 /// Runs worker `index` on `listener` until shutdown; returns its counters.
@@ -184,10 +185,12 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
     }
 
     let now = Instant::now();
+    let mut ctx = Context::new(Arc::clone(&shared.site), shared.limits.clone(), now, SystemTime::now());
+    ctx.attach_metrics(shared.metrics.clone(), index);
     let mut worker = Worker {
         ring,
         bufs,
-        ctx: Context::new(Arc::clone(&shared.site), shared.limits.clone(), now, SystemTime::now()),
+        ctx,
         slots: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
@@ -330,7 +333,10 @@ impl Worker {
                 }
             }
             self.arm_loop_ops()?;
+            self.ctx.publish_stats();
             self.ring.submit_and_wait(1)?;
+            self.ctx.stats.wakeups += 1;
+            self.ctx.stats.syscalls += 1 + self.ring.take_extra_enters();
             self.ctx.set_time(Instant::now(), SystemTime::now());
             self.reap_all()?;
             self.expire_deadlines();
@@ -411,6 +417,7 @@ impl Worker {
             if cqes.is_empty() {
                 break;
             }
+            self.ctx.stats.events += cqes.len() as u64;
             result = cqes.iter().try_for_each(|cqe| self.complete(cqe));
             if result.is_err() {
                 break;
@@ -461,6 +468,7 @@ impl Worker {
                 if res > 0 {
                     let live = !s.closing && !s.dead && !self.stopping;
                     let ctx = &mut self.ctx;
+                    ctx.stats.bytes_read += res as u64;
                     let consumed = self.bufs.consume(cqe, |bytes| {
                         if live {
                             conn.handle_input(ctx, bytes);
@@ -475,6 +483,9 @@ impl Worker {
                         // goes back to the ring (current kernels recycle it themselves).
                         self.bufs.consume(cqe, |_| ());
                     }
+                    if res == -libc::ENOBUFS {
+                        self.ctx.stats.enobufs += 1;
+                    }
                     if res == 0 {
                         if !s.closing && !self.stopping {
                             conn.handle_eof(&mut self.ctx);
@@ -488,12 +499,18 @@ impl Worker {
                 // time the re-armed receive is submitted. It never drops a connection.
             }
             Op::Send => {
+                let mut offered = 0;
                 if let Some(header) = s.send.take() {
+                    offered = header.total();
                     if self.headers.len() < HEADER_POOL_MAX {
                         self.headers.push(header);
                     }
                 }
                 if res > 0 {
+                    self.ctx.stats.bytes_written += res as u64;
+                    if (res as usize) < offered {
+                        self.ctx.stats.partial_writes += 1;
+                    }
                     if !s.closing && !s.dead && !self.stopping {
                         let conn = s.conn.as_mut().expect("checked above");
                         conn.handle_sent(&mut self.ctx, res as usize);
@@ -519,6 +536,10 @@ impl Worker {
                 if let Some(chunk) = s.stream.as_mut() {
                     chunk.busy = false;
                     if res > 0 {
+                        self.ctx.stats.bytes_written += res as u64;
+                        if chunk.sent + (res as usize) < chunk.filled {
+                            self.ctx.stats.partial_writes += 1;
+                        }
                         chunk.sent += res as usize;
                         if !s.closing && !s.dead && !self.stopping {
                             let conn = s.conn.as_mut().expect("checked above");
@@ -551,6 +572,7 @@ impl Worker {
         }
         if res >= 0 {
             let fd = res;
+            self.ctx.stats.syscalls += 1;
             if !self.accepting || self.stopping {
                 sys::close(fd);
                 return Ok(());
@@ -609,11 +631,14 @@ impl Worker {
         match self.spare.take() {
             Some(spare) => {
                 drop(spare);
+                self.ctx.stats.syscalls += 2; // close and reopen the spare
                 let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else { return };
                 for _ in 0..EMFILE_DROP_BATCH {
+                    self.ctx.stats.syscalls += 1;
                     if !sys::accept_and_close(listener) {
                         break;
                     }
+                    self.ctx.stats.syscalls += 1;
                 }
                 self.spare = File::open("/dev/null").ok();
                 if self.spare.is_none() {
@@ -776,6 +801,7 @@ impl Worker {
                     queue(&mut self.ring, &mut self.inflight, &entry)?;
                 } else if conn.should_close_after_flush() && !s.shut_wr {
                     s.shut_wr = true;
+                    self.ctx.stats.syscalls += 1;
                     sys::shutdown_write(fd);
                     conn.handle_write_shutdown(&mut self.ctx);
                     continue;
@@ -833,6 +859,7 @@ impl Worker {
         let s = &mut self.slots[idx as usize];
         debug_assert_eq!(s.ops, 0);
         sys::close(s.fd);
+        self.ctx.stats.syscalls += 1;
         if let Some(header) = s.send.take() {
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
@@ -869,6 +896,8 @@ impl Worker {
             if Instant::now() >= give_up {
                 return false;
             }
+            self.ctx.stats.wakeups += 1;
+            self.ctx.stats.syscalls += 1;
             if self.ring.submit_and_wait_timeout(1, Duration::from_millis(100)).is_err() {
                 return false;
             }

@@ -124,7 +124,7 @@ impl Connection {
 
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
-        let Context { site, limits, date, now, pool, stats, .. } = ctx;
+        let Context { site, limits, date, now, pool, stats, metrics, .. } = ctx;
         let now = *now;
         let mut pos = 0;
         self.stalled = false;
@@ -160,7 +160,8 @@ impl Connection {
                         self.scan_from = rest.len().saturating_sub(2);
                         return pos;
                     }
-                    let (d, end) = match request::decide(site, limits, rest) {
+                    let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
+                    let (d, end) = match request::decide(site, limits, rest, metrics) {
                         Ok(Some(parsed)) => parsed,
                         Ok(None) => {
                             if rest.len() > limits.max_head {

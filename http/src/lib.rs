@@ -74,7 +74,12 @@
 //!    [`Connection::begin_shutdown`] on every connection (idle ones close at once, busy
 //!    ones finish their response with `Connection: close`), and returns once all are
 //!    closed or `config.drain_timeout` has passed. A forced shutdown returns at once.
-//! 9. **Report.** `serve` returns the merged [`Stats`] of all workers.
+//! 9. **Report.** `serve` returns the merged [`Stats`] of all workers. Engines count
+//!    their own work in `ctx.stats` (wakeups, events, syscalls, bytes, partial
+//!    writes, ENOBUFS, accepts, closes) with plain adds; the connection counts requests.
+//! 10. **Metrics.** Worker `i` calls [`Context::attach_metrics`] with
+//!     `config.metrics` and `i`, and [`Context::publish_stats`] once per loop turn before
+//!     blocking; the connection answers `GET` on the metrics path itself.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -94,6 +99,6 @@ pub use conn::Connection;
 pub use date::DateCache;
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
-pub use serve::{run_workers, Context, Report, ServeConfig, Shutdown, ShutdownState, Stats, UringOptions};
+pub use serve::{run_workers, Context, Metrics, Report, ServeConfig, Shutdown, ShutdownState, Stats, UringOptions};
 pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder};
 pub use timer::TimerWheel;

@@ -3,7 +3,7 @@
 use crate::limits::MAX_HEADERS_CEILING;
 use crate::site::{Entry, Prerendered, Snapshot};
 use crate::static_files;
-use crate::Limits;
+use crate::{Limits, Metrics, Stats};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -87,6 +87,7 @@ pub(crate) fn decide<'a>(
     site: &'a Snapshot,
     limits: &Limits,
     head: &[u8],
+    metrics: Option<(&Metrics, usize, &Stats)>,
 ) -> Result<Option<(Decision<'a>, usize)>, u16> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
@@ -192,6 +193,11 @@ pub(crate) fn decide<'a>(
     let known = Method::of(method);
     let response = match (known, site.lookup(path)) {
         (Method::Unknown, _) => Answer::Shared(site.error(501)),
+        // `--metrics`: looked at only when no route matched, so routing costs nothing
+        // more (a route or file at the same path wins).
+        (Method::Get | Method::Head, None) if metrics.is_some_and(|m| m.0.path() == path) => {
+            metrics.map_or_else(|| Answer::Shared(site.error(404)), |(m, worker, own)| metrics_answer(m, worker, own))
+        }
         (_, None) => Answer::Shared(site.error(404)),
         (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
         (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 => Answer::Shared(&f.ok),
@@ -375,6 +381,18 @@ fn valid_host(v: &[u8]) -> bool {
                     | b'%'
             )
     })
+}
+
+/// The counters of `metrics`, with this worker's live ones, as a fresh response.
+#[cold]
+fn metrics_answer(metrics: &Metrics, worker: usize, own: &Stats) -> Answer<'static> {
+    let text = metrics.render(Some((worker, own)));
+    Answer::Owned(Box::new(Prerendered::new(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        bytes::Bytes::from(text),
+        &["Cache-Control: no-store"],
+    )))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! latency from those times, so a server stall shows up in the percentiles instead of
 //! silently slowing the client down (coordinated omission, as wrk2 corrects it).
 
+pub mod compare;
 mod framer;
 mod procstat;
 mod report;
