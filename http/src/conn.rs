@@ -150,51 +150,42 @@ impl Connection {
                     let rest = &buf[pos..];
                     // A head seen incomplete before is parsed again only once its end has
                     // arrived (a cheap scan that resumes where it stopped), so a head
-                    // trickled byte by byte costs linear time, not quadratic.
-                    if resuming && request::find_head_end(rest, self.scan_from).is_none() {
-                        if rest.len() > limits.max_head {
-                            let status = request::oversize_status(rest, limits.max_head);
+                    // trickled byte by byte costs linear time, not quadratic. An error is
+                    // acted on only once the whole head is here, as it would be had the
+                    // head arrived in pieces: answers never depend on how input was split.
+                    let oversize = || request::oversize_status(rest, limits.max_head);
+                    let parsed = if resuming && request::find_head_end(rest, self.scan_from).is_none() {
+                        None
+                    } else {
+                        let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
+                        match request::decide(site, limits, rest, metrics) {
+                            Ok(Some((_, end))) if end > limits.max_head => Some(Err(oversize())),
+                            Ok(Some(parsed)) => Some(Ok(parsed)),
+                            Ok(None) => None,
+                            Err(status) => match request::find_head_end(rest, 0) {
+                                Some(end) if end <= limits.max_head => Some(Err(status)),
+                                Some(_) => Some(Err(oversize())),
+                                None => None,
+                            },
+                        }
+                    };
+                    let (d, end) = match parsed {
+                        Some(Ok(parsed)) => parsed,
+                        Some(Err(status)) => {
                             self.fail(pool, date, stats, now, site.error(status));
                             return buf.len();
                         }
-                        self.scan_from = rest.len().saturating_sub(2);
-                        return pos;
-                    }
-                    let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
-                    let (d, end) = match request::decide(site, limits, rest, metrics) {
-                        Ok(Some(parsed)) => parsed,
-                        Ok(None) => {
-                            if rest.len() > limits.max_head {
-                                let status = request::oversize_status(rest, limits.max_head);
-                                self.fail(pool, date, stats, now, site.error(status));
-                                return buf.len();
-                            }
+                        None if rest.len() > limits.max_head => {
+                            self.fail(pool, date, stats, now, site.error(oversize()));
+                            return buf.len();
+                        }
+                        None => {
                             self.scan_from = rest.len().saturating_sub(2);
                             return pos;
-                        }
-                        // An error is acted on only once the whole head is here, as it
-                        // would be had the head arrived in pieces: answers never depend on
-                        // how the input was split.
-                        Err(status) => {
-                            let status = match request::find_head_end(rest, 0) {
-                                Some(end) if end <= limits.max_head => status,
-                                None if rest.len() <= limits.max_head => {
-                                    self.scan_from = rest.len().saturating_sub(2);
-                                    return pos;
-                                }
-                                _ => request::oversize_status(rest, limits.max_head),
-                            };
-                            self.fail(pool, date, stats, now, site.error(status));
-                            return buf.len();
                         }
                     };
                     self.scan_from = 0;
                     self.head_started = false;
-                    if end > limits.max_head {
-                        let status = request::oversize_status(rest, limits.max_head);
-                        self.fail(pool, date, stats, now, site.error(status));
-                        return buf.len();
-                    }
                     pos += end;
                     self.fresh = false;
                     match d.body {
