@@ -351,7 +351,7 @@ impl Worker {
                 let Some(out) = live.conn.poll_output() else { break };
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let count = out.fill(&mut iov);
-                if count == 0 {
+                let (result, want, from_file) = if count == 0 {
                     // A body streamed from disk is at the front of the output.
                     let Some((file, offset, left)) = out.front_file() else { break };
                     if file_sent >= SENDFILE_BUDGET {
@@ -359,40 +359,26 @@ impl Worker {
                         break;
                     }
                     let want = left.min(SENDFILE_CHUNK);
-                    ctx.stats.syscalls += 1;
-                    match sys::sendfile(live.fd, file.as_raw_fd(), offset, want) {
-                        // The file ended early (it shrank): the response cannot be completed.
-                        Ok(0) => {
-                            debug!("a streamed file ended {left} bytes early; dropping the connection");
-                            failed = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            if n < want {
-                                live.writable = false;
-                                ctx.stats.partial_writes += 1;
-                            }
-                            ctx.stats.bytes_written += n as u64;
-                            file_sent += n;
-                            live.conn.handle_sent(ctx, n);
-                            progressed = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.writable = false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                let want: usize = iov[..count].iter().map(|s| s.len()).sum();
+                    (sys::sendfile(live.fd, file.as_raw_fd(), offset, want), want, true)
+                } else {
+                    let want = iov[..count].iter().map(|s| s.len()).sum();
+                    (sys::sendv(live.fd, &iov[..count]), want, false)
+                };
                 ctx.stats.syscalls += 1;
-                match sys::sendv(live.fd, &iov[..count]) {
+                match result {
+                    // The file ended early (it shrank): the response cannot be completed.
+                    Ok(0) if from_file => {
+                        debug!("a streamed file ended early; dropping the connection");
+                        failed = true;
+                        break;
+                    }
                     Ok(n) => {
                         if n < want {
                             live.writable = false;
                             ctx.stats.partial_writes += 1;
+                        }
+                        if from_file {
+                            file_sent += n;
                         }
                         ctx.stats.bytes_written += n as u64;
                         live.conn.handle_sent(ctx, n);
