@@ -329,6 +329,11 @@ impl BufRing {
         Some(result)
     }
 
+    /// How many buffers the ring holds.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
     /// Unregisters the group from `ring` (used by the probe, whose ring outlives it).
     pub fn unregister(&self, ring: &Ring) {
         let _ = ring.unregister_buf_ring(self.bgid);

@@ -120,6 +120,9 @@ struct Slot {
     dead: bool,
     /// Queued for settling at the end of this turn.
     dirty: bool,
+    /// Its receive ended with ENOBUFS; it waits in `Worker::starved` for its turn to
+    /// re-arm, so a crowd of senders does not spin on an empty buffer ring.
+    starved: bool,
 }
 
 impl Slot {
@@ -138,6 +141,7 @@ impl Slot {
             closing: false,
             dead: false,
             dirty: false,
+            starved: false,
         }
     }
 }
@@ -194,6 +198,7 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
         slots: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
+        starved: std::collections::VecDeque::new(),
         live: 0,
         wheel: TimerWheel::new(now, TICK, 1024),
         due: Vec::new(),
@@ -241,6 +246,8 @@ struct Worker {
     free: Vec<u32>,
     /// Slots to settle at the end of the turn.
     dirty: Vec<u32>,
+    /// Connections whose receive ran out of buffers, oldest first (slot, generation).
+    starved: std::collections::VecDeque<(u32, u32)>,
     /// Slots holding a connection (closing ones included).
     live: usize,
     wheel: TimerWheel<(u32, u32)>,
@@ -485,6 +492,10 @@ impl Worker {
                     }
                     if res == -libc::ENOBUFS {
                         self.ctx.stats.enobufs += 1;
+                        if !more && !s.starved {
+                            s.starved = true;
+                            self.starved.push_back((slot, gen));
+                        }
                     }
                     if res == 0 {
                         if !s.closing && !self.stopping {
@@ -729,7 +740,23 @@ impl Worker {
         self.due = due;
     }
 
+    /// Lets the oldest starved connections re-arm their receive: as many per turn as
+    /// half the ring's buffers, which are all back in the ring by the next turn.
+    fn wake_starved(&mut self) {
+        let budget = (self.bufs.count() as usize / 2).max(1);
+        for _ in 0..budget {
+            let Some((idx, gen)) = self.starved.pop_front() else { break };
+            let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen && s.starved) else { continue };
+            s.starved = false;
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
     fn settle_dirty(&mut self) -> io::Result<()> {
+        self.wake_starved();
         let mut i = 0;
         // Settling never adds to `dirty`, but index to be safe.
         while i < self.dirty.len() {
@@ -823,7 +850,7 @@ impl Worker {
             return Ok(());
         }
         if conn.wants_read() {
-            if !s.recv_armed {
+            if !s.recv_armed && !s.starved {
                 s.recv_armed = true;
                 s.ops += 1;
                 let entry = opcode::RecvMulti::new(types::Fd(fd), self.bufs.bgid()).build().user_data(token(
