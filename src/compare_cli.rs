@@ -2,7 +2,7 @@
 
 use crate::cli::{ByteSize, Seconds};
 use clap::{Args, ValueEnum};
-use duet_loadtest::compare::{self, CompareConfig, LoadWith};
+use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +55,15 @@ pub struct CompareArgs {
     /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency) into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Another server to compare, run pinned to the server CPUs, e.g.
+    /// nginx="nginx -c /path/nginx.conf -g 'master_process off;'"@18083 (repeatable; CMD is
+    /// split like a shell would; ready once 127.0.0.1:PORT accepts; it must serve the paths).
+    #[arg(long, value_name = "NAME=CMD@PORT")]
+    pub peer: Vec<String>,
+    /// Also compare the floor responders (examples floor_epoll, floor_uring next to this
+    /// binary; build them with `cargo build --release --examples`), in 13-byte scenarios.
+    #[arg(long)]
+    pub floors: bool,
     /// Print the results as JSON instead of the markdown table.
     #[arg(long)]
     pub json: bool,
@@ -75,9 +84,16 @@ fn run(args: CompareArgs) -> Result<(), String> {
     let cpus =
         |flag: &Option<String>, default: Vec<usize>| flag.as_deref().map_or(Ok(default), compare::parse_cpu_list);
     let quick = args.quick;
+    let duet_exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
+    let engines: Vec<String> = args.engines.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    let mut peers = args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    if args.floors {
+        peers.extend(Peer::floors(&duet_exe, &engines)?);
+    }
     let config = CompareConfig {
-        duet_exe: std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?,
-        engines: args.engines.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+        duet_exe,
+        engines,
+        peers,
         server_cpus: cpus(&args.server_cpus, default_server)?,
         load_cpus: cpus(&args.load_cpus, default_load)?,
         connections: args.connections.unwrap_or_else(|| if quick { vec![16] } else { vec![16, 256] }),

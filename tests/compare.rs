@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "requests_per_sec",
     "latency_p50_us",
     "latency_p99_us",
@@ -18,6 +18,8 @@ const FIGURES: [&str; 7] = [
     "cpu_us_per_req",
     "cpu_util",
     "rss_peak_bytes",
+    // From each server's own counters (`duet serve --metrics`): checked positive below.
+    "syscalls_per_req",
 ];
 
 /// Kills the child when the test ends, passed or not.
@@ -120,7 +122,7 @@ fn quick_compare_with_duet_load() {
     let saved = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     assert_eq!(serde_json::from_str::<Value>(&saved).unwrap(), v);
     let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
-    assert!(md.contains("| epoll |"), "{md}");
+    assert!(md.contains("| epoll |") && md.contains("syscalls/req"), "{md}");
     for chart in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg"] {
         let svg = std::fs::read_to_string(dir.join(chart)).expect(chart);
         assert!(svg.starts_with("<svg") && svg.contains("epoll"), "{chart}");
@@ -139,6 +141,36 @@ fn quick_compare_with_wrk() {
     let engines = engines();
     let v = compare_json(&engines, &["--load-with", "wrk"]);
     check(&v, &engines, "wrk");
+}
+
+#[test]
+fn quick_compare_with_floors_and_a_peer() {
+    let examples = std::path::Path::new(common::duet_bin()).parent().unwrap().join("examples");
+    let floor = examples.join("floor_epoll");
+    if !floor.is_file() {
+        eprintln!("skipped: {} is not built (cargo build --examples)", floor.display());
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer = format!("mine='{}' {port}@{port}", floor.display());
+    let v = compare_json(&["epoll"], &["--floors", "--peer", &peer]);
+    check(&v, &["epoll"], "duet");
+    assert_eq!(v["peers"].as_array().map(Vec::len), Some(2), "{v}");
+    for s in v["scenarios"].as_array().unwrap() {
+        for name in ["mine", "floor-epoll"] {
+            let m = &s["engines"][name]["median"];
+            assert_eq!(m["errors"], 0, "{name} had errors: {s}");
+            assert!(m["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {s}");
+            assert!(m["syscalls_per_req"].is_null(), "{name}: peers have no syscall counts: {s}");
+        }
+    }
+    let out = common::duet_command()
+        .args(["compare", "--quick", "--engines", "epoll", "--peer", "broken@80"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected NAME=CMD@PORT") && err.lines().count() == 1, "{err}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> Result<(), Box<dyn std::error::Error>> {
-    let engines = &r.config.engines;
+    let engines = &r.config.servers();
     let labels: Vec<String> = r.scenarios.iter().map(|s| s.scenario.label()).collect();
     let top = r
         .scenarios

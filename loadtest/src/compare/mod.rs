@@ -11,7 +11,7 @@ mod output;
 mod server;
 pub mod wrk;
 
-pub use server::{allowed_cpus, default_split, parse_cpu_list};
+pub use server::{allowed_cpus, default_split, parse_cpu_list, split_command};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -51,8 +51,73 @@ pub struct CompareConfig {
     pub rounds: usize,
     pub duration: Duration,
     pub load_with: LoadWith,
+    /// Other servers run alongside the engines (`--peer`, `--floors`).
+    pub peers: Vec<Peer>,
     /// A progress line on stderr (only when it is a terminal).
     pub progress: bool,
+}
+
+impl CompareConfig {
+    /// The engines, then the peers: every column of the comparison.
+    pub fn servers(&self) -> Vec<String> {
+        self.engines.iter().cloned().chain(self.peers.iter().map(|p| p.name.clone())).collect()
+    }
+}
+
+/// A server that is not `duet serve`, compared alongside the engines (`--peer`, `--floors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Where it listens on 127.0.0.1; it is ready once this port accepts.
+    pub port: u16,
+    /// It answers only the 13-byte `Hello, World!` (the floors): it runs in the
+    /// scenarios with that body size only.
+    pub fixed_body: bool,
+}
+
+impl Peer {
+    /// `NAME=CMD@PORT`, CMD split like a shell would (quotes and backslashes, no expansions).
+    pub fn parse(spec: &str) -> Result<Peer, String> {
+        let bad = |why: &str| format!("--peer '{spec}': {why} (expected NAME=CMD@PORT)");
+        let (name, rest) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(bad("the name must be a word"));
+        }
+        let (cmd, port) = rest.rsplit_once('@').ok_or_else(|| bad("no '@PORT'"))?;
+        let port: u16 = port.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"))?;
+        let argv = split_command(cmd).map_err(|e| bad(&e))?;
+        if argv.is_empty() {
+            return Err(bad("no command"));
+        }
+        Ok(Peer { name: name.to_string(), argv, port, fixed_body: false })
+    }
+
+    /// The Rust floor responders for `engines` (`floor-epoll`, `floor-uring`), built as
+    /// examples next to `exe` (`target/<profile>/examples/floor_<engine>`).
+    pub fn floors(exe: &std::path::Path, engines: &[String]) -> Result<Vec<Peer>, String> {
+        let dir = exe.parent().ok_or("cannot locate the duet binary's directory")?.join("examples");
+        let mut peers = Vec::new();
+        for engine in engines.iter().filter(|e| matches!(e.as_str(), "epoll" | "uring")) {
+            let bin = dir.join(format!("floor_{engine}"));
+            if !bin.is_file() {
+                return Err(format!(
+                    "--floors: {} is missing; build the floors with: cargo build --release --examples",
+                    bin.display()
+                ));
+            }
+            let port = server::free_port()?;
+            peers.push(Peer {
+                name: format!("floor-{engine}"),
+                argv: vec![bin.display().to_string(), port.to_string()],
+                port,
+                fixed_body: true,
+            });
+        }
+        Ok(peers)
+    }
 }
 
 /// One cell of the matrix.
@@ -95,6 +160,8 @@ pub struct Figures {
     pub cpu_util: f64,
     /// Largest server RSS seen during the window.
     pub rss_peak_bytes: f64,
+    /// System calls per request answered, from duet's counters over the run (NaN for peers).
+    pub syscalls_per_req: f64,
     /// Latency percentiles are NaN where the load generator did not report them (wrk with
     /// pipelining); JSON shows them as null and the table as n/a.
     /// Socket errors plus non-2xx/3xx responses (summed over rounds in a median).
@@ -105,7 +172,7 @@ pub struct Figures {
 /// Reads one figure.
 pub type Getter = fn(&Figures) -> f64;
 
-pub const FIGURES: [(&str, Getter); 7] = [
+pub const FIGURES: [(&str, Getter); 8] = [
     ("requests_per_sec", |f| f.requests_per_sec),
     ("latency_p50_us", |f| f.p50_us),
     ("latency_p99_us", |f| f.p99_us),
@@ -113,6 +180,7 @@ pub const FIGURES: [(&str, Getter); 7] = [
     ("cpu_us_per_req", |f| f.cpu_us_per_req),
     ("cpu_util", |f| f.cpu_util),
     ("rss_peak_bytes", |f| f.rss_peak_bytes),
+    ("syscalls_per_req", |f| f.syscalls_per_req),
 ];
 
 /// The median of the finite values; NaN (not reported) when there are none.
@@ -138,6 +206,7 @@ impl Figures {
             cpu_us_per_req: m(|f| f.cpu_us_per_req),
             cpu_util: m(|f| f.cpu_util),
             rss_peak_bytes: m(|f| f.rss_peak_bytes),
+            syscalls_per_req: m(|f| f.syscalls_per_req),
             errors: rounds.iter().map(|f| f.errors).sum(),
         }
     }
@@ -222,6 +291,15 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     if config.body_sizes.is_empty() || config.idle.is_empty() {
         return Err("--body-size and --idle need at least one value".into());
     }
+    let names = config.servers();
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(format!("'{name}' is named twice among the engines and peers"));
+        }
+    }
+    if config.peers.iter().any(|p| p.fixed_body) && !config.body_sizes.contains(&DEFAULT_BODY) {
+        return Err(format!("the floors answer only the {DEFAULT_BODY}-byte body: add --body-size {DEFAULT_BODY}"));
+    }
     if config.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
@@ -277,15 +355,33 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
             server::Server::start(&config.duet_exe, engine, config.server_cpus.len(), &config.server_cpus, &routes)?;
         servers.push(s);
     }
+    for peer in &config.peers {
+        servers.push(server::Server::start_peer(
+            &peer.name,
+            &peer.argv,
+            peer.port,
+            &config.server_cpus,
+            peer.fixed_body,
+        )?);
+    }
     // Load threads (and wrk) inherit this thread's affinity.
     server::pin_current_thread(&config.load_cpus)?;
 
     let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); servers.len()]; scenarios.len()];
-    let mut progress = Progress::new(config.progress && std::io::stderr().is_terminal(), &config, scenarios.len());
+    let runs_per_round = scenarios
+        .iter()
+        .map(|sc| servers.iter().filter(|s| !s.fixed_body || sc.body_size == DEFAULT_BODY).count())
+        .sum();
+    let mut progress =
+        Progress::new(config.progress && std::io::stderr().is_terminal(), &config, scenarios.len(), runs_per_round);
     for round in 0..config.rounds {
         for (si, scenario) in scenarios.iter().enumerate() {
             for (ei, server) in servers.iter_mut().enumerate() {
+                if server.fixed_body && scenario.body_size != DEFAULT_BODY {
+                    continue;
+                }
                 progress.show(round, si, scenario, &server.engine);
+                let before = if server.metrics { Some(server.counters()?) } else { None };
                 let url = format!("http://{}{}", server.addr, scenario.path());
                 let figures = match config.load_with {
                     LoadWith::Duet => measure_duet(&url, scenario, &config, server.pid()),
@@ -295,7 +391,19 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
                     }
                 };
                 server.check_alive()?;
-                let figures = figures.map_err(|e| format!("{} ({}): {e}", server.engine, scenario.label()))?;
+                let mut figures = figures.map_err(|e| format!("{} ({}): {e}", server.engine, scenario.label()))?;
+                figures.syscalls_per_req = match before {
+                    Some((syscalls, requests)) => {
+                        let (syscalls_after, requests_after) = server.counters()?;
+                        let requests = requests_after.saturating_sub(requests);
+                        if requests > 0 {
+                            syscalls_after.saturating_sub(syscalls) as f64 / requests as f64
+                        } else {
+                            f64::NAN
+                        }
+                    }
+                    None => f64::NAN,
+                };
                 rounds[si][ei].push(figures);
                 progress.done();
             }
@@ -309,10 +417,10 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         .zip(rounds)
         .map(|(scenario, per_engine)| ScenarioResult {
             scenario,
-            engines: config
-                .engines
+            engines: names
                 .iter()
                 .zip(per_engine)
+                .filter(|(_, rounds)| !rounds.is_empty())
                 .map(|(engine, rounds)| EngineResult {
                     engine: engine.clone(),
                     median: Figures::median_of(&rounds),
@@ -354,6 +462,7 @@ fn measure_duet(url: &str, scenario: &Scenario, config: &CompareConfig, pid: u32
         cpu_us_per_req: server.cpu_us_per_req,
         cpu_util: server.cpu_s / report.duration.as_secs_f64().max(1e-9),
         rss_peak_bytes: server.rss_peak_bytes as f64,
+        syscalls_per_req: f64::NAN,
         errors: report.stats.errors.socket_total() + report.stats.errors.status,
     })
 }
@@ -370,10 +479,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(enabled: bool, config: &CompareConfig, scenarios: usize) -> Progress {
+    fn new(enabled: bool, config: &CompareConfig, scenarios: usize, runs_per_round: usize) -> Progress {
         Progress {
             enabled,
-            total_runs: scenarios * config.engines.len() * config.rounds,
+            total_runs: runs_per_round * config.rounds,
             done_runs: 0,
             scenarios,
             rounds: config.rounds,
@@ -451,5 +560,26 @@ mod tests {
         assert_eq!(ratios[0], ("requests_per_sec", Some(1.5)));
         assert_eq!(ratios[4], ("cpu_us_per_req", None));
         assert!(ScenarioResult { scenario: s, engines: vec![] }.ratios().is_none());
+    }
+
+    #[test]
+    fn peers_parse_from_name_command_and_port() {
+        let p = Peer::parse("nginx=nginx -c /b/nginx.conf -g 'master_process off;'@18083").unwrap();
+        assert_eq!(p.name, "nginx");
+        assert_eq!(p.argv, ["nginx", "-c", "/b/nginx.conf", "-g", "master_process off;"]);
+        assert_eq!(p.port, 18083);
+        assert!(!p.fixed_body);
+        // The last '@' separates the port, so the command may contain one.
+        assert_eq!(Peer::parse("x=srv --at a@b@80").unwrap().argv, ["srv", "--at", "a@b"]);
+        for bad in ["nginx", "nginx=nginx", "=nginx@80", "n=nginx@0", "n=nginx@http", "n=@80", "n='x@80"] {
+            assert!(Peer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_floors_say_how_to_build_them() {
+        let e = Peer::floors(std::path::Path::new("/nonexistent/duet"), &["epoll".into()]).unwrap_err();
+        assert!(e.contains("cargo build --release --examples"), "{e}");
+        assert!(Peer::floors(std::path::Path::new("/nonexistent/duet"), &["other".into()]).unwrap().is_empty());
     }
 }

@@ -46,6 +46,7 @@ pub fn json(r: &Results) -> String {
     json!({
         "load_with": c.load_with.name(),
         "engines": c.engines,
+        "peers": c.peers.iter().map(|p| json!({"name": p.name, "command": p.argv, "port": p.port})).collect::<Vec<_>>(),
         "server_cpus": c.server_cpus,
         "load_cpus": c.load_cpus,
         "rounds": c.rounds,
@@ -102,15 +103,21 @@ pub fn markdown(r: &Results) -> String {
         c.rounds,
         c.duration.as_secs_f64()
     );
-    out.push_str("| scenario | engine | req/s | p50 | p99 | p99.9 | CPU µs/req | CPU util | peak RSS | errors |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    if !c.peers.is_empty() {
+        let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
+        let _ = writeln!(out, "peers: {} (no syscall counts; CPU and RSS of the process started)\n", names.join(", "));
+    }
+    out.push_str(
+        "| scenario | engine | req/s | p50 | p99 | p99.9 | CPU µs/req | CPU util | peak RSS | syscalls/req | errors |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.scenarios {
         let label = s.scenario.label();
         for e in &s.engines {
             let f = &e.median;
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} | {} | {} |",
                 e.engine,
                 metric(f.requests_per_sec),
                 micros(f.p50_us),
@@ -119,6 +126,7 @@ pub fn markdown(r: &Results) -> String {
                 f.cpu_us_per_req,
                 f.cpu_util * 100.0,
                 bytes(f.rss_peak_bytes),
+                if f.syscalls_per_req.is_finite() { format!("{:.2}", f.syscalls_per_req) } else { "–".into() },
                 f.errors
             );
         }

@@ -15,16 +15,80 @@ const LISTENING: &str = "listening on http://";
 /// Log lines kept to explain a server that fails.
 const TAIL_LINES: usize = 20;
 
-/// A running `duet serve`; dropping it stops the server (SIGTERM, then SIGKILL).
+/// The last lines a server wrote to stderr.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// The path `duet compare` asks its `duet serve` children to serve their counters at.
+pub const METRICS_PATH: &str = "/__duet_metrics";
+
+/// A running server under test (`duet serve` or a peer); dropping it stops it (SIGTERM,
+/// then SIGKILL).
 pub struct Server {
     pub engine: String,
     pub addr: SocketAddr,
+    /// Whether it serves duet's counters at [`METRICS_PATH`] (only `duet serve`).
+    pub metrics: bool,
+    /// Whether it answers only the 13-byte `Hello, World!` whatever the path (the floors).
+    pub fixed_body: bool,
     child: Child,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Tail,
+}
+
+/// Spawns `cmd` pinned to `cpus` (dying with us), with its stderr collected into a tail
+/// of log lines; `on_line` sees every line.
+fn spawn_pinned(
+    cmd: &mut Command,
+    what: &str,
+    cpus: &[usize],
+    on_line: impl Fn(&str) + Send + 'static,
+) -> Result<(Child, Tail), String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let set = cpu_set(cpus)?;
+    let hook = move || {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The server dies with us, even if we are killed.
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and only makes two
+    // async-signal-safe system calls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
+    let Some(stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("no stderr pipe".into());
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let lines = Arc::clone(&tail);
+    let spawned = std::thread::Builder::new().name("duet-compare-log".into()).spawn(move || {
+        // Reads until the server exits, so its log never fills the pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_line(&line);
+            let mut t = lines.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    if let Err(e) = spawned {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("cannot start a thread: {e}"));
+    }
+    Ok((child, tail))
 }
 
 impl Server {
-    /// Starts `exe serve --engine ENGINE --port 0` on `cpus` and waits for its listening line.
+    /// Starts `exe serve --engine ENGINE --port 0 --metrics METRICS_PATH` on `cpus` and
+    /// waits for its listening line.
     pub fn start(
         exe: &Path,
         engine: &str,
@@ -33,71 +97,96 @@ impl Server {
         routes: &[String],
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--engine", engine, "--bind", "127.0.0.1", "--port", "0", "--threads"])
+        cmd.args(["serve", "--engine", engine, "--bind", "127.0.0.1", "--port", "0", "--metrics", METRICS_PATH])
+            .arg("--threads")
             .arg(threads.to_string())
             .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("NO_COLOR", "1");
         for r in routes {
             cmd.arg("--route").arg(r);
         }
-        let set = cpu_set(cpus)?;
-        let hook = move || {
-            // SAFETY: `set` is a valid cpu_set_t of the size passed.
-            if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The server dies with us, even if we are killed.
-            // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-            Ok(())
-        };
-        // SAFETY: the hook runs in the child between fork and exec and only makes two
-        // async-signal-safe system calls on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(hook);
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel();
-        let lines = Arc::clone(&tail);
-        std::thread::Builder::new()
-            .name("duet-compare-log".into())
-            .spawn(move || {
-                // Reads until the server exits, so its log never fills the pipe.
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = parse_listening(&line) {
-                        let _ = tx.send(addr);
-                    }
-                    let mut t = lines.lock().unwrap_or_else(|e| e.into_inner());
-                    if t.len() == TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
-        let mut server =
-            Server { engine: engine.to_string(), addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, tail };
+        let tx = Mutex::new(tx);
+        let (child, tail) = spawn_pinned(&mut cmd, &exe.display().to_string(), cpus, move |line| {
+            if let Some(addr) = parse_listening(line) {
+                let _ = tx.lock().map(|tx| tx.send(addr));
+            }
+        })?;
+        let mut server = Server {
+            engine: engine.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: true,
+            fixed_body: false,
+            child,
+            tail,
+        };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => {
                 server.addr = addr;
                 Ok(server)
             }
             Err(_) => {
-                // Give the log thread a moment to collect the last lines of a failed start.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline && matches!(server.child.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                server.wait_for_exit();
                 let hint = if engine == "epoll" { "" } else { " (to compare without it: --engines epoll)" };
                 Err(format!("the {engine} server did not start: {}{hint}", server.log_tail()))
             }
         }
+    }
+
+    /// Starts a peer: `argv` on `cpus`, ready once 127.0.0.1:`port` accepts connections.
+    pub fn start_peer(
+        name: &str,
+        argv: &[String],
+        port: u16,
+        cpus: &[usize],
+        fixed_body: bool,
+    ) -> Result<Server, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if accepts(addr) {
+            return Err(format!("peer {name}: port {port} is already in use by another program"));
+        }
+        let (program, args) = argv.split_first().ok_or_else(|| format!("peer {name}: empty command"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        let (child, tail) = spawn_pinned(&mut cmd, &format!("peer {name} ({program})"), cpus, |_| {})?;
+        let mut server = Server { engine: name.to_string(), addr, metrics: false, fixed_body, child, tail };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if accepts(addr) {
+                return Ok(server);
+            }
+            match server.child.try_wait() {
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => return Err(format!("peer {name} did not accept on port {port} within 30 s")),
+                Ok(Some(status)) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Err(format!("peer {name} exited ({status}) before accepting: {}", server.log_tail()));
+                }
+                Err(e) => return Err(format!("cannot check peer {name}: {e}")),
+            }
+        }
+    }
+
+    /// Gives a failed server a moment to exit and its log thread to collect the last lines.
+    fn wait_for_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// duet's counters `(syscalls, requests)` from [`METRICS_PATH`].
+    pub fn counters(&self) -> Result<(u64, u64), String> {
+        let text = fetch(self.addr, METRICS_PATH)
+            .map_err(|e| format!("cannot read the {} server's counters: {e}", self.engine))?;
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| format!("the {} server's counters have no {name}", self.engine))
+        };
+        Ok((get("duet_syscalls_total")?, get("duet_requests_total")?))
     }
 
     pub fn pid(&self) -> u32 {
@@ -140,6 +229,112 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Whether something accepts TCP connections at `addr`.
+fn accepts(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// A free loopback port (bound and released: another program may take it meanwhile).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// `GET path` over a fresh connection; the body of a 200 response.
+fn fetch(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Error, Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            });
+            if let Some(len) = length {
+                if buf.len() >= end + 4 + len {
+                    if !head.starts_with("HTTP/1.1 200") {
+                        return Err(Error::other(head.lines().next().unwrap_or("").to_string()));
+                    }
+                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+                }
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the whole response"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Splits a command line like a shell would, without expansions: whitespace separates
+/// words; '...' keeps everything literally; "..." keeps everything but `\"` and `\\`;
+/// a backslash outside quotes escapes the next character.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated ' in '{line}'")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(format!("unterminated \" in '{line}'")),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated \" in '{line}'")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next().ok_or_else(|| format!("trailing \\ in '{line}'"))?);
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 /// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`.
@@ -243,5 +438,16 @@ mod tests {
         let l = "2026-01-01T00:00:00Z  INFO listening on http://127.0.0.1:4321 (engine epoll, 1 threads)";
         assert_eq!(parse_listening(l), Some("127.0.0.1:4321".parse().unwrap()));
         assert_eq!(parse_listening("nothing"), None);
+    }
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        let w = |s: &str| split_command(s).unwrap();
+        assert_eq!(w("nginx -c /a/b.conf"), ["nginx", "-c", "/a/b.conf"]);
+        assert_eq!(w("  nginx   -g 'master_process off;' "), ["nginx", "-g", "master_process off;"]);
+        assert_eq!(w(r#"a "b \"c\" \d" e\ f ''"#), ["a", r#"b "c" \d"#, "e f", ""]);
+        assert!(split_command("a 'b").is_err());
+        assert!(split_command("a \"b").is_err());
+        assert!(w("").is_empty());
     }
 }

@@ -117,6 +117,7 @@ pub fn measure(
         cpu_us_per_req: if w.requests > 0 { cpu_s * 1e6 / w.requests as f64 } else { 0.0 },
         cpu_util: cpu_s / window.max(1e-9),
         rss_peak_bytes: rss_peak.max(last.rss_bytes) as f64,
+        syscalls_per_req: f64::NAN,
         errors: w.socket_errors + w.non_2xx_3xx,
     })
 }
