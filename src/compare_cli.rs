@@ -61,7 +61,7 @@ pub struct CompareArgs {
     #[arg(long, value_name = "NAME=CMD@PORT")]
     pub peer: Vec<String>,
     /// Also compare the floor responders (examples floor_epoll, floor_uring next to this
-    /// binary; build them with `cargo build --release --examples`), in 13-byte scenarios.
+    /// binary; build them with `cargo build --release --workspace --examples`), in 13-byte scenarios.
     #[arg(long)]
     pub floors: bool,
     /// Print the results as JSON instead of the markdown table.

@@ -104,7 +104,7 @@ impl Peer {
             let bin = dir.join(format!("floor_{engine}"));
             if !bin.is_file() {
                 return Err(format!(
-                    "--floors: {} is missing; build the floors with: cargo build --release --examples",
+                    "--floors: {} is missing; build the floors with: cargo build --release --workspace --examples",
                     bin.display()
                 ));
             }
@@ -579,7 +579,7 @@ mod tests {
     #[test]
     fn missing_floors_say_how_to_build_them() {
         let e = Peer::floors(std::path::Path::new("/nonexistent/duet"), &["epoll".into()]).unwrap_err();
-        assert!(e.contains("cargo build --release --examples"), "{e}");
+        assert!(e.contains("cargo build --release --workspace --examples"), "{e}");
         assert!(Peer::floors(std::path::Path::new("/nonexistent/duet"), &["other".into()]).unwrap().is_empty());
     }
 }
