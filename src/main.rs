@@ -44,6 +44,9 @@ fn init_logging(level: Option<&str>) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // A closed stderr (a log pipe whose reader died) must never panic a thread: the
+        // signal thread logs on the way to a shutdown.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -207,8 +210,8 @@ fn spawn_signal_thread(shutdown: Shutdown, site: Arc<Site>, content: content::Co
                 }
                 seen += 1;
                 if seen == 1 {
-                    info!("shutting down: finishing in-flight requests (signal again to stop at once)");
                     shutdown.trigger();
+                    info!("shutting down: finishing in-flight requests (signal again to stop at once)");
                 } else {
                     warn!("second signal: exiting now");
                     std::process::exit(128 + sig);

@@ -689,6 +689,56 @@ fn cli_port_in_use_is_one_line_and_fails() {
     drop(taken);
 }
 
+/// A log reader that goes away (stderr closed) must not take the server down: it keeps
+/// serving, logs nothing more, and still shuts down gracefully on SIGTERM.
+#[test]
+fn cli_closed_stderr_neither_kills_the_server_nor_blocks_shutdown() {
+    use std::io::{BufRead, BufReader};
+    let mut child = common::duet_command()
+        .args(["serve", "--engine", "epoll", "--port", "0", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn duet");
+    let mut reader = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            panic!("duet exited before listening");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    drop(reader); // the log reader goes away
+    let mut c = Client::connect(addr);
+    for _ in 0..3 {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().status, 200, "served after stderr closed");
+    }
+    drop(c);
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        (child, status)
+    });
+    let exited = rx.recv_timeout(common::EXIT_TIMEOUT).is_ok();
+    if !exited {
+        // Unblock the waiter so the test ends; the assertion below fails it.
+        // SAFETY: as above; the waiter has not reaped the child, since it has not returned.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(exited, "duet did not exit on SIGTERM after its stderr closed");
+    let (_, status) = waiter.join().expect("waiter");
+    assert!(status.expect("wait").success(), "graceful shutdown should exit 0");
+}
+
 /// Out of file descriptors (EMFILE), the server accepts and closes new connections
 /// instead of spinning or hanging them, keeps serving the ones it has, and serves new
 /// ones again once descriptors are free.
