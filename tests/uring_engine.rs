@@ -13,11 +13,11 @@
 //! `DUET_REQUIRE_URING=1`. No sleeps for synchronisation and no timing assertions:
 //! every wait is a blocking read with a generous timeout.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::Duration;
 
@@ -25,85 +25,28 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 const HELLO: &[u8] = b"Hello, World!";
 /// Longest any single blocking read or wait may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
-const LISTENING: &str = "listening on http://";
 
-enum Event {
-    Listening(SocketAddr),
-    Eof,
-}
-
-/// A running `duet serve --engine uring`, killed on drop (also when a test panics).
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    events: Receiver<Event>,
-    exited: Option<ExitStatus>,
-}
+/// `duet serve --engine uring` from the shared harness (killed on drop, stderr shown on
+/// panic), with the raw-socket helpers these tests need.
+struct Server(common::Server);
 
 impl Server {
     /// Starts the server with `extra` flags. Returns `None` (after printing why) when
     /// io_uring is unavailable here and `DUET_REQUIRE_URING` is not `1`.
     fn start(extra: &[&str]) -> Option<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
-            .args(["serve", "--engine", "uring", "--port", "0", "--threads", "1"])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn duet");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, events) = mpsc::channel();
-        {
-            let lines = Arc::clone(&lines);
-            thread::spawn(move || {
-                let reader = BufReader::new(stderr);
-                for line in reader.lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = parse_listening(&line) {
-                        let _ = tx.send(Event::Listening(addr));
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-                let _ = tx.send(Event::Eof);
-            });
+        if let Some(reason) = common::skip_reason("uring") {
+            eprintln!("skipping: {reason}");
+            return None;
         }
-        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), lines, events, exited: None };
-        match server.events.recv_timeout(TIMEOUT) {
-            Ok(Event::Listening(addr)) => {
-                server.addr = addr;
-                Some(server)
-            }
-            Ok(Event::Eof) | Err(_) => {
-                let _ = server.child.kill();
-                server.exited = server.child.wait().ok();
-                let stderr = server.stderr_text();
-                if stderr.contains("io_uring engine unavailable") {
-                    if std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
-                        panic!("DUET_REQUIRE_URING=1 but io_uring is unavailable: {stderr}");
-                    }
-                    eprintln!("skipping: {stderr}");
-                    return None;
-                }
-                panic!("duet serve --engine uring {extra:?} did not start; stderr:\n{stderr}");
-            }
-        }
+        Some(Server(common::Server::start("uring", extra)))
     }
 
     fn stderr_text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.stderr_lines().join("\n")
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).expect("connect");
+        let stream = TcpStream::connect_timeout(&self.0.addr, TIMEOUT).expect("connect");
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream
@@ -114,9 +57,10 @@ impl Server {
     /// which stalls loopback TCP in zero-window probing for seconds.
     fn connect_small_rcvbuf(&self, rcvbuf: usize) -> TcpStream {
         use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::for_address(self.addr), Type::STREAM, None).expect("socket");
+        let addr = self.0.addr;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
         socket.set_recv_buffer_size(rcvbuf).unwrap();
-        socket.connect_timeout(&self.addr.into(), TIMEOUT).expect("connect");
+        socket.connect_timeout(&addr.into(), TIMEOUT).expect("connect");
         let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
@@ -125,48 +69,16 @@ impl Server {
 
     /// Open file descriptors of the server process.
     fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("read /proc/<pid>/fd").count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.pid())).expect("read /proc/<pid>/fd").count()
     }
 
     fn sigterm(&self) {
-        let pid = self.pid() as libc::pid_t;
-        // SAFETY: kill(2) takes plain integers; the pid is our own child, not reaped
-        // yet (only `wait_exit` and Drop reap it), so it cannot name another process.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+        self.0.sigterm();
     }
 
-    /// Waits (bounded) for the server to exit: its stderr closing marks the exit.
     fn wait_exit(&mut self) -> ExitStatus {
-        loop {
-            match self.events.recv_timeout(TIMEOUT) {
-                Ok(Event::Listening(_)) => continue,
-                Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("server did not exit; stderr:\n{}", self.stderr_text()),
-            }
-        }
-        let status = self.child.wait().expect("wait for duet");
-        self.exited = Some(status);
-        status
+        self.0.wait_exit()
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("--- duet serve --engine uring stderr ---\n{}\n--- end ---", self.stderr_text());
-        }
-    }
-}
-
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
-    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    rest[..end].trim_end_matches('/').parse().ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
