@@ -1,4 +1,5 @@
-//! The only unsafe code of the load generator: epoll and one sysconf call.
+//! The only unsafe code of the load generator: epoll, one sysconf call, and the CPU
+//! pinning and signals of `duet compare`.
 //!
 //! Sockets themselves are `socket2::Socket`s (safe); epoll refers to them by raw fd,
 //! which is sound because the caller keeps each socket open while it is registered and
@@ -111,4 +112,69 @@ pub fn clock_ticks_per_sec() -> u64 {
     } else {
         100
     }
+}
+
+fn cpu_set(cpus: &[usize]) -> Result<libc::cpu_set_t, String> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(format!("CPU {c} is out of range"));
+        }
+        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    Ok(set)
+}
+
+/// Pins the calling thread (and the threads it starts from now on) to `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) -> Result<(), String> {
+    let set = cpu_set(cpus)?;
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(format!("cannot pin the load to CPUs {cpus:?}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Makes the child of `cmd` run on `cpus` and die with us (SIGKILL when this process
+/// exits, even if it is killed).
+pub fn pin_child_and_tie_to_parent(cmd: &mut std::process::Command, cpus: &[usize]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let set = cpu_set(cpus)?;
+    let hook = move || {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and only makes two
+    // async-signal-safe system calls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+    Ok(())
+}
+
+/// Asks process `pid` to terminate. The caller guarantees `pid` is its own unreaped child.
+pub fn sigterm(pid: u32) {
+    // SAFETY: kill takes a pid and a signal number and touches no memory.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
 }

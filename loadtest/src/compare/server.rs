@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -43,22 +42,7 @@ fn spawn_pinned(
     on_line: impl Fn(&str) + Send + 'static,
 ) -> Result<(Child, Tail), String> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let set = cpu_set(cpus)?;
-    let hook = move || {
-        // SAFETY: `set` is a valid cpu_set_t of the size passed.
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The server dies with us, even if we are killed.
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-        Ok(())
-    };
-    // SAFETY: the hook runs in the child between fork and exec and only makes two
-    // async-signal-safe system calls on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(hook);
-    }
+    crate::sys::pin_child_and_tie_to_parent(cmd, cpus)?;
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
     let Some(stderr) = child.stderr.take() else {
         let _ = child.kill();
@@ -216,8 +200,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill takes a pid and a signal number; the child is ours and not yet reaped.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            // The child is ours and not yet reaped, so its pid names no other process.
+            crate::sys::sigterm(self.child.id());
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if !matches!(self.child.try_wait(), Ok(None)) {
@@ -344,42 +328,7 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
     rest[..end].trim_end_matches('/').parse().ok()
 }
 
-fn cpu_set(cpus: &[usize]) -> Result<libc::cpu_set_t, String> {
-    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        if c >= libc::CPU_SETSIZE as usize {
-            return Err(format!("CPU {c} is out of range"));
-        }
-        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    Ok(set)
-}
-
-/// Pins the calling thread (and the threads it starts from now on) to `cpus`.
-pub fn pin_current_thread(cpus: &[usize]) -> Result<(), String> {
-    let set = cpu_set(cpus)?;
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(format!("cannot pin the load to CPUs {cpus:?}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// The CPUs this process may run on.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, exclusively borrowed cpu_set_t of the size passed.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return vec![0];
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
+pub use crate::sys::{allowed_cpus, pin_current_thread};
 
 /// Server and load CPUs: one each on two CPUs, halves on more, shared on one.
 pub fn default_split(cpus: &[usize]) -> (Vec<usize>, Vec<usize>) {
