@@ -1,7 +1,8 @@
 //! Command-line interface.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use duet_http::{Limits, UringOptions};
+use duet_engine_uring::UringOptions;
+use duet_http::Limits;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

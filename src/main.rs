@@ -7,7 +7,8 @@ mod load_cli;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
-use duet_http::{Metrics, ServeConfig, Shutdown, Site};
+use duet_engine::{Metrics, ServeConfig, Shutdown};
+use duet_http::Site;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
@@ -98,7 +99,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         pin: args.pin,
         limits,
         drain_timeout: args.drain_timeout.0,
-        uring: args.uring_options(),
         metrics: args.metrics.as_deref().map(|path| Metrics::new(path, engine.name(), threads)),
     };
     if let Some(path) = args.metrics.as_deref() {
@@ -106,7 +106,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
     let report = match engine {
-        EngineChoice::Uring => duet_engine_uring::serve(config, site, shutdown),
+        EngineChoice::Uring => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
         _ => duet_engine_epoll::serve(config, site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;

@@ -2,7 +2,7 @@
 //!
 //! One ring per worker thread (`SINGLE_ISSUER|DEFER_TASKRUN` where the kernel has it),
 //! driving the sans-IO `duet_http::Connection` exactly as the engine contract in
-//! `duet_http` says:
+//! `duet_engine` says:
 //!
 //! - **accept**: one multishot accept on the thread's `SO_REUSEPORT` listener, re-armed
 //!   when a completion comes without `F_MORE`; EMFILE trades a spare fd for
@@ -25,10 +25,30 @@ mod probe;
 mod sys;
 mod worker;
 
-use duet_http::{Report, ServeConfig, Shutdown, Site, UringOptions};
+use duet_engine::{run_workers, ServeConfig, Shutdown, Stats};
+use duet_http::Site;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+
+/// Tuning only the io_uring engine reads.
+#[derive(Clone, Debug)]
+pub struct UringOptions {
+    /// Submission queue entries per ring (the completion queue is sized from it).
+    pub ring_entries: u32,
+    /// Buffers in the provided buffer ring (a power of two).
+    pub buf_count: u16,
+    /// Size of each provided buffer.
+    pub buf_size: u32,
+    /// Kernel submission-queue polling, with this idle time in milliseconds.
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions { ring_entries: 4096, buf_count: 1024, buf_size: 16 * 1024, sqpoll_idle_ms: None }
+    }
+}
 
 /// Why io_uring cannot be used here: one line naming the cause and the fix.
 #[derive(Debug)]
@@ -50,19 +70,17 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     probe::probe(opts, threads)
 }
 
-/// Serves until `shutdown` (see the engine contract in `duet_http`).
-pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Report> {
-    let ServeConfig { listeners, pin, limits, drain_timeout, uring, metrics } = config;
-    let shared =
-        Arc::new(worker::Shared { site, limits, uring, drain_timeout, pin, shutdown: shutdown.clone(), metrics });
-    duet_http::run_workers("uring", listeners, &shutdown, move |index, listener| worker::run(index, listener, &shared))
+/// Serves until `shutdown` (see the engine contract in `duet_engine`), with the
+/// io_uring tuning `uring`.
+pub fn serve(config: ServeConfig, uring: UringOptions, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Stats> {
+    run_workers("uring", config, site, &shutdown, move |setup| worker::run(setup, &uring))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn probe_accepts_this_kernel_or_names_the_cause() {
-        match super::probe(&duet_http::UringOptions::default(), 1) {
+        match super::probe(&super::UringOptions::default(), 1) {
             Ok(()) => {}
             Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
                 let msg = e.to_string();
@@ -75,7 +93,7 @@ mod tests {
 
     #[test]
     fn probe_rejects_a_buffer_count_that_is_not_a_power_of_two() {
-        let opts = duet_http::UringOptions { buf_count: 1000, ..Default::default() };
+        let opts = super::UringOptions { buf_count: 1000, ..Default::default() };
         let msg = super::probe(&opts, 1).expect_err("1000 buffers accepted").to_string();
         assert!(msg.contains("power of two"), "{msg}");
     }

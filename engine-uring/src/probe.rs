@@ -4,7 +4,7 @@
 
 use crate::sys::{check_multishot_recv, BufRing, Ring};
 use crate::ProbeError;
-use duet_http::UringOptions;
+use crate::UringOptions;
 use io_uring::{cqueue, opcode};
 use std::io;
 

@@ -6,7 +6,9 @@
 //! in the turn is settled (next send, shutdown, close, receive re-arm, deadline).
 
 use crate::sys::{self, BufRing, Ring, SendHeader};
-use duet_http::{Connection, Context, Limits, ShutdownState, Site, Stats, TimerWheel, UringOptions};
+use crate::UringOptions;
+use duet_engine::{Publisher, ShutdownState, Stats, TimerWheel, WorkerSetup};
+use duet_http::{Connection, Context};
 use io_uring::{cqueue, opcode, squeue, types};
 use std::fs::File;
 use std::io;
@@ -146,33 +148,21 @@ impl Slot {
     }
 }
 
-/// Shared by every worker of one `serve`.
-pub struct Shared {
-    pub site: Arc<Site>,
-    pub limits: Limits,
-    pub uring: UringOptions,
-    pub drain_timeout: Duration,
-    pub pin: bool,
-    pub shutdown: duet_http::Shutdown,
-    pub metrics: Option<Arc<duet_http::Metrics>>,
-}
-
-/// Runs worker `index` on `listener` until shutdown; returns its counters.
-pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<Stats> {
-    if shared.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: index }) {
-        warn!("worker {index}: cannot pin to CPU {index}");
-    }
-    let ring = Ring::new(shared.uring.ring_entries, shared.uring.sqpoll_idle_ms)
+/// Runs one worker until shutdown; returns its counters.
+pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
+    let WorkerSetup { index, listener, ctx, shutdown, drain, publisher } = setup;
+    let drain_timeout = drain.timeout();
+    let ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create the io_uring of worker {index}: {e}")))?;
-    let bufs = BufRing::new(&ring, shared.uring.buf_count, shared.uring.buf_size, 0)
+    let bufs = BufRing::new(&ring, uring.buf_count, uring.buf_size, 0)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot register the receive buffer ring: {e}")))?;
     let (sq, cq) = ring.sizes();
     let msg = format!(
         "io_uring worker {index}: {} ring, {sq} SQ / {cq} CQ entries, {} x {} B receive buffers{}",
         ring.mode(),
-        shared.uring.buf_count,
-        shared.uring.buf_size,
-        shared.uring.sqpoll_idle_ms.map_or(String::new(), |ms| format!(", SQPOLL idle {ms} ms")),
+        uring.buf_count,
+        uring.buf_size,
+        uring.sqpoll_idle_ms.map_or(String::new(), |ms| format!(", SQPOLL idle {ms} ms")),
     );
     if index == 0 {
         info!("{msg}");
@@ -185,16 +175,16 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
         // The closure keeps the eventfd open for as long as the Shutdown lives, so a
         // late wake can never write to a reused fd number.
         let wake_fd = Arc::clone(&wake_fd);
-        shared.shutdown.register_waker(move || sys::eventfd_signal(&wake_fd));
+        shutdown.register_waker(move || sys::eventfd_signal(&wake_fd));
     }
 
     let now = Instant::now();
-    let mut ctx = Context::new(Arc::clone(&shared.site), shared.limits.clone(), now, SystemTime::now());
-    ctx.attach_metrics(shared.metrics.clone(), index);
     let mut worker = Worker {
         ring,
         bufs,
         ctx,
+        stats: Stats::default(),
+        publisher,
         slots: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
@@ -224,12 +214,13 @@ pub fn run(index: usize, listener: TcpListener, shared: &Shared) -> io::Result<S
         inflight: 0,
         stopping: false,
         overflow_logged: false,
-        shutdown: shared.shutdown.clone(),
-        drain_timeout: shared.drain_timeout,
+        shutdown,
+        drain_timeout,
     };
     let result = worker.serve();
     let clean = worker.teardown();
-    let stats = worker.ctx.stats.clone();
+    let mut stats = worker.stats.clone();
+    stats.set_http(&worker.ctx.stats);
     if !clean {
         warn!("worker {index}: the ring did not return every completion; leaking its buffers");
         std::mem::forget(worker);
@@ -242,6 +233,8 @@ struct Worker {
     ring: Ring,
     bufs: BufRing,
     ctx: Context,
+    stats: Stats,
+    publisher: Publisher,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Slots to settle at the end of the turn.
@@ -287,7 +280,7 @@ struct Worker {
     /// Tearing down: completions are only accounted, nothing is re-armed.
     stopping: bool,
     overflow_logged: bool,
-    shutdown: duet_http::Shutdown,
+    shutdown: duet_engine::Shutdown,
     drain_timeout: Duration,
 }
 
@@ -340,10 +333,10 @@ impl Worker {
                 }
             }
             self.arm_loop_ops()?;
-            self.ctx.publish_stats();
+            self.publisher.publish(&self.stats, &self.ctx.stats);
             self.ring.submit_and_wait(1)?;
-            self.ctx.stats.wakeups += 1;
-            self.ctx.stats.syscalls += 1 + self.ring.take_extra_enters();
+            self.stats.wakeups += 1;
+            self.stats.syscalls += 1 + self.ring.take_extra_enters();
             self.ctx.set_time(Instant::now(), SystemTime::now());
             self.reap_all()?;
             self.expire_deadlines();
@@ -424,7 +417,7 @@ impl Worker {
             if cqes.is_empty() {
                 break;
             }
-            self.ctx.stats.events += cqes.len() as u64;
+            self.stats.events += cqes.len() as u64;
             result = cqes.iter().try_for_each(|cqe| self.complete(cqe));
             if result.is_err() {
                 break;
@@ -475,7 +468,7 @@ impl Worker {
                 if res > 0 {
                     let live = !s.closing && !s.dead && !self.stopping;
                     let ctx = &mut self.ctx;
-                    ctx.stats.bytes_read += res as u64;
+                    self.stats.bytes_read += res as u64;
                     let consumed = self.bufs.consume(cqe, |bytes| {
                         if live {
                             conn.handle_input(ctx, bytes);
@@ -491,7 +484,7 @@ impl Worker {
                         self.bufs.consume(cqe, |_| ());
                     }
                     if res == -libc::ENOBUFS {
-                        self.ctx.stats.enobufs += 1;
+                        self.stats.enobufs += 1;
                         if !more && !s.starved {
                             s.starved = true;
                             self.starved.push_back((slot, gen));
@@ -518,9 +511,9 @@ impl Worker {
                     }
                 }
                 if res > 0 {
-                    self.ctx.stats.bytes_written += res as u64;
+                    self.stats.bytes_written += res as u64;
                     if (res as usize) < offered {
-                        self.ctx.stats.partial_writes += 1;
+                        self.stats.partial_writes += 1;
                     }
                     if !s.closing && !s.dead && !self.stopping {
                         let conn = s.conn.as_mut().expect("checked above");
@@ -547,9 +540,9 @@ impl Worker {
                 if let Some(chunk) = s.stream.as_mut() {
                     chunk.busy = false;
                     if res > 0 {
-                        self.ctx.stats.bytes_written += res as u64;
+                        self.stats.bytes_written += res as u64;
                         if chunk.sent + (res as usize) < chunk.filled {
-                            self.ctx.stats.partial_writes += 1;
+                            self.stats.partial_writes += 1;
                         }
                         chunk.sent += res as usize;
                         if !s.closing && !s.dead && !self.stopping {
@@ -583,7 +576,7 @@ impl Worker {
         }
         if res >= 0 {
             let fd = res;
-            self.ctx.stats.syscalls += 1;
+            self.stats.syscalls += 1;
             if !self.accepting || self.stopping {
                 sys::close(fd);
                 return Ok(());
@@ -602,7 +595,7 @@ impl Worker {
             s.dirty = true;
             self.dirty.push(idx);
             self.live += 1;
-            self.ctx.stats.accepted += 1;
+            self.stats.accepted += 1;
             return Ok(());
         }
         match -res {
@@ -642,14 +635,14 @@ impl Worker {
         match self.spare.take() {
             Some(spare) => {
                 drop(spare);
-                self.ctx.stats.syscalls += 2; // close and reopen the spare
+                self.stats.syscalls += 2; // close and reopen the spare
                 let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else { return };
                 for _ in 0..EMFILE_DROP_BATCH {
-                    self.ctx.stats.syscalls += 1;
+                    self.stats.syscalls += 1;
                     if !sys::accept_and_close(listener) {
                         break;
                     }
-                    self.ctx.stats.syscalls += 1;
+                    self.stats.syscalls += 1;
                 }
                 self.spare = File::open("/dev/null").ok();
                 if self.spare.is_none() {
@@ -828,7 +821,7 @@ impl Worker {
                     queue(&mut self.ring, &mut self.inflight, &entry)?;
                 } else if conn.should_close_after_flush() && !s.shut_wr {
                     s.shut_wr = true;
-                    self.ctx.stats.syscalls += 1;
+                    self.stats.syscalls += 1;
                     sys::shutdown_write(fd);
                     conn.handle_write_shutdown(&mut self.ctx);
                     continue;
@@ -886,7 +879,7 @@ impl Worker {
         let s = &mut self.slots[idx as usize];
         debug_assert_eq!(s.ops, 0);
         sys::close(s.fd);
-        self.ctx.stats.syscalls += 1;
+        self.stats.syscalls += 1;
         if let Some(header) = s.send.take() {
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
@@ -902,7 +895,7 @@ impl Worker {
         s.gen = gen;
         self.free.push(idx);
         self.live -= 1;
-        self.ctx.stats.closed += 1;
+        self.stats.closed += 1;
         if self.accept_paused {
             self.resume_accept(); // an fd was freed
         }
@@ -923,8 +916,8 @@ impl Worker {
             if Instant::now() >= give_up {
                 return false;
             }
-            self.ctx.stats.wakeups += 1;
-            self.ctx.stats.syscalls += 1;
+            self.stats.wakeups += 1;
+            self.stats.syscalls += 1;
             if self.ring.submit_and_wait_timeout(1, Duration::from_millis(100)).is_err() {
                 return false;
             }

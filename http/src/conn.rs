@@ -1,9 +1,9 @@
 //! The per-connection HTTP/1.1 state machine.
 
 use crate::chunked::{Chunked, ChunkedDecoder};
+use crate::context::{Context, HttpStats};
 use crate::out::{BufPool, OutBuf};
 use crate::request::{self, BodyKind};
-use crate::serve::{Context, Stats};
 use crate::site::{Body, Prerendered};
 use crate::{DateCache, Limits};
 use std::sync::Arc;
@@ -240,7 +240,7 @@ impl Connection {
         }
     }
 
-    fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut Stats, now: Instant) {
+    fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut HttpStats, now: Instant) {
         self.phase = Phase::Head;
         if let Some(r) = self.reply.take() {
             self.respond(pool, date, stats, now, &r.response, r.head_only, r.keep_alive, r.http10);
@@ -259,7 +259,7 @@ impl Connection {
         &mut self,
         pool: &mut BufPool,
         date: &DateCache,
-        stats: &mut Stats,
+        stats: &mut HttpStats,
         now: Instant,
         response: &Prerendered,
         head_only: bool,
@@ -294,7 +294,14 @@ impl Connection {
     }
 
     /// Answers with an error and closes: the rest of the input cannot be framed.
-    fn fail(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut Stats, now: Instant, response: &Prerendered) {
+    fn fail(
+        &mut self,
+        pool: &mut BufPool,
+        date: &DateCache,
+        stats: &mut HttpStats,
+        now: Instant,
+        response: &Prerendered,
+    ) {
         self.carry = Vec::new();
         self.reply = None;
         self.respond(pool, date, stats, now, response, false, false, false);

@@ -3,7 +3,7 @@
 use crate::limits::MAX_HEADERS_CEILING;
 use crate::site::{Entry, Prerendered, Snapshot};
 use crate::static_files;
-use crate::{Limits, Metrics, Stats};
+use crate::{HttpStats, Limits, MetricsSource};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -87,7 +87,7 @@ pub(crate) fn decide<'a>(
     site: &'a Snapshot,
     limits: &Limits,
     head: &[u8],
-    metrics: Option<(&Metrics, usize, &Stats)>,
+    metrics: Option<(&dyn MetricsSource, usize, &HttpStats)>,
 ) -> Result<Option<(Decision<'a>, usize)>, u16> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
@@ -385,8 +385,8 @@ fn valid_host(v: &[u8]) -> bool {
 
 /// The counters of `metrics`, with this worker's live ones, as a fresh response.
 #[cold]
-fn metrics_answer(metrics: &Metrics, worker: usize, own: &Stats) -> Answer<'static> {
-    let text = metrics.render(Some((worker, own)));
+fn metrics_answer(metrics: &dyn MetricsSource, worker: usize, own: &HttpStats) -> Answer<'static> {
+    let text = metrics.render(worker, own);
     Answer::Owned(Box::new(Prerendered::new(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

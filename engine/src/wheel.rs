@@ -3,7 +3,7 @@
 //! Deadlines here are seconds long (keep-alive, header read), so a resolution of
 //! `tick` (default 100 ms) is plenty and every operation is O(1). Entries are never
 //! removed: a connection whose deadline moved later is simply re-armed when its old
-//! entry fires (the engine checks [`crate::Connection::deadline`]), and entries for
+//! entry fires (the engine asks the connection again when its old entry fires), and entries for
 //! closed connections are recognised by a generation in the key.
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,431 @@
+//! One worker: an epoll instance, its listener, and the connections it accepted.
+//!
+//! Each loop turn is one `epoll_wait`; then the clock is read once, every event is
+//! dispatched (`accept` for the listener, `drive` for a connection), requeued
+//! connections get their next budget, a paused accept retries, and due deadlines are
+//! handled.
+
+use crate::sys;
+use duet_engine::{
+    AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab, Stats, Waker,
+    WorkerSetup,
+};
+use duet_http::{Connection, Context};
+use std::io::{self, IoSlice};
+use std::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Instant, SystemTime};
+use tracing::{debug, warn};
+
+/// Tokens of the two descriptors that are not connections. A connection's token is its
+/// [`ConnId::token`], whose top byte is zero, so they never collide.
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_WAKER: u64 = u64::MAX - 1;
+/// Size of the per-thread read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per wakeup before it is requeued behind the others.
+const READ_BUDGET: usize = 8;
+/// Most segments in one sendmsg.
+const MAX_IOV: usize = 16;
+/// Most file bytes in one sendfile call.
+const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// File bytes sent to one connection per wakeup before it is requeued behind the others
+/// (a fast reader of a large file must not starve the rest of the loop).
+const SENDFILE_BUDGET: usize = 4 * SENDFILE_CHUNK;
+/// Events taken per epoll_wait.
+const MAX_EVENTS: usize = 512;
+/// Pending connections accepted and closed per shed before the loop looks at the rest.
+const SHED_BATCH: usize = 64;
+
+/// One live connection.
+struct Live {
+    fd: OwnedFd,
+    conn: Connection,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN was reported (EPOLLRDHUP/HUP): read until EOF even after a short
+    /// read, because no further edge will come.
+    hup: bool,
+    armed: Armed,
+}
+
+pub(crate) struct Worker {
+    epoll: OwnedFd,
+    /// Dropped (closed) when draining begins, so the kernel refuses new connections.
+    listener: Option<TcpListener>,
+    waker: std::sync::Arc<Waker>,
+    accept: AcceptPolicy,
+    /// A descriptor was freed while accepting was paused: accept again this turn.
+    accept_resume: bool,
+    ctx: Context,
+    stats: Stats,
+    publisher: Publisher,
+    shutdown: duet_engine::Shutdown,
+    drain: Drain,
+    conns: Slab<Live>,
+    deadlines: Deadlines,
+    due: Vec<Expired>,
+    /// Connections that used up their read or sendfile budget and still have work.
+    requeued: Vec<ConnId>,
+    read_buf: Box<[u8]>,
+}
+
+impl Worker {
+    pub(crate) fn new(setup: WorkerSetup) -> io::Result<Worker> {
+        let WorkerSetup { listener, ctx, shutdown, drain, publisher, .. } = setup;
+        let epoll = sys::epoll_create()?;
+        let waker = std::sync::Arc::new(Waker::nonblocking()?);
+        let edge = libc::EPOLLIN as u32 | libc::EPOLLET as u32;
+        sys::epoll_add(epoll.as_fd(), listener.as_fd(), edge, TOKEN_LISTENER)?;
+        sys::epoll_add(epoll.as_fd(), waker.as_fd(), edge, TOKEN_WAKER)?;
+        let w = std::sync::Arc::clone(&waker);
+        shutdown.register_waker(move || w.wake());
+        let now = ctx.now();
+        Ok(Worker {
+            epoll,
+            listener: Some(listener),
+            waker,
+            accept: AcceptPolicy::new(),
+            accept_resume: false,
+            ctx,
+            stats: Stats::default(),
+            publisher,
+            shutdown,
+            drain,
+            conns: Slab::new(),
+            deadlines: Deadlines::new(now),
+            due: Vec::new(),
+            requeued: Vec::new(),
+            read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
+        })
+    }
+
+    pub(crate) fn run(mut self) -> io::Result<Stats> {
+        let mut events = vec![sys::empty_event(); MAX_EVENTS];
+        // The state may have changed before the waker was registered.
+        self.begin_drain();
+        loop {
+            if self.drain.should_stop(self.shutdown.state(), self.conns.len(), self.ctx.now()) {
+                break;
+            }
+            let timeout = self.poll_timeout();
+            self.publisher.publish(&self.stats, &self.ctx.stats);
+            let n = sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout)?;
+            self.stats.wakeups += 1;
+            self.stats.syscalls += 1;
+            self.stats.events += n as u64;
+            self.ctx.set_time(Instant::now(), SystemTime::now());
+            for ev in &events[..n] {
+                match sys::event_token(ev) {
+                    TOKEN_LISTENER => self.accept(),
+                    TOKEN_WAKER => {
+                        self.stats.syscalls += 1;
+                        self.waker.drain();
+                        self.begin_drain();
+                    }
+                    token => self.on_event(ConnId::from_token(token), sys::event_flags(ev)),
+                }
+            }
+            for id in std::mem::take(&mut self.requeued) {
+                self.drive(id);
+            }
+            if std::mem::take(&mut self.accept_resume) || self.accept.retry_due(self.ctx.now()) {
+                self.accept();
+            }
+            self.expire_deadlines();
+        }
+        self.close_all();
+        self.stats.set_http(&self.ctx.stats);
+        Ok(self.stats)
+    }
+
+    /// How long epoll_wait may block: until the next deadline, the drain deadline or
+    /// the accept retry; not at all when requeued connections have work.
+    fn poll_timeout(&mut self) -> i32 {
+        if !self.requeued.is_empty() || self.accept_resume {
+            return 0;
+        }
+        let next =
+            [self.deadlines.next_expiry(), self.drain.deadline(), self.accept.retry_at()].into_iter().flatten().min();
+        match next {
+            None => -1,
+            Some(at) => {
+                let ms = at.saturating_duration_since(Instant::now()).as_nanos().div_ceil(1_000_000);
+                ms.min(i32::MAX as u128) as i32
+            }
+        }
+    }
+
+    /// On a graceful shutdown (once): stop accepting, close the listener, and ask every
+    /// connection to finish.
+    fn begin_drain(&mut self) {
+        if self.shutdown.state() == ShutdownState::Running {
+            return;
+        }
+        self.ctx.set_time(Instant::now(), SystemTime::now());
+        if !self.drain.begin(self.ctx.now()) {
+            return;
+        }
+        if let Some(listener) = self.listener.take() {
+            self.stats.syscalls += 2; // epoll_ctl, close
+            let _ = sys::epoll_del(self.epoll.as_fd(), listener.as_fd());
+        }
+        for id in self.conns.ids() {
+            if let Some(live) = self.conns.get_mut(id) {
+                live.conn.begin_shutdown(&mut self.ctx);
+                self.drive(id);
+            }
+        }
+    }
+
+    /// Accepts until the listener is drained, doing what the accept policy says on
+    /// each failure.
+    fn accept(&mut self) {
+        if self.accept.is_paused() {
+            return;
+        }
+        // Out of the worker while it accepts, so registering can borrow the rest.
+        let Some(listener) = self.listener.take() else { return };
+        self.accept_from(&listener);
+        self.listener = Some(listener);
+    }
+
+    fn accept_from(&mut self, listener: &TcpListener) {
+        loop {
+            self.stats.syscalls += 1;
+            let errno = match sys::accept(listener.as_fd()) {
+                Ok(fd) => {
+                    self.accept.on_accepted();
+                    self.register(fd);
+                    continue;
+                }
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            };
+            let next = match self.accept.on_error(errno, self.ctx.now()) {
+                Next::Shed => {
+                    let (shed, drained) = shed(listener, &mut self.stats);
+                    self.stats.syscalls += 2; // close and reopen the spare
+                    self.accept.shed_done(shed, drained, self.ctx.now())
+                }
+                next => next,
+            };
+            match next {
+                Next::Again => {}
+                // Wait: the next edge of the listener comes with the next connection.
+                // Pause: the loop retries at the policy's time or when a close frees
+                // a descriptor.
+                Next::Wait | Next::Pause | Next::Shed => return,
+            }
+        }
+    }
+
+    fn register(&mut self, fd: OwnedFd) {
+        self.stats.syscalls += 2; // setsockopt, epoll_ctl
+        let _ = sys::set_nodelay(fd.as_fd());
+        let id = self.conns.next_id();
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = sys::epoll_add(self.epoll.as_fd(), fd.as_fd(), events, id.token()) {
+            warn!("cannot register a connection: {e}");
+            self.stats.syscalls += 1; // the close as `fd` drops
+            return;
+        }
+        let mut conn = Connection::new(&self.ctx);
+        if self.drain.is_draining() {
+            conn.begin_shutdown(&mut self.ctx);
+        }
+        let live = Live { fd, conn, readable: false, writable: true, hup: false, armed: Armed::default() };
+        let inserted = self.conns.insert(live);
+        debug_assert_eq!(inserted, id);
+        self.stats.accepted += 1;
+        self.arm_deadline(id);
+    }
+
+    fn on_event(&mut self, id: ConnId, flags: u32) {
+        let Some(live) = self.conns.get_mut(id) else { return };
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            live.readable = true;
+        }
+        if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            live.hup = true;
+        }
+        if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            live.writable = true;
+        }
+        self.drive(id);
+    }
+
+    /// Reads, lets the connection work, writes, and closes when it says so.
+    fn drive(&mut self, id: ConnId) {
+        let Some(live) = self.conns.get_mut(id) else { return };
+        let ctx = &mut self.ctx;
+        let stats = &mut self.stats;
+        let mut reads = 0;
+        let mut file_sent = 0;
+        let mut requeue = false;
+        let mut failed = false;
+        loop {
+            while live.readable && live.conn.wants_read() {
+                if reads == READ_BUDGET {
+                    requeue = true;
+                    break;
+                }
+                reads += 1;
+                stats.syscalls += 1;
+                match sys::read(live.fd.as_fd(), &mut self.read_buf) {
+                    Ok(0) => {
+                        live.readable = false;
+                        live.conn.handle_eof(ctx);
+                    }
+                    Ok(n) => {
+                        // A short read drained the socket; the next edge reports more
+                        // (unless the FIN already came: then read on to the EOF).
+                        if n < self.read_buf.len() && !live.hup {
+                            live.readable = false;
+                        }
+                        stats.bytes_read += n as u64;
+                        live.conn.handle_input(ctx, &self.read_buf[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+            let mut progressed = false;
+            while live.writable {
+                let Some(out) = live.conn.poll_output() else { break };
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let count = out.fill(&mut iov);
+                let (result, want, from_file) = if count == 0 {
+                    // A body streamed from disk is at the front of the output.
+                    let Some((file, offset, left)) = out.front_file() else { break };
+                    if file_sent >= SENDFILE_BUDGET {
+                        requeue = true;
+                        break;
+                    }
+                    let want = left.min(SENDFILE_CHUNK);
+                    (sys::sendfile(live.fd.as_fd(), file.as_fd(), offset, want), want, true)
+                } else {
+                    let want = iov[..count].iter().map(|s| s.len()).sum();
+                    (sys::sendv(live.fd.as_fd(), &iov[..count]), want, false)
+                };
+                stats.syscalls += 1;
+                match result {
+                    // The file ended early (it shrank): the response cannot be completed.
+                    Ok(0) if from_file => {
+                        debug!("a streamed file ended early; dropping the connection");
+                        failed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        if n < want {
+                            live.writable = false;
+                            stats.partial_writes += 1;
+                        }
+                        if from_file {
+                            file_sent += n;
+                        }
+                        stats.bytes_written += n as u64;
+                        live.conn.handle_sent(ctx, n);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+            if live.conn.should_close_after_flush() {
+                stats.syscalls += 1;
+                sys::shutdown_write(live.fd.as_fd());
+                live.conn.handle_write_shutdown(ctx);
+                continue; // lingering reads what is left
+            }
+            // Sending may have released backpressure on input still in the socket.
+            if !(progressed && live.readable && live.conn.wants_read() && reads < READ_BUDGET) {
+                break;
+            }
+        }
+        if failed || live.conn.is_closed() {
+            self.close(id);
+        } else {
+            if requeue {
+                self.requeued.push(id);
+            }
+            self.arm_deadline(id);
+        }
+    }
+
+    fn arm_deadline(&mut self, id: ConnId) {
+        let Some(live) = self.conns.get_mut(id) else { return };
+        if let Some(at) = live.conn.deadline(self.ctx.limits()) {
+            self.deadlines.arm(&mut live.armed, id, at);
+        }
+    }
+
+    fn expire_deadlines(&mut self) {
+        let mut due = std::mem::take(&mut self.due);
+        self.deadlines.expire(self.ctx.now(), &mut due);
+        for expired in due.drain(..) {
+            let Some(live) = self.conns.get_mut(expired.id) else { continue };
+            if !live.armed.fire(expired.tick) {
+                continue; // superseded by an earlier arming
+            }
+            live.conn.handle_timeout(&mut self.ctx);
+            if live.conn.is_closed() {
+                self.close(expired.id);
+            } else {
+                self.drive(expired.id);
+            }
+        }
+        self.due = due;
+    }
+
+    /// Closes the socket (closing its only descriptor also removes it from the epoll
+    /// set) and frees the slot.
+    fn close(&mut self, id: ConnId) {
+        if let Some(live) = self.conns.remove(id) {
+            drop(live.fd);
+            self.stats.syscalls += 1;
+            self.stats.closed += 1;
+            if self.accept.on_fd_freed() {
+                self.accept_resume = true;
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        for id in self.conns.ids() {
+            self.close(id);
+        }
+    }
+}
+
+/// Out of descriptors with the spare given back: accepts pending connections and closes
+/// them at once (the clients see a close rather than a hang), until `EAGAIN` or a batch.
+/// Returns how many were shed and whether the backlog was found empty.
+fn shed(listener: &TcpListener, stats: &mut Stats) -> (usize, bool) {
+    for shed in 0..SHED_BATCH {
+        stats.syscalls += 1;
+        match sys::accept(listener.as_fd()) {
+            Ok(fd) => {
+                stats.syscalls += 1;
+                drop(fd);
+            }
+            // EAGAIN: nothing pending. Anything else (the freed number was taken by
+            // another thread): stop here and let the policy decide; never spin.
+            Err(_) => return (shed, true),
+        }
+    }
+    (SHED_BATCH, false)
+}

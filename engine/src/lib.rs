@@ -1,0 +1,120 @@
+//! duet-engine: what every duet engine shares, and the contract they all meet.
+//!
+//! The engines (`duet-engine-epoll`: a readiness loop; `duet-engine-uring`: a
+//! completion loop) own sockets and time and drive the sans-IO
+//! [`duet_http::Connection`]. Everything that is the same in every loop lives here,
+//! written once and tested on its own: the worker threads and their pinning
+//! ([`run_workers`]), [`Shutdown`] and the [`Drain`], the connection [`Slab`] with
+//! generation-checked [`ConnId`]s, the [`Deadlines`] (a timing wheel plus the
+//! stale-entry filter), the [`AcceptPolicy`] (errno → retry, wait, shed or pause, with
+//! the spare descriptor), the [`Waker`], and the counters ([`Stats`], [`Metrics`]).
+//! Nothing here makes an HTTP decision.
+//!
+//! ```text
+//!            engine (epoll or io_uring)                     duet-http
+//!   socket ──recv──▶ &[u8] ──────────────▶ Connection::handle_input(ctx, bytes)
+//!                                              │ parse, frame bodies, route
+//!                                              ▼
+//!   socket ◀─writev/sendmsg── IoSlices ◀── Connection::poll_output()   (OutBuf::fill)
+//!   socket ◀─sendfile/read+send── file range ◀┘                      (OutBuf::front_file)
+//!                       n bytes sent ─────▶ Connection::handle_sent(ctx, n)
+//!   EOF / RDHUP ───────────────────────────▶ Connection::handle_eof(ctx)
+//!   Deadlines ── now ──────────────────────▶ Connection::handle_timeout(ctx)
+//! ```
+//!
+//! # The engine contract
+//!
+//! Every engine crate exposes a `serve(config: ServeConfig, site: Arc<Site>, shutdown:
+//! Shutdown) -> io::Result<Stats>` (engine-specific tuning may come as one more
+//! argument), has the same shape — `lib.rs` (`serve`), `worker.rs` (the loop),
+//! `sys.rs` (every `unsafe` syscall) — and names the same roles the same way:
+//! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
+//! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
+//! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
+//! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, so
+//! engines do nothing about it. The binary picks an engine with a `match`; nothing is
+//! dynamically dispatched on the hot path.
+//!
+//! 1. **Threads and listeners.** [`run_workers`] runs one worker per listener in
+//!    `config.listeners` (bound, listening, non-blocking, `SO_REUSEPORT`); worker `i`
+//!    accepts only on listener `i` and is pinned by [`pin_cpu`] when `config.pin`.
+//! 2. **One `Context` per thread**, handed over in [`WorkerSetup`]. Before handling the
+//!    events of a loop turn the worker calls `Context::set_time` (monotonic and wall
+//!    clock read once per turn).
+//! 3. **Accepting.** Every accept result goes through the worker's [`AcceptPolicy`],
+//!    and the worker does what it says: never a busy loop, never giving up on the
+//!    listener (see the [`accept`] module). Accepted sockets get `TCP_NODELAY`, are
+//!    owned as `OwnedFd`, and live in the worker's [`Slab`].
+//! 4. **Input.** Bytes read from a connection are handed to `Connection::handle_input`
+//!    as a borrowed slice from a buffer the engine owns. The connection consumes all of
+//!    it (it copies only an incomplete head into a small carry buffer), so the engine
+//!    may reuse or return its buffer at once. The engine reads only while
+//!    `Connection::wants_read` is true: that is the backpressure that bounds memory
+//!    under a pipelining flood. A completion engine whose multishot receive delivers
+//!    bytes after `wants_read` turned false still hands them over; it then stops
+//!    re-arming the receive until `wants_read` is true again.
+//! 5. **Output.** `Connection::poll_output` gives the segments to send next. They stay
+//!    valid and unchanged — same addresses, same bytes — until the engine reports them
+//!    with `Connection::handle_sent` or drops the connection, even when more input is
+//!    handled in between (new responses go to a second queue). So an engine may keep
+//!    the `iovec`s of one in-flight send without copying. At most one send is in
+//!    flight per connection. After `handle_sent`, call `poll_output` again.
+//! 6. **Files.** Output may hold file segments: bodies streamed from disk, as `(file,
+//!    offset, len)` in order between memory segments. `OutBuf::fill` returns only the
+//!    memory segments *before* the first unsent file segment; when it returns none
+//!    while `OutBuf::remaining` is not zero, `OutBuf::front_file` gives the file
+//!    segment at the front: the engine sends from it with positional I/O (the
+//!    descriptor is shared by every request, so never use or move its file offset), at
+//!    most a bounded chunk per call, and reports the bytes with `handle_sent` exactly
+//!    like memory bytes. epoll uses `sendfile` and waits for `EPOLLOUT` on `EAGAIN`;
+//!    io_uring reads a chunk into a buffer through the ring and sends it. Backpressure
+//!    is the socket's: a slow reader never makes the server buffer a file. A file
+//!    segment that ends early (the file shrank) cannot be framed any more; the engine
+//!    drops the connection.
+//! 7. **Closing.** When output is drained and `Connection::should_close_after_flush`
+//!    is true, the engine shuts down its write side (`shutdown(SHUT_WR)`) and calls
+//!    `Connection::handle_write_shutdown`; the connection then discards input until EOF
+//!    or its linger deadline, so a pipelined tail cannot turn the close into a reset
+//!    that destroys the response. When `Connection::is_closed` is true the engine
+//!    closes the socket (drops its `OwnedFd`; a completion engine only once every
+//!    completion naming it has been reaped) and removes it from the slab. An EOF from
+//!    the peer is reported with `Connection::handle_eof`; a socket error simply drops
+//!    the connection. Every close tells the [`AcceptPolicy`] a descriptor is free.
+//! 8. **Deadlines.** After handling any event for a connection the engine asks
+//!    `Connection::poll_timeout` and arms the answer in its [`Deadlines`] (one wheel,
+//!    one timer for the whole loop, never one per connection); entries that come due
+//!    are filtered with the slab and [`Armed::fire`], and the connection's
+//!    `handle_timeout` is called (it ignores early calls).
+//! 9. **Shutdown.** The worker registers its [`Waker`] with [`Shutdown`] and then
+//!    checks the state. When it turns graceful the worker begins its [`Drain`]: it
+//!    stops accepting (and closes its listener, so the kernel refuses instead of
+//!    queueing), calls `Connection::begin_shutdown` on every connection (idle ones close
+//!    at once, busy ones finish their response with `Connection: close`), and returns
+//!    once [`Drain::should_stop`] says so. A forced shutdown returns at once.
+//! 10. **Counters.** `serve` returns the merged [`Stats`] of all workers. Engines count
+//!     their own work (wakeups, events, syscalls, bytes, partial writes, ENOBUFS,
+//!     accepts, closes) with plain adds; the connection counts requests and errors in
+//!     `ctx.stats`. Each worker calls [`Publisher::publish`] once per loop turn before
+//!     blocking; with `--metrics` the connection answers `GET` on the metrics path with
+//!     [`Metrics`] rendered as Prometheus text.
+
+#![warn(missing_docs)]
+
+pub mod accept;
+mod deadline;
+mod shutdown;
+mod slab;
+mod stats;
+mod sys;
+mod waker;
+mod wheel;
+mod workers;
+
+pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use deadline::{Armed, Deadlines, Expired, TICK};
+pub use shutdown::{Drain, Shutdown, ShutdownState};
+pub use slab::{ConnId, Slab, GENERATION_BITS, TOKEN_BITS};
+pub use stats::{Metrics, Stats};
+pub use waker::Waker;
+pub use wheel::TimerWheel;
+pub use workers::{pin_cpu, run_workers, Publisher, ServeConfig, WorkerSetup};

@@ -1,0 +1,198 @@
+//! The engine counters, merged into the report `serve` returns, and `--metrics`: each
+//! worker publishes its counters, and the HTTP layer answers `GET PATH` with
+//! [`Metrics`] rendered as Prometheus text (through [`duet_http::MetricsSource`]).
+
+use duet_http::{HttpStats, MetricsSource};
+use std::sync::{Arc, Mutex};
+
+/// Counters a worker keeps; merged into the report of `serve`. Plain integers bumped
+/// by the worker that owns them (no atomics on the hot path). The engine counts its own
+/// work; `requests` and `errors` are the HTTP layer's ([`Stats::set_http`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Requests answered (error responses included).
+    pub requests: u64,
+    /// Requests answered with a 4xx/5xx status.
+    pub errors: u64,
+    /// Times the loop blocked for events: `epoll_wait` or `io_uring_enter` calls.
+    pub wakeups: u64,
+    /// Readiness events (epoll) or completions (io_uring) handled.
+    pub events: u64,
+    /// System calls on the serving path (reads, sends, accepts, epoll_ctl, close,
+    /// shutdown, setsockopt, epoll_wait, io_uring_enter, ...).
+    pub syscalls: u64,
+    /// Bytes received from clients.
+    pub bytes_read: u64,
+    /// Bytes sent to clients (files included).
+    pub bytes_written: u64,
+    /// Receives that found the provided buffer ring empty (io_uring).
+    pub enobufs: u64,
+    /// Sends that took fewer bytes than offered.
+    pub partial_writes: u64,
+}
+
+impl Stats {
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.closed += other.closed;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.wakeups += other.wakeups;
+        self.events += other.events;
+        self.syscalls += other.syscalls;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.enobufs += other.enobufs;
+        self.partial_writes += other.partial_writes;
+    }
+
+    /// Takes the HTTP layer's counters (requests and errors) of the same worker.
+    pub fn set_http(&mut self, http: &HttpStats) {
+        self.requests = http.requests;
+        self.errors = http.errors;
+    }
+
+    /// System calls per request answered (0 before the first request).
+    pub fn syscalls_per_request(&self) -> f64 {
+        ratio(self.syscalls, self.requests)
+    }
+
+    /// Events (or completions) handled per wakeup (0 before the first wakeup).
+    pub fn events_per_wakeup(&self) -> f64 {
+        ratio(self.events, self.wakeups)
+    }
+
+    /// The counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self, engine: &str) -> String {
+        use std::fmt::Write;
+        let counters: [(&str, &str, u64); 11] = [
+            ("duet_requests_total", "Requests answered (error responses included).", self.requests),
+            ("duet_errors_total", "Requests answered with a 4xx/5xx status.", self.errors),
+            ("duet_accepts_total", "Connections accepted.", self.accepted),
+            ("duet_closes_total", "Connections closed.", self.closed),
+            ("duet_wakeups_total", "Times the loop blocked for events (epoll_wait / io_uring_enter).", self.wakeups),
+            ("duet_events_total", "Readiness events or completions handled.", self.events),
+            ("duet_syscalls_total", "System calls made on the serving path.", self.syscalls),
+            ("duet_read_bytes_total", "Bytes received from clients.", self.bytes_read),
+            ("duet_written_bytes_total", "Bytes sent to clients.", self.bytes_written),
+            ("duet_enobufs_total", "Receives that found no provided buffer (io_uring).", self.enobufs),
+            ("duet_partial_writes_total", "Sends that took fewer bytes than offered.", self.partial_writes),
+        ];
+        let mut out = String::with_capacity(2048);
+        let _ = writeln!(out, "# HELP duet_engine_info The I/O engine serving.");
+        let _ = writeln!(out, "# TYPE duet_engine_info gauge");
+        let _ = writeln!(out, "duet_engine_info{{engine=\"{engine}\"}} 1");
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        let gauges = [
+            ("duet_syscalls_per_request", "System calls per request answered.", self.syscalls_per_request()),
+            ("duet_events_per_wakeup", "Events or completions handled per wakeup.", self.events_per_wakeup()),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The counters of every worker for `duet serve --metrics PATH`: each worker publishes
+/// a copy of its [`Stats`] into its own slot once per loop turn (only when metrics are
+/// on), and a `GET PATH` answers with the merged snapshot in Prometheus text format.
+#[derive(Debug)]
+pub struct Metrics {
+    path: Box<[u8]>,
+    engine: Box<str>,
+    slots: Vec<Mutex<Stats>>,
+}
+
+impl Metrics {
+    /// Metrics served at `path` (e.g. `/metrics`) for `workers` worker threads of `engine`.
+    pub fn new(path: &str, engine: &str, workers: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            path: path.as_bytes().into(),
+            engine: engine.into(),
+            slots: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+        })
+    }
+
+    /// Stores worker `worker`'s counters: the engine's `stats` with the HTTP layer's
+    /// `http`. A worker calls it once per loop turn, before it blocks.
+    pub fn publish(&self, worker: usize, stats: &Stats, http: &HttpStats) {
+        if let Some(slot) = self.slots.get(worker) {
+            if let Ok(mut s) = slot.lock() {
+                s.clone_from(stats);
+                s.set_http(http);
+            }
+        }
+    }
+
+    /// The merged counters; with `live`, worker `worker`'s HTTP counters are taken
+    /// from it instead of from what that worker last published (its engine counters
+    /// are those of its last publish: at most one loop turn old).
+    pub fn snapshot(&self, live: Option<(usize, &HttpStats)>) -> Stats {
+        let mut total = Stats::default();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Ok(s) = slot.lock() {
+                match live {
+                    Some((w, http)) if w == i => {
+                        let mut own = s.clone();
+                        own.set_http(http);
+                        total.merge(&own);
+                    }
+                    _ => total.merge(&s),
+                }
+            }
+        }
+        total
+    }
+}
+
+impl MetricsSource for Metrics {
+    fn path(&self) -> &[u8] {
+        &self.path
+    }
+
+    fn render(&self, worker: usize, live: &HttpStats) -> String {
+        self.snapshot(Some((worker, live))).prometheus(&self.engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_merge_published_slots_with_the_live_worker() {
+        let m = Metrics::new("/metrics", "epoll", 2);
+        let a = Stats { syscalls: 12, wakeups: 2, events: 6, ..Stats::default() };
+        let b = Stats { syscalls: 8, ..Stats::default() };
+        m.publish(0, &a, &HttpStats { requests: 3, errors: 0 });
+        m.publish(1, &b, &HttpStats { requests: 1, errors: 1 });
+        m.publish(7, &b, &HttpStats::default()); // no such worker: ignored
+        let live = HttpStats { requests: 5, errors: 2 };
+        let total = m.snapshot(Some((1, &live)));
+        assert_eq!((total.requests, total.errors, total.syscalls), (8, 2, 20));
+        assert_eq!(total.syscalls_per_request(), 2.5);
+        assert_eq!(m.path(), b"/metrics");
+        let text = m.snapshot(None).prometheus("epoll");
+        assert!(text.contains("# TYPE duet_requests_total counter\nduet_requests_total 4\n"), "{text}");
+        assert!(text.contains("duet_engine_info{engine=\"epoll\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE duet_syscalls_per_request gauge\nduet_syscalls_per_request 5\n"), "{text}");
+        assert!(text.contains("duet_events_per_wakeup 3\n"), "{text}");
+        assert_eq!(Stats::default().syscalls_per_request(), 0.0);
+    }
+}

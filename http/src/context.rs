@@ -1,0 +1,103 @@
+//! The per-thread state connections share, and the counters the HTTP layer keeps.
+
+use crate::site::Snapshot;
+use crate::{BufPool, DateCache, Limits, Site};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The HTTP layer's own counters: what a connection counts as it answers. An engine
+/// adds them to its own counters (syscalls, wakeups, ...) in its report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpStats {
+    /// Requests answered (error responses included).
+    pub requests: u64,
+    /// Requests answered with a 4xx/5xx status.
+    pub errors: u64,
+}
+
+/// Where the counters answered on `--metrics PATH` come from. The engine owns its
+/// counters and their rendering; the HTTP layer only routes `GET PATH` to it and hands
+/// over the live HTTP counters of the worker asking.
+pub trait MetricsSource: Send + Sync + std::fmt::Debug {
+    /// The path the counters are served at (e.g. `/metrics`).
+    fn path(&self) -> &[u8];
+    /// The counters of every worker in the Prometheus text format, with `live` (the
+    /// current HTTP counters of worker `worker`) in place of what it last published.
+    fn render(&self, worker: usize, live: &HttpStats) -> String;
+}
+
+/// The per-thread state every connection of a worker shares: the site, limits, the
+/// clock of the current loop turn, the Date cache and the output buffer pool.
+#[derive(Debug)]
+pub struct Context {
+    /// The shared, swappable site.
+    shared: Arc<Site>,
+    /// This worker's copy of the current table, refreshed when `shared` changes.
+    pub(crate) site: Arc<Snapshot>,
+    generation: u64,
+    pub(crate) limits: Limits,
+    pub(crate) date: DateCache,
+    pub(crate) now: Instant,
+    pub(crate) pool: BufPool,
+    /// This worker's HTTP counters.
+    pub stats: HttpStats,
+    /// `--metrics`: where the counters are rendered, and this worker's index.
+    pub(crate) metrics: Option<(Arc<dyn MetricsSource>, usize)>,
+}
+
+impl Context {
+    /// A context at time `now` (monotonic) and `wall` (for the Date header).
+    pub fn new(site: Arc<Site>, limits: Limits, now: Instant, wall: SystemTime) -> Self {
+        let (snapshot, generation) = site.snapshot();
+        Context {
+            shared: site,
+            site: snapshot,
+            generation,
+            limits,
+            date: DateCache::new(wall),
+            now,
+            pool: BufPool::default(),
+            stats: HttpStats::default(),
+            metrics: None,
+        }
+    }
+
+    /// Makes this context worker `worker` of `metrics`: its connections answer `GET`
+    /// on the metrics path with what `metrics` renders.
+    pub fn attach_metrics(&mut self, metrics: Option<Arc<dyn MetricsSource>>, worker: usize) {
+        self.metrics = metrics.map(|m| (m, worker));
+    }
+
+    /// Sets the time for this loop turn, and picks up a replaced site (one relaxed
+    /// atomic load when nothing changed).
+    pub fn set_time(&mut self, now: Instant, wall: SystemTime) {
+        self.now = now;
+        self.date.update(wall);
+        if self.shared.generation() != self.generation {
+            self.refresh_site();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refresh_site(&mut self) {
+        let (snapshot, generation) = self.shared.snapshot();
+        self.site = snapshot;
+        self.generation = generation;
+    }
+
+    /// The time of this loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The limits connections are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Output buffers pooled for reuse.
+    pub fn pool(&self) -> &BufPool {
+        &self.pool
+    }
+}
