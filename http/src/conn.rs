@@ -2,9 +2,10 @@
 
 use crate::chunked::{Chunked, ChunkedDecoder};
 use crate::out::{BufPool, OutBuf};
+use crate::reject::Reject;
 use crate::request::{self, BodyKind};
 use crate::serve::{Context, Stats};
-use crate::site::{Body, Prerendered};
+use crate::site::{Body, Prerendered, Snapshot};
 use crate::{DateCache, Limits};
 use std::sync::Arc;
 use std::time::Instant;
@@ -153,7 +154,7 @@ impl Connection {
                     // trickled byte by byte costs linear time, not quadratic. An error is
                     // acted on only once the whole head is here, as it would be had the
                     // head arrived in pieces: answers never depend on how input was split.
-                    let oversize = || request::oversize_status(rest, limits.max_head);
+                    let oversize = || request::oversize_reject(rest, limits.max_head);
                     let parsed = if resuming && request::find_head_end(rest, self.scan_from).is_none() {
                         None
                     } else {
@@ -162,8 +163,8 @@ impl Connection {
                             Ok(Some((_, end))) if end > limits.max_head => Some(Err(oversize())),
                             Ok(Some(parsed)) => Some(Ok(parsed)),
                             Ok(None) => None,
-                            Err(status) => match request::find_head_end(rest, 0) {
-                                Some(end) if end <= limits.max_head => Some(Err(status)),
+                            Err(reject) => match request::find_head_end(rest, 0) {
+                                Some(end) if end <= limits.max_head => Some(Err(reject)),
                                 Some(_) => Some(Err(oversize())),
                                 None => None,
                             },
@@ -171,12 +172,12 @@ impl Connection {
                     };
                     let (d, end) = match parsed {
                         Some(Ok(parsed)) => parsed,
-                        Some(Err(status)) => {
-                            self.fail(pool, date, stats, now, site.error(status));
+                        Some(Err(reject)) => {
+                            self.reject(pool, date, stats, now, site, reject);
                             return buf.len();
                         }
                         None if rest.len() > limits.max_head => {
-                            self.fail(pool, date, stats, now, site.error(oversize()));
+                            self.reject(pool, date, stats, now, site, oversize());
                             return buf.len();
                         }
                         None => {
@@ -228,9 +229,9 @@ impl Connection {
                             pos += n;
                             self.finish_body(pool, date, stats, now);
                         }
-                        Chunked::Error(status) => {
+                        Chunked::Error(reject) => {
                             self.reply = None;
-                            self.fail(pool, date, stats, now, site.error(status));
+                            self.reject(pool, date, stats, now, site, reject);
                             return buf.len();
                         }
                     }
@@ -293,11 +294,20 @@ impl Connection {
         }
     }
 
-    /// Answers with an error and closes: the rest of the input cannot be framed.
-    fn fail(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut Stats, now: Instant, response: &Prerendered) {
+    /// Answers `reject` with its error response and closes: the rest of the input cannot
+    /// be framed.
+    fn reject(
+        &mut self,
+        pool: &mut BufPool,
+        date: &DateCache,
+        stats: &mut Stats,
+        now: Instant,
+        site: &Snapshot,
+        reject: Reject,
+    ) {
         self.carry = Vec::new();
         self.reply = None;
-        self.respond(pool, date, stats, now, response, false, false, false);
+        self.respond(pool, date, stats, now, site.error(reject.status()), false, false, false);
     }
 
     /// Bytes queued and not yet sent (bytes to stream from files included).
@@ -442,7 +452,7 @@ impl Connection {
         };
         if receiving {
             let Context { site, date, pool, stats, .. } = ctx;
-            self.fail(pool, date, stats, now, site.error(408));
+            self.reject(pool, date, stats, now, site, Reject::Timeout);
         } else {
             self.phase = Phase::Closed;
         }

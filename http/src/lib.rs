@@ -89,6 +89,7 @@ mod conn;
 mod date;
 mod limits;
 mod out;
+mod reject;
 mod request;
 mod serve;
 mod site;
