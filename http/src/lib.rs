@@ -67,9 +67,11 @@
 //!    closes the socket and drops the connection. An EOF from the peer is reported
 //!    with [`Connection::handle_eof`]; a socket error simply drops the connection.
 //! 7. **Deadlines.** After handling any event for a connection the engine reads
-//!    [`Connection::deadline`] and arms it in its [`TimerWheel`]; when the wheel says a
-//!    connection is due, the engine calls [`Connection::handle_timeout`] (which ignores
-//!    early calls). One timer for the whole loop, never one per connection.
+//!    [`Connection::poll_timeout`] (the earliest armed [`Timer`] and its instant) and
+//!    arms that instant in its [`TimerWheel`]; when the wheel says a connection is due,
+//!    the engine calls [`Connection::handle_timeout`], which acts on the timer that
+//!    fired and ignores early calls. One timer for the whole loop, never one per
+//!    connection.
 //! 8. **Shutdown.** When [`Shutdown`] turns graceful the engine stops accepting, calls
 //!    [`Connection::begin_shutdown`] on every connection (idle ones close at once, busy
 //!    ones finish their response with `Connection: close`), and returns once all are
@@ -96,7 +98,7 @@ mod site;
 mod static_files;
 mod timer;
 
-pub use conn::Connection;
+pub use conn::{Connection, Timer};
 pub use date::DateCache;
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
