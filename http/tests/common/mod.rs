@@ -201,6 +201,10 @@ impl Engine {
         parse_responses(&self.out, &[])
     }
 
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses().iter().map(|r| r.status).collect()
+    }
+
     /// Takes what was sent so far.
     pub fn take_out(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
