@@ -368,7 +368,7 @@ impl Worker {
 
     fn arm_deadline(&mut self, id: ConnId) {
         let Some(live) = self.conns.get_mut(id) else { return };
-        if let Some(at) = live.conn.deadline(self.ctx.limits()) {
+        if let Some(at) = live.conn.poll_timeout().map(|(_, at)| at) {
             self.deadlines.arm(&mut live.armed, id, at);
         }
     }

@@ -864,7 +864,7 @@ impl Worker {
         }
         let s = &mut self.slots[idx as usize];
         let conn = s.conn.as_ref().expect("checked above");
-        if let Some(deadline) = conn.deadline(self.ctx.limits()) {
+        if let Some((_, deadline)) = conn.poll_timeout() {
             let tick = self.wheel.tick_for(deadline);
             if tick < s.timer_tick {
                 s.timer_tick = self.wheel.arm(deadline, (idx, gen));

@@ -5,6 +5,10 @@
 //! end in CRLF, sizes are hex without sign or prefix and at most 16 digits, extensions
 //! and trailers may not hold control bytes, and lines are bounded.
 
+use crate::reject::{Malformed, Reject};
+
+const MALFORMED: Reject = Reject::BadRequest(Malformed::ChunkedBody);
+
 /// Longest chunk-size line (size + extensions) or trailer section accepted.
 const MAX_LINE: u32 = 4096;
 
@@ -39,8 +43,8 @@ pub(crate) enum Chunked {
     More,
     /// The body ended after this many bytes of the input.
     Done(usize),
-    /// The body is malformed (400) or too large (413).
-    Error(u16),
+    /// The body is malformed or too large.
+    Error(Reject),
 }
 
 #[derive(Clone, Debug)]
@@ -70,40 +74,40 @@ impl ChunkedDecoder {
             i += 1;
             self.line += 1;
             if self.line > MAX_LINE {
-                return Chunked::Error(400);
+                return Chunked::Error(MALFORMED);
             }
             self.state = match self.state {
                 State::Size { digits } => match (b as char).to_digit(16) {
                     Some(d) => {
                         if digits == 16 {
-                            return Chunked::Error(400);
+                            return Chunked::Error(MALFORMED);
                         }
                         self.size = self.size * 16 + d as u64;
                         State::Size { digits: digits + 1 }
                     }
-                    None if digits == 0 => return Chunked::Error(400),
+                    None if digits == 0 => return Chunked::Error(MALFORMED),
                     None => match b {
                         b';' => State::Ext,
                         b' ' | b'\t' => State::SizeWs,
                         b'\r' => State::SizeLf,
-                        _ => return Chunked::Error(400),
+                        _ => return Chunked::Error(MALFORMED),
                     },
                 },
                 State::SizeWs => match b {
                     b' ' | b'\t' => State::SizeWs,
                     b';' => State::Ext,
                     b'\r' => State::SizeLf,
-                    _ => return Chunked::Error(400),
+                    _ => return Chunked::Error(MALFORMED),
                 },
                 State::Ext => match b {
                     b'\r' => State::SizeLf,
                     b'\t' => State::Ext,
-                    0..=0x1f | 0x7f => return Chunked::Error(400),
+                    0..=0x1f | 0x7f => return Chunked::Error(MALFORMED),
                     _ => State::Ext,
                 },
                 State::SizeLf => {
                     if b != b'\n' {
-                        return Chunked::Error(400);
+                        return Chunked::Error(MALFORMED);
                     }
                     self.line = 0;
                     if self.size == 0 {
@@ -111,7 +115,7 @@ impl ChunkedDecoder {
                     } else {
                         self.total = match self.total.checked_add(self.size) {
                             Some(t) if t <= max_body => t,
-                            _ => return Chunked::Error(413),
+                            _ => return Chunked::Error(Reject::ContentTooLarge),
                         };
                         let size = self.size;
                         self.size = 0;
@@ -121,39 +125,39 @@ impl ChunkedDecoder {
                 State::Data(_) => unreachable!("handled above"),
                 State::DataCr => {
                     if b != b'\r' {
-                        return Chunked::Error(400);
+                        return Chunked::Error(MALFORMED);
                     }
                     State::DataLf
                 }
                 State::DataLf => {
                     if b != b'\n' {
-                        return Chunked::Error(400);
+                        return Chunked::Error(MALFORMED);
                     }
                     self.line = 0;
                     State::Size { digits: 0 }
                 }
                 State::TrailerStart => match b {
                     b'\r' => State::FinalLf,
-                    b'\t' | b' ' => return Chunked::Error(400), // obs-fold in a trailer
-                    0..=0x1f | 0x7f => return Chunked::Error(400),
+                    b'\t' | b' ' => return Chunked::Error(MALFORMED), // obs-fold in a trailer
+                    0..=0x1f | 0x7f => return Chunked::Error(MALFORMED),
                     _ => State::TrailerLine,
                 },
                 State::TrailerLine => match b {
                     b'\r' => State::TrailerLf,
                     b'\t' => State::TrailerLine,
-                    0..=0x1f | 0x7f => return Chunked::Error(400),
+                    0..=0x1f | 0x7f => return Chunked::Error(MALFORMED),
                     _ => State::TrailerLine,
                 },
                 State::TrailerLf => {
                     if b != b'\n' {
-                        return Chunked::Error(400);
+                        return Chunked::Error(MALFORMED);
                     }
                     // The trailer section as a whole stays bounded by MAX_LINE.
                     State::TrailerStart
                 }
                 State::FinalLf => {
                     if b != b'\n' {
-                        return Chunked::Error(400);
+                        return Chunked::Error(MALFORMED);
                     }
                     self.state = State::Done;
                     return Chunked::Done(i);
@@ -232,26 +236,26 @@ mod tests {
             b"0\r\nT: a\x00\r\n\r\n",
             b"\r\n",
         ] {
-            assert_eq!(decode_whole(bad), Chunked::Error(400), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(decode_whole(bad), Chunked::Error(MALFORMED), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
     fn size_overflow_is_rejected_not_wrapped() {
-        assert_eq!(decode_whole(b"ffffffffffffffff\r\n"), Chunked::Error(413));
+        assert_eq!(decode_whole(b"ffffffffffffffff\r\n"), Chunked::Error(Reject::ContentTooLarge));
     }
 
     #[test]
     fn body_over_limit_is_413() {
         let mut d = ChunkedDecoder::new();
         assert_eq!(d.feed(b"8\r\n12345678\r\n", 10), Chunked::More);
-        assert_eq!(d.feed(b"3\r\n", 10), Chunked::Error(413));
+        assert_eq!(d.feed(b"3\r\n", 10), Chunked::Error(Reject::ContentTooLarge));
     }
 
     #[test]
     fn overlong_extension_line_is_rejected() {
         let mut line = b"1;".to_vec();
         line.extend(std::iter::repeat_n(b'a', MAX_LINE as usize));
-        assert_eq!(decode_whole(&line), Chunked::Error(400));
+        assert_eq!(decode_whole(&line), Chunked::Error(MALFORMED));
     }
 }

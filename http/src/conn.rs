@@ -3,32 +3,92 @@
 use crate::chunked::{Chunked, ChunkedDecoder};
 use crate::context::{Context, HttpStats};
 use crate::out::{BufPool, OutBuf};
+use crate::reject::Reject;
 use crate::request::{self, BodyKind};
-use crate::site::{Body, Prerendered};
+use crate::site::{Body, Prerendered, Snapshot};
 use crate::{DateCache, Limits};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::trace;
 
 /// Most file responses queued on one connection before it stops parsing: file bytes
 /// are not counted toward `Limits::max_output` (they are not in memory), so this is what
 /// bounds a pipelined run of requests for streamed files.
 const MAX_QUEUED_FILES: usize = 4;
 
+/// What the next input bytes are, and whether input is read at all.
 #[derive(Debug)]
-enum Phase {
-    /// Waiting for or reading a request head.
+enum Reading {
+    /// Between requests, or before the first: waiting for the first byte of a head.
+    /// Empty lines here are skipped (RFC 9112 §2.2) and start nothing.
+    Idle,
+    /// Some bytes of a head have arrived (they are in the carry buffer).
     Head,
     /// Discarding a Content-Length body; `left` bytes to go.
-    Body {
-        left: u64,
-    },
+    Body { left: u64 },
     /// Discarding a chunked body.
     Chunked(Box<ChunkedDecoder>),
-    /// A close is decided: input is ignored while the output flushes.
-    Closing,
-    /// The write side is shut: input is drained until EOF or the linger deadline.
+    /// The write side is shut: input is read and discarded until EOF or the linger
+    /// deadline, so bytes the peer still sends cannot turn the close into a reset.
     Lingering,
+    /// Input is no longer read: a close is decided, or the connection is closed.
     Closed,
+}
+
+impl Reading {
+    /// Input is parsed: a request boundary, a head or a body.
+    fn is_framing(&self) -> bool {
+        matches!(self, Reading::Idle | Reading::Head | Reading::Body { .. } | Reading::Chunked(_))
+    }
+}
+
+/// The write half of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writing {
+    /// Responses are queued and sent.
+    Open,
+    /// Queued output reached its cap: parsing is paused (and the engine stops reading)
+    /// until [`Connection::handle_sent`] brings it below.
+    Full,
+    /// The engine shut the write side after the last response.
+    Shut,
+    /// Nothing more is sent or read: the engine drops the connection.
+    Closed,
+}
+
+/// Whether another request may follow the one in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeepAlive {
+    /// The connection persists after each response.
+    Enabled,
+    /// Graceful shutdown began: the request in progress, if any, is answered with
+    /// `Connection: close` and is the last.
+    Draining,
+    /// The last response is queued: once it is sent the engine shuts the write side.
+    Disabled,
+}
+
+/// A deadline of a [`Connection`], named for what it waits for. See
+/// [`Connection::poll_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// A started request head must be complete by then (`Limits::header_timeout` from
+    /// its first byte); if not, 408 and a close.
+    Header,
+    /// The next bytes of a request body must arrive by then (`Limits::header_timeout`
+    /// from the last read); if not, 408 and a close.
+    Body,
+    /// No request is in progress and nothing is queued: the next request must start by
+    /// then, or the connection closes without a word. `Limits::keepalive_timeout` from
+    /// when the last response was sent; `Limits::header_timeout` from the accept on a
+    /// connection that has not sent a request yet.
+    Idle,
+    /// Queued output must make progress by then (`Limits::send_timeout`), or the peer
+    /// stopped reading: the connection is dropped with the rest unsent.
+    Send,
+    /// The write side is shut: the peer's EOF must come by then
+    /// (`Limits::linger_timeout`); then the connection closes anyway.
+    Linger,
 }
 
 /// The answer to a request whose body is still being read.
@@ -42,9 +102,20 @@ struct Reply {
 
 /// One HTTP/1.1 connection: bytes in, response segments out. See the crate docs for
 /// how an engine drives it.
+///
+/// Its state is three small machines, in the manner of hyper's `proto/h1`: `Reading`
+/// (what the next input bytes are), `Writing` (the write half) and `KeepAlive` (whether
+/// another request may follow), changed only through the named transitions below, each
+/// of which logs at trace level. Its deadlines are computed when the state that arms them
+/// is entered, so [`Connection::poll_timeout`] needs nothing but the connection.
 #[derive(Debug)]
 pub struct Connection {
-    phase: Phase,
+    reading: Reading,
+    writing: Writing,
+    keep_alive: KeepAlive,
+    /// The peer closed its write side. Held input is still framed and answered (it may
+    /// be waiting behind backpressure), so this is apart from `reading`.
+    peer_eof: bool,
     /// Unconsumed input: an incomplete head, or requests held back by backpressure.
     /// Empty (and unallocated) the rest of the time.
     carry: Vec<u8>,
@@ -55,51 +126,130 @@ pub struct Connection {
     /// Responses handed to the engine and not yet fully sent.
     inflight: Option<Box<OutBuf>>,
     reply: Option<Box<Reply>>,
-    /// Start of the current wait for input: first byte of a head, last body read, start
-    /// of idleness, or start of lingering.
-    read_mark: Instant,
-    /// Last time output was queued from empty or made progress.
-    write_mark: Instant,
-    /// Some bytes of the current head have arrived.
-    head_started: bool,
-    /// No request has completed yet on this connection.
-    fresh: bool,
-    read_closed: bool,
-    draining: bool,
-    /// Parsing stopped because the output queue reached its cap.
-    stalled: bool,
+    /// When the read-side timer fires; which timer that is (Header, Body, Idle or
+    /// Linger) and whether it is armed follow from `reading`.
+    read_deadline: Instant,
+    /// When the send timer fires; armed while output is queued on an open write side.
+    /// Set when output is queued from empty and on every send.
+    send_deadline: Instant,
 }
 
 impl Connection {
     /// A connection accepted at `ctx.now()`.
     pub fn new(ctx: &Context) -> Self {
         Connection {
-            phase: Phase::Head,
+            reading: Reading::Idle,
+            writing: Writing::Open,
+            keep_alive: KeepAlive::Enabled,
+            peer_eof: false,
             carry: Vec::new(),
             scan_from: 0,
             pending: None,
             inflight: None,
             reply: None,
-            read_mark: ctx.now,
-            write_mark: ctx.now,
-            head_started: false,
-            fresh: true,
-            read_closed: false,
-            draining: false,
-            stalled: false,
+            // A connection that never sends a byte gets the head's time, not keep-alive's.
+            read_deadline: ctx.now + ctx.limits.header_timeout,
+            send_deadline: ctx.now + ctx.limits.send_timeout,
         }
     }
+
+    // ---- Transitions. Every change of `reading`, `writing` and `keep_alive` goes
+    // through one of these.
+
+    fn set_reading(&mut self, next: Reading) {
+        trace!(from = ?self.reading, to = ?next, "reading");
+        self.reading = next;
+    }
+
+    fn set_writing(&mut self, next: Writing) {
+        trace!(from = ?self.writing, to = ?next, "writing");
+        self.writing = next;
+    }
+
+    fn set_keep_alive(&mut self, next: KeepAlive) {
+        trace!(from = ?self.keep_alive, to = ?next, "keep-alive");
+        self.keep_alive = next;
+    }
+
+    /// Idle → Head: the first byte of a head arrived; the Header timer runs from now.
+    fn start_head(&mut self, header_deadline: Instant) {
+        self.set_reading(Reading::Head);
+        self.read_deadline = header_deadline;
+    }
+
+    /// Head → Body or Chunked: the head announced a body; the Body timer starts.
+    fn start_body(&mut self, body: BodyKind, header_deadline: Instant) {
+        self.set_reading(match body {
+            BodyKind::Fixed(left) => Reading::Body { left },
+            _ => Reading::Chunked(Box::new(ChunkedDecoder::new())),
+        });
+        self.read_deadline = header_deadline;
+    }
+
+    /// Head, Body or Chunked → Idle: the request is fully read. The Idle timer is armed
+    /// once its response is sent ([`Connection::handle_sent`]).
+    fn end_request(&mut self) {
+        self.set_reading(Reading::Idle);
+    }
+
+    /// Open → Full: output reached its cap; parsing stops where it is.
+    fn pause_reading(&mut self) {
+        self.set_writing(Writing::Full);
+    }
+
+    /// Full → Open: parsing goes on (it pauses again at once if still over the cap).
+    fn resume_reading(&mut self) {
+        if self.writing == Writing::Full {
+            self.set_writing(Writing::Open);
+        }
+    }
+
+    /// No request follows the response just queued: input is no longer read, and once
+    /// the output is sent the engine shuts the write side.
+    fn disable_keep_alive(&mut self) {
+        self.set_keep_alive(KeepAlive::Disabled);
+        self.close_read();
+    }
+
+    fn close_read(&mut self) {
+        self.set_reading(Reading::Closed);
+    }
+
+    /// The write side is shut: read and discard until EOF or `linger_deadline`, unless
+    /// the peer already finished.
+    fn begin_linger(&mut self, linger_deadline: Instant) {
+        if self.peer_eof {
+            self.close();
+            return;
+        }
+        self.set_writing(Writing::Shut);
+        self.set_reading(Reading::Lingering);
+        self.read_deadline = linger_deadline;
+    }
+
+    /// Both sides are done: the engine drops the connection.
+    fn close(&mut self) {
+        self.set_reading(Reading::Closed);
+        self.set_writing(Writing::Closed);
+    }
+
+    /// A close is decided and the write side is not shut yet (output may be flushing).
+    fn is_closing(&self) -> bool {
+        self.keep_alive == KeepAlive::Disabled && matches!(self.writing, Writing::Open | Writing::Full)
+    }
+
+    // ---- Input.
 
     /// Takes bytes read from the peer. All of them are consumed: complete requests are
     /// answered (responses queued in order), bodies discarded, and an incomplete head
     /// or input held back by backpressure is kept in the carry buffer.
     pub fn handle_input(&mut self, ctx: &mut Context, data: &[u8]) {
-        if !self.is_reading() {
+        if !self.reading.is_framing() {
             return; // closing or lingering: input is discarded
         }
         if self.carry.is_empty() {
             let used = self.process(ctx, data);
-            if used < data.len() && self.is_reading() {
+            if used < data.len() && self.reading.is_framing() {
                 self.carry.extend_from_slice(&data[used..]);
             }
         } else {
@@ -112,31 +262,33 @@ impl Connection {
     fn process_carry(&mut self, ctx: &mut Context) {
         let mut buf = std::mem::take(&mut self.carry);
         let used = self.process(ctx, &buf);
-        if used < buf.len() && self.is_reading() {
+        if used < buf.len() && self.reading.is_framing() {
             buf.drain(..used);
             self.carry = buf;
         }
     }
 
-    fn is_reading(&self) -> bool {
-        matches!(self.phase, Phase::Head | Phase::Body { .. } | Phase::Chunked(_))
-    }
-
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
         let Context { site, limits, date, now, pool, stats, metrics, .. } = ctx;
-        let now = *now;
+        // Once per call, not per request: what a head, a body read or a response
+        // queued from empty would start.
+        let header_deadline = *now + limits.header_timeout;
+        let send_deadline = *now + limits.send_timeout;
         let mut pos = 0;
-        self.stalled = false;
+        self.resume_reading();
         loop {
+            if !self.reading.is_framing() {
+                return buf.len(); // a close is decided: the rest is discarded
+            }
             if self.over_cap(limits) {
-                self.stalled = true;
+                self.pause_reading();
                 return pos; // backpressure: resume in handle_sent
             }
-            match &mut self.phase {
-                Phase::Head => {
-                    let resuming = self.head_started;
-                    if !self.head_started {
+            match &mut self.reading {
+                Reading::Idle | Reading::Head => {
+                    let resuming = matches!(self.reading, Reading::Head);
+                    if !resuming {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
                         while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
                             pos += if buf[pos] == b'\n' { 1 } else { 2 };
@@ -144,8 +296,7 @@ impl Connection {
                         if pos == buf.len() || buf[pos..] == *b"\r" {
                             return pos;
                         }
-                        self.head_started = true;
-                        self.read_mark = now;
+                        self.start_head(header_deadline);
                     }
                     let rest = &buf[pos..];
                     // A head seen incomplete before is parsed again only once its end has
@@ -153,7 +304,7 @@ impl Connection {
                     // trickled byte by byte costs linear time, not quadratic. An error is
                     // acted on only once the whole head is here, as it would be had the
                     // head arrived in pieces: answers never depend on how input was split.
-                    let oversize = || request::oversize_status(rest, limits.max_head);
+                    let oversize = || request::oversize_reject(rest, limits.max_head);
                     let parsed = if resuming && request::find_head_end(rest, self.scan_from).is_none() {
                         None
                     } else {
@@ -162,8 +313,8 @@ impl Connection {
                             Ok(Some((_, end))) if end > limits.max_head => Some(Err(oversize())),
                             Ok(Some(parsed)) => Some(Ok(parsed)),
                             Ok(None) => None,
-                            Err(status) => match request::find_head_end(rest, 0) {
-                                Some(end) if end <= limits.max_head => Some(Err(status)),
+                            Err(reject) => match request::find_head_end(rest, 0) {
+                                Some(end) if end <= limits.max_head => Some(Err(reject)),
                                 Some(_) => Some(Err(oversize())),
                                 None => None,
                             },
@@ -171,12 +322,12 @@ impl Connection {
                     };
                     let (d, end) = match parsed {
                         Some(Ok(parsed)) => parsed,
-                        Some(Err(status)) => {
-                            self.fail(pool, date, stats, now, site.error(status));
+                        Some(Err(reject)) => {
+                            self.reject(pool, date, stats, send_deadline, site, reject);
                             return buf.len();
                         }
                         None if rest.len() > limits.max_head => {
-                            self.fail(pool, date, stats, now, site.error(oversize()));
+                            self.reject(pool, date, stats, send_deadline, site, oversize());
                             return buf.len();
                         }
                         None => {
@@ -185,16 +336,24 @@ impl Connection {
                         }
                     };
                     self.scan_from = 0;
-                    self.head_started = false;
                     pos += end;
-                    self.fresh = false;
                     match d.body {
                         BodyKind::None => {
-                            self.respond(pool, date, stats, now, d.response.get(), d.head_only, d.keep_alive, d.http10)
+                            self.end_request();
+                            self.respond(
+                                pool,
+                                date,
+                                stats,
+                                send_deadline,
+                                d.response.get(),
+                                d.head_only,
+                                d.keep_alive,
+                                d.http10,
+                            )
                         }
                         body => {
                             if d.expect_continue {
-                                self.queue(pool, now).push_owned(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                self.queue(pool, send_deadline).push_owned(b"HTTP/1.1 100 Continue\r\n\r\n");
                             }
                             self.reply = Some(Box::new(Reply {
                                 response: d.response.into_arc(),
@@ -202,54 +361,52 @@ impl Connection {
                                 keep_alive: d.keep_alive,
                                 http10: d.http10,
                             }));
-                            self.read_mark = now;
-                            self.phase = match body {
-                                BodyKind::Fixed(left) => Phase::Body { left },
-                                _ => Phase::Chunked(Box::new(ChunkedDecoder::new())),
-                            };
+                            self.start_body(body, header_deadline);
                         }
                     }
                 }
-                Phase::Body { left } => {
+                Reading::Body { left } => {
                     let take = (*left).min((buf.len() - pos) as u64);
                     pos += take as usize;
                     *left -= take;
-                    self.read_mark = now;
+                    self.read_deadline = header_deadline; // each read restarts the Body timer
                     if *left > 0 {
                         return pos;
                     }
-                    self.finish_body(pool, date, stats, now);
+                    self.finish_body(pool, date, stats, send_deadline);
                 }
-                Phase::Chunked(decoder) => {
-                    self.read_mark = now;
+                Reading::Chunked(decoder) => {
+                    self.read_deadline = header_deadline; // each read restarts the Body timer
                     match decoder.feed(&buf[pos..], limits.max_body) {
                         Chunked::More => return buf.len(),
                         Chunked::Done(n) => {
                             pos += n;
-                            self.finish_body(pool, date, stats, now);
+                            self.finish_body(pool, date, stats, send_deadline);
                         }
-                        Chunked::Error(status) => {
+                        Chunked::Error(reject) => {
                             self.reply = None;
-                            self.fail(pool, date, stats, now, site.error(status));
+                            self.reject(pool, date, stats, send_deadline, site, reject);
                             return buf.len();
                         }
                     }
                 }
-                Phase::Closing | Phase::Lingering | Phase::Closed => return buf.len(),
+                Reading::Lingering | Reading::Closed => return buf.len(),
             }
         }
     }
 
-    fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut HttpStats, now: Instant) {
-        self.phase = Phase::Head;
+    fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut HttpStats, send_deadline: Instant) {
+        self.end_request();
         if let Some(r) = self.reply.take() {
-            self.respond(pool, date, stats, now, &r.response, r.head_only, r.keep_alive, r.http10);
+            self.respond(pool, date, stats, send_deadline, &r.response, r.head_only, r.keep_alive, r.http10);
         }
     }
 
-    fn queue(&mut self, pool: &mut BufPool, now: Instant) -> &mut OutBuf {
+    /// The queue new responses go to. `send_deadline` arms the Send timer when output
+    /// was empty (progress on a non-empty queue is counted in `handle_sent`).
+    fn queue(&mut self, pool: &mut BufPool, send_deadline: Instant) -> &mut OutBuf {
         if self.output_len() == 0 {
-            self.write_mark = now;
+            self.send_deadline = send_deadline;
         }
         self.pending.get_or_insert_with(|| pool.take())
     }
@@ -260,14 +417,14 @@ impl Connection {
         pool: &mut BufPool,
         date: &DateCache,
         stats: &mut HttpStats,
-        now: Instant,
+        send_deadline: Instant,
         response: &Prerendered,
         head_only: bool,
         keep_alive: bool,
         http10: bool,
     ) {
-        let close = !keep_alive || self.draining;
-        let out = self.queue(pool, now);
+        let close = !keep_alive || self.keep_alive != KeepAlive::Enabled;
+        let out = self.queue(pool, send_deadline);
         out.push_owned(response.head());
         out.push_owned(b"Date: ");
         out.push_owned(date.value());
@@ -289,25 +446,31 @@ impl Connection {
             stats.errors += 1;
         }
         if close {
-            self.phase = Phase::Closing;
+            self.disable_keep_alive();
         }
     }
 
-    /// Answers with an error and closes: the rest of the input cannot be framed.
-    fn fail(
+    /// Answers `reject` with its error response and closes: the rest of the input cannot
+    /// be framed.
+    fn reject(
         &mut self,
         pool: &mut BufPool,
         date: &DateCache,
         stats: &mut HttpStats,
-        now: Instant,
-        response: &Prerendered,
+        send_deadline: Instant,
+        site: &Snapshot,
+        reject: Reject,
     ) {
+        trace!(?reject, "request rejected");
         self.carry = Vec::new();
         self.reply = None;
-        self.respond(pool, date, stats, now, response, false, false, false);
+        self.respond(pool, date, stats, send_deadline, site.error(reject.status()), false, false, false);
     }
 
+    // ---- Output.
+
     /// Bytes queued and not yet sent (bytes to stream from files included).
+    #[must_use]
     pub fn output_len(&self) -> usize {
         self.pending.as_ref().map_or(0, |b| b.remaining()) + self.inflight.as_ref().map_or(0, |b| b.remaining())
     }
@@ -325,6 +488,7 @@ impl Connection {
 
     /// The output to send next, if any. The segments stay valid and unchanged until
     /// [`Connection::handle_sent`] (see the contract in the crate docs).
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<&OutBuf> {
         if self.inflight.is_none() {
             self.inflight = self.pending.take();
@@ -334,7 +498,7 @@ impl Connection {
 
     /// Reports that `n` bytes of the output from `poll_output` were sent.
     pub fn handle_sent(&mut self, ctx: &mut Context, n: usize) {
-        self.write_mark = ctx.now;
+        self.send_deadline = ctx.now + ctx.limits.send_timeout;
         if let Some(buf) = self.inflight.as_mut() {
             buf.advance(n);
             if buf.remaining() == 0 {
@@ -347,132 +511,159 @@ impl Connection {
             if let Some(buf) = self.pending.take() {
                 ctx.pool.give(buf);
             }
-            if !self.head_started && matches!(self.phase, Phase::Head) {
-                self.read_mark = ctx.now; // idle from now
+            if matches!(self.reading, Reading::Idle) {
+                // Everything answered: the keep-alive wait starts now, not when the
+                // request arrived.
+                self.read_deadline = ctx.now + ctx.limits.keepalive_timeout;
             }
         }
-        if self.stalled && !self.over_cap(&ctx.limits) {
+        if self.writing == Writing::Full && !self.over_cap(&ctx.limits) {
             self.process_carry(ctx);
         }
         self.settle();
     }
 
+    // ---- Closing.
+
     /// The peer closed its write side (EOF, EPOLLRDHUP). Requests already received are
     /// still answered; then the connection closes.
     pub fn handle_eof(&mut self, _ctx: &mut Context) {
-        self.read_closed = true;
-        if matches!(self.phase, Phase::Lingering) {
-            self.phase = Phase::Closed;
+        trace!("peer eof");
+        self.peer_eof = true;
+        if matches!(self.reading, Reading::Lingering) {
+            self.close();
         }
         self.settle();
     }
 
     fn settle(&mut self) {
-        if self.read_closed && self.output_len() == 0 && !matches!(self.phase, Phase::Closed) {
+        if self.peer_eof && self.output_len() == 0 && !self.is_closed() {
             // Nothing more can arrive and everything is sent; a partial request left
             // in the carry can never complete.
             self.carry = Vec::new();
-            self.phase = Phase::Closed;
+            self.close();
         }
     }
 
     /// True when the engine should read: not while output is over the cap (parsing
     /// stopped there), not after EOF, not while closing.
+    #[must_use]
     pub fn wants_read(&self) -> bool {
-        match self.phase {
-            Phase::Head | Phase::Body { .. } | Phase::Chunked(_) => !self.read_closed && !self.stalled,
-            Phase::Lingering => true,
-            Phase::Closing | Phase::Closed => false,
+        match self.reading {
+            Reading::Idle | Reading::Head | Reading::Body { .. } | Reading::Chunked(_) => {
+                !self.peer_eof && self.writing != Writing::Full
+            }
+            Reading::Lingering => true,
+            Reading::Closed => false,
         }
     }
 
     /// Output is drained and the connection decided to close: the engine shuts down
     /// its write side and calls [`Connection::handle_write_shutdown`].
+    #[must_use]
     pub fn should_close_after_flush(&self) -> bool {
-        matches!(self.phase, Phase::Closing) && self.output_len() == 0
+        self.is_closing() && self.output_len() == 0
     }
 
     /// The write side is shut; linger for the peer's EOF.
     pub fn handle_write_shutdown(&mut self, ctx: &mut Context) {
-        self.phase = if self.read_closed { Phase::Closed } else { Phase::Lingering };
-        self.read_mark = ctx.now;
+        self.begin_linger(ctx.now + ctx.limits.linger_timeout);
     }
 
     /// True when the engine should close the socket and drop the connection.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
-        matches!(self.phase, Phase::Closed)
+        self.writing == Writing::Closed
     }
 
     /// True while nothing is queued, nothing partial is held and no request is open:
     /// the state in which a connection holds no buffer.
+    #[must_use]
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head) && !self.head_started && self.output_len() == 0 && self.carry.is_empty()
+        matches!(self.reading, Reading::Idle) && self.output_len() == 0 && self.carry.is_empty()
     }
 
-    /// The next instant at which [`Connection::handle_timeout`] has something to do.
-    pub fn deadline(&self, limits: &crate::Limits) -> Option<Instant> {
-        let read = match self.phase {
-            Phase::Closed => return None,
-            Phase::Lingering => return Some(self.read_mark + limits.linger_timeout),
-            Phase::Closing => None,
-            Phase::Head if self.head_started || self.fresh => Some(self.read_mark + limits.header_timeout),
-            Phase::Head if self.read_closed || self.output_len() > 0 => None,
-            Phase::Head => Some(self.read_mark + limits.keepalive_timeout),
+    // ---- Time.
+
+    /// The read-side timer armed in this state, if any (its instant is `read_deadline`).
+    fn read_timer(&self) -> Option<Timer> {
+        match self.reading {
+            // While a response is owed the client is not idle; after EOF none can come.
+            Reading::Idle if self.peer_eof || self.output_len() > 0 => None,
+            Reading::Idle => Some(Timer::Idle),
+            Reading::Head => Some(Timer::Header),
             // Not reading because output is over the cap: the peer is not late, only
             // the send deadline applies (reading resumes with a fresh body deadline).
-            Phase::Body { .. } | Phase::Chunked(_) if self.stalled => None,
-            Phase::Body { .. } | Phase::Chunked(_) => Some(self.read_mark + limits.header_timeout),
-        };
-        let write = (self.output_len() > 0).then(|| self.write_mark + limits.send_timeout);
-        match (read, write) {
-            (Some(r), Some(w)) => Some(r.min(w)),
-            (r, w) => r.or(w),
+            Reading::Body { .. } | Reading::Chunked(_) if self.writing == Writing::Full => None,
+            Reading::Body { .. } | Reading::Chunked(_) => Some(Timer::Body),
+            Reading::Lingering => Some(Timer::Linger),
+            Reading::Closed => None,
         }
     }
 
-    /// Acts on deadlines that have passed by `ctx.now()`: an idle, stalled or
-    /// lingering connection closes; a request not received in time gets 408 and a close.
+    /// The Send timer is armed while output waits on a write side that is not shut.
+    fn send_timer_armed(&self) -> bool {
+        matches!(self.writing, Writing::Open | Writing::Full) && self.output_len() > 0
+    }
+
+    /// The earliest armed deadline and which timer it is: the next instant at which
+    /// [`Connection::handle_timeout`] has something to do. `None` when nothing is armed
+    /// (for instance a closed connection).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<(Timer, Instant)> {
+        let read = self.read_timer().map(|timer| (timer, self.read_deadline));
+        let send = self.send_timer_armed().then_some((Timer::Send, self.send_deadline));
+        match (read, send) {
+            // On a tie the Send timer is the one handle_timeout acts on.
+            (Some(read), Some(send)) => Some(if read.1 < send.1 { read } else { send }),
+            (read, send) => read.or(send),
+        }
+    }
+
+    /// The timer to act on at `now`, if one has fired. The Send timer comes first when
+    /// both fired: a peer that stopped reading is dropped, not sent a 408.
+    fn fired(&self, now: Instant) -> Option<Timer> {
+        if self.send_timer_armed() && now >= self.send_deadline {
+            return Some(Timer::Send);
+        }
+        self.read_timer().filter(|_| now >= self.read_deadline)
+    }
+
+    /// Acts on the timer that fired by `ctx.now()`; a call before any did does nothing.
+    /// A request not received in time gets 408 and a close; an idle, stuck or lingering
+    /// connection closes.
     pub fn handle_timeout(&mut self, ctx: &mut Context) {
-        let now = ctx.now;
-        let limits = &ctx.limits;
-        if self.deadline(limits).is_none_or(|d| now < d) {
+        let Some(timer) = self.fired(ctx.now) else {
             return;
-        }
-        if self.output_len() > 0 && now >= self.write_mark + limits.send_timeout {
-            self.phase = Phase::Closed; // the peer stopped reading
-            return;
-        }
-        let receiving = match self.phase {
-            Phase::Head => self.head_started,
-            Phase::Body { .. } | Phase::Chunked(_) => true,
-            _ => false,
         };
-        if receiving {
-            let Context { site, date, pool, stats, .. } = ctx;
-            self.fail(pool, date, stats, now, site.error(408));
-        } else {
-            self.phase = Phase::Closed;
+        trace!(?timer, "timer fired");
+        match timer {
+            Timer::Header | Timer::Body => {
+                let Context { site, date, pool, stats, now, limits, .. } = ctx;
+                self.reject(pool, date, stats, *now + limits.send_timeout, site, Reject::Timeout);
+            }
+            Timer::Idle | Timer::Send | Timer::Linger => self.close(),
         }
     }
 
     /// Graceful shutdown: an idle connection closes now; one with a request in
     /// progress answers it with `Connection: close`; queued responses are flushed first.
     pub fn begin_shutdown(&mut self, _ctx: &mut Context) {
-        self.draining = true;
-        match self.phase {
-            Phase::Head if !self.head_started => {
-                if self.output_len() == 0 {
-                    self.phase = Phase::Closed;
-                } else {
-                    self.carry = Vec::new();
-                    self.phase = Phase::Closing;
-                }
+        if self.keep_alive == KeepAlive::Enabled {
+            self.set_keep_alive(KeepAlive::Draining);
+        }
+        if matches!(self.reading, Reading::Idle) {
+            if self.output_len() == 0 {
+                self.close();
+            } else {
+                self.carry = Vec::new();
+                self.disable_keep_alive();
             }
-            _ => {}
         }
     }
 
     /// Bytes held in the carry buffer (an incomplete head or held-back input).
+    #[must_use]
     pub fn buffered_input(&self) -> usize {
         self.carry.len()
     }

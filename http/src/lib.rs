@@ -13,7 +13,8 @@
 //!   socket ◀─sendfile/splice── file range ◀┘                          (OutBuf::front_file)
 //!                       n bytes sent ─────▶ Connection::handle_sent(ctx, n)
 //!   EOF / RDHUP ───────────────────────────▶ Connection::handle_eof(ctx)
-//!   timer wheel ── now ────────────────────▶ Connection::handle_timeout(ctx, now)
+//!   deadline due ──────────────────────────▶ Connection::handle_timeout(ctx)
+//!   Connection::poll_timeout() ─▶ (Timer, Instant) ─▶ the engine's deadlines
 //! ```
 //!
 //! # Who does what
@@ -34,11 +35,12 @@ mod context;
 mod date;
 mod limits;
 mod out;
+mod reject;
 mod request;
 mod site;
 mod static_files;
 
-pub use conn::Connection;
+pub use conn::{Connection, Timer};
 pub use context::{Context, HttpStats, MetricsSource};
 pub use date::DateCache;
 pub use limits::Limits;

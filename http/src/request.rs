@@ -1,6 +1,7 @@
 //! Parsing one request head and deciding how to answer it.
 
 use crate::limits::MAX_HEADERS_CEILING;
+use crate::reject::{Malformed, Reject};
 use crate::site::{Entry, Prerendered, Snapshot};
 use crate::static_files;
 use crate::{HttpStats, Limits, MetricsSource};
@@ -70,39 +71,39 @@ pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The status for a head that grew past the limit: 414 when even the request line does
-/// not fit, 431 otherwise.
-pub(crate) fn oversize_status(buf: &[u8], max_head: usize) -> u16 {
+/// The rejection of a head that grew past the limit: 414 when even the request line
+/// does not fit, 431 otherwise.
+pub(crate) fn oversize_reject(buf: &[u8], max_head: usize) -> Reject {
     if memchr::memchr(b'\n', &buf[..max_head.min(buf.len())]).is_some() {
-        431
+        Reject::HeaderFieldsTooLarge
     } else {
-        414
+        Reject::UriTooLong
     }
 }
 
 /// Parses the request head at the start of `head` and decides the answer, with the
-/// head's length. `Ok(None)`: the head is not complete yet. `Err(status)` is a framing
-/// or syntax error: answer with `status` and close.
+/// head's length. `Ok(None)`: the head is not complete yet. `Err(reject)` is a framing
+/// or syntax error: answer with `reject.status()` and close.
 pub(crate) fn decide<'a>(
     site: &'a Snapshot,
     limits: &Limits,
     head: &[u8],
     metrics: Option<(&dyn MetricsSource, usize, &HttpStats)>,
-) -> Result<Option<(Decision<'a>, usize)>, u16> {
+) -> Result<Option<(Decision<'a>, usize)>, Reject> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(head, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(431),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeaderFieldsTooLarge),
         // Which version error (400 or 505) needs the whole request line.
         Err(httparse::Error::Version) if memchr::memchr(b'\n', head).is_none() => return Ok(None),
         Err(httparse::Error::Version) => return Err(version_error(head)),
-        Err(_) => return Err(400),
+        Err(_) => return Err(Reject::BadRequest(Malformed::Syntax)),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(400);
+        return Err(Reject::BadRequest(Malformed::Syntax));
     };
     let http10 = version == 0;
 
@@ -119,11 +120,11 @@ pub(crate) fn decide<'a>(
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             if !valid_host(h.value) {
-                return Err(400);
+                return Err(Reject::BadRequest(Malformed::Host));
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             content_lengths += 1;
-            content_length = Some(parse_content_length(h.value).ok_or(400u16)?);
+            content_length = Some(parse_content_length(h.value).ok_or(Reject::BadRequest(Malformed::ContentLength))?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te.add(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -138,7 +139,7 @@ pub(crate) fn decide<'a>(
             if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err(417);
+                return Err(Reject::ExpectationFailed);
             }
         } else if name.eq_ignore_ascii_case(b"range") {
             conditional |= HAS_RANGE;
@@ -154,26 +155,26 @@ pub(crate) fn decide<'a>(
     // Framing first: a message whose length is in doubt cannot be followed.
     let body = if te.present {
         if http10 || content_lengths > 0 || te.bad {
-            return Err(400);
+            return Err(Reject::BadRequest(Malformed::TransferEncoding));
         }
         if te.unknown {
-            return Err(501);
+            return Err(Reject::NotImplemented);
         }
         if !te.chunked_last {
-            return Err(400);
+            return Err(Reject::BadRequest(Malformed::TransferEncoding));
         }
         BodyKind::Chunked
     } else if content_lengths > 1 {
-        return Err(400);
+        return Err(Reject::BadRequest(Malformed::ContentLength));
     } else {
         match content_length {
-            Some(n) if n > limits.max_body => return Err(413),
+            Some(n) if n > limits.max_body => return Err(Reject::ContentTooLarge),
             Some(0) | None => BodyKind::None,
             Some(n) => BodyKind::Fixed(n),
         }
     };
     if hosts > 1 || (hosts == 0 && !http10) {
-        return Err(400);
+        return Err(Reject::BadRequest(Malformed::Host));
     }
 
     let keep_alive = !conn_close && (!http10 || conn_keep_alive);
@@ -182,13 +183,13 @@ pub(crate) fn decide<'a>(
     let raw_path = path;
     let decoded;
     let path = if memchr::memchr(b'%', path).is_some() {
-        decoded = percent_decode(path).ok_or(400u16)?;
+        decoded = percent_decode(path).ok_or(Reject::BadRequest(Malformed::Target))?;
         &decoded[..]
     } else {
         path
     };
     if memchr::memchr(0, path).is_some() {
-        return Err(400);
+        return Err(Reject::BadRequest(Malformed::Target));
     }
     let known = Method::of(method);
     let response = match (known, site.lookup(path)) {
@@ -234,7 +235,7 @@ impl Method {
 /// The path part of the target used for routing: origin-form `/p?q` or absolute-form
 /// `http://host/p?q`; the query is dropped. `*` (OPTIONS) and authority-form (CONNECT)
 /// route nowhere.
-fn routing_path<'t>(method: &str, target: &'t str) -> Result<&'t [u8], u16> {
+fn routing_path<'t>(method: &str, target: &'t str) -> Result<&'t [u8], Reject> {
     let t = target.as_bytes();
     let path = if t.first() == Some(&b'/') {
         t
@@ -247,7 +248,7 @@ fn routing_path<'t>(method: &str, target: &'t str) -> Result<&'t [u8], u16> {
         // Routes nowhere: answered by method (405).
         &b"*"[..]
     } else {
-        return Err(400);
+        return Err(Reject::BadRequest(Malformed::Target));
     };
     let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
     Ok(&path[..end])
@@ -282,17 +283,19 @@ fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
 
 /// For an unparseable version: 505 when it is a well-formed `HTTP/x.y` that is not
 /// 1.0 or 1.1, 400 when the request line is garbage.
-fn version_error(head: &[u8]) -> u16 {
+fn version_error(head: &[u8]) -> Reject {
     let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     let line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
     let version = match memchr::memrchr(b' ', line) {
         Some(i) => &line[i + 1..],
-        None => return 400,
+        None => return Reject::BadRequest(Malformed::Syntax),
     };
     match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => 505,
-        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => 505,
-        _ => 400,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+            Reject::VersionNotSupported
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => Reject::VersionNotSupported,
+        _ => Reject::BadRequest(Malformed::Syntax),
     }
 }
 
@@ -414,8 +417,8 @@ mod tests {
         assert_eq!(routing_path("GET", "HTTP://example.com").unwrap(), b"/");
         assert_eq!(routing_path("GET", "http://example.com?q").unwrap(), b"/");
         assert_eq!(routing_path("OPTIONS", "*").unwrap(), b"*");
-        assert_eq!(routing_path("GET", "*"), Err(400));
-        assert_eq!(routing_path("GET", "foo"), Err(400));
+        assert_eq!(routing_path("GET", "*"), Err(Reject::BadRequest(Malformed::Target)));
+        assert_eq!(routing_path("GET", "foo"), Err(Reject::BadRequest(Malformed::Target)));
     }
 
     #[test]
@@ -436,10 +439,10 @@ mod tests {
 
     #[test]
     fn version_errors() {
-        assert_eq!(version_error(b"GET / HTTP/2.0\r\n\r\n"), 505);
-        assert_eq!(version_error(b"GET / HTTP/1.2\r\n\r\n"), 505);
-        assert_eq!(version_error(b"GET / HTTP/3\r\n\r\n"), 505);
-        assert_eq!(version_error(b"GET / FOO/1.1\r\n\r\n"), 400);
-        assert_eq!(version_error(b"GET /\r\n\r\n"), 400);
+        assert_eq!(version_error(b"GET / HTTP/2.0\r\n\r\n"), Reject::VersionNotSupported);
+        assert_eq!(version_error(b"GET / HTTP/1.2\r\n\r\n"), Reject::VersionNotSupported);
+        assert_eq!(version_error(b"GET / HTTP/3\r\n\r\n"), Reject::VersionNotSupported);
+        assert_eq!(version_error(b"GET / FOO/1.1\r\n\r\n"), Reject::BadRequest(Malformed::Syntax));
+        assert_eq!(version_error(b"GET /\r\n\r\n"), Reject::BadRequest(Malformed::Syntax));
     }
 }

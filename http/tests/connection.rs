@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use duet_http::{Limits, Site};
+use duet_http::{Connection, Limits, Site, Timer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -787,6 +787,51 @@ fn early_timer_calls_are_ignored() {
     assert_eq!(e.responses()[0].status, 200);
 }
 
+#[test]
+fn poll_timeout_names_the_timer_armed_in_each_state() {
+    let mut e = Engine::hello();
+    // A new connection waits for its first request with the head's time, and closes
+    // without a word like an idle one.
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Idle), Some(secs(10))));
+    e.advance_to(secs(1));
+    e.read_event(b"POST / HTTP/1.1\r\n");
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Header), Some(secs(11))));
+    e.read_event(b"Host: a\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Body), Some(secs(11))));
+    e.advance_to(secs(2));
+    e.feed(b"hi");
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Send), Some(secs(62))), "a response is owed: not idle");
+    e.advance_to(secs(3));
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Idle), Some(secs(63))));
+    e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(e.write_shut);
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Linger), Some(secs(8))));
+    e.eof();
+    assert!(e.conn.is_closed());
+    assert_eq!(e.conn.poll_timeout(), None);
+    assert_eq!(e.statuses(), [405, 200]);
+}
+
+#[test]
+fn late_timer_call_with_send_and_body_timers_both_fired_drops_without_408() {
+    // The Body timer is the earlier one, but when the engine looks only at 60 s the Send
+    // timer has fired too: a peer that stopped reading is dropped, not queued a 408.
+    let input = cat(&[&get("/"), b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"]);
+    let mut late = Engine::hello();
+    late.feed(&input);
+    assert_eq!((late.timer(), late.deadline()), (Some(Timer::Body), Some(secs(10))));
+    late.tick_to(secs(60));
+    assert!(late.conn.is_closed());
+    late.flush();
+    assert!(late.out.is_empty());
+
+    let mut on_time = Engine::hello();
+    on_time.feed(&input);
+    on_time.advance_to(secs(10));
+    assert_eq!(on_time.statuses(), [200, 408]);
+    assert!(on_time.write_shut);
+}
+
 // ---------------------------------------------------------------------------------
 // Half-close
 
@@ -934,6 +979,15 @@ fn idle_connection_holds_no_buffer_and_returns_output_buffers_to_the_pool() {
     assert_eq!(e.conn.buffered_input(), 16);
     e.read_event(b"Host: a\r\n\r\n");
     assert!(e.conn.is_idle());
+}
+
+#[test]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn connection_is_no_larger_than_112_bytes() {
+    // One per open connection, and a server holds tens of thousands: the explicit state
+    // machine and its timers cost no more than the phase and flags they replaced.
+    let size = std::mem::size_of::<Connection>();
+    assert!(size <= 112, "Connection is {size} bytes");
 }
 
 #[test]

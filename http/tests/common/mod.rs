@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use duet_http::{Connection, Context, Limits, Site};
+use duet_http::{Connection, Context, Limits, Site, Timer};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -182,9 +182,14 @@ impl Engine {
         self.advance_to(self.elapsed + d);
     }
 
-    /// Time until the connection's deadline, measured from `t0`.
+    /// Time until the connection's earliest deadline, measured from `t0`.
     pub fn deadline(&self) -> Option<Duration> {
-        self.conn.deadline(self.ctx.limits()).map(|d| d - self.t0)
+        self.conn.poll_timeout().map(|(_, at)| at - self.t0)
+    }
+
+    /// Which timer the connection's earliest deadline is.
+    pub fn timer(&self) -> Option<Timer> {
+        self.conn.poll_timeout().map(|(timer, _)| timer)
     }
 
     pub fn shutdown(&mut self) {
@@ -194,6 +199,10 @@ impl Engine {
 
     pub fn responses(&self) -> Vec<Response> {
         parse_responses(&self.out, &[])
+    }
+
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses().iter().map(|r| r.status).collect()
     }
 
     /// Takes what was sent so far.
