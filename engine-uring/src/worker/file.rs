@@ -74,9 +74,11 @@ impl Worker {
         s.ops += 1;
         // SAFETY: the read writes `len` bytes (at most the buffer's length) into the
         // chunk buffer, boxed in the slot and untouched while `busy` (until
-        // `on_file_read`); `ops` keeps the slot's buffer until then. The file is an
-        // `Arc<File>` held by the site (which outlives the worker) and by the
-        // connection's output segment.
+        // `on_file_read`); `ops` keeps the slot's buffer until then. The file stays
+        // open: the connection's output segment holds its `Arc<File>` until that
+        // segment is reported sent, which needs this chunk's send, which starts only
+        // after this read completes; and the connection is dropped only by `close`,
+        // once `ops` is zero.
         unsafe { self.ring.push(&entry) }
     }
 
