@@ -14,12 +14,20 @@
 //! - **send**: at most one `sendmsg` in flight per connection, its `iovec`s pointing
 //!   at the connection's own output segments (never copied), kept in the slot until
 //!   the completion; partial sends continue.
-//! - **close**: cancel by fd, and close only once every completion of the connection
-//!   has been reaped; user_data carries slot and generation.
+//! - **close**: cancel by fd, and close (drop the slot's `OwnedFd`) only once every
+//!   completion of the connection has been reaped; user_data carries slot and
+//!   generation.
 //! - **deadlines**: one timing wheel and one timeout operation for the whole ring.
 //!
-//! All `unsafe` lives in `sys` (the ring, the buffer ring, raw syscalls), plus the
-//! single call site of `Ring::push` in the worker.
+//! `unsafe` lives in `sys` (the ring, the buffer rings it owns, the completions, raw
+//! syscalls) and at each submission site in the worker: `Ring::push` is an
+//! `unsafe fn`, and every caller says in its own `// SAFETY:` why the memory and fds
+//! of that entry outlive its last completion.
+//!
+//! The worker is split along its roles: `worker` (the loop, `drive`, `close`,
+//! `begin_drain`, `arm_deadline`, `expire_deadlines`, `teardown`), `worker::accept`,
+//! `worker::timeout` (the loop's one timeout), `worker::file` (file streaming),
+//! `worker::complete` (one handler per completion) and `worker::token` (user_data).
 
 mod probe;
 mod sys;

@@ -2,7 +2,7 @@
 //!
 //! Each failure becomes one line naming the cause and the fix.
 
-use crate::sys::{check_multishot_recv, BufRing, Ring};
+use crate::sys::{check_multishot_recv, Ring};
 use crate::ProbeError;
 use crate::UringOptions;
 use io_uring::{cqueue, opcode};
@@ -170,7 +170,7 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
         )));
     }
 
-    let mut bufs = BufRing::new(&ring, 2, 64, 0).map_err(|e| match e.raw_os_error() {
+    let group = ring.add_buf_ring(2, 64).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOMEM) => fail(format!(
             "cannot register a provided buffer ring (ENOMEM): the locked-memory limit is {}; raise it with \
              `ulimit -l unlimited`, {EPOLL_HINT}",
@@ -182,7 +182,7 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
         )),
     })?;
 
-    let outcome = match check_multishot_recv(&mut ring, &mut bufs) {
+    let outcome = match check_multishot_recv(&mut ring, group) {
         Ok((4, flags)) if cqueue::more(flags) => Ok(()),
         Ok((4, _)) => Err((
             format!(
@@ -203,18 +203,12 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
         Ok(_) => Err((format!("a multishot receive returned wrong data, {EPOLL_HINT}"), true)),
         Err(e) => Err(e),
     };
-    // Unregister only when the receive is surely gone; otherwise leak the ring and its
-    // buffers rather than free memory the kernel may still use.
+    // Dropping the ring closes it before it unmaps its buffers; but while the receive
+    // may still be running, leak the ring rather than free memory the kernel may use.
     match outcome {
-        Ok(()) => {
-            bufs.unregister(&ring);
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err((msg, settled)) => {
-            if settled {
-                bufs.unregister(&ring);
-            } else {
-                std::mem::forget(bufs);
+            if !settled {
                 std::mem::forget(ring);
             }
             Err(fail(msg))

@@ -1,27 +1,58 @@
-//! The unsafe layer: the ring and its one `push`, the provided-buffer ring, the
+//! The unsafe layer: the ring, its provided-buffer rings and its completions, the
 //! `sendmsg` header kept for an in-flight send, and the few raw syscalls.
 //!
-//! Everything outside this module is safe code. The rules that make the whole engine
-//! sound are stated once, on [`Ring::push`].
+//! Outside this module the only `unsafe` is the submission sites: [`Ring::push`] is an
+//! `unsafe fn` whose contract every caller meets at the call site, with its own
+//! `// SAFETY:` for that entry. What the types enforce here:
+//! - the ring owns its buffer rings and, on drop, closes the ring before it unmaps them
+//!   ([`Ring`]'s `Drop`), whatever the field order;
+//! - a provided buffer named by a completion can be given back once only: it travels as
+//!   a [`BufId`] (neither `Clone` nor `Copy`) taken once from its [`Completion`] and
+//!   consumed by value by [`BufRing::consume`];
+//! - [`Ring::in_flight`] counts the operations whose last completion has not been
+//!   reaped yet, so a caller can tell when nothing refers to its memory or fds any more.
 
 use duet_http::OutBuf;
 use io_uring::{cqueue, squeue, types, IoUring};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 
-/// One io_uring instance, used by the thread that created it only.
+/// One io_uring instance and the provided-buffer rings registered on it, used by the
+/// thread that created it only.
 pub struct Ring {
-    uring: IoUring,
+    /// Dropped explicitly, first, by `Drop for Ring`: closing the ring fd is what ends
+    /// the kernel's use of `buf_rings`.
+    uring: ManuallyDrop<IoUring>,
+    /// Indexed by buffer group id. Unmapped only after `uring` is gone.
+    buf_rings: Vec<BufRing>,
+    /// Completions taken out of the completion queue by [`Ring::push`] (to make room
+    /// when the kernel answered `EBUSY`), handed out first by the next [`Ring::reap`].
+    backlog: VecDeque<cqueue::Entry>,
+    /// Operations pushed whose last completion (the one without `F_MORE`) has not been
+    /// handed out by [`Ring::reap`] yet.
+    in_flight: usize,
     mode: &'static str,
     sqpoll: bool,
     /// `io_uring_enter` calls made by [`Ring::push`] on a full submission queue, not
     /// yet taken by [`Ring::take_extra_enters`].
     extra_enters: u64,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `uring` is dropped here once and never used again (this is `drop`).
+        // Closing the ring fd first means the buffer rings, dropped with the remaining
+        // fields right after this, are unmapped only once the ring that could use them
+        // is gone.
+        unsafe { ManuallyDrop::drop(&mut self.uring) };
+    }
 }
 
 /// Ring setups tried in order; the first the kernel accepts wins.
@@ -44,6 +75,11 @@ const SQPOLL_SETUPS: &[Setup] = &[
     ("SQPOLL", |_| {}),
 ];
 
+/// Errors of `io_uring_enter` after which the caller simply reaps and comes back.
+fn transient(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME))
+}
+
 impl Ring {
     /// A ring with `entries` submission entries and a completion queue four times as
     /// large (so multishot bursts do not overflow it), trying
@@ -62,7 +98,17 @@ impl Ring {
             }
             apply(&mut builder);
             match builder.build(entries) {
-                Ok(uring) => return Ok(Ring { uring, mode, sqpoll: sqpoll_idle_ms.is_some(), extra_enters: 0 }),
+                Ok(uring) => {
+                    return Ok(Ring {
+                        uring: ManuallyDrop::new(uring),
+                        buf_rings: Vec::new(),
+                        backlog: VecDeque::new(),
+                        in_flight: 0,
+                        mode,
+                        sqpoll: sqpoll_idle_ms.is_some(),
+                        extra_enters: 0,
+                    })
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = e,
                 Err(e) => return Err(e),
             }
@@ -81,7 +127,9 @@ impl Ring {
     }
 
     /// Queues one submission, handing the queued batch to the kernel first if the
-    /// submission queue is full.
+    /// submission queue is full. If the kernel refuses that batch because completions
+    /// are pending (`EBUSY`), they are moved to a backlog the next [`Ring::reap`]
+    /// returns first, and the batch is offered again.
     ///
     /// # Safety
     ///
@@ -90,43 +138,48 @@ impl Ring {
     /// `IORING_CQE_F_MORE` (for a cancelled operation, its `-ECANCELED` completion).
     /// Until then:
     /// - **Memory** the entry points to stays valid, unmoved, and untouched by Rust if
-    ///   the kernel writes it: `msghdr`s and `iovec` arrays (a boxed [`SendHeader`] held
-    ///   in the connection's slot), the segments those point to (kept unchanged by
-    ///   `duet_http::Connection` until `handle_sent`, rule 4 of the engine contract),
-    ///   and timespecs and the eventfd read buffer (boxed in the worker, one operation
-    ///   per buffer at a time).
-    /// - **File descriptors** the entry names stay open: a socket is closed only after
-    ///   every completion of every operation naming it has been reaped, cancellations
-    ///   included, so the kernel can never act on a reused fd number.
-    /// - **Provided buffers**: the [`BufRing`] a receive selects from stays registered
-    ///   and mapped while any receive operation is left.
+    ///   the kernel writes it.
+    /// - **File descriptors** the entry names stay open, so the kernel (and a
+    ///   cancellation by fd) can never act on a reused fd number.
+    /// - **Provided buffers**: an entry that selects from a buffer group names a group
+    ///   registered on this ring (this ring owns it, so it stays mapped while the ring
+    ///   lives).
     ///
-    /// A worker that cannot reap every completion (its ring failed) leaks this memory
-    /// instead of freeing it.
+    /// A caller that cannot reap every completion (its ring failed) must leak that
+    /// memory, and the ring, instead of freeing it.
     pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: the caller keeps everything `entry` refers to alive until its last
             // completion, as this function's contract requires.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                self.in_flight += 1;
                 return Ok(());
             }
             // Full: let the kernel consume the queued entries, then retry.
             self.extra_enters += 1;
-            if self.sqpoll {
+            let submitted = self.uring.submit().and_then(|_| {
                 // Wake the polling thread first (submit sets IORING_ENTER_SQ_WAKEUP when
                 // it went idle); waiting for space on an idle thread would hang.
-                self.uring.submit()?;
-                if self.uring.submission().is_full() {
-                    self.uring.submitter().squeue_wait()?;
+                if self.sqpoll && self.uring.submission().is_full() {
+                    self.uring.submitter().squeue_wait()
+                } else {
+                    Ok(0)
                 }
-            } else {
-                match self.uring.submit() {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
-                    Err(e) => return Err(e),
-                }
+            });
+            match submitted {
+                Ok(_) => {}
+                // Too many completions pending: make room for them, keep them for the
+                // caller's next reap, and submit again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_completions(),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Moves every completion in the completion queue to the backlog.
+    fn stash_completions(&mut self) {
+        self.backlog.extend(self.uring.completion());
     }
 
     /// The `io_uring_enter` calls [`Ring::push`] made since the last call.
@@ -134,16 +187,19 @@ impl Ring {
         std::mem::take(&mut self.extra_enters)
     }
 
+    /// Operations pushed whose last completion has not been reaped yet: while it is
+    /// above zero, the memory and fds of those operations are still the kernel's.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Submits everything queued and waits for at least `want` completions, in one
     /// `io_uring_enter`. Interruptions and a full completion queue are not errors: the
     /// caller reaps and comes back.
     pub fn submit_and_wait(&self, want: usize) -> io::Result<()> {
         match self.uring.submit_and_wait(want) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)) => {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if !transient(&e) => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -152,18 +208,24 @@ impl Ring {
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.uring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)) => {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if !transient(&e) => Err(e),
+            _ => Ok(()),
         }
     }
 
-    /// Moves up to `max` completions into `out` (cleared first).
-    pub fn reap(&mut self, out: &mut Vec<cqueue::Entry>, max: usize) {
+    /// Moves up to `max` completions into `out` (cleared first): the backlog first,
+    /// then the completion queue, in the order the kernel posted them.
+    pub fn reap(&mut self, out: &mut Vec<Completion>, max: usize) {
         out.clear();
-        out.extend(self.uring.completion().take(max));
+        while out.len() < max {
+            let Some(cqe) = self.backlog.pop_front() else { break };
+            out.push(Completion::new(&cqe, &mut self.in_flight));
+        }
+        let room = max - out.len();
+        if room > 0 {
+            let in_flight = &mut self.in_flight;
+            out.extend(self.uring.completion().take(room).map(|cqe| Completion::new(&cqe, in_flight)));
+        }
     }
 
     /// True when the kernel reported that completions did not fit the queue (they
@@ -179,30 +241,112 @@ impl Ring {
         Ok(probe)
     }
 
-    fn register_buf_ring(&self, addr: u64, count: u16, bgid: u16) -> io::Result<()> {
-        // SAFETY: `addr` is the page-aligned mapping of `count` entries owned by the
-        // calling `BufRing`, which stays mapped for as long as the ring can use it (it
-        // is unmapped only after this ring is dropped, or after unregistering).
-        unsafe { self.uring.submitter().register_buf_ring_with_flags(addr, count, bgid, 0) }
+    /// Maps `count` (a power of two, at most 32768) buffers of `size` bytes, registers
+    /// them with this ring as the next buffer group, and gives them all to the kernel.
+    /// The ring owns them from now on.
+    pub fn add_buf_ring(&mut self, count: u16, size: u32) -> io::Result<BufGroup> {
+        let bgid = u16::try_from(self.buf_rings.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many buffer groups"))?;
+        let bufs = BufRing::new(count, size)?;
+        // SAFETY: `bufs.entries` is the page-aligned mapping of `count` entries, stored
+        // below in `self.buf_rings`, so it stays mapped until after the ring fd is
+        // closed (see `Drop for Ring`).
+        unsafe {
+            self.uring.submitter().register_buf_ring_with_flags(bufs.entries.ptr as u64, count, bgid, 0)?;
+        }
+        bufs.publish();
+        self.buf_rings.push(bufs);
+        Ok(BufGroup(bgid))
     }
 
-    fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
-        self.uring.submitter().unregister_buf_ring(bgid)
+    /// The buffer ring of `group`.
+    pub fn buffers(&mut self, group: BufGroup) -> &mut BufRing {
+        &mut self.buf_rings[usize::from(group.0)]
     }
 }
 
-/// `struct io_uring_buf` from the kernel ABI; the ring's tail overlays `resv` of
-/// entry 0.
-#[repr(C)]
-struct RawBuf {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
+/// A buffer group registered on a [`Ring`] by [`Ring::add_buf_ring`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufGroup(u16);
+
+impl BufGroup {
+    /// The group id a receive selects from.
+    pub fn id(self) -> u16 {
+        self.0
+    }
 }
 
-/// Offset of the ring tail (`resv` of entry 0).
-const TAIL_OFFSET: usize = 14;
+/// A provided buffer a completion handed to the engine. Neither `Clone` nor `Copy`:
+/// the only way to end it is [`BufRing::consume`], which gives the buffer back to the
+/// kernel, so one completion's buffer is given back once. Dropping it instead leaks
+/// the buffer (the ring shrinks by one); debug builds panic to catch that.
+#[must_use = "a provided buffer must go back to its ring with BufRing::consume"]
+#[derive(Debug)]
+pub struct BufId(u16);
+
+impl BufId {
+    fn into_raw(self) -> u16 {
+        let bid = self.0;
+        std::mem::forget(self);
+        bid
+    }
+}
+
+impl Drop for BufId {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            debug_assert!(false, "provided buffer {} dropped without going back to its ring", self.0);
+        }
+    }
+}
+
+/// One reaped completion. Not `Clone`: the provided buffer it may carry can be taken
+/// once ([`Completion::take_buffer`]).
+#[derive(Debug)]
+pub struct Completion {
+    user_data: u64,
+    result: i32,
+    flags: u32,
+    buffer: Option<BufId>,
+}
+
+impl Completion {
+    /// Counts the operation as finished in `in_flight` when this is its last completion.
+    fn new(cqe: &cqueue::Entry, in_flight: &mut usize) -> Completion {
+        let flags = cqe.flags();
+        if !cqueue::more(flags) {
+            *in_flight -= 1;
+        }
+        Completion {
+            user_data: cqe.user_data(),
+            result: cqe.result(),
+            flags,
+            buffer: cqueue::buffer_select(flags).map(BufId),
+        }
+    }
+
+    pub fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    pub fn result(&self) -> i32 {
+        self.result
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// More completions of the same operation follow (a multishot still armed).
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer this completion carries, the first time only.
+    pub fn take_buffer(&mut self) -> Option<BufId> {
+        self.buffer.take()
+    }
+}
 
 /// An anonymous private mapping, unmapped on drop.
 struct Mapping {
@@ -236,29 +380,28 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, and the owner (a
-        // `BufRing`) is dropped only when the kernel no longer uses the memory.
+        // SAFETY: `ptr`/`len` are exactly what mmap returned. The owner (a `BufRing`)
+        // belongs to a `Ring`, which closes the ring fd before its buffer rings go.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
 /// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from
-/// for multishot receives. A buffer is the engine's from the completion that names
-/// it until [`BufRing::consume`] hands it back.
+/// for multishot receives, owned by the [`Ring`] it is registered on. A buffer is the
+/// engine's from the completion that names it (a [`BufId`]) until
+/// [`BufRing::consume`] hands it back.
 pub struct BufRing {
+    /// `count` `io_uring_buf` entries; the tail overlays `resv` of entry 0.
     entries: Mapping,
     buffers: Mapping,
     count: u16,
     size: u32,
     /// Our copy of the tail; published to the kernel after each recycle.
     tail: u16,
-    bgid: u16,
 }
 
 impl BufRing {
-    /// Maps `count` (a power of two, at most 32768) buffers of `size` bytes, registers
-    /// them as group `bgid` on `ring`, and gives them all to the kernel.
-    pub fn new(ring: &Ring, count: u16, size: u32, bgid: u16) -> io::Result<BufRing> {
+    fn new(count: u16, size: u32) -> io::Result<BufRing> {
         if count == 0 || !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -268,59 +411,58 @@ impl BufRing {
         if size == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "--uring-buffer-size must be above 0"));
         }
-        let entries = Mapping::new(count as usize * std::mem::size_of::<RawBuf>(), true)?;
+        // Zeroed by mmap, so every entry is initialized (BufRingEntry::tail needs that).
+        let entries = Mapping::new(count as usize * std::mem::size_of::<types::BufRingEntry>(), true)?;
         let buffers = Mapping::new(count as usize * size as usize, true)?;
-        let mut ring_bufs = BufRing { entries, buffers, count, size, tail: 0, bgid };
+        let mut ring_bufs = BufRing { entries, buffers, count, size, tail: 0 };
         for bid in 0..count {
             ring_bufs.write_entry(bid);
         }
-        ring.register_buf_ring(ring_bufs.entries.ptr as u64, count, bgid)?;
-        ring_bufs.publish();
         Ok(ring_bufs)
     }
 
-    /// The buffer group id receives name.
-    pub fn bgid(&self) -> u16 {
-        self.bgid
+    fn base(&self) -> *mut types::BufRingEntry {
+        self.entries.ptr.cast()
     }
 
     /// Writes the entry for `bid` at our tail and advances it (not yet published).
     fn write_entry(&mut self, bid: u16) {
         let idx = (self.tail & (self.count - 1)) as usize;
-        // SAFETY: `idx < count`, so the entry is inside the mapping. The kernel reads
-        // only entries between its head and the published tail; this one is past the
-        // published tail (the ring never holds more than `count` buffers and `bid` is
-        // not in it), so nothing reads it concurrently. Only addr/len/bid are written:
-        // `resv` of entry 0 is the tail the kernel reads.
-        unsafe {
-            let entry = self.entries.ptr.cast::<RawBuf>().add(idx);
-            ptr::addr_of_mut!((*entry).addr).write(self.buffers.ptr.add(bid as usize * self.size as usize) as u64);
-            ptr::addr_of_mut!((*entry).len).write(self.size);
-            ptr::addr_of_mut!((*entry).bid).write(bid);
-        }
+        // SAFETY: `idx < count`, so the entry is inside the mapping, which is aligned
+        // for `BufRingEntry`. The kernel reads only entries between its head and the
+        // published tail; this one is past the published tail (the ring never holds
+        // more than `count` buffers and `bid` is not in it), so nothing reads it
+        // concurrently. The setters write addr/len/bid only, never `resv` (on entry 0,
+        // the tail the kernel reads).
+        let entry = unsafe { &mut *self.base().add(idx) };
+        entry.set_addr(self.buffers.ptr.wrapping_add(bid as usize * self.size as usize) as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Makes the written entries visible to the kernel.
     fn publish(&self) {
-        // SAFETY: the tail is a naturally aligned u16 inside the page-aligned mapping
-        // (offset 14 of entry 0); the kernel reads it with acquire ordering, and it is
-        // only ever accessed atomically from this side.
-        let tail = unsafe { &*self.entries.ptr.add(TAIL_OFFSET).cast::<AtomicU16>() };
+        // SAFETY: the base is the page-aligned first entry of the ring, initialized
+        // (zeroed by mmap, then written), as `BufRingEntry::tail` requires. The tail is a
+        // naturally aligned u16 the kernel reads with acquire ordering, and it is only
+        // ever accessed atomically from this side.
+        let tail = unsafe { &*types::BufRingEntry::tail(self.base()).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Runs `f` on the bytes a receive completion delivered, then gives its buffer
-    /// back to the kernel. Returns `None` if the completion carries no buffer (or one
-    /// this ring does not own).
-    pub fn consume<R>(&mut self, cqe: &cqueue::Entry, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let bid = cqueue::buffer_select(cqe.flags())?;
+    /// Runs `f` on the first `len` bytes (what the receive wrote) of buffer `bid`, then
+    /// gives the buffer back to the kernel. Returns `None` if `bid` is not a buffer of
+    /// this ring.
+    pub fn consume<R>(&mut self, bid: BufId, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let bid = bid.into_raw();
         if bid >= self.count {
             return None;
         }
-        let len = (cqe.result().max(0) as usize).min(self.size as usize);
-        // SAFETY: the completion names `bid`, so the kernel has finished writing it and
-        // will not pick it again until it is recycled below; `len` bytes within the
+        let len = len.min(self.size as usize);
+        // SAFETY: a `BufId` comes only from a completion naming `bid`, so the kernel has
+        // finished writing it and will not pick it again until it is recycled below
+        // (and `BufId` is consumed here, so that happens once); `len` bytes within the
         // buffer were written by the receive. The slice does not outlive `f`.
         let bytes = unsafe { std::slice::from_raw_parts(self.buffers.ptr.add(bid as usize * self.size as usize), len) };
         let result = f(bytes);
@@ -332,11 +474,6 @@ impl BufRing {
     /// How many buffers the ring holds.
     pub fn count(&self) -> u16 {
         self.count
-    }
-
-    /// Unregisters the group from `ring` (used by the probe, whose ring outlives it).
-    pub fn unregister(&self, ring: &Ring) {
-        let _ = ring.unregister_buf_ring(self.bgid);
     }
 }
 
@@ -391,37 +528,13 @@ impl SendHeader {
     }
 }
 
-/// Converts a -1 return into the errno.
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// A blocking, close-on-exec eventfd.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers; the result is checked.
-    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Adds one to an eventfd (wakes the ring's read on it).
-pub fn eventfd_signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local to an fd the caller keeps open.
-    unsafe { libc::write(fd.as_raw_fd(), ptr::addr_of!(one).cast(), 8) };
-}
-
 /// Sets TCP_NODELAY (responses are written whole; no reason to wait for an ACK).
-pub fn set_nodelay(fd: RawFd) {
+pub fn set_nodelay(fd: BorrowedFd<'_>) {
     let one: libc::c_int = 1;
     // SAFETY: passes a live c_int and its size; a failure is harmless.
     unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_NODELAY,
             ptr::addr_of!(one).cast(),
@@ -431,44 +544,39 @@ pub fn set_nodelay(fd: RawFd) {
 }
 
 /// `shutdown(fd, SHUT_WR)`: sends FIN after what is queued.
-pub fn shutdown_write(fd: RawFd) {
+pub fn shutdown_write(fd: BorrowedFd<'_>) {
     // SAFETY: no memory involved; an error (the peer is gone) is harmless.
-    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-}
-
-/// Closes an accepted socket the engine owns. The caller guarantees no ring
-/// operation refers to `fd` any more (see [`Ring::push`]).
-pub fn close(fd: RawFd) {
-    // SAFETY: `fd` is a socket this worker accepted and owns; it is closed once, after
-    // its last completion.
-    unsafe { libc::close(fd) };
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
 }
 
 /// Accepts one pending connection on `listener` and closes it at once. Returns false
 /// when nothing was pending (or the accept failed): one syscall, else two.
-pub fn accept_and_close(listener: RawFd) -> bool {
-    // SAFETY: null address pointers are allowed by accept4; the fd returned is
-    // closed immediately and never shared.
-    let fd =
-        unsafe { libc::accept4(listener, ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
+pub fn accept_and_close(listener: BorrowedFd<'_>) -> bool {
+    // SAFETY: null address pointers are allowed by accept4.
+    let fd = unsafe {
+        libc::accept4(listener.as_raw_fd(), ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+    };
     if fd < 0 {
         return false;
     }
-    close(fd);
+    // SAFETY: `fd` was just created by accept4 and is owned by nobody else; dropping
+    // it closes it, once.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
     true
 }
 
-/// The probe's functional test: receives "ping" through a multishot receive on a
-/// socket pair. Returns the first completion's result (4 only if the bytes were
-/// right) and flags. On failure, also says whether every operation completed (if not,
-/// the caller must leak `ring` and `bufs`).
-pub fn check_multishot_recv(ring: &mut Ring, bufs: &mut BufRing) -> Result<(i32, u32), (String, bool)> {
+/// The probe's functional test: receives "ping" through a multishot receive from
+/// `group` on a socket pair. Returns the first completion's result (4 only if the
+/// bytes were right) and flags. On failure, also says whether every operation
+/// completed (if not, the caller must leak `ring`).
+pub fn check_multishot_recv(ring: &mut Ring, group: BufGroup) -> Result<(i32, u32), (String, bool)> {
     use io_uring::opcode;
     let (a, mut b) = UnixStream::pair().map_err(|e| (format!("cannot create a socket pair: {e}"), true))?;
-    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), bufs.bgid()).build().user_data(1);
-    // SAFETY: the receive names `a` and the registered `bufs`. This function returns
-    // before the receive's last completion only with `settled == false`, and the
-    // caller then leaks ring and buffers; `a` is dropped (closed) after that point.
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), group.id()).build().user_data(1);
+    // SAFETY: the receive names `a` and a group registered on (so owned by) `ring`.
+    // This function returns before the receive's last completion only with
+    // `settled == false`, and the caller then leaks the ring; `a` is dropped (closed)
+    // only after that point.
     unsafe { ring.push(&recv) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), true))?;
     let _ = b.write_all(b"ping");
 
@@ -486,17 +594,19 @@ pub fn check_multishot_recv(ring: &mut Ring, bufs: &mut BufRing) -> Result<(i32,
             return Err((format!("io_uring_enter failed: {e}"), false));
         }
         ring.reap(&mut cqes, 16);
-        for cqe in &cqes {
+        for cqe in &mut cqes {
+            let buffer = cqe.take_buffer();
+            let len = cqe.result().max(0) as usize;
+            let right = buffer.and_then(|bid| ring.buffers(group).consume(bid, len, |bytes| bytes == b"ping"));
             if cqe.user_data() != 1 {
                 cancel_done = true;
                 continue;
             }
-            let right = bufs.consume(cqe, |bytes| bytes == b"ping").unwrap_or(false);
             if first.is_none() {
                 let res = cqe.result();
-                first = Some((if res == 4 && !right { 0 } else { res }, cqe.flags()));
+                first = Some((if res == 4 && right != Some(true) { 0 } else { res }, cqe.flags()));
             }
-            if !cqueue::more(cqe.flags()) {
+            if !cqe.more() {
                 recv_done = true;
             }
         }
@@ -510,4 +620,71 @@ pub fn check_multishot_recv(ring: &mut Ring, bufs: &mut BufRing) -> Result<(i32,
     }
     drop(a);
     first.ok_or_else(|| ("a multishot receive completed without a result".into(), true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io_uring::opcode;
+
+    /// A ring, or `None` (with a note) where io_uring is unavailable and not required.
+    fn ring(entries: u32) -> Option<Ring> {
+        match Ring::new(entries, None) {
+            Ok(ring) => Some(ring),
+            Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
+                eprintln!("io_uring unavailable here ({e}): skipped");
+                None
+            }
+            Err(e) => panic!("DUET_REQUIRE_URING=1 but no ring: {e}"),
+        }
+    }
+
+    fn push_nop(ring: &mut Ring, user_data: u64) {
+        let nop = opcode::Nop::new().build().user_data(user_data);
+        // SAFETY: a no-op refers to no memory and no fd.
+        unsafe { ring.push(&nop) }.expect("push");
+    }
+
+    fn reaped(ring: &mut Ring, max: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        ring.reap(&mut out, max);
+        out.iter().map(Completion::user_data).collect()
+    }
+
+    #[test]
+    fn completions_stashed_to_make_room_are_reaped_first_in_order_and_once() {
+        let Some(mut ring) = ring(8) else { return };
+        for user_data in 1..=3 {
+            push_nop(&mut ring, user_data);
+        }
+        ring.submit_and_wait(3).expect("enter");
+        // What `push` does when the kernel answers EBUSY.
+        ring.stash_completions();
+        for user_data in 4..=5 {
+            push_nop(&mut ring, user_data);
+        }
+        ring.submit_and_wait(2).expect("enter");
+        assert_eq!(ring.in_flight(), 5);
+        assert_eq!(reaped(&mut ring, 2), [1, 2]);
+        assert_eq!(reaped(&mut ring, 16), [3, 4, 5]);
+        assert_eq!(reaped(&mut ring, 16), [0u64; 0]);
+        assert_eq!(ring.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_full_submission_queue_is_submitted_and_nothing_is_lost() {
+        let Some(mut ring) = ring(8) else { return };
+        let (sq, cq) = ring.sizes();
+        let total = u64::from(sq) * 3;
+        assert!(total <= u64::from(cq));
+        for user_data in 0..total {
+            push_nop(&mut ring, user_data);
+        }
+        assert!(ring.take_extra_enters() >= 2, "pushing 3x the queue never submitted");
+        ring.submit_and_wait(total as usize).expect("enter");
+        let mut got = reaped(&mut ring, cq as usize);
+        got.sort_unstable();
+        assert_eq!(got, (0..total).collect::<Vec<_>>());
+        assert_eq!(ring.in_flight(), 0);
+    }
 }

@@ -1,0 +1,167 @@
+//! accept: the one multishot accept on the worker's listener and its completion, with
+//! every failure handled by the shared [`duet_engine::AcceptPolicy`]. Waiting for the
+//! listener (out of descriptors, nothing pending) is one poll on it, not an accept
+//! re-armed at once: Linux fails an accept with `EMFILE` before it looks at the
+//! backlog, so re-arming would spin.
+
+use super::token::{token, Op};
+use super::{Slot, Worker};
+use crate::sys;
+use duet_engine::Next;
+use duet_http::Connection;
+use io_uring::{opcode, types};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+/// Pending connections accepted and closed per shed before the loop looks at the rest.
+const SHED_BATCH: usize = 64;
+
+impl Worker {
+    /// Arms the multishot accept unless it is armed, waiting for the listener, paused
+    /// by the policy, or over (draining).
+    pub(super) fn arm_accept(&mut self) -> io::Result<()> {
+        if !self.accepting || self.accept_armed || self.accept_waiting || self.accept.is_paused() {
+            return Ok(());
+        }
+        let Some(listener) = self.listener.as_ref() else { return Ok(()) };
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .build()
+            .user_data(token(Op::Accept, 0, 0));
+        // SAFETY: the accept refers to no memory (no address buffer). The listener stays
+        // in `self.listener` while `accept_armed` is true: it is dropped only when
+        // neither the accept nor the listener poll is in flight (`release_listener`).
+        unsafe { self.ring.push(&entry) }?;
+        self.accept_armed = true;
+        Ok(())
+    }
+
+    /// Waits for the listener to become readable (one-shot poll) before accepting again.
+    fn wait_for_listener(&mut self) {
+        if self.accept_waiting || !self.accepting {
+            return;
+        }
+        let Some(listener) = self.listener.as_ref() else { return };
+        let entry = opcode::PollAdd::new(types::Fd(listener.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(token(Op::AcceptPoll, 0, 0));
+        // SAFETY: a poll refers to no memory. The listener stays in `self.listener` while
+        // `accept_waiting` is true (see `release_listener`).
+        match unsafe { self.ring.push(&entry) } {
+            Ok(()) => self.accept_waiting = true,
+            // Could not wait on the listener: let the policy's retry time bring the
+            // accept back instead.
+            Err(e) => warn_once_poll(e),
+        }
+    }
+
+    /// The listener is readable (or the poll was cancelled): accept again.
+    pub(super) fn on_accept_poll(&mut self) {
+        self.accept_waiting = false;
+        self.release_listener();
+    }
+
+    /// Draining: no new connections. The listener closes (so the kernel refuses
+    /// connections instead of queueing them) once no operation names it.
+    pub(super) fn stop_accepting(&mut self) -> io::Result<()> {
+        self.accepting = false;
+        for (armed, op) in [(self.accept_armed, Op::Accept), (self.accept_waiting, Op::AcceptPoll)] {
+            if armed {
+                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(token(op, 0, 0)))
+                    .build()
+                    .user_data(token(Op::Global, 0, 0));
+                // SAFETY: a cancellation by user_data refers to no memory and no fd.
+                unsafe { self.ring.push(&entry) }?;
+            }
+        }
+        self.release_listener();
+        Ok(())
+    }
+
+    /// Drops the listener once draining and no accept or poll names it.
+    fn release_listener(&mut self) {
+        if !self.accepting && !self.accept_armed && !self.accept_waiting {
+            self.listener = None;
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, res: i32, more: bool) {
+        if !more {
+            self.accept_armed = false;
+            self.release_listener();
+        }
+        if res >= 0 {
+            // SAFETY: a successful accept completion's result is a socket the kernel has
+            // just installed in this process's table for this worker; nothing else owns
+            // it.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            self.stats.syscalls += 1;
+            if !self.accepting || self.stopping {
+                drop(fd);
+                return;
+            }
+            self.accept.on_accepted();
+            sys::set_nodelay(fd.as_fd());
+            let idx = match self.free.pop() {
+                Some(idx) => idx,
+                None => {
+                    self.slots.push(Slot::vacant());
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            let s = &mut self.slots[idx as usize];
+            s.conn = Some(Connection::new(&self.ctx));
+            s.fd = Some(fd);
+            s.dirty = true;
+            self.dirty.push(idx);
+            self.live += 1;
+            self.stats.accepted += 1;
+            return;
+        }
+        if -res == libc::ECANCELED || self.stopping || !self.accepting {
+            return;
+        }
+        let now = self.ctx.now();
+        let next = match self.accept.on_error(-res, now) {
+            Next::Shed => {
+                let (shed, drained) = self.shed();
+                self.stats.syscalls += 2; // close and reopen the spare
+                self.accept.shed_done(shed, drained, now)
+            }
+            next => next,
+        };
+        match next {
+            // Re-armed by `arm_loop_ops` if the multishot accept ended.
+            Next::Again => {}
+            Next::Wait => self.wait_for_listener(),
+            // `arm_loop_ops` re-arms once the policy's retry time comes or a close
+            // frees a descriptor.
+            Next::Pause | Next::Shed => {}
+        }
+    }
+
+    /// Out of descriptors with the spare given back: accepts pending connections and
+    /// closes them at once (the clients see a close rather than a hang), until `EAGAIN`
+    /// or a batch. Returns how many were shed and whether the backlog was found empty.
+    fn shed(&mut self) -> (usize, bool) {
+        let Some(listener) = self.listener.as_ref() else { return (0, true) };
+        for shed in 0..SHED_BATCH {
+            self.stats.syscalls += 1;
+            if !sys::accept_and_close(listener.as_fd()) {
+                return (shed, true);
+            }
+            self.stats.syscalls += 1;
+        }
+        (SHED_BATCH, false)
+    }
+
+    /// A connection closed: a descriptor is free, so a paused accept is armed again.
+    pub(super) fn fd_freed(&mut self) {
+        self.accept.on_fd_freed();
+    }
+}
+
+#[cold]
+fn warn_once_poll(e: io::Error) {
+    tracing::warn!("cannot wait on the listener: {e}; retrying the accept later");
+}

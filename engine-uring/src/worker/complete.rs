@@ -1,0 +1,131 @@
+//! Completions: one dispatch on the user_data's op, and a handler per connection op
+//! (the accept's is in `accept`, the file ones in `file`, the loop timeout's in
+//! `timeout`).
+
+use super::conn_slot;
+use super::token::{decode, Op};
+use super::{Worker, HEADER_POOL_MAX};
+use crate::sys::{BufId, Completion};
+
+impl Worker {
+    pub(super) fn complete(&mut self, cqe: &mut Completion) {
+        let (op, slot, gen) = decode(cqe.user_data());
+        let (res, more) = (cqe.result(), cqe.more());
+        tracing::trace!(?op, slot, gen, res, flags = cqe.flags(), "cqe");
+        // Only a receive selects a provided buffer. It is taken here, once, and goes
+        // back to the ring in `on_recv` on every path.
+        let buffer = cqe.take_buffer();
+        if op == Some(Op::Recv) {
+            return self.on_recv(slot, gen, res, more, buffer);
+        }
+        if let Some(bid) = buffer {
+            // No other operation selects a buffer; should one, it still goes back.
+            self.ring.buffers(self.buf_group).consume(bid, 0, |_| ());
+        }
+        match op {
+            Some(Op::Accept) => self.on_accept(res, more),
+            Some(Op::AcceptPoll) => self.on_accept_poll(),
+            Some(Op::Wake) => self.wake_armed = false,
+            Some(Op::Timer) => self.on_loop_timeout(),
+            Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
+            Some(Op::Send) => self.on_send(slot, gen, res, more),
+            Some(Op::Cancel) => self.on_cancel(slot, gen, more),
+            Some(Op::FileRead) => self.on_file_read(slot, gen, res, more),
+            Some(Op::FileSend) => self.on_file_send(slot, gen, res, more),
+            Some(Op::Recv | Op::Global) | None => {}
+        }
+    }
+
+    /// A connection changed in this completion: drive it at the end of the turn
+    /// (unless tearing down).
+    pub(super) fn touched(&mut self, slot: u32) {
+        if !self.stopping {
+            self.mark_dirty(slot);
+        }
+    }
+
+    fn on_recv(&mut self, slot: u32, gen: u32, res: i32, more: bool, buffer: Option<BufId>) {
+        let bufs = self.ring.buffers(self.buf_group);
+        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else {
+            // Cannot happen while ops are counted per slot, but a buffer must never be
+            // lost.
+            if let Some(bid) = buffer {
+                bufs.consume(bid, 0, |_| ());
+            }
+            return;
+        };
+        if !more {
+            s.recv_armed = false;
+            s.recv_cancelled = false;
+        }
+        let conn = s.conn.as_mut().expect("conn_slot checked it");
+        // The buffer goes back to the ring here, delivered to the connection if it
+        // carries data for a live one. A buffer picked for a completion that carries
+        // no data still goes back (current kernels recycle it themselves).
+        let deliver = res > 0 && !s.closing && !s.dead && !self.stopping;
+        let ctx = &mut self.ctx;
+        let delivered = buffer.and_then(|bid| {
+            bufs.consume(bid, res.max(0) as usize, |bytes| {
+                if deliver {
+                    conn.handle_input(ctx, bytes);
+                }
+            })
+        });
+        if res > 0 {
+            self.stats.bytes_read += res as u64;
+            if delivered.is_none() {
+                s.dead = true;
+            }
+        } else {
+            if res == -libc::ENOBUFS {
+                self.stats.enobufs += 1;
+                if !more && !s.starved {
+                    s.starved = true;
+                    self.starved.push_back((slot, gen));
+                }
+            }
+            if res == 0 {
+                if !s.closing && !self.stopping {
+                    conn.handle_eof(ctx);
+                }
+            } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                // A socket error: reset by peer, timed out, ... Drop it.
+                s.dead = true;
+            }
+        }
+        // ENOBUFS: all buffers were taken this turn; they are back by the time the
+        // re-armed receive is submitted. It never drops a connection.
+        self.touched(slot);
+    }
+
+    fn on_send(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+        let mut offered = 0;
+        if let Some(header) = s.send.take() {
+            offered = header.total();
+            if self.headers.len() < HEADER_POOL_MAX {
+                self.headers.push(header);
+            }
+        }
+        if res > 0 {
+            self.stats.bytes_written += res as u64;
+            if (res as usize) < offered {
+                self.stats.partial_writes += 1;
+            }
+            if !s.closing && !s.dead && !self.stopping {
+                let conn = s.conn.as_mut().expect("conn_slot checked it");
+                conn.handle_sent(&mut self.ctx, res as usize);
+            }
+        } else if res != -libc::ECANCELED {
+            s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
+        }
+        self.touched(slot);
+    }
+
+    /// A cancellation issued for the connection completed.
+    fn on_cancel(&mut self, slot: u32, gen: u32, more: bool) {
+        if conn_slot(&mut self.slots, slot, gen, more).is_some() {
+            self.touched(slot);
+        }
+    }
+}

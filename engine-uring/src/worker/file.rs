@@ -1,0 +1,121 @@
+//! File streaming: a file body travels through the ring in chunks. Read the file at
+//! the segment's offset into the connection's chunk buffer, send it, report the bytes
+//! with `handle_sent`, repeat.
+
+use super::token::{token, Op};
+use super::{conn_slot, Worker};
+use io_uring::{opcode, types};
+use std::io;
+use std::os::fd::RawFd;
+
+/// Bytes of a streamed file read and sent per round: one chunk buffer per connection
+/// that is streaming a file, none otherwise.
+const FILE_CHUNK: usize = 128 * 1024;
+/// Chunk buffers kept for reuse.
+const CHUNK_POOL_MAX: usize = 16;
+
+/// One connection's chunk buffer: `buf[sent..filled]` is read but not yet sent.
+/// `busy` while the read or the send is in flight (then `buf` must not move or be
+/// freed: it is boxed in the slot until the completion).
+pub(super) struct FileChunk {
+    buf: Box<[u8]>,
+    pub(super) filled: usize,
+    pub(super) sent: usize,
+    pub(super) busy: bool,
+}
+
+impl FileChunk {
+    fn boxed() -> Box<FileChunk> {
+        Box::new(FileChunk { buf: vec![0u8; FILE_CHUNK].into_boxed_slice(), filled: 0, sent: 0, busy: false })
+    }
+}
+
+/// Keeps `chunk` for reuse, up to the pool's size.
+#[allow(clippy::vec_box)]
+pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
+    if pool.len() < CHUNK_POOL_MAX {
+        pool.push(chunk);
+    }
+}
+
+impl Worker {
+    /// Sends the rest of connection `idx`'s chunk (`sent < filled`, not busy).
+    pub(super) fn send_chunk(&mut self, idx: u32) -> io::Result<()> {
+        let s = &mut self.slots[idx as usize];
+        let (fd, gen) = (s.raw_fd(), s.gen);
+        let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
+        let rest = &mut chunk.buf[chunk.sent..chunk.filled];
+        let entry = opcode::Send::new(types::Fd(fd), rest.as_mut_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(token(Op::FileSend, idx, gen));
+        chunk.busy = true;
+        s.ops += 1;
+        // SAFETY: the send reads the chunk buffer, boxed in the slot and neither moved,
+        // freed nor written while `busy` (until `on_file_send`); `ops` (counting this
+        // send) keeps the slot's buffer and socket until that completion.
+        unsafe { self.ring.push(&entry) }
+    }
+
+    /// Reads the next chunk of the file `file` (the front segment of connection
+    /// `idx`'s output, `left` bytes from `offset`) into its chunk buffer.
+    pub(super) fn read_chunk(&mut self, idx: u32, file: RawFd, offset: u64, left: usize) -> io::Result<()> {
+        let s = &mut self.slots[idx as usize];
+        let gen = s.gen;
+        let chunk = s.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
+        let len = left.min(chunk.buf.len());
+        let entry = opcode::Read::new(types::Fd(file), chunk.buf.as_mut_ptr(), len as u32)
+            .offset(offset)
+            .build()
+            .user_data(token(Op::FileRead, idx, gen));
+        chunk.busy = true;
+        chunk.filled = 0;
+        chunk.sent = 0;
+        s.ops += 1;
+        // SAFETY: the read writes `len` bytes (at most the buffer's length) into the
+        // chunk buffer, boxed in the slot and untouched while `busy` (until
+        // `on_file_read`); `ops` keeps the slot's buffer until then. The file stays
+        // open: the connection's output segment holds its `Arc<File>` until that
+        // segment is reported sent, which needs this chunk's send, which starts only
+        // after this read completes; and the connection is dropped only by `close`,
+        // once `ops` is zero.
+        unsafe { self.ring.push(&entry) }
+    }
+
+    pub(super) fn on_file_read(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+        if let Some(chunk) = s.stream.as_mut() {
+            chunk.busy = false;
+            if res > 0 {
+                chunk.filled = res as usize;
+                chunk.sent = 0;
+            } else {
+                // The file shrank under us (0) or cannot be read: the promised length
+                // cannot be sent, so the connection must go.
+                s.dead = true;
+            }
+        }
+        self.touched(slot);
+    }
+
+    pub(super) fn on_file_send(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+        if let Some(chunk) = s.stream.as_mut() {
+            chunk.busy = false;
+            if res > 0 {
+                self.stats.bytes_written += res as u64;
+                if chunk.sent + (res as usize) < chunk.filled {
+                    self.stats.partial_writes += 1;
+                }
+                chunk.sent += res as usize;
+                if !s.closing && !s.dead && !self.stopping {
+                    let conn = s.conn.as_mut().expect("conn_slot checked it");
+                    conn.handle_sent(&mut self.ctx, res as usize);
+                }
+            } else if res != -libc::ECANCELED {
+                s.dead = true;
+            }
+        }
+        self.touched(slot);
+    }
+}
