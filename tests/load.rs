@@ -2,10 +2,13 @@
 //! small servers written here, each misbehaving in one known way. Loopback only; every run
 //! is bounded by its `-d` and by a watchdog.
 
+mod common;
+
+use common::Server;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,56 +86,25 @@ fn assert_no_errors(v: &Value) {
 // ---------------------------------------------------------------------------------------
 // The real server.
 
-/// A `duet serve` child, killed on drop (panics included).
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `duet serve --engine ENGINE --port 0 --threads 1`; `None` (with the reason
-/// printed) when the uring engine cannot run here and DUET_REQUIRE_URING is not set.
+/// `duet serve --engine ENGINE --port 0 --threads 1` from the shared harness (killed on
+/// drop, panics included); `None` (with the reason printed) when the engine cannot run
+/// here and DUET_REQUIRE_URING is not set.
 fn serve(engine: &str) -> Option<Server> {
-    let mut child = Command::new(DUET)
-        .args(["serve", "--engine", engine, "--port", "0", "--threads", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn duet serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut server = Server { child, url: String::new() };
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap_or_default();
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            server.url = format!("http://{addr}/");
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return Some(server);
-        }
-    }
-    let unavailable = seen.contains("io_uring engine unavailable") || seen.contains("not built yet");
-    if engine == "uring" && unavailable && std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") {
-        println!("skipping: the uring engine cannot run here: {}", seen.trim());
+    if let Some(reason) = common::skip_reason(engine) {
+        println!("skipping: the {engine} engine cannot run here: {reason}");
         return None;
     }
-    panic!("duet serve --engine {engine} did not start: {seen}");
+    Some(Server::start(engine, &[]))
+}
+
+/// The URL of the server's `/`.
+fn url(server: &Server) -> String {
+    format!("http://{}/", server.addr)
 }
 
 fn closed_loop_against_duet_serve(engine: &str) {
     let Some(server) = serve(engine) else { return };
-    let v = load_json(&["-c", "8", "-t", "2", "-d", "1s", &server.url]);
+    let v = load_json(&["-c", "8", "-t", "2", "-d", "1s", &url(&server)]);
     assert!(u(&v, &["requests"]) > 100, "{v}");
     assert_no_errors(&v);
     let d = f(&v, &["duration_s"]);
@@ -159,7 +131,7 @@ fn closed_loop_against_uring_engine_has_no_errors() {
 
 fn pipelined_idle_and_server_pid(engine: &str) {
     let Some(server) = serve(engine) else { return };
-    let pid = server.child.id().to_string();
+    let pid = server.pid().to_string();
     let v = load_json(&[
         "-c",
         "4",
@@ -173,7 +145,7 @@ fn pipelined_idle_and_server_pid(engine: &str) {
         "50",
         "--server-pid",
         &pid,
-        &server.url,
+        &url(&server),
     ]);
     assert!(u(&v, &["requests"]) > 100, "{v}");
     assert_no_errors(&v);
@@ -197,7 +169,7 @@ fn pipelining_idle_connections_and_server_cpu_against_uring_engine() {
 #[test]
 fn head_requests_are_framed_without_a_body() {
     let Some(server) = serve("epoll") else { return };
-    let v = load_json(&["-c", "2", "-t", "1", "-d", "1s", "--method", "HEAD", "--depth", "4", &server.url]);
+    let v = load_json(&["-c", "2", "-t", "1", "-d", "1s", "--method", "HEAD", "--depth", "4", &url(&server)]);
     assert!(u(&v, &["requests"]) > 100, "{v}");
     assert_no_errors(&v);
 }
@@ -205,7 +177,7 @@ fn head_requests_are_framed_without_a_body() {
 #[test]
 fn text_output_follows_wrk_and_has_no_progress_line_off_a_terminal() {
     let Some(server) = serve("epoll") else { return };
-    let out = load(&["-c", "2", "-t", "1", "-d", "1s", "--latency", "--warmup", "300ms", &server.url]);
+    let out = load(&["-c", "2", "-t", "1", "-d", "1s", "--latency", "--warmup", "300ms", &url(&server)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Running 1.00s test @ http://"), "{text}");

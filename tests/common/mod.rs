@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use duet_loadtest::compare::parse_listening;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -23,8 +24,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server may take to exit after a signal or a start-up error.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
-
-const LISTENING: &str = "listening on http://";
 
 /// The path of the binary under test.
 pub fn duet_bin() -> &'static str {
@@ -67,6 +66,8 @@ pub struct Server {
     events: Receiver<Event>,
     drain: Option<JoinHandle<()>>,
     exited: Option<ExitStatus>,
+    /// Whether the test closed the server's stderr after its listening line.
+    stderr_closed: bool,
 }
 
 impl Server {
@@ -87,7 +88,24 @@ impl Server {
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
         let mut cmd = duet_command();
         cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"]).args(extra);
-        Server::spawn(cmd, engine)
+        Server::spawn(cmd, engine, false)
+    }
+
+    /// Like [`Server::start`], but closes the read end of the server's stderr right after
+    /// its listening line: a log reader that went away. Later log lines are lost (so
+    /// [`Server::stderr_lines`] ends there), and [`Server::wait_exit`] waits on the
+    /// process instead of on the end of its stderr.
+    pub fn start_then_close_stderr(engine: &str, extra: &[&str]) -> Server {
+        let mut cmd = duet_command();
+        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"]).args(extra);
+        match Server::spawn(cmd, engine, true) {
+            Ok(s) => s,
+            Err(f) => panic!(
+                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
+                f.status,
+                f.stderr.join("\n")
+            ),
+        }
     }
 
     /// Starts the server with its open-file limit (soft and hard) set to `nofile`, through
@@ -102,7 +120,7 @@ impl Server {
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
-        match Server::spawn(cmd, engine) {
+        match Server::spawn(cmd, engine, false) {
             Ok(s) => s,
             Err(f) => {
                 panic!("duet serve under prlimit did not start (exit {:?}); stderr:\n{}", f.status, f.stderr.join("\n"))
@@ -110,7 +128,10 @@ impl Server {
         }
     }
 
-    fn spawn(mut cmd: Command, engine: &str) -> Result<Server, StartFailure> {
+    /// Spawns `cmd` and waits for its listening line, read by the one parser of that line
+    /// ([`duet_loadtest::compare::parse_listening`]). With `close_stderr`, the reader
+    /// thread stops and closes the pipe right after that line.
+    fn spawn(mut cmd: Command, engine: &str, close_stderr: bool) -> Result<Server, StartFailure> {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn duet");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -129,13 +150,15 @@ impl Server {
                         Ok(_) => {}
                     }
                     let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                    if !announced {
-                        if let Some(addr) = parse_listening(&text) {
-                            announced = true;
-                            let _ = tx.send(Event::Listening(addr));
+                    let listening = if announced { None } else { parse_listening(&text) };
+                    lines.lock().unwrap().push(text);
+                    if let Some(addr) = listening {
+                        announced = true;
+                        let _ = tx.send(Event::Listening(addr));
+                        if close_stderr {
+                            return; // drops the reader: the pipe's read end closes
                         }
                     }
-                    lines.lock().unwrap().push(text);
                 }
                 let _ = tx.send(Event::Eof);
             })
@@ -148,6 +171,7 @@ impl Server {
             events,
             drain: Some(drain),
             exited: None,
+            stderr_closed: close_stderr,
         };
         match server.events.recv_timeout(START_TIMEOUT) {
             Ok(Event::Listening(addr)) => {
@@ -206,6 +230,18 @@ impl Server {
         if let Some(s) = self.exited {
             return s;
         }
+        if self.stderr_closed {
+            let status = self.wait_child(EXIT_TIMEOUT).unwrap_or_else(|| {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "server did not exit within {EXIT_TIMEOUT:?}; stderr before it was closed:\n{}",
+                    self.stderr_lines().join("\n")
+                )
+            });
+            self.exited = Some(status);
+            return status;
+        }
         loop {
             match self.events.recv_timeout(EXIT_TIMEOUT) {
                 Ok(Event::Listening(_)) => continue,
@@ -223,6 +259,58 @@ impl Server {
             let _ = h.join();
         }
         status
+    }
+}
+
+impl Server {
+    /// Waits for the child to exit, at most `timeout` (blocking in poll(2) on a pidfd,
+    /// no polling loop); `None` if it is still running.
+    fn wait_child(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1;
+        // the child is ours and not reaped yet, so the pid names it.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+        assert!(fd >= 0, "pidfd_open({pid}): {}", io::Error::last_os_error());
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        let ready = loop {
+            // SAFETY: poll reads and writes the one valid, exclusively borrowed pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc >= 0 {
+                break rc > 0;
+            }
+            let e = io::Error::last_os_error();
+            assert_eq!(e.kind(), io::ErrorKind::Interrupted, "poll on a pidfd: {e}");
+        };
+        // SAFETY: fd is the descriptor pidfd_open returned above, closed only here.
+        unsafe { libc::close(fd) };
+        if ready {
+            Some(self.child.wait().expect("wait for duet"))
+        } else {
+            None
+        }
+    }
+
+    /// A connection whose receive buffer is `rcvbuf` bytes, set before connecting so the
+    /// window is small from the handshake on: the server can push only as fast as the
+    /// test reads. (Shrinking the buffer of an established connection shrinks a window
+    /// already offered, which stalls loopback TCP in zero-window probing for seconds.)
+    pub fn connect_small_rcvbuf(&self, rcvbuf: usize) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::for_address(self.addr), socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        socket
+            .connect_timeout(&self.addr.into(), READ_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream
+    }
+
+    /// The number of descriptors the server process has open.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("read /proc/<pid>/fd").count()
     }
 }
 
@@ -244,13 +332,6 @@ impl Drop for Server {
             );
         }
     }
-}
-
-/// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
-    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    rest[..end].trim_end_matches('/').parse().ok()
 }
 
 /// Whether the tests of `engine` should be skipped, and why. Only an engine that

@@ -11,7 +11,7 @@ mod output;
 mod server;
 pub mod wrk;
 
-pub use server::{allowed_cpus, default_split, parse_cpu_list, split_command};
+pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening, split_command};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -321,8 +321,10 @@ pub fn split_command(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
+/// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`, the
+/// line `duet serve` logs once it listens. The one parser of that line in the repository:
+/// the integration tests' harness uses it too.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     rest[..end].trim_end_matches('/').parse().ok()
