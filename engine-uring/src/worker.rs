@@ -26,7 +26,7 @@ mod token;
 use crate::sys::{self, BufGroup, Completion, Ring, SendHeader};
 use crate::UringOptions;
 use duet_engine::{
-    AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Stats, Waker,
+    AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats, Waker,
     WorkerSetup, TICK,
 };
 use duet_http::{Connection, Context};
@@ -37,7 +37,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use token::{token, Op, GEN_MASK};
+use token::{loop_token, token, Op};
 use tracing::{debug, info, warn};
 
 /// Most completions handled per reap (they are copied out of the ring first).
@@ -51,7 +51,7 @@ const HEADER_POOL_MAX: usize = 512;
 /// One connection's slot. Kept small: an idle keep-alive connection costs this plus
 /// its `Connection`, and no buffer.
 struct Slot {
-    conn: Option<Connection>,
+    conn: Connection,
     /// The header of the send in flight, if any.
     send: Option<Box<SendHeader>>,
     /// The chunk buffer of a file being streamed, if any.
@@ -61,8 +61,7 @@ struct Slot {
     /// The connection's socket. Closing it is dropping it, which only
     /// [`Worker::close`] does, once `ops` is zero: every completion of every operation
     /// naming it has been reaped, so the kernel never acts on a reused fd number.
-    fd: Option<OwnedFd>,
-    gen: u32,
+    fd: OwnedFd,
     /// Operations whose last completion is still to come.
     ops: u8,
     recv_armed: bool,
@@ -80,14 +79,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn vacant() -> Slot {
+    fn new(conn: Connection, fd: OwnedFd) -> Slot {
         Slot {
-            conn: None,
+            conn,
             send: None,
             stream: None,
             armed: Armed::default(),
-            fd: None,
-            gen: 0,
+            fd,
             ops: 0,
             recv_armed: false,
             recv_cancelled: false,
@@ -99,17 +97,17 @@ impl Slot {
         }
     }
 
-    /// The socket's number, for an entry (-1, refused by the kernel, once closed).
+    /// The socket's number, for an entry.
     fn raw_fd(&self) -> RawFd {
-        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+        self.fd.as_raw_fd()
     }
 }
 
-/// The live slot `slot` of generation `gen`, with one operation fewer in flight if
-/// this completion was its last (`more` false). `None` for a connection that is gone
-/// (which cannot happen while operations are counted per slot).
-fn conn_slot(slots: &mut [Slot], slot: u32, gen: u32, more: bool) -> Option<&mut Slot> {
-    let s = slots.get_mut(slot as usize).filter(|s| s.gen & GEN_MASK == gen && s.conn.is_some())?;
+/// The live slot of connection `id`, with one operation fewer in flight if this
+/// completion was its last (`more` false). `None` for a connection that is gone (which
+/// cannot happen while operations are counted per slot).
+fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot> {
+    let s = slots.get_mut(id)?;
     if !more {
         s.ops -= 1;
     }
@@ -154,11 +152,9 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         ctx,
         stats: Stats::default(),
         publisher,
-        slots: Vec::new(),
-        free: Vec::new(),
+        slots: Slab::new(),
         dirty: Vec::new(),
         starved: std::collections::VecDeque::new(),
-        live: 0,
         deadlines: Deadlines::new(now),
         due: Vec::new(),
         cqes: Vec::with_capacity(REAP_BATCH),
@@ -201,14 +197,12 @@ struct Worker {
     ctx: Context,
     stats: Stats,
     publisher: Publisher,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// Slots to drive at the end of the turn.
-    dirty: Vec<u32>,
-    /// Connections whose receive ran out of buffers, oldest first (slot, generation).
-    starved: std::collections::VecDeque<(u32, u32)>,
-    /// Slots holding a connection (closing ones included).
-    live: usize,
+    /// Every connection, closing ones included (until their last completion).
+    slots: Slab<Slot>,
+    /// Connections to drive at the end of the turn.
+    dirty: Vec<ConnId>,
+    /// Connections whose receive ran out of buffers, oldest first.
+    starved: std::collections::VecDeque<ConnId>,
     deadlines: Deadlines,
     due: Vec<Expired>,
     cqes: Vec<Completion>,
@@ -256,7 +250,7 @@ impl Worker {
                 ShutdownState::Running => {}
             }
             self.drive_dirty()?;
-            if self.drain.should_stop(state, self.live, self.ctx.now()) {
+            if self.drain.should_stop(state, self.slots.len(), self.ctx.now()) {
                 return Ok(());
             }
             self.arm_loop_ops()?;
@@ -277,7 +271,7 @@ impl Worker {
             let entry =
                 opcode::Read::new(types::Fd(self.waker.as_raw_fd()), (&mut *self.wake_buf as *mut u64).cast(), 8)
                     .build()
-                    .user_data(token(Op::Wake, 0, 0));
+                    .user_data(loop_token(Op::Wake));
             // SAFETY: the read writes 8 bytes into the boxed `wake_buf`, which stays put
             // and is not read by Rust; `wake_armed` keeps it to one read at a time, and
             // the worker outlives the read (teardown reaps it, or the worker leaks). The
@@ -307,12 +301,13 @@ impl Worker {
         self.cqes = cqes;
     }
 
-    /// Queues slot `idx` for [`Worker::drive`] at the end of the turn.
-    fn mark_dirty(&mut self, idx: u32) {
-        let s = &mut self.slots[idx as usize];
-        if !s.dirty {
-            s.dirty = true;
-            self.dirty.push(idx);
+    /// Queues connection `id` for [`Worker::drive`] at the end of the turn.
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(s) = self.slots.get_mut(id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
@@ -325,14 +320,10 @@ impl Worker {
             self.note_wake(deadline);
         }
         self.stop_accepting()?;
-        for idx in 0..self.slots.len() {
-            let s = &mut self.slots[idx];
-            let Some(conn) = s.conn.as_mut() else { continue };
-            if s.closing {
-                continue;
-            }
-            conn.begin_shutdown(&mut self.ctx);
-            self.mark_dirty(idx as u32);
+        for id in self.slots.ids() {
+            let Some(s) = self.slots.get_mut(id).filter(|s| !s.closing) else { continue };
+            s.conn.begin_shutdown(&mut self.ctx);
+            self.mark_dirty(id);
         }
         Ok(())
     }
@@ -344,14 +335,12 @@ impl Worker {
         let mut due = std::mem::take(&mut self.due);
         self.deadlines.expire(now, &mut due);
         for expired in due.drain(..) {
-            let ConnId { index: idx, generation } = expired.id;
-            let Some(s) = self.slots.get_mut(idx as usize) else { continue };
-            if s.gen != generation || s.closing || !s.armed.fire(expired.tick) {
-                continue; // closed, or superseded by an earlier arming
+            let Some(s) = self.slots.get_mut(expired.id) else { continue };
+            if s.closing || !s.armed.fire(expired.tick) {
+                continue; // closing, or superseded by an earlier arming
             }
-            let Some(conn) = s.conn.as_mut() else { continue };
-            conn.handle_timeout(&mut self.ctx);
-            self.mark_dirty(idx);
+            s.conn.handle_timeout(&mut self.ctx);
+            self.mark_dirty(expired.id);
         }
         self.due = due;
     }
@@ -361,10 +350,10 @@ impl Worker {
     fn wake_starved(&mut self) {
         let budget = (self.ring.buffers(self.buf_group).count() as usize / 2).max(1);
         for _ in 0..budget {
-            let Some((idx, gen)) = self.starved.pop_front() else { break };
-            let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.gen == gen && s.starved) else { continue };
+            let Some(id) = self.starved.pop_front() else { break };
+            let Some(s) = self.slots.get_mut(id).filter(|s| s.starved) else { continue };
             s.starved = false;
-            self.mark_dirty(idx);
+            self.mark_dirty(id);
         }
     }
 
@@ -373,8 +362,8 @@ impl Worker {
         let mut i = 0;
         // Driving never adds to `dirty`, but index to be safe.
         while i < self.dirty.len() {
-            let idx = self.dirty[i];
-            self.drive(idx)?;
+            let id = self.dirty[i];
+            self.drive(id)?;
             i += 1;
         }
         self.dirty.clear();
@@ -383,33 +372,29 @@ impl Worker {
 
     /// Brings one connection's operations in line with its state: next send,
     /// write-side shutdown, close, receive re-arm or cancel, deadline.
-    fn drive(&mut self, idx: u32) -> io::Result<()> {
-        let s = &mut self.slots[idx as usize];
+    fn drive(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
         s.dirty = false;
-        if s.conn.is_none() {
-            return Ok(());
-        }
         if s.closing {
             if s.ops == 0 {
-                self.close(idx);
+                self.close(id);
             }
             return Ok(());
         }
         if !s.dead {
-            self.drive_output(idx)?;
+            self.drive_output(id)?;
         }
-        let s = &mut self.slots[idx as usize];
-        let (fd, gen) = (s.raw_fd(), s.gen);
-        let Some(conn) = s.conn.as_mut() else { return Ok(()) };
-        if s.dead || conn.is_closed() {
+        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
+        let fd = s.raw_fd();
+        if s.dead || s.conn.is_closed() {
             s.closing = true;
             if s.ops == 0 {
-                self.close(idx);
+                self.close(id);
             } else {
                 s.ops += 1;
                 let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
                     .build()
-                    .user_data(token(Op::Cancel, idx, gen));
+                    .user_data(token(Op::Cancel, id));
                 // SAFETY: a cancellation refers to no memory. It names the connection's
                 // socket, which stays open: the cancellation is counted in `ops`, and the
                 // socket closes only once `ops` is back to zero.
@@ -417,15 +402,12 @@ impl Worker {
             }
             return Ok(());
         }
-        if conn.wants_read() {
+        if s.conn.wants_read() {
             if !s.recv_armed && !s.starved {
                 s.recv_armed = true;
                 s.ops += 1;
-                let entry = opcode::RecvMulti::new(types::Fd(fd), self.buf_group.id()).build().user_data(token(
-                    Op::Recv,
-                    idx,
-                    gen,
-                ));
+                let entry =
+                    opcode::RecvMulti::new(types::Fd(fd), self.buf_group.id()).build().user_data(token(Op::Recv, id));
                 // SAFETY: the receive writes only into buffers of `buf_group`, which
                 // `self.ring` owns (mapped for as long as the ring exists). It names the
                 // connection's socket, kept open until `ops` (counting this receive) is
@@ -436,41 +418,42 @@ impl Worker {
             // Backpressure: stop the multishot receive; re-armed once output drains.
             s.recv_cancelled = true;
             s.ops += 1;
-            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(token(Op::Recv, idx, gen)))
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(token(Op::Recv, id)))
                 .build()
-                .user_data(token(Op::Cancel, idx, gen));
+                .user_data(token(Op::Cancel, id));
             // SAFETY: a cancellation by user_data refers to no memory and no fd.
             unsafe { self.ring.push(&entry) }?;
         }
-        self.arm_deadline(idx);
+        if let Some((_, deadline)) = s.conn.poll_timeout() {
+            self.arm_deadline(id, deadline);
+        }
         Ok(())
     }
 
-    /// Starts the next send of connection `idx` if none is in flight: the rest of a
+    /// Starts the next send of connection `id` if none is in flight: the rest of a
     /// file chunk, the next file chunk, or the in-memory segments; or shuts down the
     /// write side once everything is sent and the connection must close.
-    fn drive_output(&mut self, idx: u32) -> io::Result<()> {
+    fn drive_output(&mut self, id: ConnId) -> io::Result<()> {
         loop {
-            let s = &mut self.slots[idx as usize];
+            let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
             if s.send.is_some() || s.stream.as_ref().is_some_and(|c| c.busy) {
                 return Ok(());
             }
             if s.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
-                return self.send_chunk(idx);
+                return self.send_chunk(id);
             }
-            let Some(conn) = s.conn.as_mut() else { return Ok(()) };
-            if let Some((file, offset, left)) = conn.poll_output().and_then(|out| out.front_file()) {
+            if let Some((file, offset, left)) = s.conn.poll_output().and_then(|out| out.front_file()) {
                 let file = file.as_raw_fd();
-                return self.read_chunk(idx, file, offset, left);
+                return self.read_chunk(id, file, offset, left);
             }
-            if let Some(out) = conn.poll_output() {
+            if let Some(out) = s.conn.poll_output() {
                 if let Some(chunk) = s.stream.take() {
                     // Done with files for now: give the chunk buffer back.
                     file::recycle(&mut self.chunks, chunk);
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
                 header.load(out);
-                let entry = header.entry(s.raw_fd()).user_data(token(Op::Send, idx, s.gen));
+                let entry = header.entry(s.raw_fd()).user_data(token(Op::Send, id));
                 s.send = Some(header);
                 s.ops += 1;
                 // SAFETY: the `msghdr` and `iovec`s are in the boxed header, which stays
@@ -481,49 +464,40 @@ impl Worker {
                 unsafe { self.ring.push(&entry) }?;
                 return Ok(());
             }
-            if conn.should_close_after_flush() && !s.shut_wr {
+            if s.conn.should_close_after_flush() && !s.shut_wr {
                 s.shut_wr = true;
                 self.stats.syscalls += 1;
-                if let Some(fd) = &s.fd {
-                    sys::shutdown_write(fd.as_fd());
-                }
-                conn.handle_write_shutdown(&mut self.ctx);
+                sys::shutdown_write(s.fd.as_fd());
+                s.conn.handle_write_shutdown(&mut self.ctx);
                 continue;
             }
             return Ok(());
         }
     }
 
-    /// Arms connection `idx`'s next deadline, unless an earlier one is already armed.
-    fn arm_deadline(&mut self, idx: u32) {
-        let s = &mut self.slots[idx as usize];
-        let Some((_, deadline)) = s.conn.as_ref().and_then(|conn| conn.poll_timeout()) else { return };
-        let id = ConnId { index: idx, generation: s.gen };
+    /// Arms connection `id`'s next deadline, unless an earlier one is already armed.
+    fn arm_deadline(&mut self, id: ConnId, deadline: Instant) {
+        let Some(s) = self.slots.get_mut(id) else { return };
         if self.deadlines.arm(&mut s.armed, id, deadline) {
             self.note_wake(deadline + TICK);
         }
     }
 
     /// Closes the socket of a connection with no operation left and frees its slot.
-    fn close(&mut self, idx: u32) {
-        let s = &mut self.slots[idx as usize];
+    fn close(&mut self, id: ConnId) {
+        let Some(s) = self.slots.remove(id) else { return };
         debug_assert_eq!(s.ops, 0);
         // Closes the socket: `ops` is zero, so no operation names it any more.
-        drop(s.fd.take());
+        drop(s.fd);
         self.stats.syscalls += 1;
-        if let Some(header) = s.send.take() {
+        if let Some(header) = s.send {
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
             }
         }
-        if let Some(chunk) = s.stream.take() {
+        if let Some(chunk) = s.stream {
             file::recycle(&mut self.chunks, chunk);
         }
-        let gen = (s.gen + 1) & GEN_MASK;
-        *s = Slot::vacant();
-        s.gen = gen;
-        self.free.push(idx);
-        self.live -= 1;
         self.stats.closed += 1;
         self.fd_freed();
     }
@@ -534,7 +508,7 @@ impl Worker {
     fn teardown(&mut self) -> bool {
         self.stopping = true;
         self.dirty.clear();
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(token(Op::Global, 0, 0));
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(loop_token(Op::Global));
         // SAFETY: a cancellation refers to no memory and no fd.
         if unsafe { self.ring.push(&cancel) }.is_err() {
             return false;
@@ -551,12 +525,12 @@ impl Worker {
             }
             self.reap_all();
         }
-        for idx in 0..self.slots.len() {
-            if self.slots[idx].conn.is_some() {
+        for id in self.slots.ids() {
+            if let Some(s) = self.slots.get_mut(id) {
                 // Every completion has been reaped (`in_flight` is zero).
-                self.slots[idx].ops = 0;
-                self.close(idx as u32);
+                s.ops = 0;
             }
+            self.close(id);
         }
         true
     }

@@ -144,6 +144,17 @@ where
 mod tests {
     use super::*;
 
+    /// A config with `n` listeners on ephemeral loopback ports.
+    fn config_with_listeners(n: usize) -> ServeConfig {
+        ServeConfig {
+            listeners: (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect(),
+            pin: false,
+            limits: Limits::default(),
+            drain_timeout: Duration::from_secs(1),
+            metrics: None,
+        }
+    }
+
     #[test]
     fn workers_pin_to_the_allowed_cpus_in_order_and_wrap() {
         assert_eq!(pin_cpu(0, &[]), None);
@@ -154,15 +165,8 @@ mod tests {
 
     #[test]
     fn every_worker_runs_once_with_its_own_listener_and_the_reports_merge() {
-        let listeners: Vec<_> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-        let ports: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        let config = ServeConfig {
-            listeners,
-            pin: false,
-            limits: Limits::default(),
-            drain_timeout: Duration::from_secs(1),
-            metrics: None,
-        };
+        let config = config_with_listeners(3);
+        let ports: Vec<_> = config.listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
         let site = Arc::new(Site::builder().build());
         let report = run_workers("test", config, site, &Shutdown::new(), move |setup| {
             assert_eq!(setup.listener.local_addr().unwrap().port(), ports[setup.index]);
@@ -175,14 +179,7 @@ mod tests {
 
     #[test]
     fn a_failing_worker_forces_shutdown_and_its_error_is_returned() {
-        let listeners: Vec<_> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-        let config = ServeConfig {
-            listeners,
-            pin: false,
-            limits: Limits::default(),
-            drain_timeout: Duration::from_secs(1),
-            metrics: None,
-        };
+        let config = config_with_listeners(2);
         let shutdown = Shutdown::new();
         let seen = shutdown.clone();
         let site = Arc::new(Site::builder().build());

@@ -4,7 +4,7 @@
 //! re-armed at once: Linux fails an accept with `EMFILE` before it looks at the
 //! backlog, so re-arming would spin.
 
-use super::token::{token, Op};
+use super::token::{loop_token, Op};
 use super::{Slot, Worker};
 use crate::sys;
 use duet_engine::Next;
@@ -27,7 +27,7 @@ impl Worker {
         let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
-            .user_data(token(Op::Accept, 0, 0));
+            .user_data(loop_token(Op::Accept));
         // SAFETY: the accept refers to no memory (no address buffer). The listener stays
         // in `self.listener` while `accept_armed` is true: it is dropped only when
         // neither the accept nor the listener poll is in flight (`release_listener`).
@@ -44,7 +44,7 @@ impl Worker {
         let Some(listener) = self.listener.as_ref() else { return };
         let entry = opcode::PollAdd::new(types::Fd(listener.as_raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(token(Op::AcceptPoll, 0, 0));
+            .user_data(loop_token(Op::AcceptPoll));
         // SAFETY: a poll refers to no memory. The listener stays in `self.listener` while
         // `accept_waiting` is true (see `release_listener`).
         match unsafe { self.ring.push(&entry) } {
@@ -67,9 +67,9 @@ impl Worker {
         self.accepting = false;
         for (armed, op) in [(self.accept_armed, Op::Accept), (self.accept_waiting, Op::AcceptPoll)] {
             if armed {
-                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(token(op, 0, 0)))
+                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(loop_token(op)))
                     .build()
-                    .user_data(token(Op::Global, 0, 0));
+                    .user_data(loop_token(Op::Global));
                 // SAFETY: a cancellation by user_data refers to no memory and no fd.
                 unsafe { self.ring.push(&entry) }?;
             }
@@ -102,19 +102,8 @@ impl Worker {
             }
             self.accept.on_accepted();
             sys::set_nodelay(fd.as_fd());
-            let idx = match self.free.pop() {
-                Some(idx) => idx,
-                None => {
-                    self.slots.push(Slot::vacant());
-                    (self.slots.len() - 1) as u32
-                }
-            };
-            let s = &mut self.slots[idx as usize];
-            s.conn = Some(Connection::new(&self.ctx));
-            s.fd = Some(fd);
-            s.dirty = true;
-            self.dirty.push(idx);
-            self.live += 1;
+            let id = self.slots.insert(Slot::new(Connection::new(&self.ctx), fd));
+            self.mark_dirty(id);
             self.stats.accepted += 1;
             return;
         }

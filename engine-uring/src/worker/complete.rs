@@ -6,17 +6,18 @@ use super::conn_slot;
 use super::token::{decode, Op};
 use super::{Worker, HEADER_POOL_MAX};
 use crate::sys::{BufId, Completion};
+use duet_engine::ConnId;
 
 impl Worker {
     pub(super) fn complete(&mut self, cqe: &mut Completion) {
-        let (op, slot, gen) = decode(cqe.user_data());
+        let (op, id) = decode(cqe.user_data());
         let (res, more) = (cqe.result(), cqe.more());
-        tracing::trace!(?op, slot, gen, res, flags = cqe.flags(), "cqe");
+        tracing::trace!(?op, ?id, res, flags = cqe.flags(), "cqe");
         // Only a receive selects a provided buffer. It is taken here, once, and goes
         // back to the ring in `on_recv` on every path.
         let buffer = cqe.take_buffer();
         if op == Some(Op::Recv) {
-            return self.on_recv(slot, gen, res, more, buffer);
+            return self.on_recv(id, res, more, buffer);
         }
         if let Some(bid) = buffer {
             // No other operation selects a buffer; should one, it still goes back.
@@ -28,25 +29,25 @@ impl Worker {
             Some(Op::Wake) => self.wake_armed = false,
             Some(Op::Timer) => self.on_loop_timeout(),
             Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
-            Some(Op::Send) => self.on_send(slot, gen, res, more),
-            Some(Op::Cancel) => self.on_cancel(slot, gen, more),
-            Some(Op::FileRead) => self.on_file_read(slot, gen, res, more),
-            Some(Op::FileSend) => self.on_file_send(slot, gen, res, more),
+            Some(Op::Send) => self.on_send(id, res, more),
+            Some(Op::Cancel) => self.on_cancel(id, more),
+            Some(Op::FileRead) => self.on_file_read(id, res, more),
+            Some(Op::FileSend) => self.on_file_send(id, res, more),
             Some(Op::Recv | Op::Global) | None => {}
         }
     }
 
     /// A connection changed in this completion: drive it at the end of the turn
     /// (unless tearing down).
-    pub(super) fn touched(&mut self, slot: u32) {
+    pub(super) fn touched(&mut self, id: ConnId) {
         if !self.stopping {
-            self.mark_dirty(slot);
+            self.mark_dirty(id);
         }
     }
 
-    fn on_recv(&mut self, slot: u32, gen: u32, res: i32, more: bool, buffer: Option<BufId>) {
+    fn on_recv(&mut self, id: ConnId, res: i32, more: bool, buffer: Option<BufId>) {
         let bufs = self.ring.buffers(self.buf_group);
-        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else {
+        let Some(s) = conn_slot(&mut self.slots, id, more) else {
             // Cannot happen while ops are counted per slot, but a buffer must never be
             // lost.
             if let Some(bid) = buffer {
@@ -58,7 +59,7 @@ impl Worker {
             s.recv_armed = false;
             s.recv_cancelled = false;
         }
-        let conn = s.conn.as_mut().expect("conn_slot checked it");
+        let conn = &mut s.conn;
         // The buffer goes back to the ring here, delivered to the connection if it
         // carries data for a live one. A buffer picked for a completion that carries
         // no data still goes back (current kernels recycle it themselves).
@@ -81,7 +82,7 @@ impl Worker {
                 self.stats.enobufs += 1;
                 if !more && !s.starved {
                     s.starved = true;
-                    self.starved.push_back((slot, gen));
+                    self.starved.push_back(id);
                 }
             }
             if res == 0 {
@@ -95,11 +96,11 @@ impl Worker {
         }
         // ENOBUFS: all buffers were taken this turn; they are back by the time the
         // re-armed receive is submitted. It never drops a connection.
-        self.touched(slot);
+        self.touched(id);
     }
 
-    fn on_send(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+    fn on_send(&mut self, id: ConnId, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
         let mut offered = 0;
         if let Some(header) = s.send.take() {
             offered = header.total();
@@ -113,19 +114,18 @@ impl Worker {
                 self.stats.partial_writes += 1;
             }
             if !s.closing && !s.dead && !self.stopping {
-                let conn = s.conn.as_mut().expect("conn_slot checked it");
-                conn.handle_sent(&mut self.ctx, res as usize);
+                s.conn.handle_sent(&mut self.ctx, res as usize);
             }
         } else if res != -libc::ECANCELED {
             s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
         }
-        self.touched(slot);
+        self.touched(id);
     }
 
     /// A cancellation issued for the connection completed.
-    fn on_cancel(&mut self, slot: u32, gen: u32, more: bool) {
-        if conn_slot(&mut self.slots, slot, gen, more).is_some() {
-            self.touched(slot);
+    fn on_cancel(&mut self, id: ConnId, more: bool) {
+        if conn_slot(&mut self.slots, id, more).is_some() {
+            self.touched(id);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::token::{token, Op};
 use super::{conn_slot, Worker};
+use duet_engine::ConnId;
 use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::RawFd;
@@ -39,16 +40,16 @@ pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
 }
 
 impl Worker {
-    /// Sends the rest of connection `idx`'s chunk (`sent < filled`, not busy).
-    pub(super) fn send_chunk(&mut self, idx: u32) -> io::Result<()> {
-        let s = &mut self.slots[idx as usize];
-        let (fd, gen) = (s.raw_fd(), s.gen);
+    /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy).
+    pub(super) fn send_chunk(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
+        let fd = s.raw_fd();
         let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
         let rest = &mut chunk.buf[chunk.sent..chunk.filled];
         let entry = opcode::Send::new(types::Fd(fd), rest.as_mut_ptr(), rest.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(token(Op::FileSend, idx, gen));
+            .user_data(token(Op::FileSend, id));
         chunk.busy = true;
         s.ops += 1;
         // SAFETY: the send reads the chunk buffer, boxed in the slot and neither moved,
@@ -58,16 +59,15 @@ impl Worker {
     }
 
     /// Reads the next chunk of the file `file` (the front segment of connection
-    /// `idx`'s output, `left` bytes from `offset`) into its chunk buffer.
-    pub(super) fn read_chunk(&mut self, idx: u32, file: RawFd, offset: u64, left: usize) -> io::Result<()> {
-        let s = &mut self.slots[idx as usize];
-        let gen = s.gen;
+    /// `id`'s output, `left` bytes from `offset`) into its chunk buffer.
+    pub(super) fn read_chunk(&mut self, id: ConnId, file: RawFd, offset: u64, left: usize) -> io::Result<()> {
+        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
         let chunk = s.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
         let len = left.min(chunk.buf.len());
         let entry = opcode::Read::new(types::Fd(file), chunk.buf.as_mut_ptr(), len as u32)
             .offset(offset)
             .build()
-            .user_data(token(Op::FileRead, idx, gen));
+            .user_data(token(Op::FileRead, id));
         chunk.busy = true;
         chunk.filled = 0;
         chunk.sent = 0;
@@ -82,8 +82,8 @@ impl Worker {
         unsafe { self.ring.push(&entry) }
     }
 
-    pub(super) fn on_file_read(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+    pub(super) fn on_file_read(&mut self, id: ConnId, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
         if let Some(chunk) = s.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
@@ -95,11 +95,11 @@ impl Worker {
                 s.dead = true;
             }
         }
-        self.touched(slot);
+        self.touched(id);
     }
 
-    pub(super) fn on_file_send(&mut self, slot: u32, gen: u32, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, slot, gen, more) else { return };
+    pub(super) fn on_file_send(&mut self, id: ConnId, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
         if let Some(chunk) = s.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
@@ -109,13 +109,12 @@ impl Worker {
                 }
                 chunk.sent += res as usize;
                 if !s.closing && !s.dead && !self.stopping {
-                    let conn = s.conn.as_mut().expect("conn_slot checked it");
-                    conn.handle_sent(&mut self.ctx, res as usize);
+                    s.conn.handle_sent(&mut self.ctx, res as usize);
                 }
             } else if res != -libc::ECANCELED {
                 s.dead = true;
             }
         }
-        self.touched(slot);
+        self.touched(id);
     }
 }

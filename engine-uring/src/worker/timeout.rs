@@ -2,7 +2,7 @@
 //! the next connection deadline, the drain deadline and the accept retry; moved earlier
 //! with `TimeoutUpdate` when a wake hint asks for it.
 
-use super::token::{token, Op};
+use super::token::{loop_token, Op};
 use super::Worker;
 use duet_engine::TICK;
 use io_uring::{opcode, types};
@@ -32,7 +32,7 @@ impl Worker {
                     earliest(earliest(self.deadlines.next_expiry(), self.drain.deadline()), self.accept.retry_at());
                 if let Some(at) = next {
                     *self.timer_ts = timespec_until(at, now);
-                    let entry = opcode::Timeout::new(&*self.timer_ts).build().user_data(token(Op::Timer, 0, 0));
+                    let entry = opcode::Timeout::new(&*self.timer_ts).build().user_data(loop_token(Op::Timer));
                     // SAFETY: the timeout reads the boxed `timer_ts`, which stays put and
                     // is written only while no timeout is in flight (`timer_at` is None
                     // until this one's completion); the worker outlives the operation.
@@ -47,9 +47,9 @@ impl Worker {
                 } else if !self.timer_update_inflight {
                     self.wake_hint = None;
                     *self.timer_update_ts = timespec_until(hint, now);
-                    let entry = opcode::TimeoutUpdate::new(token(Op::Timer, 0, 0), &*self.timer_update_ts)
+                    let entry = opcode::TimeoutUpdate::new(loop_token(Op::Timer), &*self.timer_update_ts)
                         .build()
-                        .user_data(token(Op::TimerUpdate, 0, 0));
+                        .user_data(loop_token(Op::TimerUpdate));
                     // SAFETY: the update reads the boxed `timer_update_ts`, which stays
                     // put and is written only while no update is in flight
                     // (`timer_update_inflight`); the worker outlives the operation.

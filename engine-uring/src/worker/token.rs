@@ -1,5 +1,7 @@
 //! user_data encoding: which operation a completion is for, and for which connection.
 
+use duet_engine::ConnId;
+
 /// What a completion is for; the top byte of its user_data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -25,18 +27,24 @@ pub(super) enum Op {
     AcceptPoll = 11,
 }
 
-/// Generations wrap within the bits a `duet_engine::ConnId` gives them.
-pub(super) const GEN_MASK: u32 = (1 << duet_engine::GENERATION_BITS) - 1;
+/// Bits of the user_data below the op: a connection's [`ConnId::token`], or zero.
+const OP_SHIFT: u32 = duet_engine::TOKEN_BITS;
 
-/// user_data: op (8 bits) | generation (24 bits) | slot (32 bits). A completion whose
-/// generation differs from its slot's belongs to a connection that is gone.
-pub(super) fn token(op: Op, slot: u32, gen: u32) -> u64 {
-    ((op as u64) << 56) | (((gen & GEN_MASK) as u64) << 32) | slot as u64
+/// user_data: op (top 8 bits) | the connection's [`ConnId::token`] (zero for loop
+/// operations). A completion whose id is stale in the slab belongs to a connection that
+/// is gone.
+pub(super) fn token(op: Op, id: ConnId) -> u64 {
+    ((op as u64) << OP_SHIFT) | id.token()
 }
 
-/// The op, slot and generation of a user_data (`None`: not ours).
-pub(super) fn decode(user_data: u64) -> (Option<Op>, u32, u32) {
-    let op = match (user_data >> 56) as u8 {
+/// user_data for an operation that belongs to the loop, not to a connection.
+pub(super) fn loop_token(op: Op) -> u64 {
+    (op as u64) << OP_SHIFT
+}
+
+/// The op and connection of a user_data (`None`: not ours).
+pub(super) fn decode(user_data: u64) -> (Option<Op>, ConnId) {
+    let op = match (user_data >> OP_SHIFT) as u8 {
         1 => Some(Op::Accept),
         2 => Some(Op::Recv),
         3 => Some(Op::Send),
@@ -50,7 +58,7 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, u32, u32) {
         11 => Some(Op::AcceptPoll),
         _ => None,
     };
-    (op, user_data as u32, ((user_data >> 32) as u32) & GEN_MASK)
+    (op, ConnId::from_token(user_data))
 }
 
 #[cfg(test)]
@@ -70,14 +78,16 @@ mod tests {
             Op::Global,
             Op::FileRead,
             Op::FileSend,
+            Op::AcceptPoll,
         ];
+        let max_generation = (1 << duet_engine::GENERATION_BITS) - 1;
         for op in ops {
-            for (slot, gen) in [(0, 0), (1, 7), (u32::MAX, GEN_MASK), (123_456, 0x12_3456)] {
-                assert_eq!(decode(token(op, slot, gen)), (Some(op), slot, gen));
+            for (index, generation) in [(0, 0), (1, 7), (u32::MAX, max_generation), (123_456, 0x12_3456)] {
+                let id = ConnId { index, generation };
+                assert_eq!(decode(token(op, id)), (Some(op), id));
             }
+            assert_eq!(decode(loop_token(op)), (Some(op), ConnId { index: 0, generation: 0 }));
         }
-        // A generation wraps within its 24 bits.
-        assert_eq!(decode(token(Op::Recv, 5, GEN_MASK + 1)), (Some(Op::Recv), 5, 0));
         assert_eq!(decode(0).0, None);
     }
 }
