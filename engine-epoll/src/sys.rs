@@ -88,34 +88,3 @@ pub(crate) fn sendfile(fd: BorrowedFd<'_>, file: BorrowedFd<'_>, offset: u64, le
     // borrowed, so open for the call.
     syscall!(sendfile(fd.as_raw_fd(), file.as_raw_fd(), &mut off, len)).map(|n| n as usize)
 }
-
-/// Accepts one connection, non-blocking and close-on-exec.
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // Null address pointers are allowed: we do not need the peer address.
-    let fd = syscall!(accept4(
-        listener.as_raw_fd(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-    ))?;
-    // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // `one` is a valid c_int for the call; the length matches.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        (&one as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-    ))
-    .map(drop)
-}
-
-pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) {
-    // No pointer arguments; errors (peer gone) are harmless here.
-    let _ = syscall!(shutdown(fd.as_raw_fd(), libc::SHUT_WR));
-}

@@ -7,7 +7,7 @@
 
 use crate::sys;
 use duet_engine::{
-    AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab, Stats, Waker,
+    socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab, Stats, Waker,
     WorkerSetup,
 };
 use duet_http::{Connection, Context};
@@ -34,8 +34,6 @@ const SENDFILE_CHUNK: usize = 1024 * 1024;
 const SENDFILE_BUDGET: usize = 4 * SENDFILE_CHUNK;
 /// Events taken per epoll_wait.
 const MAX_EVENTS: usize = 512;
-/// Pending connections accepted and closed per shed before the loop looks at the rest.
-const SHED_BATCH: usize = 64;
 
 /// One live connection.
 struct Live {
@@ -193,7 +191,7 @@ impl Worker {
     fn accept_from(&mut self, listener: &TcpListener) {
         loop {
             self.stats.syscalls += 1;
-            let errno = match sys::accept(listener.as_fd()) {
+            let errno = match socket::accept(listener.as_fd()) {
                 Ok(fd) => {
                     self.accept.on_accepted();
                     self.register(fd);
@@ -202,11 +200,7 @@ impl Worker {
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
             };
             let next = match self.accept.on_error(errno, self.ctx.now()) {
-                Next::Shed => {
-                    let (shed, drained) = shed(listener, &mut self.stats);
-                    self.stats.syscalls += 2; // close and reopen the spare
-                    self.accept.shed_done(shed, drained, self.ctx.now())
-                }
+                Next::Shed => self.accept.shed(listener.as_fd(), &mut self.stats, self.ctx.now()),
                 next => next,
             };
             match next {
@@ -221,7 +215,7 @@ impl Worker {
 
     fn register(&mut self, fd: OwnedFd) {
         self.stats.syscalls += 2; // setsockopt, epoll_ctl
-        let _ = sys::set_nodelay(fd.as_fd());
+        let _ = socket::set_nodelay(fd.as_fd());
         let id = self.conns.next_id();
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = sys::epoll_add(self.epoll.as_fd(), fd.as_fd(), events, id.token()) {
@@ -347,7 +341,7 @@ impl Worker {
             }
             if live.conn.should_close_after_flush() {
                 stats.syscalls += 1;
-                sys::shutdown_write(live.fd.as_fd());
+                let _ = socket::shutdown_write(live.fd.as_fd());
                 live.conn.handle_write_shutdown(ctx);
                 continue; // lingering reads what is left
             }
@@ -409,23 +403,4 @@ impl Worker {
             self.close(id);
         }
     }
-}
-
-/// Out of descriptors with the spare given back: accepts pending connections and closes
-/// them at once (the clients see a close rather than a hang), until `EAGAIN` or a batch.
-/// Returns how many were shed and whether the backlog was found empty.
-fn shed(listener: &TcpListener, stats: &mut Stats) -> (usize, bool) {
-    for shed in 0..SHED_BATCH {
-        stats.syscalls += 1;
-        match sys::accept(listener.as_fd()) {
-            Ok(fd) => {
-                stats.syscalls += 1;
-                drop(fd);
-            }
-            // EAGAIN: nothing pending. Anything else (the freed number was taken by
-            // another thread): stop here and let the policy decide; never spin.
-            Err(_) => return (shed, true),
-        }
-    }
-    (SHED_BATCH, false)
 }

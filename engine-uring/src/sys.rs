@@ -17,7 +17,7 @@ use io_uring::{cqueue, squeue, types, IoUring};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -526,43 +526,6 @@ impl SendHeader {
     pub fn entry(&self, fd: RawFd) -> squeue::Entry {
         io_uring::opcode::SendMsg::new(types::Fd(fd), &self.msg).flags(libc::MSG_NOSIGNAL as u32).build()
     }
-}
-
-/// Sets TCP_NODELAY (responses are written whole; no reason to wait for an ACK).
-pub fn set_nodelay(fd: BorrowedFd<'_>) {
-    let one: libc::c_int = 1;
-    // SAFETY: passes a live c_int and its size; a failure is harmless.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            ptr::addr_of!(one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
-/// `shutdown(fd, SHUT_WR)`: sends FIN after what is queued.
-pub fn shutdown_write(fd: BorrowedFd<'_>) {
-    // SAFETY: no memory involved; an error (the peer is gone) is harmless.
-    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
-}
-
-/// Accepts one pending connection on `listener` and closes it at once. Returns false
-/// when nothing was pending (or the accept failed): one syscall, else two.
-pub fn accept_and_close(listener: BorrowedFd<'_>) -> bool {
-    // SAFETY: null address pointers are allowed by accept4.
-    let fd = unsafe {
-        libc::accept4(listener.as_raw_fd(), ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: `fd` was just created by accept4 and is owned by nobody else; dropping
-    // it closes it, once.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    true
 }
 
 /// The probe's functional test: receives "ping" through a multishot receive from

@@ -23,11 +23,11 @@ mod file;
 mod timeout;
 mod token;
 
-use crate::sys::{self, BufGroup, Completion, Ring, SendHeader};
+use crate::sys::{BufGroup, Completion, Ring, SendHeader};
 use crate::UringOptions;
 use duet_engine::{
-    AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats, Waker,
-    WorkerSetup, TICK,
+    socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
+    Waker, WorkerSetup, TICK,
 };
 use duet_http::{Connection, Context};
 use file::FileChunk;
@@ -467,7 +467,7 @@ impl Worker {
             if s.conn.should_close_after_flush() && !s.shut_wr {
                 s.shut_wr = true;
                 self.stats.syscalls += 1;
-                sys::shutdown_write(s.fd.as_fd());
+                let _ = socket::shutdown_write(s.fd.as_fd());
                 s.conn.handle_write_shutdown(&mut self.ctx);
                 continue;
             }

@@ -37,13 +37,18 @@
 //! of its own connections closes. A knocking client then waits in the backlog until a
 //! descriptor frees up, rather than being shed.
 
+use crate::Stats;
 use std::fs::File;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// How long a paused accept waits before trying again (unless a descriptor frees).
 pub const RETRY: Duration = Duration::from_millis(100);
+
+/// Pending connections accepted and closed per shed before the loop looks at the rest.
+pub const SHED_BATCH: usize = 64;
 
 /// What to do after an accept result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +248,33 @@ impl<S: Spare> AcceptPolicy<S> {
         }
     }
 
+    /// The shed step after [`Next::Shed`], for every engine: accepts what is pending on
+    /// `listener` and closes it at once (the clients see a close rather than a hang),
+    /// until `EAGAIN` or [`SHED_BATCH`], then retakes the spare
+    /// ([`AcceptPolicy::shed_done`]). Counts its syscalls in `stats`.
+    pub fn shed(&mut self, listener: BorrowedFd<'_>, stats: &mut Stats, now: Instant) -> Next {
+        let mut shed = 0;
+        let mut drained = false;
+        while shed < SHED_BATCH {
+            stats.syscalls += 1;
+            match crate::socket::accept(listener) {
+                Ok(connection) => {
+                    drop(connection);
+                    stats.syscalls += 1;
+                    shed += 1;
+                }
+                // EAGAIN: nothing pending. Anything else (the freed number was taken by
+                // another thread): stop here and let the policy decide; never spin.
+                Err(_) => {
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        stats.syscalls += 2; // the spare's close and reopen
+        self.shed_done(shed, drained, now)
+    }
+
     fn pause(&mut self, now: Instant) -> Next {
         self.paused_until = Some(now + RETRY);
         Next::Pause
@@ -378,6 +410,33 @@ mod tests {
         let mut p = policy(false);
         assert_eq!(p.on_error(libc::EMFILE, now), Next::Shed);
         assert_eq!(p.spare.opens, 1);
+    }
+
+    #[test]
+    fn shedding_closes_every_pending_connection_then_waits_for_the_listener() {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsFd;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let mut clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+        // Non-blocking, so the shed ends at EAGAIN instead of waiting for a fourth.
+        listener.set_nonblocking(true).expect("nonblocking");
+        let now = Instant::now();
+        let mut p = policy(true);
+        assert_eq!(p.on_error(libc::EMFILE, now), Next::Shed);
+        let mut stats = Stats::default();
+        // On loopback a connection is in the accept queue once connect returns.
+        let next = p.shed(listener.as_fd(), &mut stats, now);
+        assert_eq!(next, Next::Wait, "the backlog was drained");
+        assert_eq!(p.episode, Episode::OutOfDescriptors { shed: 3 });
+        assert!(p.spare_held(), "the spare is retaken");
+        for client in &mut clients {
+            client.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut byte = [0u8; 1];
+            assert_eq!(client.read(&mut byte).expect("a close, not a hang"), 0);
+        }
+        assert!(stats.syscalls >= 3 * 2 + 1 + 2, "accepts, closes, the EAGAIN and the spare: {stats:?}");
     }
 
     #[test]

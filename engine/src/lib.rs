@@ -104,6 +104,7 @@ pub mod accept;
 mod deadline;
 mod shutdown;
 mod slab;
+pub mod socket;
 mod stats;
 mod sys;
 mod waker;

@@ -1,16 +1,52 @@
-//! The few syscalls the shared engine core makes itself.
+//! The syscalls the shared engine core makes itself: the waker's eventfd and the socket
+//! calls every engine makes the same way (accept, TCP_NODELAY, half-close).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Turns a negative return into the thread's last OS error.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
 
 /// A close-on-exec eventfd with a zero counter; `nonblocking` adds `EFD_NONBLOCK`.
 pub(crate) fn eventfd(nonblocking: bool) -> io::Result<OwnedFd> {
     let flags = libc::EFD_CLOEXEC | if nonblocking { libc::EFD_NONBLOCK } else { 0 };
     // SAFETY: eventfd takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = check(unsafe { libc::eventfd(0, flags) })?;
     // SAFETY: `fd` was just returned by eventfd, is valid, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Accepts one connection from `listener`, non-blocking and close-on-exec.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: the address pointers may be null (the peer address is not wanted); the
+    // listener is borrowed, so open for the call; the result is checked.
+    let fd = check(unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags) })?;
+    // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets TCP_NODELAY: responses are written whole, so there is no reason to wait for an
+/// ACK before sending the next one.
+pub(crate) fn set_nodelay(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `one` is a live c_int and `len` is its size; the kernel only reads it
+    // during the call. The socket is borrowed, so open for the call.
+    check(unsafe {
+        libc::setsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, (&raw const one).cast(), len)
+    })
+    .map(drop)
+}
+
+/// `shutdown(socket, SHUT_WR)`: sends a FIN after what is queued.
+pub(crate) fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: no pointers; the socket is borrowed, so open for the call.
+    check(unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }

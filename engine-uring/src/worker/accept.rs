@@ -6,15 +6,11 @@
 
 use super::token::{loop_token, Op};
 use super::{Slot, Worker};
-use crate::sys;
-use duet_engine::Next;
+use duet_engine::{socket, Next};
 use duet_http::Connection;
 use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-
-/// Pending connections accepted and closed per shed before the loop looks at the rest.
-const SHED_BATCH: usize = 64;
 
 impl Worker {
     /// Arms the multishot accept unless it is armed, waiting for the listener, paused
@@ -101,7 +97,7 @@ impl Worker {
                 return;
             }
             self.accept.on_accepted();
-            sys::set_nodelay(fd.as_fd());
+            let _ = socket::set_nodelay(fd.as_fd());
             let id = self.slots.insert(Slot::new(Connection::new(&self.ctx), fd));
             self.mark_dirty(id);
             self.stats.accepted += 1;
@@ -111,13 +107,9 @@ impl Worker {
             return;
         }
         let now = self.ctx.now();
-        let next = match self.accept.on_error(-res, now) {
-            Next::Shed => {
-                let (shed, drained) = self.shed();
-                self.stats.syscalls += 2; // close and reopen the spare
-                self.accept.shed_done(shed, drained, now)
-            }
-            next => next,
+        let next = match (self.accept.on_error(-res, now), self.listener.as_ref()) {
+            (Next::Shed, Some(listener)) => self.accept.shed(listener.as_fd(), &mut self.stats, now),
+            (next, _) => next,
         };
         match next {
             // Re-armed by `arm_loop_ops` if the multishot accept ended.
@@ -127,21 +119,6 @@ impl Worker {
             // frees a descriptor.
             Next::Pause | Next::Shed => {}
         }
-    }
-
-    /// Out of descriptors with the spare given back: accepts pending connections and
-    /// closes them at once (the clients see a close rather than a hang), until `EAGAIN`
-    /// or a batch. Returns how many were shed and whether the backlog was found empty.
-    fn shed(&mut self) -> (usize, bool) {
-        let Some(listener) = self.listener.as_ref() else { return (0, true) };
-        for shed in 0..SHED_BATCH {
-            self.stats.syscalls += 1;
-            if !sys::accept_and_close(listener.as_fd()) {
-                return (shed, true);
-            }
-            self.stats.syscalls += 1;
-        }
-        (SHED_BATCH, false)
     }
 
     /// A connection closed: a descriptor is free, so a paused accept is armed again.
