@@ -148,24 +148,27 @@ impl Connection {
             inflight: None,
             reply: None,
             // A connection that never sends a byte gets the head's time, not keep-alive's.
-            read_deadline: ctx.now + ctx.limits.header_timeout,
-            send_deadline: ctx.now + ctx.limits.send_timeout,
+            read_deadline: ctx.deadlines.header,
+            send_deadline: ctx.deadlines.send,
         }
     }
 
     // ---- Transitions. Every change of `reading`, `writing` and `keep_alive` goes
     // through one of these.
 
+    #[inline]
     fn set_reading(&mut self, next: Reading) {
         trace!(from = ?self.reading, to = ?next, "reading");
         self.reading = next;
     }
 
+    #[inline]
     fn set_writing(&mut self, next: Writing) {
         trace!(from = ?self.writing, to = ?next, "writing");
         self.writing = next;
     }
 
+    #[inline]
     fn set_keep_alive(&mut self, next: KeepAlive) {
         trace!(from = ?self.keep_alive, to = ?next, "keep-alive");
         self.keep_alive = next;
@@ -270,11 +273,10 @@ impl Connection {
 
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
-        let Context { site, limits, date, now, pool, stats, metrics, .. } = ctx;
-        // Once per call, not per request: what a head, a body read or a response
-        // queued from empty would start.
-        let header_deadline = *now + limits.header_timeout;
-        let send_deadline = *now + limits.send_timeout;
+        let Context { site, limits, date, deadlines, pool, stats, metrics, .. } = ctx;
+        // Computed once per loop turn: what a head, a body read or a response queued
+        // from empty would start.
+        let (header_deadline, send_deadline) = (deadlines.header, deadlines.send);
         let mut pos = 0;
         self.resume_reading();
         loop {
@@ -498,7 +500,7 @@ impl Connection {
 
     /// Reports that `n` bytes of the output from `poll_output` were sent.
     pub fn handle_sent(&mut self, ctx: &mut Context, n: usize) {
-        self.send_deadline = ctx.now + ctx.limits.send_timeout;
+        self.send_deadline = ctx.deadlines.send;
         if let Some(buf) = self.inflight.as_mut() {
             buf.advance(n);
             if buf.remaining() == 0 {
@@ -514,7 +516,7 @@ impl Connection {
             if matches!(self.reading, Reading::Idle) {
                 // Everything answered: the keep-alive wait starts now, not when the
                 // request arrived.
-                self.read_deadline = ctx.now + ctx.limits.keepalive_timeout;
+                self.read_deadline = ctx.deadlines.keepalive;
             }
         }
         if self.writing == Writing::Full && !self.over_cap(&ctx.limits) {
@@ -567,7 +569,7 @@ impl Connection {
 
     /// The write side is shut; linger for the peer's EOF.
     pub fn handle_write_shutdown(&mut self, ctx: &mut Context) {
-        self.begin_linger(ctx.now + ctx.limits.linger_timeout);
+        self.begin_linger(ctx.deadlines.linger);
     }
 
     /// True when the engine should close the socket and drop the connection.
@@ -639,8 +641,8 @@ impl Connection {
         trace!(?timer, "timer fired");
         match timer {
             Timer::Header | Timer::Body => {
-                let Context { site, date, pool, stats, now, limits, .. } = ctx;
-                self.reject(pool, date, stats, *now + limits.send_timeout, site, Reject::Timeout);
+                let Context { site, date, pool, stats, deadlines, .. } = ctx;
+                self.reject(pool, date, stats, deadlines.send, site, Reject::Timeout);
             }
             Timer::Idle | Timer::Send | Timer::Linger => self.close(),
         }

@@ -26,6 +26,31 @@ pub trait MetricsSource: Send + Sync + std::fmt::Debug {
     fn render(&self, worker: usize, live: &HttpStats) -> String;
 }
 
+/// The deadlines that anything starting in this loop turn gets: computed once per turn
+/// in [`Context::set_time`], so a request pays no time arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TurnDeadlines {
+    /// A head started now must be complete by then.
+    pub(crate) header: Instant,
+    /// A connection idle from now closes then.
+    pub(crate) keepalive: Instant,
+    /// Output queued or progressing now must progress again by then.
+    pub(crate) send: Instant,
+    /// A write side shut now lingers until then.
+    pub(crate) linger: Instant,
+}
+
+impl TurnDeadlines {
+    fn at(now: Instant, limits: &Limits) -> TurnDeadlines {
+        TurnDeadlines {
+            header: now + limits.header_timeout,
+            keepalive: now + limits.keepalive_timeout,
+            send: now + limits.send_timeout,
+            linger: now + limits.linger_timeout,
+        }
+    }
+}
+
 /// The per-thread state every connection of a worker shares: the site, limits, the
 /// clock of the current loop turn, the Date cache and the output buffer pool.
 #[derive(Debug)]
@@ -38,6 +63,8 @@ pub struct Context {
     pub(crate) limits: Limits,
     pub(crate) date: DateCache,
     pub(crate) now: Instant,
+    /// `now` plus each timeout.
+    pub(crate) deadlines: TurnDeadlines,
     pub(crate) pool: BufPool,
     /// This worker's HTTP counters.
     pub stats: HttpStats,
@@ -53,6 +80,7 @@ impl Context {
             shared: site,
             site: snapshot,
             generation,
+            deadlines: TurnDeadlines::at(now, &limits),
             limits,
             date: DateCache::new(wall),
             now,
@@ -72,6 +100,7 @@ impl Context {
     /// atomic load when nothing changed).
     pub fn set_time(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
+        self.deadlines = TurnDeadlines::at(now, &self.limits);
         self.date.update(wall);
         if self.shared.generation() != self.generation {
             self.refresh_site();
