@@ -215,9 +215,10 @@ impl Ring {
 
     /// Moves up to `max` completions into `out` (cleared first): the backlog first,
     /// then the completion queue, in the order the kernel posted them.
+    #[inline]
     pub fn reap(&mut self, out: &mut Vec<Completion>, max: usize) {
         out.clear();
-        while out.len() < max {
+        while !self.backlog.is_empty() && out.len() < max {
             let Some(cqe) = self.backlog.pop_front() else { break };
             out.push(Completion::new(&cqe, &mut self.in_flight));
         }
@@ -312,6 +313,7 @@ pub struct Completion {
 
 impl Completion {
     /// Counts the operation as finished in `in_flight` when this is its last completion.
+    #[inline]
     fn new(cqe: &cqueue::Entry, in_flight: &mut usize) -> Completion {
         let flags = cqe.flags();
         if !cqueue::more(flags) {

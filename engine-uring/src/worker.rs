@@ -97,9 +97,34 @@ impl Slot {
         }
     }
 
+    /// Queues this slot (connection `id`) on `dirty` once per turn.
+    #[inline]
+    fn mark_dirty(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(id);
+        }
+    }
+
     /// The socket's number, for an entry.
     fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Arms `s` (connection `id`) to time out at `deadline` unless an earlier deadline is
+/// armed; a new entry may move the loop timeout earlier (`wake_hint`).
+#[inline]
+fn arm_deadline(
+    deadlines: &mut Deadlines,
+    wake_hint: &mut Option<Instant>,
+    s: &mut Slot,
+    id: ConnId,
+    deadline: Instant,
+) {
+    if deadlines.arm(&mut s.armed, id, deadline) {
+        let at = deadline + TICK;
+        *wake_hint = Some(wake_hint.map_or(at, |hint| hint.min(at)));
     }
 }
 
@@ -304,10 +329,7 @@ impl Worker {
     /// Queues connection `id` for [`Worker::drive`] at the end of the turn.
     fn mark_dirty(&mut self, id: ConnId) {
         if let Some(s) = self.slots.get_mut(id) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(id);
-            }
+            s.mark_dirty(id, &mut self.dirty);
         }
     }
 
@@ -425,7 +447,7 @@ impl Worker {
             unsafe { self.ring.push(&entry) }?;
         }
         if let Some((_, deadline)) = s.conn.poll_timeout() {
-            self.arm_deadline(id, deadline);
+            arm_deadline(&mut self.deadlines, &mut self.wake_hint, s, id, deadline);
         }
         Ok(())
     }
@@ -472,14 +494,6 @@ impl Worker {
                 continue;
             }
             return Ok(());
-        }
-    }
-
-    /// Arms connection `id`'s next deadline, unless an earlier one is already armed.
-    fn arm_deadline(&mut self, id: ConnId, deadline: Instant) {
-        let Some(s) = self.slots.get_mut(id) else { return };
-        if self.deadlines.arm(&mut s.armed, id, deadline) {
-            self.note_wake(deadline + TICK);
         }
     }
 

@@ -41,6 +41,7 @@ impl<K: Copy> TimerWheel<K> {
     }
 
     /// The tick at or after `at` (rounded up, so nothing fires early).
+    #[inline]
     fn tick_of(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.origin);
         let t = self.tick.as_nanos();
@@ -66,6 +67,7 @@ impl<K: Copy> TimerWheel<K> {
     }
 
     /// The tick `at` falls into, for comparing with a value `arm` returned.
+    #[inline]
     pub fn tick_for(&self, at: Instant) -> u64 {
         self.tick_of(at).max(self.current)
     }

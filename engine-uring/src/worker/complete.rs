@@ -37,14 +37,6 @@ impl Worker {
         }
     }
 
-    /// A connection changed in this completion: drive it at the end of the turn
-    /// (unless tearing down).
-    pub(super) fn touched(&mut self, id: ConnId) {
-        if !self.stopping {
-            self.mark_dirty(id);
-        }
-    }
-
     fn on_recv(&mut self, id: ConnId, res: i32, more: bool, buffer: Option<BufId>) {
         let bufs = self.ring.buffers(self.buf_group);
         let Some(s) = conn_slot(&mut self.slots, id, more) else {
@@ -96,7 +88,9 @@ impl Worker {
         }
         // ENOBUFS: all buffers were taken this turn; they are back by the time the
         // re-armed receive is submitted. It never drops a connection.
-        self.touched(id);
+        if !self.stopping {
+            s.mark_dirty(id, &mut self.dirty);
+        }
     }
 
     fn on_send(&mut self, id: ConnId, res: i32, more: bool) {
@@ -119,13 +113,15 @@ impl Worker {
         } else if res != -libc::ECANCELED {
             s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
         }
-        self.touched(id);
+        if !self.stopping {
+            s.mark_dirty(id, &mut self.dirty);
+        }
     }
 
     /// A cancellation issued for the connection completed.
     fn on_cancel(&mut self, id: ConnId, more: bool) {
-        if conn_slot(&mut self.slots, id, more).is_some() {
-            self.touched(id);
+        if let Some(s) = conn_slot(&mut self.slots, id, more).filter(|_| !self.stopping) {
+            s.mark_dirty(id, &mut self.dirty);
         }
     }
 }

@@ -95,7 +95,9 @@ impl Worker {
                 s.dead = true;
             }
         }
-        self.touched(id);
+        if !self.stopping {
+            s.mark_dirty(id, &mut self.dirty);
+        }
     }
 
     pub(super) fn on_file_send(&mut self, id: ConnId, res: i32, more: bool) {
@@ -115,6 +117,8 @@ impl Worker {
                 s.dead = true;
             }
         }
-        self.touched(id);
+        if !self.stopping {
+            s.mark_dirty(id, &mut self.dirty);
+        }
     }
 }
