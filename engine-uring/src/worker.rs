@@ -186,7 +186,6 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         headers: Vec::new(),
         chunks: Vec::new(),
         listener: Some(listener),
-        accepting: true,
         accept_armed: false,
         accept_waiting: false,
         accept: AcceptPolicy::new(),
@@ -242,7 +241,6 @@ struct Worker {
     /// Closed (so the kernel refuses new connections) once draining has stopped the
     /// accept; never while an accept naming it is armed.
     listener: Option<TcpListener>,
-    accepting: bool,
     accept_armed: bool,
     /// A poll on the listener is in flight: accept again only once it is readable.
     accept_waiting: bool,

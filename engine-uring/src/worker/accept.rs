@@ -16,7 +16,7 @@ impl Worker {
     /// Arms the multishot accept unless it is armed, waiting for the listener, paused
     /// by the policy, or over (draining).
     pub(super) fn arm_accept(&mut self) -> io::Result<()> {
-        if !self.accepting || self.accept_armed || self.accept_waiting || self.accept.is_paused() {
+        if self.drain.is_draining() || self.accept_armed || self.accept_waiting || self.accept.is_paused() {
             return Ok(());
         }
         let Some(listener) = self.listener.as_ref() else { return Ok(()) };
@@ -34,7 +34,7 @@ impl Worker {
 
     /// Waits for the listener to become readable (one-shot poll) before accepting again.
     fn wait_for_listener(&mut self) {
-        if self.accept_waiting || !self.accepting {
+        if self.accept_waiting || self.drain.is_draining() {
             return;
         }
         let Some(listener) = self.listener.as_ref() else { return };
@@ -60,7 +60,6 @@ impl Worker {
     /// Draining: no new connections. The listener closes (so the kernel refuses
     /// connections instead of queueing them) once no operation names it.
     pub(super) fn stop_accepting(&mut self) -> io::Result<()> {
-        self.accepting = false;
         for (armed, op) in [(self.accept_armed, Op::Accept), (self.accept_waiting, Op::AcceptPoll)] {
             if armed {
                 let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(loop_token(op)))
@@ -76,7 +75,7 @@ impl Worker {
 
     /// Drops the listener once draining and no accept or poll names it.
     fn release_listener(&mut self) {
-        if !self.accepting && !self.accept_armed && !self.accept_waiting {
+        if self.drain.is_draining() && !self.accept_armed && !self.accept_waiting {
             self.listener = None;
         }
     }
@@ -92,7 +91,7 @@ impl Worker {
             // it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.stats.syscalls += 1;
-            if !self.accepting || self.stopping {
+            if self.drain.is_draining() || self.stopping {
                 drop(fd);
                 return;
             }
@@ -103,7 +102,7 @@ impl Worker {
             self.stats.accepted += 1;
             return;
         }
-        if -res == libc::ECANCELED || self.stopping || !self.accepting {
+        if -res == libc::ECANCELED || self.stopping || self.drain.is_draining() {
             return;
         }
         let now = self.ctx.now();
