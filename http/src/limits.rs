@@ -12,7 +12,7 @@ pub struct Limits {
     /// Largest request head (request line + fields). Longer: 414 if the request line
     /// alone does not fit, 431 otherwise.
     pub max_head: usize,
-    /// Most header fields in one request (431 beyond). At most [`MAX_HEADERS_CEILING`].
+    /// Most header fields in one request (431 beyond). At most 256 (`MAX_HEADERS_CEILING`).
     pub max_headers: usize,
     /// Largest request body that is read and discarded (413 beyond).
     pub max_body: u64,
