@@ -7,8 +7,8 @@
 
 use crate::sys;
 use duet_engine::{
-    socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab, Stats, Waker,
-    WorkerSetup,
+    next_wake, socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab,
+    Stats, Waker, WorkerSetup,
 };
 use duet_http::{Connection, Context};
 use std::io::{self, IoSlice};
@@ -143,9 +143,7 @@ impl Worker {
         if !self.requeued.is_empty() || self.accept_resume {
             return 0;
         }
-        let next =
-            [self.deadlines.next_expiry(), self.drain.deadline(), self.accept.retry_at()].into_iter().flatten().min();
-        match next {
+        match next_wake(&mut self.deadlines, &self.drain, &self.accept) {
             None => -1,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_nanos().div_ceil(1_000_000);

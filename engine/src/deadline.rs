@@ -9,6 +9,8 @@
 //! and the [`Slab`](crate::Slab) generation in the [`ConnId`] drops entries of closed
 //! connections.
 
+use crate::accept::{AcceptPolicy, Spare};
+use crate::shutdown::Drain;
 use crate::slab::ConnId;
 use crate::wheel::TimerWheel;
 use std::time::{Duration, Instant};
@@ -95,6 +97,13 @@ impl Deadlines {
     }
 }
 
+/// When a loop must wake next for its own reasons, whatever its I/O model: the earliest
+/// connection deadline, the drain deadline, or a paused accept's retry. `None`: block
+/// until I/O.
+pub fn next_wake<S: Spare>(deadlines: &mut Deadlines, drain: &Drain, accept: &AcceptPolicy<S>) -> Option<Instant> {
+    [deadlines.next_expiry(), drain.deadline(), accept.retry_at()].into_iter().flatten().min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +148,22 @@ mod tests {
         d.arm(slab.get_mut(new).unwrap(), new, t0 + Duration::from_secs(3));
         assert_eq!(fired(&mut d, t0 + Duration::from_secs(1), &mut slab), vec![], "old entry: stale");
         assert_eq!(fired(&mut d, t0 + Duration::from_secs(3), &mut slab), vec![new]);
+    }
+
+    #[test]
+    fn the_loop_wakes_for_the_earliest_of_deadlines_drain_and_accept_retry() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(t0);
+        let mut drain = Drain::new(Duration::from_secs(3));
+        let mut accept = AcceptPolicy::new();
+        assert_eq!(next_wake(&mut d, &drain, &accept), None, "nothing to wait for: block");
+        let mut armed = Armed::default();
+        d.arm(&mut armed, ConnId { index: 0, generation: 0 }, t0 + Duration::from_secs(5));
+        assert_eq!(next_wake(&mut d, &drain, &accept), Some(t0 + Duration::from_secs(5)));
+        drain.begin(t0);
+        assert_eq!(next_wake(&mut d, &drain, &accept), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(accept.on_error(libc::ENOMEM, t0), crate::Next::Pause);
+        assert_eq!(next_wake(&mut d, &drain, &accept), Some(t0 + crate::accept::RETRY));
     }
 
     #[test]

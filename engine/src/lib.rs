@@ -112,7 +112,7 @@ mod wheel;
 mod workers;
 
 pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
-pub use deadline::{Armed, Deadlines, Expired, TICK};
+pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};
 pub use shutdown::{Drain, Shutdown, ShutdownState};
 pub use slab::{ConnId, Slab, GENERATION_BITS, TOKEN_BITS};
 pub use stats::{Metrics, Stats};

@@ -4,7 +4,7 @@
 
 use super::token::{loop_token, Op};
 use super::Worker;
-use duet_engine::TICK;
+use duet_engine::{next_wake, TICK};
 use io_uring::{opcode, types};
 use std::io;
 use std::time::{Duration, Instant};
@@ -28,8 +28,7 @@ impl Worker {
         match self.timer_at {
             None => {
                 self.wake_hint = None;
-                let next =
-                    earliest(earliest(self.deadlines.next_expiry(), self.drain.deadline()), self.accept.retry_at());
+                let next = next_wake(&mut self.deadlines, &self.drain, &self.accept);
                 if let Some(at) = next {
                     *self.timer_ts = timespec_until(at, now);
                     let entry = opcode::Timeout::new(&*self.timer_ts).build().user_data(loop_token(Op::Timer));
