@@ -1,11 +1,16 @@
 //! The unsafe layer: the ring, its provided-buffer rings and its completions, the
 //! `sendmsg` header kept for an in-flight send, and the few raw syscalls.
 //!
-//! Outside this module the only `unsafe` is the submission sites: [`Ring::push`] is an
+//! Outside this module the only `unsafe` is the submission sites — [`Ring::push`] is an
 //! `unsafe fn` whose contract every caller meets at the call site, with its own
-//! `// SAFETY:` for that entry. What the types enforce here:
-//! - the ring owns its buffer rings and, on drop, closes the ring before it unmaps them
-//!   ([`Ring`]'s `Drop`), whatever the field order;
+//! `// SAFETY:` for that entry — and the one place an accepted descriptor (an accept
+//! completion's result) is adopted as an `OwnedFd`. What the types enforce here:
+//! - the ring owns its buffer rings; on drop it closes the ring before it unmaps them,
+//!   and unmaps them only when no operation is in flight (it leaks them otherwise:
+//!   closing the ring fd does not stop an armed receive synchronously) ([`Ring`]'s
+//!   `Drop`), whatever the field order;
+//! - a ring has at most one buffer group, because a completion names a buffer by its id
+//!   only, not by its group;
 //! - a provided buffer named by a completion can be given back once only: it travels as
 //!   a [`BufId`] (neither `Clone` nor `Copy`) taken once from its [`Completion`] and
 //!   consumed by value by [`BufRing::consume`];
@@ -27,10 +32,10 @@ use std::time::Instant;
 /// One io_uring instance and the provided-buffer rings registered on it, used by the
 /// thread that created it only.
 pub struct Ring {
-    /// Dropped explicitly, first, by `Drop for Ring`: closing the ring fd is what ends
-    /// the kernel's use of `buf_rings`.
+    /// Dropped explicitly, first, by `Drop for Ring`.
     uring: ManuallyDrop<IoUring>,
-    /// Indexed by buffer group id. Unmapped only after `uring` is gone.
+    /// Indexed by buffer group id (at most one, see [`Ring::add_buf_ring`]). Unmapped
+    /// only after `uring` is gone and only if no operation is in flight.
     buf_rings: Vec<BufRing>,
     /// Completions taken out of the completion queue by [`Ring::push`] (to make room
     /// when the kernel answered `EBUSY`), handed out first by the next [`Ring::reap`].
@@ -47,10 +52,15 @@ pub struct Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        if self.in_flight > 0 {
+            // An operation (an armed receive) may still write the buffers after the
+            // ring fd is closed: leak them rather than unmap memory the kernel may use.
+            std::mem::forget(std::mem::take(&mut self.buf_rings));
+        }
         // SAFETY: `uring` is dropped here once and never used again (this is `drop`).
-        // Closing the ring fd first means the buffer rings, dropped with the remaining
-        // fields right after this, are unmapped only once the ring that could use them
-        // is gone.
+        // The buffer rings, dropped with the remaining fields right after this, are
+        // still there only if no operation was in flight (see above), so nothing can
+        // write them once they are unmapped.
         unsafe { ManuallyDrop::drop(&mut self.uring) };
     }
 }
@@ -243,11 +253,15 @@ impl Ring {
     }
 
     /// Maps `count` (a power of two, at most 32768) buffers of `size` bytes, registers
-    /// them with this ring as the next buffer group, and gives them all to the kernel.
-    /// The ring owns them from now on.
+    /// them with this ring as its buffer group, and gives them all to the kernel. The
+    /// ring owns them from now on. A ring has one group at most: a completion names its
+    /// buffer by id only, so with two groups a [`BufId`] could be given back to the
+    /// wrong one.
     pub fn add_buf_ring(&mut self, count: u16, size: u32) -> io::Result<BufGroup> {
-        let bgid = u16::try_from(self.buf_rings.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many buffer groups"))?;
+        if !self.buf_rings.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a ring has one buffer group at most"));
+        }
+        let bgid = 0;
         let bufs = BufRing::new(count, size)?;
         // SAFETY: `bufs.entries` is the page-aligned mapping of `count` entries, stored
         // below in `self.buf_rings`, so it stays mapped until after the ring fd is
@@ -382,8 +396,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned. The owner (a `BufRing`)
-        // belongs to a `Ring`, which closes the ring fd before its buffer rings go.
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once. The owner (a
+        // `BufRing`) belongs to a `Ring`, which drops its buffer rings only after the
+        // ring fd is closed and with no operation in flight (it leaks them otherwise),
+        // so the kernel no longer uses this memory.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
@@ -431,11 +447,13 @@ impl BufRing {
     fn write_entry(&mut self, bid: u16) {
         let idx = (self.tail & (self.count - 1)) as usize;
         // SAFETY: `idx < count`, so the entry is inside the mapping, which is aligned
-        // for `BufRingEntry`. The kernel reads only entries between its head and the
-        // published tail; this one is past the published tail (the ring never holds
-        // more than `count` buffers and `bid` is not in it), so nothing reads it
-        // concurrently. The setters write addr/len/bid only, never `resv` (on entry 0,
-        // the tail the kernel reads).
+        // for `BufRingEntry`. The kernel reads an entry's addr/len/bid only between its
+        // head and the published tail; this one is past the published tail (the ring
+        // never holds more than `count` buffers and `bid` is not in it), so nothing
+        // reads those fields concurrently. On entry 0 the reference also spans `resv`,
+        // which is the ring's tail: the kernel may read it at any time, so it is never
+        // written through this reference (the setters write addr/len/bid only) and only
+        // `publish` writes it, atomically, after this reference is gone.
         let entry = unsafe { &mut *self.base().add(idx) };
         entry.set_addr(self.buffers.ptr.wrapping_add(bid as usize * self.size as usize) as u64);
         entry.set_len(self.size);
@@ -462,8 +480,9 @@ impl BufRing {
             return None;
         }
         let len = len.min(self.size as usize);
-        // SAFETY: a `BufId` comes only from a completion naming `bid`, so the kernel has
-        // finished writing it and will not pick it again until it is recycled below
+        // SAFETY: a `BufId` comes only from a completion naming `bid`, and a ring has a
+        // single buffer group (`Ring::add_buf_ring`), so `bid` is this ring's. The kernel
+        // has finished writing it and will not pick it again until it is recycled below
         // (and `BufId` is consumed here, so that happens once); `len` bytes within the
         // buffer were written by the receive. The slice does not outlive `f`.
         let bytes = unsafe { std::slice::from_raw_parts(self.buffers.ptr.add(bid as usize * self.size as usize), len) };
@@ -535,13 +554,29 @@ impl SendHeader {
 /// bytes were right) and flags. On failure, also says whether every operation
 /// completed (if not, the caller must leak `ring`).
 pub fn check_multishot_recv(ring: &mut Ring, group: BufGroup) -> Result<(i32, u32), (String, bool)> {
-    use io_uring::opcode;
     let (a, mut b) = UnixStream::pair().map_err(|e| (format!("cannot create a socket pair: {e}"), true))?;
+    // `a` is closed only once its receive has completed: on an unsettled failure it is
+    // leaked with the ring, so the receive never names a closed (and reusable) number.
+    let a = ManuallyDrop::new(a);
+    let result = multishot_recv_ping(ring, group, &a, &mut b);
+    if !matches!(result, Err((_, false))) {
+        drop(ManuallyDrop::into_inner(a));
+    }
+    result
+}
+
+fn multishot_recv_ping(
+    ring: &mut Ring,
+    group: BufGroup,
+    a: &UnixStream,
+    b: &mut UnixStream,
+) -> Result<(i32, u32), (String, bool)> {
+    use io_uring::opcode;
     let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), group.id()).build().user_data(1);
     // SAFETY: the receive names `a` and a group registered on (so owned by) `ring`.
-    // This function returns before the receive's last completion only with
-    // `settled == false`, and the caller then leaks the ring; `a` is dropped (closed)
-    // only after that point.
+    // This function returns before the receive's last completion only with an error
+    // whose second field is false; then the caller leaks `a` and the ring, so neither
+    // the socket nor the buffers go while the receive may use them.
     unsafe { ring.push(&recv) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), true))?;
     let _ = b.write_all(b"ping");
 
@@ -583,7 +618,6 @@ pub fn check_multishot_recv(ring: &mut Ring, group: BufGroup) -> Result<(i32, u3
             unsafe { ring.push(&cancel) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), false))?;
         }
     }
-    drop(a);
     first.ok_or_else(|| ("a multishot receive completed without a result".into(), true))
 }
 
@@ -614,6 +648,15 @@ mod tests {
         let mut out = Vec::new();
         ring.reap(&mut out, max);
         out.iter().map(Completion::user_data).collect()
+    }
+
+    #[test]
+    fn a_ring_has_one_buffer_group_at_most() {
+        let Some(mut ring) = ring(8) else { return };
+        let group = ring.add_buf_ring(2, 64).expect("the first group");
+        assert_eq!(ring.buffers(group).count(), 2);
+        let err = ring.add_buf_ring(2, 64).expect_err("a second group would make buffer ids ambiguous");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

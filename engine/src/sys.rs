@@ -40,7 +40,13 @@ pub(crate) fn set_nodelay(socket: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `one` is a live c_int and `len` is its size; the kernel only reads it
     // during the call. The socket is borrowed, so open for the call.
     check(unsafe {
-        libc::setsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, (&raw const one).cast(), len)
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            len,
+        )
     })
     .map(drop)
 }
