@@ -1,5 +1,5 @@
-//! SVG charts for `--out`: req/s and CPU per request per scenario (engines side by
-//! side), and latency percentile curves.
+//! SVG charts for `--out`: req/s, CPU per request and latency percentiles, as small
+//! multiples (one panel per scenario, the servers in the same colours in every panel).
 
 use super::{Figures, Results};
 use plotters::prelude::*;
@@ -37,121 +37,125 @@ pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(written)
 }
 
-fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> Result<(), Box<dyn std::error::Error>> {
-    let engines = &r.config.servers();
-    let labels: Vec<String> = r.scenarios.iter().map(|s| s.scenario.label()).collect();
-    let top = r
-        .scenarios
-        .iter()
-        .flat_map(|s| s.engines.iter().map(|e| get(&e.median)))
-        .filter(|x| x.is_finite())
-        .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.15;
-    let width = (160 * labels.len().max(1) as u32 + 160).max(640);
-    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Each chart is small multiples: one panel per scenario, each with its own y axis (the
+/// scenarios differ by orders of magnitude), the servers in the same colour in every
+/// panel, and one legend strip at the top naming them.
+const PANEL: (u32, u32) = (340, 250);
+const HEADER: u32 = 70;
+
+/// Rows and columns for `n` panels: at most three across.
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, 3);
+    (n.div_ceil(cols).max(1), cols)
+}
+
+/// A tick label: enough digits for values below 10 (CPU µs per request at depth 16).
+fn tick(y: f64) -> String {
+    if y != 0.0 && y.abs() < 10.0 {
+        format!("{y:.2}")
+    } else {
+        super::output::metric(y)
+    }
+}
+
+/// The canvas: a title, the legend strip of `servers`, and one area per scenario.
+fn canvas<'a>(
+    path: &'a Path,
+    title: &str,
+    servers: &[String],
+    panels: usize,
+) -> Result<
+    (DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, Vec<DrawingArea<SVGBackend<'a>, plotters::coord::Shift>>),
+    Box<dyn std::error::Error>,
+> {
+    let (rows, cols) = grid(panels);
+    let size = (PANEL.0 * cols as u32, PANEL.1 * rows as u32 + HEADER);
+    let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..labels.len() as f64, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_label_formatter(&|y| super::output::metric(*y))
-        .x_labels(labels.len() * 2 + 1)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 1e-6 {
-                labels.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .draw()?;
-    let n = engines.len().max(1) as f64;
-    let bar = 0.8 / n;
-    for (ei, engine) in engines.iter().enumerate() {
-        let c = color(ei);
-        let rects: Vec<Rectangle<(f64, f64)>> = r
-            .scenarios
+    let (header, body) = root.split_vertically(HEADER);
+    header.draw(&Text::new(title.to_string(), (10, 8), ("sans-serif", 20).into_font()))?;
+    // The legend: a swatch and a name per server, left to right.
+    let mut x = 10;
+    for (i, server) in servers.iter().enumerate() {
+        header.draw(&Rectangle::new([(x, 44), (x + 14, 56)], color(i).filled()))?;
+        header.draw(&Text::new(server.clone(), (x + 20, 43), ("sans-serif", 14).into_font()))?;
+        x += 34 + 8 * server.chars().count() as i32;
+    }
+    let areas = body.split_evenly((rows, cols));
+    Ok((root, areas))
+}
+
+fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult {
+    let servers = r.config.servers();
+    let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
+    for (s, area) in r.scenarios.iter().zip(&areas) {
+        let values: Vec<(usize, f64)> = servers
             .iter()
             .enumerate()
-            .filter_map(|(si, s)| {
-                let v = get(&s.engine(engine)?.median);
-                let x0 = si as f64 + 0.1 + bar * ei as f64;
-                v.is_finite().then(|| Rectangle::new([(x0, 0.0), (x0 + bar * 0.95, v)], c.filled()))
-            })
+            .filter_map(|(i, name)| Some((i, get(&s.engine(name)?.median))))
+            .filter(|(_, v)| v.is_finite())
             .collect();
-        chart
-            .draw_series(rects)?
-            .label(engine.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
+        let top = values.iter().map(|(_, v)| *v).fold(0.0f64, f64::max).max(1e-9) * 1.2;
+        let mut chart = ChartBuilder::on(area)
+            .caption(s.scenario.label(), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(6)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..servers.len().max(1) as f64, 0f64..top)?;
+        chart.configure_mesh().disable_x_mesh().x_labels(0).y_labels(5).y_label_formatter(&|y| tick(*y)).draw()?;
+        chart.draw_series(
+            values
+                .iter()
+                .map(|&(i, v)| Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, v)], color(i).filled())),
+        )?;
+        // The value over each bar, so the panel is read without the axis.
+        chart.draw_series(
+            values
+                .iter()
+                .map(|&(i, v)| Text::new(tick(v), (i as f64 + 0.15, v * 1.08), ("sans-serif", 11).into_font())),
+        )?;
     }
-    draw_legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
 
-fn latency(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn latency(r: &Results, path: &Path) -> DrawResult {
+    let servers = r.config.servers();
+    let title = "latency percentiles p50 / p99 / p99.9, µs (lower is better)";
+    let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
     let points = |f: &Figures| -> Vec<(f64, f64)> {
-        [(0.0, f.p50_us), (1.0, f.p99_us), (2.0, f.p999_us)]
-            .into_iter()
-            .filter(|(_, y)| y.is_finite() && *y > 0.0)
-            .collect()
+        [(0.0, f.p50_us), (1.0, f.p99_us), (2.0, f.p999_us)].into_iter().filter(|(_, y)| y.is_finite()).collect()
     };
-    let all: Vec<f64> =
-        r.scenarios.iter().flat_map(|s| &s.engines).flat_map(|e| points(&e.median)).map(|(_, y)| y).collect();
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).clamp(1.0, 1e9) / 1.5;
-    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0) * 1.5;
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("latency percentiles, µs (log scale)", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-0.2f64..2.2f64, (lo..hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_labels(3)
-        .y_label_formatter(&|y| super::output::metric(*y))
-        .x_label_formatter(&|x| match x.round() as i64 {
-            0 => "p50".into(),
-            1 => "p99".into(),
-            2 => "p99.9".into(),
-            _ => String::new(),
-        })
-        .draw()?;
-    let styles = [ShapeStyle::from(&BLACK).stroke_width(2), ShapeStyle::from(&BLACK).stroke_width(1)];
-    for (si, s) in r.scenarios.iter().enumerate() {
-        for (ei, e) in s.engines.iter().enumerate() {
-            let c = color(ei).mix(1.0 - 0.5 * (si as f64 / r.scenarios.len().max(1) as f64));
-            let style = ShapeStyle { color: c, filled: false, stroke_width: styles[si % 2].stroke_width };
-            chart
-                .draw_series(LineSeries::new(points(&e.median), style))?
-                .label(format!("{} {}", e.engine, s.scenario.label()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    for (s, area) in r.scenarios.iter().zip(&areas) {
+        let top =
+            s.engines.iter().flat_map(|e| points(&e.median)).map(|(_, y)| y).fold(0.0f64, f64::max).max(1.0) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(s.scenario.label(), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(22)
+            .y_label_area_size(52)
+            .build_cartesian_2d(-0.15f64..2.15f64, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_labels(3)
+            .y_labels(5)
+            .y_label_formatter(&|y| tick(*y))
+            .x_label_formatter(&|x| match x.round() as i64 {
+                0 => "p50".into(),
+                1 => "p99".into(),
+                2 => "p99.9".into(),
+                _ => String::new(),
+            })
+            .draw()?;
+        for (i, name) in servers.iter().enumerate() {
+            let Some(e) = s.engine(name) else { continue };
+            let style = color(i).stroke_width(2);
+            chart.draw_series(LineSeries::new(points(&e.median), style))?;
+            chart.draw_series(points(&e.median).into_iter().map(|p| Circle::new(p, 3, color(i).filled())))?;
         }
     }
-    draw_legend(&mut chart)?;
     root.present()?;
     Ok(())
-}
-
-/// The legend every chart uses: upper left, on a translucent white box.
-fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), String>
-where
-    DB: DrawingBackend + 'a,
-    CT: CoordTranslate,
-{
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())
 }
