@@ -38,6 +38,7 @@ pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// Each chart is small multiples: one panel per scenario, each with its own y axis (the
 /// scenarios differ by orders of magnitude), the servers in the same colour in every
@@ -66,10 +67,7 @@ fn canvas<'a>(
     title: &str,
     servers: &[String],
     panels: usize,
-) -> Result<
-    (DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, Vec<DrawingArea<SVGBackend<'a>, plotters::coord::Shift>>),
-    Box<dyn std::error::Error>,
-> {
+) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
     let (rows, cols) = grid(panels);
     let size = (PANEL.0 * cols as u32, PANEL.1 * rows as u32 + HEADER);
     let root = SVGBackend::new(path, size).into_drawing_area();
