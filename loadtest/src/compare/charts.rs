@@ -45,6 +45,7 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 /// panel, and one legend strip at the top naming them.
 const PANEL: (u32, u32) = (340, 250);
 const HEADER: u32 = 70;
+const MIN_WIDTH: u32 = 680;
 
 /// Rows and columns for `n` panels: at most three across.
 fn grid(n: usize) -> (usize, usize) {
@@ -52,12 +53,14 @@ fn grid(n: usize) -> (usize, usize) {
     (n.div_ceil(cols).max(1), cols)
 }
 
-/// A tick label: enough digits for values below 10 (CPU µs per request at depth 16).
+/// A label with three significant digits below 1,000 (CPU µs per request runs from
+/// 0.4 to a few hundred), metric prefixes above.
 fn tick(y: f64) -> String {
-    if y != 0.0 && y.abs() < 10.0 {
-        format!("{y:.2}")
-    } else {
-        super::output::metric(y)
+    match y.abs() {
+        0.0 => "0".into(),
+        a if a < 10.0 => format!("{y:.2}"),
+        a if a < 100.0 => format!("{y:.1}"),
+        _ => super::output::metric(y),
     }
 }
 
@@ -69,7 +72,8 @@ fn canvas<'a>(
     panels: usize,
 ) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
     let (rows, cols) = grid(panels);
-    let size = (PANEL.0 * cols as u32, PANEL.1 * rows as u32 + HEADER);
+    // Wide enough for the title and the legend even with one panel.
+    let size = ((PANEL.0 * cols as u32).max(MIN_WIDTH), PANEL.1 * rows as u32 + HEADER);
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
@@ -156,4 +160,28 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_go_three_across() {
+        assert_eq!(grid(0), (1, 1));
+        assert_eq!(grid(1), (1, 1));
+        assert_eq!(grid(2), (1, 2));
+        assert_eq!(grid(6), (2, 3));
+        assert_eq!(grid(7), (3, 3));
+    }
+
+    #[test]
+    fn labels_keep_three_significant_digits_below_a_thousand() {
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(0.455), "0.46");
+        assert_eq!(tick(10.81), "10.8");
+        assert_eq!(tick(11.06), "11.1");
+        assert_eq!(tick(226.7), "227");
+        assert_eq!(tick(1_530_000.0), "1.53M");
+    }
 }
