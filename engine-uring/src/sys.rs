@@ -396,10 +396,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once. The owner (a
-        // `BufRing`) belongs to a `Ring`, which drops its buffer rings only after the
-        // ring fd is closed and with no operation in flight (it leaks them otherwise),
-        // so the kernel no longer uses this memory.
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once. The owning
+        // `BufRing` was either never registered (dropped by a failed `add_buf_ring`) or is
+        // dropped by `Ring::drop` after the ring fd is closed with no operation in flight
+        // (it leaks them otherwise), so the kernel no longer uses this memory.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }

@@ -479,7 +479,8 @@ impl Worker {
                 // SAFETY: the `msghdr` and `iovec`s are in the boxed header, which stays
                 // in the slot until this send's completion (`on_send` takes it). The
                 // segments they point to are held unchanged by `conn` until
-                // `handle_sent` (contract rule 4), called only from that completion. The
+                // `handle_sent` (contract rule 5: Output), called only from that completion, or
+                // until it is dropped, which `close` does only at `ops == 0`. The
                 // socket stays open until `ops` (counting this send) is back to zero.
                 unsafe { self.ring.push(&entry) }?;
                 return Ok(());
@@ -497,8 +498,12 @@ impl Worker {
 
     /// Closes the socket of a connection with no operation left and frees its slot.
     fn close(&mut self, id: ConnId) {
+        // Every push site relies on this: never close while an operation names the socket.
+        if !matches!(self.slots.get(id), Some(s) if s.ops == 0) {
+            debug_assert!(self.slots.get(id).is_none(), "close with operations in flight");
+            return;
+        }
         let Some(s) = self.slots.remove(id) else { return };
-        debug_assert_eq!(s.ops, 0);
         // Closes the socket: `ops` is zero, so no operation names it any more.
         drop(s.fd);
         self.stats.syscalls += 1;

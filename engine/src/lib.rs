@@ -27,7 +27,8 @@
 //! Every engine crate exposes a `serve(config: ServeConfig, site: Arc<Site>, shutdown:
 //! Shutdown) -> io::Result<Stats>` (engine-specific tuning may come as one more
 //! argument), has the same shape — `lib.rs` (`serve`), `worker.rs` (the loop),
-//! `sys.rs` (every `unsafe` syscall) — and names the same roles the same way:
+//! `sys.rs` (the `unsafe` syscall layer; a completion engine also has `unsafe` at each
+//! documented submission site and where it adopts an accepted descriptor) — and names the same roles the same way:
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
 //! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
