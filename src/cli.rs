@@ -70,13 +70,16 @@ pub struct ServeArgs {
     /// Most header fields in a request (431 beyond; at most 256).
     #[arg(long, default_value_t = 64)]
     pub max_headers: usize,
-    /// Largest request body read and discarded (413 beyond).
+    /// Largest request body read (discarded, or echoed by --echo); 413 beyond.
     #[arg(long, default_value = "1MiB", value_name = "BYTES")]
     pub max_body_size: ByteSize,
     /// Time allowed from a request's first byte to the end of its head (408 after),
     /// and the longest pause while reading a body.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub header_timeout: Seconds,
+    /// Time allowed from the end of a request's head to the end of its body (408 after).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub body_timeout: Seconds,
     /// How long an idle keep-alive connection is kept.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub keepalive_timeout: Seconds,
@@ -105,6 +108,11 @@ pub struct ServeArgs {
     /// the extension; `@@` starts a literal `@`). Repeatable; wins over --dir.
     #[arg(long = "route", value_name = "PATH=TEXT|@FILE")]
     pub routes: Vec<String>,
+    /// Answer at PATH with what was received: POST, PUT, PATCH and DELETE get their body
+    /// back (with its Content-Type), GET and HEAD the request line and header fields.
+    /// Repeatable; wins over --route and --dir.
+    #[arg(long = "echo", value_name = "PATH")]
+    pub echoes: Vec<String>,
     /// Override the Content-Type of a path served by --route or --dir. Repeatable.
     #[arg(long = "route-type", value_name = "PATH=MIME")]
     pub route_types: Vec<String>,
@@ -137,6 +145,7 @@ impl ServeArgs {
             max_headers: self.max_headers,
             max_body: self.max_body_size.0,
             header_timeout: self.header_timeout.0,
+            body_timeout: self.body_timeout.0,
             keepalive_timeout: self.keepalive_timeout.0,
             send_timeout: self.send_timeout.0,
             max_output: self.max_output.0 as usize,
@@ -152,6 +161,7 @@ impl ServeArgs {
             dotfiles: self.dotfiles,
             max_cached_file: self.max_cached_file.0,
             cache_budget: self.cache_budget.0,
+            echoes: self.echoes.clone(),
         }
     }
 

@@ -34,10 +34,13 @@ pub struct ContentConfig {
     pub dotfiles: bool,
     pub max_cached_file: u64,
     pub cache_budget: u64,
+    /// `--echo` paths.
+    pub echoes: Vec<String>,
 }
 
 impl ContentConfig {
-    /// No `--route` and no `--dir`: the built-in `Hello, World!` site.
+    /// No `--route` and no `--dir`: the built-in `Hello, World!` site (echo routes, if
+    /// any, are added to it).
     pub fn is_default(&self) -> bool {
         self.routes.is_empty() && self.dir.is_none() && self.route_types.is_empty()
     }
@@ -49,6 +52,8 @@ pub struct Loaded {
     /// Files under `--dir`.
     pub files: usize,
     pub routes: usize,
+    /// `--echo` routes.
+    pub echoes: usize,
     /// Bytes held in memory (cached files and routes).
     pub bytes: u64,
     /// Bodies (files and `@FILE` routes) streamed from disk, and their total size.
@@ -59,21 +64,34 @@ pub struct Loaded {
 impl Loaded {
     pub fn summary(&self) -> String {
         format!(
-            "{} files and {} routes: {} bodies cached ({} bytes in memory), {} streamed from disk ({} bytes)",
+            "{} files and {} routes: {} bodies cached ({} bytes in memory), {} streamed from disk ({} bytes){}",
             self.files,
             self.routes,
             self.files + self.routes - self.streamed,
             self.bytes,
             self.streamed,
-            self.streamed_bytes
+            self.streamed_bytes,
+            if self.echoes > 0 { format!("; {} echo routes", self.echoes) } else { String::new() }
         )
     }
 }
 
 /// Reads everything the configuration names. Any error is one line saying what to fix.
 pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
+    for path in &cfg.echoes {
+        check_path("--echo", path, path)?;
+    }
     if cfg.is_default() {
-        return Ok(Loaded { site: Site::hello(), files: 0, routes: 1, bytes: 13, streamed: 0, streamed_bytes: 0 });
+        let builder = cfg.echoes.iter().fold(Site::builder().hello(), |b, path| b.echo(path));
+        return Ok(Loaded {
+            site: builder.build(),
+            files: 0,
+            routes: 1,
+            echoes: cfg.echoes.len(),
+            bytes: 13,
+            streamed: 0,
+            streamed_bytes: 0,
+        });
     }
     let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
     let mut types = HashMap::new();
@@ -102,10 +120,13 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
     if let Some(path) = unused.first() {
         return Err(format!("--route-type {path}: no --route or file under --dir serves {path}"));
     }
+    // An echo route wins over a route or file at the same path.
+    let builder = cfg.echoes.iter().fold(loader.builder, |b, path| b.echo(path));
     Ok(Loaded {
-        site: loader.builder.build(),
+        site: builder.build(),
         files: loader.files,
         routes: routes.len(),
+        echoes: cfg.echoes.len(),
         bytes: loader.used,
         streamed: loader.streamed,
         streamed_bytes: loader.streamed_bytes,

@@ -2,9 +2,11 @@
 
 use crate::chunked::{Chunked, ChunkedDecoder};
 use crate::context::{Context, HttpStats};
+use crate::echo;
+use crate::line::{Line, LineScan};
 use crate::out::{BufPool, OutBuf};
 use crate::reject::Reject;
-use crate::request::{self, BodyKind};
+use crate::request::{self, Answer, BodyKind};
 use crate::site::{Body, Prerendered, Snapshot};
 use crate::{DateCache, Limits};
 use std::sync::Arc;
@@ -22,8 +24,9 @@ enum Reading {
     /// Between requests, or before the first: waiting for the first byte of a head.
     /// Empty lines here are skipped (RFC 9112 §2.2) and start nothing.
     Idle,
-    /// Some bytes of a head have arrived (they are in the carry buffer).
-    Head,
+    /// Some bytes of a head have arrived (they are in the carry buffer); the check of
+    /// its request line so far.
+    Head(LineScan),
     /// Discarding a Content-Length body; `left` bytes to go.
     Body { left: u64 },
     /// Discarding a chunked body.
@@ -38,7 +41,7 @@ enum Reading {
 impl Reading {
     /// Input is parsed: a request boundary, a head or a body.
     fn is_framing(&self) -> bool {
-        matches!(self, Reading::Idle | Reading::Head | Reading::Body { .. } | Reading::Chunked(_))
+        matches!(self, Reading::Idle | Reading::Head(_) | Reading::Body { .. } | Reading::Chunked(_))
     }
 }
 
@@ -76,7 +79,8 @@ pub enum Timer {
     /// its first byte); if not, 408 and a close.
     Header,
     /// The next bytes of a request body must arrive by then (`Limits::header_timeout`
-    /// from the last read); if not, 408 and a close.
+    /// from the last read), and the whole body by `Limits::body_timeout` from the end
+    /// of the head, whichever comes first; if not, 408 and a close.
     Body,
     /// No request is in progress and nothing is queued: the next request must start by
     /// then, or the connection closes without a word. `Limits::keepalive_timeout` from
@@ -94,10 +98,32 @@ pub enum Timer {
 /// The answer to a request whose body is still being read.
 #[derive(Debug)]
 struct Reply {
-    response: Arc<Prerendered>,
+    answer: Pending,
+    /// When the body must be complete (`Limits::body_timeout` from the end of the
+    /// head); the Body timer fires at this or at the pause deadline, the earlier.
+    deadline: Instant,
     head_only: bool,
     keep_alive: bool,
     http10: bool,
+}
+
+/// What a request whose body is being read will be answered with.
+#[derive(Debug)]
+enum Pending {
+    /// A response decided from the head; the body is discarded.
+    Ready(Arc<Prerendered>),
+    /// An echo route's: the body read so far, and the Content-Type to send it with.
+    Echo { body: Vec<u8>, content_type: Box<str> },
+}
+
+impl Reply {
+    /// Where body bytes go: kept for an echo, else nowhere (discarded).
+    fn sink(reply: &mut Option<Box<Reply>>) -> Option<&mut Vec<u8>> {
+        match reply.as_deref_mut() {
+            Some(Reply { answer: Pending::Echo { body, .. }, .. }) => Some(body),
+            _ => None,
+        }
+    }
 }
 
 /// One HTTP/1.1 connection: bytes in, response segments out. See the crate docs for
@@ -176,17 +202,29 @@ impl Connection {
 
     /// Idle → Head: the first byte of a head arrived; the Header timer runs from now.
     fn start_head(&mut self, header_deadline: Instant) {
-        self.set_reading(Reading::Head);
+        self.set_reading(Reading::Head(LineScan::new()));
         self.read_deadline = header_deadline;
+        self.scan_from = 0;
     }
 
-    /// Head → Body or Chunked: the head announced a body; the Body timer starts.
-    fn start_body(&mut self, body: BodyKind, header_deadline: Instant) {
+    /// Head → Body or Chunked: the head announced a body, to be answered with
+    /// `reply`; the Body timer starts (and the whole body's deadline, in `reply`).
+    fn start_body(&mut self, body: BodyKind, reply: Box<Reply>, header_deadline: Instant) {
         self.set_reading(match body {
             BodyKind::Fixed(left) => Reading::Body { left },
             _ => Reading::Chunked(Box::new(ChunkedDecoder::new())),
         });
-        self.read_deadline = header_deadline;
+        self.reply = Some(reply);
+        self.body_read(header_deadline);
+    }
+
+    /// Body bytes arrived (or reading resumed): the pause allowed restarts, never past
+    /// the whole body's deadline.
+    fn body_read(&mut self, header_deadline: Instant) {
+        self.read_deadline = match &self.reply {
+            Some(reply) => header_deadline.min(reply.deadline),
+            None => header_deadline,
+        };
     }
 
     /// Head, Body or Chunked → Idle: the request is fully read. The Idle timer is armed
@@ -276,7 +314,7 @@ impl Connection {
         let Context { site, limits, date, deadlines, pool, stats, metrics, .. } = ctx;
         // Computed once per loop turn: what a head, a body read or a response queued
         // from empty would start.
-        let (header_deadline, send_deadline) = (deadlines.header, deadlines.send);
+        let (header_deadline, send_deadline, body_deadline) = (deadlines.header, deadlines.send, deadlines.body);
         let mut pos = 0;
         self.resume_reading();
         loop {
@@ -288,8 +326,8 @@ impl Connection {
                 return pos; // backpressure: resume in handle_sent
             }
             match &mut self.reading {
-                Reading::Idle | Reading::Head => {
-                    let resuming = matches!(self.reading, Reading::Head);
+                Reading::Idle | Reading::Head(_) => {
+                    let resuming = matches!(self.reading, Reading::Head(_));
                     if !resuming {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
                         while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
@@ -301,25 +339,23 @@ impl Connection {
                         self.start_head(header_deadline);
                     }
                     let rest = &buf[pos..];
-                    // A head seen incomplete before is parsed again only once its end has
-                    // arrived (a cheap scan that resumes where it stopped), so a head
-                    // trickled byte by byte costs linear time, not quadratic. An error is
-                    // acted on only once the whole head is here, as it would be had the
-                    // head arrived in pieces: answers never depend on how input was split.
-                    let oversize = || request::oversize_reject(rest, limits.max_head);
-                    let parsed = if resuming && request::find_head_end(rest, self.scan_from).is_none() {
-                        None
-                    } else {
-                        let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
-                        match request::decide(site, limits, rest, metrics) {
-                            Ok(Some((_, end))) if end > limits.max_head => Some(Err(oversize())),
-                            Ok(Some(parsed)) => Some(Ok(parsed)),
-                            Ok(None) => None,
-                            Err(reject) => match request::find_head_end(rest, 0) {
-                                Some(end) if end <= limits.max_head => Some(Err(reject)),
-                                Some(_) => Some(Err(oversize())),
-                                None => None,
-                            },
+                    // Only the first `max_head` bytes can belong to an acceptable head,
+                    // and every verdict below depends on those alone: the moment they
+                    // prove the head invalid it is answered, and how the input was
+                    // split never changes the answer.
+                    let window = &rest[..rest.len().min(limits.max_head)];
+                    let Reading::Head(line) = &mut self.reading else { unreachable!("started above") };
+                    let parsed = match line.scan(window) {
+                        Line::Invalid(reject) => Some(Err(reject)),
+                        Line::Incomplete => None,
+                        // The field lines are parsed when the head is new, and after
+                        // that only once a line ending has arrived (a bad field is
+                        // answered when its line is complete), so a head trickled byte
+                        // by byte costs linear time, not quadratic.
+                        Line::Complete if resuming && memchr::memchr(b'\n', &window[self.scan_from..]).is_none() => None,
+                        Line::Complete => {
+                            let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
+                            request::decide(site, limits, window, metrics).transpose()
                         }
                     };
                     let (d, end) = match parsed {
@@ -329,57 +365,81 @@ impl Connection {
                             return buf.len();
                         }
                         None if rest.len() > limits.max_head => {
-                            self.reject(pool, date, stats, send_deadline, site, oversize());
+                            self.reject(pool, date, stats, send_deadline, site, request::oversize_reject(window));
                             return buf.len();
                         }
                         None => {
-                            self.scan_from = rest.len().saturating_sub(2);
+                            self.scan_from = window.len();
                             return pos;
                         }
                     };
-                    self.scan_from = 0;
                     pos += end;
+                    let accepted = d.response.status() < 300;
                     match d.body {
                         BodyKind::None => {
                             self.end_request();
-                            self.respond(
-                                pool,
-                                date,
-                                stats,
-                                send_deadline,
-                                d.response.get(),
-                                d.head_only,
-                                d.keep_alive,
-                                d.http10,
-                            )
+                            let echo;
+                            let response = match &d.response {
+                                Answer::Echo(content_type) => {
+                                    echo = echo::body(content_type, Vec::new());
+                                    &echo
+                                }
+                                ready => ready.ready().expect("not an echo"),
+                            };
+                            self.respond(pool, date, stats, send_deadline, response, d.head_only, d.keep_alive, d.http10);
+                        }
+                        // The answer is known and is not to take the body: it goes now,
+                        // without the 100 the client waits for, and the connection
+                        // closes (whether the body follows is up to the client).
+                        _ if d.expect_continue && !accepted => {
+                            let response = d.response.ready().expect("an echo is accepted");
+                            self.respond(pool, date, stats, send_deadline, response, d.head_only, false, d.http10);
                         }
                         body => {
                             if d.expect_continue {
                                 self.queue(pool, send_deadline).push_owned(b"HTTP/1.1 100 Continue\r\n\r\n");
                             }
-                            self.reply = Some(Box::new(Reply {
-                                response: d.response.into_arc(),
+                            let answer = match d.response {
+                                Answer::Shared(r) => Pending::Ready(Arc::clone(r)),
+                                Answer::Owned(r) => Pending::Ready(Arc::from(r)),
+                                Answer::Echo(content_type) => {
+                                    let expected = match body {
+                                        BodyKind::Fixed(n) => n.min(64 * 1024) as usize,
+                                        _ => 0,
+                                    };
+                                    Pending::Echo { body: Vec::with_capacity(expected), content_type }
+                                }
+                            };
+                            let reply = Box::new(Reply {
+                                answer,
+                                deadline: body_deadline,
                                 head_only: d.head_only,
                                 keep_alive: d.keep_alive,
                                 http10: d.http10,
-                            }));
-                            self.start_body(body, header_deadline);
+                            });
+                            self.start_body(body, reply, header_deadline);
                         }
                     }
                 }
                 Reading::Body { left } => {
                     let take = (*left).min((buf.len() - pos) as u64);
-                    pos += take as usize;
+                    let data = &buf[pos..pos + take as usize];
+                    pos += data.len();
                     *left -= take;
-                    self.read_deadline = header_deadline; // each read restarts the Body timer
-                    if *left > 0 {
+                    let done = *left == 0;
+                    if let Some(sink) = Reply::sink(&mut self.reply) {
+                        sink.extend_from_slice(data);
+                    }
+                    self.body_read(header_deadline);
+                    if !done {
                         return pos;
                     }
                     self.finish_body(pool, date, stats, send_deadline);
                 }
                 Reading::Chunked(decoder) => {
-                    self.read_deadline = header_deadline; // each read restarts the Body timer
-                    match decoder.feed(&buf[pos..], limits.max_body) {
+                    let fed = decoder.feed(&buf[pos..], limits.max_body, Reply::sink(&mut self.reply));
+                    self.body_read(header_deadline);
+                    match fed {
                         Chunked::More => return buf.len(),
                         Chunked::Done(n) => {
                             pos += n;
@@ -400,7 +460,16 @@ impl Connection {
     fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut HttpStats, send_deadline: Instant) {
         self.end_request();
         if let Some(r) = self.reply.take() {
-            self.respond(pool, date, stats, send_deadline, &r.response, r.head_only, r.keep_alive, r.http10);
+            let Reply { answer, head_only, keep_alive, http10, .. } = *r;
+            let echo;
+            let response = match answer {
+                Pending::Ready(ref r) => &**r,
+                Pending::Echo { body, content_type } => {
+                    echo = echo::body(&content_type, body);
+                    &echo
+                }
+            };
+            self.respond(pool, date, stats, send_deadline, response, head_only, keep_alive, http10);
         }
     }
 
@@ -552,7 +621,7 @@ impl Connection {
     #[must_use]
     pub fn wants_read(&self) -> bool {
         match self.reading {
-            Reading::Idle | Reading::Head | Reading::Body { .. } | Reading::Chunked(_) => {
+            Reading::Idle | Reading::Head(_) | Reading::Body { .. } | Reading::Chunked(_) => {
                 !self.peer_eof && self.writing != Writing::Full
             }
             Reading::Lingering => true,
@@ -593,7 +662,7 @@ impl Connection {
             // While a response is owed the client is not idle; after EOF none can come.
             Reading::Idle if self.peer_eof || self.output_len() > 0 => None,
             Reading::Idle => Some(Timer::Idle),
-            Reading::Head => Some(Timer::Header),
+            Reading::Head(_) => Some(Timer::Header),
             // Not reading because output is over the cap: the peer is not late, only
             // the send deadline applies (reading resumes with a fresh body deadline).
             Reading::Body { .. } | Reading::Chunked(_) if self.writing == Writing::Full => None,

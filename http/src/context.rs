@@ -38,6 +38,8 @@ pub(crate) struct TurnDeadlines {
     pub(crate) send: Instant,
     /// A write side shut now lingers until then.
     pub(crate) linger: Instant,
+    /// A body whose head ended now must be complete by then.
+    pub(crate) body: Instant,
 }
 
 impl TurnDeadlines {
@@ -47,6 +49,7 @@ impl TurnDeadlines {
             keepalive: now + limits.keepalive_timeout,
             send: now + limits.send_timeout,
             linger: now + limits.linger_timeout,
+            body: now + limits.body_timeout,
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Limits {
     /// trickling bytes cannot hold a connection forever: slowloris). Also the longest
     /// pause between two reads of a request body.
     pub header_timeout: Duration,
+    /// Time from the end of a request head to the end of its body (absolute, so a
+    /// client sending a few bytes now and then cannot hold a connection forever);
+    /// 408 when it passes.
+    pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept.
     pub keepalive_timeout: Duration,
     /// How long queued output may make no progress before the connection is dropped.
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_headers: 64,
             max_body: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             linger_timeout: Duration::from_secs(5),
@@ -61,6 +66,7 @@ impl Limits {
         }
         for (name, d) in [
             ("header timeout", self.header_timeout),
+            ("body timeout", self.body_timeout),
             ("keep-alive timeout", self.keepalive_timeout),
             ("send timeout", self.send_timeout),
         ] {

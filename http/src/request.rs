@@ -2,7 +2,8 @@
 
 use crate::limits::MAX_HEADERS_CEILING;
 use crate::reject::{Malformed, Reject};
-use crate::site::{Entry, Prerendered, Snapshot};
+use crate::echo;
+use crate::site::{Allow, Entry, Prerendered, Snapshot};
 use crate::static_files;
 use crate::{HttpStats, Limits, MetricsSource};
 use std::mem::MaybeUninit;
@@ -14,20 +15,27 @@ use std::sync::Arc;
 pub(crate) enum Answer<'a> {
     Shared(&'a Arc<Prerendered>),
     Owned(Box<Prerendered>),
+    /// An echo route's answer to a request with a body: `200` with the body once it
+    /// is read, of this Content-Type.
+    Echo(Box<str>),
 }
 
 impl Answer<'_> {
-    pub(crate) fn get(&self) -> &Prerendered {
+    /// The response, when it is decided from the head alone (not an echo's).
+    pub(crate) fn ready(&self) -> Option<&Prerendered> {
         match self {
-            Answer::Shared(r) => r,
-            Answer::Owned(r) => r,
+            Answer::Shared(r) => Some(r),
+            Answer::Owned(r) => Some(r),
+            Answer::Echo(_) => None,
         }
     }
 
-    pub(crate) fn into_arc(self) -> Arc<Prerendered> {
+    /// The status the request will be answered with.
+    pub(crate) fn status(&self) -> u16 {
         match self {
-            Answer::Shared(r) => Arc::clone(r),
-            Answer::Owned(r) => Arc::from(r),
+            Answer::Shared(r) => r.status(),
+            Answer::Owned(r) => r.status(),
+            Answer::Echo(_) => 200,
         }
     }
 }
@@ -58,23 +66,10 @@ pub(crate) struct Decision<'a> {
     pub(crate) expect_continue: bool,
 }
 
-/// Where the head ends in `buf`, if it is complete: the index just past the blank
-/// line. `from` is where a previous scan stopped. Accepts CRLF and bare LF endings.
-pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    for i in memchr::memchr_iter(b'\n', &buf[from.min(buf.len())..]).map(|i| i + from) {
-        match buf.get(i + 1) {
-            Some(b'\n') => return Some(i + 2),
-            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The rejection of a head that grew past the limit: 414 when even the request line
-/// does not fit, 431 otherwise.
-pub(crate) fn oversize_reject(buf: &[u8], max_head: usize) -> Reject {
-    if memchr::memchr(b'\n', &buf[..max_head.min(buf.len())]).is_some() {
+/// The rejection of a head that grew past the limit, from its first `max_head` bytes:
+/// 414 when even the request line does not fit, 431 otherwise.
+pub(crate) fn oversize_reject(window: &[u8]) -> Reject {
+    if memchr::memchr(b'\n', window).is_some() {
         Reject::HeaderFieldsTooLarge
     } else {
         Reject::UriTooLong
@@ -82,8 +77,10 @@ pub(crate) fn oversize_reject(buf: &[u8], max_head: usize) -> Reject {
 }
 
 /// Parses the request head at the start of `head` and decides the answer, with the
-/// head's length. `Ok(None)`: the head is not complete yet. `Err(reject)` is a framing
-/// or syntax error: answer with `reject.status()` and close.
+/// head's length. The request line was already checked by [`crate::line::LineScan`].
+/// `Ok(None)`: the head is not complete yet and nothing in it is invalid so far.
+/// `Err(reject)`: a framing or syntax error, found in the bytes seen so far: answer
+/// with `reject.status()` and close.
 pub(crate) fn decide<'a>(
     site: &'a Snapshot,
     limits: &Limits,
@@ -93,13 +90,12 @@ pub(crate) fn decide<'a>(
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(&mut []);
+    // httparse stops at the first invalid byte even in a partial head, so an invalid
+    // field line is refused as soon as it is here.
     let len = match req.parse_with_uninit_headers(head, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeaderFieldsTooLarge),
-        // Which version error (400 or 505) needs the whole request line.
-        Err(httparse::Error::Version) if memchr::memchr(b'\n', head).is_none() => return Ok(None),
-        Err(httparse::Error::Version) => return Err(version_error(head)),
         Err(_) => return Err(Reject::BadRequest(Malformed::Syntax)),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
@@ -108,8 +104,10 @@ pub(crate) fn decide<'a>(
     let http10 = version == 0;
 
     let mut hosts = 0u32;
+    let mut host_empty = false;
     let mut content_length: Option<u64> = None;
     let mut content_lengths = 0u32;
+    let mut content_type: &[u8] = b"";
     let mut te = TransferCodings::default();
     let mut conn_close = false;
     let mut conn_keep_alive = false;
@@ -119,7 +117,9 @@ pub(crate) fn decide<'a>(
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
-            if !valid_host(h.value) {
+            let value = trim(h.value);
+            host_empty = value.is_empty();
+            if !valid_host(value) {
                 return Err(Reject::BadRequest(Malformed::Host));
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -141,6 +141,8 @@ pub(crate) fn decide<'a>(
             } else {
                 return Err(Reject::ExpectationFailed);
             }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_type = trim(h.value);
         } else if name.eq_ignore_ascii_case(b"range") {
             conditional |= HAS_RANGE;
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
@@ -173,13 +175,28 @@ pub(crate) fn decide<'a>(
             Some(n) => BodyKind::Fixed(n),
         }
     };
-    if hosts > 1 || (hosts == 0 && !http10) {
+    // A target without an authority (origin-form, `*`) names the host only in Host,
+    // which HTTP/1.1 requires, once, and not empty (RFC 9112 §3.2).
+    let has_authority = !target.starts_with('/') && target != "*";
+    if hosts > 1 || (hosts == 0 && !http10) || (host_empty && !http10 && !has_authority) {
         return Err(Reject::BadRequest(Malformed::Host));
+    }
+    let known = Method::of(method);
+    if known == Method::Connect {
+        // duet is no proxy, and bytes after a CONNECT may already be a tunnel's.
+        return Err(Reject::NotImplemented);
     }
 
     let keep_alive = !conn_close && (!http10 || conn_keep_alive);
     let expect_continue = expect_continue && !http10 && body != BodyKind::None;
-    let path = routing_path(method, target)?;
+    let decision = |response| Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue };
+    if target == "*" {
+        return match known {
+            Method::Options => Ok(Some((decision(Answer::Shared(site.options(Allow::Server))), len))),
+            _ => Err(Reject::BadRequest(Malformed::Target)),
+        };
+    }
+    let path = routing_path(target)?;
     let raw_path = path;
     let decoded;
     let path = if memchr::memchr(b'%', path).is_some() {
@@ -191,31 +208,43 @@ pub(crate) fn decide<'a>(
     if memchr::memchr(0, path).is_some() {
         return Err(Reject::BadRequest(Malformed::Target));
     }
-    let known = Method::of(method);
     let response = match (known, site.lookup(path)) {
         (Method::Unknown, _) => Answer::Shared(site.error(501)),
         // `--metrics`: looked at only when no route matched, so routing costs nothing
         // more (a route or file at the same path wins).
-        (Method::Get | Method::Head, None) if metrics.is_some_and(|m| m.0.path() == path) => {
-            metrics.map_or_else(|| Answer::Shared(site.error(404)), |(m, worker, own)| metrics_answer(m, worker, own))
-        }
+        (_, None) if metrics.is_some_and(|m| m.0.path() == path) => match (known, metrics) {
+            (Method::Get | Method::Head, Some((m, worker, own))) => metrics_answer(m, worker, own),
+            (Method::Options, _) => Answer::Shared(site.options(Allow::Static)),
+            _ => Answer::Shared(site.error(405)),
+        },
         (_, None) => Answer::Shared(site.error(404)),
+        (Method::Options, Some(Entry::Echo)) => Answer::Shared(site.options(Allow::Echo)),
+        (Method::Options, Some(_)) => Answer::Shared(site.options(Allow::Static)),
         (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
         (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 => Answer::Shared(&f.ok),
         (Method::Get | Method::Head, Some(Entry::File(f))) => {
             static_files::conditional(f, known == Method::Get, conditional, req.headers)
         }
         (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target),
-        (Method::Other, Some(_)) => Answer::Shared(site.error(405)),
+        (Method::Get | Method::Head, Some(Entry::Echo)) => Answer::Owned(Box::new(echo::head(&head[..len]))),
+        (Method::Echo, Some(Entry::Echo)) => Answer::Echo(echo::content_type(content_type)),
+        (Method::Other | Method::Connect, Some(Entry::Echo)) => Answer::Shared(site.echo_405()),
+        (Method::Echo | Method::Other | Method::Connect, Some(_)) => Answer::Shared(site.error(405)),
     };
-    Ok(Some((Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue }, len)))
+    Ok(Some((decision(response), len)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
     Get,
     Head,
-    /// Standard methods duet does not serve: 405 with Allow.
+    Options,
+    /// The methods an echo route answers with the request body: POST, PUT, PATCH,
+    /// DELETE. Elsewhere 405 with Allow.
+    Echo,
+    /// Never served: 501 and a close.
+    Connect,
+    /// Standard methods duet does not serve (TRACE): 405 with Allow.
     Other,
     /// Methods it does not know at all: 501.
     Unknown,
@@ -226,31 +255,31 @@ impl Method {
         match m {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
-            "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+            "OPTIONS" => Method::Options,
+            "POST" | "PUT" | "PATCH" | "DELETE" => Method::Echo,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Other,
             _ => Method::Unknown,
         }
     }
 }
 
 /// The path part of the target used for routing: origin-form `/p?q` or absolute-form
-/// `http://host/p?q`; the query is dropped. `*` (OPTIONS) and authority-form (CONNECT)
-/// route nowhere.
-fn routing_path<'t>(method: &str, target: &'t str) -> Result<&'t [u8], Reject> {
+/// `http://host/p?q`; the query is dropped. Anything else (authority-form outside
+/// CONNECT, which never gets here) routes nowhere: 400.
+fn routing_path(target: &str) -> Result<&[u8], Reject> {
     let t = target.as_bytes();
     let path = if t.first() == Some(&b'/') {
         t
     } else if let Some(rest) = strip_scheme(t) {
-        match memchr::memchr3(b'/', b'?', b'#', rest) {
+        match memchr::memchr2(b'/', b'?', rest) {
             Some(i) if rest[i] == b'/' => &rest[i..],
             _ => &b"/"[..],
         }
-    } else if (t == b"*" && method == "OPTIONS") || method == "CONNECT" {
-        // Routes nowhere: answered by method (405).
-        &b"*"[..]
     } else {
         return Err(Reject::BadRequest(Malformed::Target));
     };
-    let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
+    let end = memchr::memchr(b'?', path).unwrap_or(path.len());
     Ok(&path[..end])
 }
 
@@ -279,24 +308,6 @@ fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// For an unparseable version: 505 when it is a well-formed `HTTP/x.y` that is not
-/// 1.0 or 1.1, 400 when the request line is garbage.
-fn version_error(head: &[u8]) -> Reject {
-    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
-    let line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
-    let version = match memchr::memrchr(b' ', line) {
-        Some(i) => &line[i + 1..],
-        None => return Reject::BadRequest(Malformed::Syntax),
-    };
-    match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
-            Reject::VersionNotSupported
-        }
-        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => Reject::VersionNotSupported,
-        _ => Reject::BadRequest(Malformed::Syntax),
-    }
 }
 
 /// `1*DIGIT`, no sign, no list, no whitespace inside; bounded so it cannot overflow.
@@ -403,22 +414,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn head_end_accepts_crlf_and_bare_lf() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX", 0), Some(27));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nX", 0), Some(24));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 24), Some(27));
-    }
-
-    #[test]
     fn routing_path_handles_forms_and_query() {
-        assert_eq!(routing_path("GET", "/a?b=c").unwrap(), b"/a");
-        assert_eq!(routing_path("GET", "http://example.com/x/y?q").unwrap(), b"/x/y");
-        assert_eq!(routing_path("GET", "HTTP://example.com").unwrap(), b"/");
-        assert_eq!(routing_path("GET", "http://example.com?q").unwrap(), b"/");
-        assert_eq!(routing_path("OPTIONS", "*").unwrap(), b"*");
-        assert_eq!(routing_path("GET", "*"), Err(Reject::BadRequest(Malformed::Target)));
-        assert_eq!(routing_path("GET", "foo"), Err(Reject::BadRequest(Malformed::Target)));
+        assert_eq!(routing_path("/a?b=c").unwrap(), b"/a");
+        assert_eq!(routing_path("http://example.com/x/y?q").unwrap(), b"/x/y");
+        assert_eq!(routing_path("HTTP://example.com").unwrap(), b"/");
+        assert_eq!(routing_path("http://example.com?q").unwrap(), b"/");
+        assert_eq!(routing_path("*"), Err(Reject::BadRequest(Malformed::Target)));
+        assert_eq!(routing_path("example.com:443"), Err(Reject::BadRequest(Malformed::Target)));
+        assert_eq!(routing_path("foo"), Err(Reject::BadRequest(Malformed::Target)));
     }
 
     #[test]
@@ -435,14 +438,5 @@ mod tests {
         for bad in [&b""[..], b"+1", b"-1", b"1,1", b"1 1", b"0x10", b"1234567890123456789"] {
             assert_eq!(parse_content_length(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn version_errors() {
-        assert_eq!(version_error(b"GET / HTTP/2.0\r\n\r\n"), Reject::VersionNotSupported);
-        assert_eq!(version_error(b"GET / HTTP/1.2\r\n\r\n"), Reject::VersionNotSupported);
-        assert_eq!(version_error(b"GET / HTTP/3\r\n\r\n"), Reject::VersionNotSupported);
-        assert_eq!(version_error(b"GET / FOO/1.1\r\n\r\n"), Reject::BadRequest(Malformed::Syntax));
-        assert_eq!(version_error(b"GET /\r\n\r\n"), Reject::BadRequest(Malformed::Syntax));
     }
 }

@@ -8,6 +8,7 @@
 //! ([`Site::replace`]) costs the hot path nothing, requests already answered keep the
 //! bodies they hold, and requests parsed afterwards see the new table.
 
+use crate::echo;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs::File;
@@ -106,7 +107,7 @@ impl Prerendered {
         Prerendered { head: head.into_bytes().into_boxed_slice(), body, status }
     }
 
-    /// A response without a body and without `Content-Length` (304).
+    /// A response without a body and without `Content-Length` (204, 304).
     fn bodiless(status: u16, extra: &[&str]) -> Self {
         let mut head = status_and_server(status);
         for line in extra {
@@ -145,6 +146,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
         206 => "Partial Content",
         301 => "Moved Permanently",
         304 => "Not Modified",
@@ -166,6 +168,9 @@ pub fn reason(status: u16) -> &'static str {
 
 /// The statuses that have a pre-rendered error response.
 pub(crate) const ERROR_STATUSES: [u16; 10] = [400, 404, 405, 408, 413, 414, 417, 431, 501, 505];
+
+/// The Allow list of a static path.
+const STATIC_ALLOW: &str = "Allow: GET, HEAD, OPTIONS";
 
 /// Up to this many routes are matched by a linear scan instead of a hash.
 const FEW_ROUTES: usize = 8;
@@ -195,6 +200,19 @@ pub(crate) enum Entry {
     File(Arc<FileEntry>),
     /// A directory asked for without its trailing slash: 301 to the slashed path.
     Redirect,
+    /// An echo route (`--echo`): the request body, or head, sent back.
+    Echo,
+}
+
+/// Which `Allow` list an `OPTIONS` answer carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Allow {
+    /// A static path: `GET, HEAD, OPTIONS`.
+    Static,
+    /// An echo route: those and the methods it echoes.
+    Echo,
+    /// `OPTIONS *`: every method some path of this site answers.
+    Server,
 }
 
 /// One immutable version of the site: routes and error responses.
@@ -204,6 +222,10 @@ pub(crate) struct Snapshot {
     /// The same routes as a list when there are at most `FEW_ROUTES` of them.
     few: Vec<(Box<[u8]>, Entry)>,
     errors: Vec<Arc<Prerendered>>,
+    /// `204` answers to OPTIONS, by [`Allow`] (in its order).
+    options: [Arc<Prerendered>; 3],
+    /// `405` on an echo route, with its Allow list.
+    echo_405: Arc<Prerendered>,
 }
 
 impl Snapshot {
@@ -221,6 +243,16 @@ impl Snapshot {
     pub(crate) fn error(&self, status: u16) -> &Arc<Prerendered> {
         let i = ERROR_STATUSES.iter().position(|&s| s == status).unwrap_or(0);
         &self.errors[i]
+    }
+
+    /// The `204` answer to OPTIONS, with the `Allow` list of `allow`.
+    pub(crate) fn options(&self, allow: Allow) -> &Arc<Prerendered> {
+        &self.options[allow as usize]
+    }
+
+    /// The `405` answer on an echo route.
+    pub(crate) fn echo_405(&self) -> &Arc<Prerendered> {
+        &self.echo_405
     }
 }
 
@@ -241,7 +273,7 @@ impl Site {
 
     /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
     pub fn hello() -> Self {
-        Site::builder().route("/", "text/plain", Bytes::from_static(b"Hello, World!")).build()
+        Site::builder().hello().build()
     }
 
     fn from_snapshot(snapshot: Snapshot) -> Self {
@@ -307,6 +339,11 @@ impl SiteBuilder {
         self
     }
 
+    /// Adds the default route: `GET /` answers `200 text/plain` `Hello, World!`.
+    pub fn hello(self) -> Self {
+        self.route("/", "text/plain", Bytes::from_static(b"Hello, World!"))
+    }
+
     /// Serves a file at `path`: `200` with `ETag`, `Last-Modified` and
     /// `Accept-Ranges: bytes`; answers `If-None-Match`, `If-Modified-Since`, `Range` and
     /// `If-Range`. The body is bytes in memory or a file streamed from disk
@@ -351,6 +388,14 @@ impl SiteBuilder {
         self
     }
 
+    /// Makes `path` an echo route: POST, PUT, PATCH and DELETE are answered `200` with
+    /// the request body (and Content-Type); GET and HEAD with the request line and
+    /// header fields as received.
+    pub fn echo(mut self, path: &str) -> Self {
+        self.routes.insert(path.as_bytes().into(), Entry::Echo);
+        self
+    }
+
     /// True when `path` serves something.
     pub fn contains(&self, path: &str) -> bool {
         self.routes.contains_key(path.as_bytes())
@@ -371,15 +416,23 @@ impl SiteBuilder {
         let errors = ERROR_STATUSES
             .iter()
             .map(|&s| {
-                let extra: &[&str] = if s == 405 { &["Allow: GET, HEAD"] } else { &[] };
+                let extra: &[&str] = if s == 405 { &[STATIC_ALLOW] } else { &[] };
                 Arc::new(Prerendered::error(s, extra))
             })
             .collect();
+        let any_echo = self.routes.values().any(|e| matches!(e, Entry::Echo));
+        let options = |allow| Arc::new(Prerendered::bodiless(204, &[allow]));
+        let options = [
+            options(STATIC_ALLOW),
+            options(echo::ALLOW),
+            options(if any_echo { echo::ALLOW } else { STATIC_ALLOW }),
+        ];
+        let echo_405 = Arc::new(Prerendered::error(405, &[echo::ALLOW]));
         let few = if self.routes.len() <= FEW_ROUTES {
             self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
         } else {
             Vec::new()
         };
-        Site::from_snapshot(Snapshot { routes: self.routes, few, errors })
+        Site::from_snapshot(Snapshot { routes: self.routes, few, errors, options, echo_405 })
     }
 }

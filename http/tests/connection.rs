@@ -32,6 +32,11 @@ fn assert_rejected_with(site: &Arc<Site>, limits: &Limits, bad: &[u8], status: u
     assert_eq!(o.buffered_input, 0);
 }
 
+/// The hello site with an echo route at `/e`.
+fn echo_site() -> Arc<Site> {
+    Arc::new(Site::builder().route("/", "text/plain", Bytes::from_static(b"Hello, World!")).echo("/e").build())
+}
+
 fn assert_rejected(bad: &[u8], status: u16) {
     assert_rejected_with(&Arc::new(Site::hello()), &Limits::default(), bad, status);
 }
@@ -94,7 +99,7 @@ fn head_pipelined_before_get_frames_both_responses() {
 fn unknown_method_is_501_and_keeps_the_well_framed_connection() {
     // Like 404/405 (and nginx, hyper): the request is well framed, so the connection
     // stays usable. Methods are case-sensitive, so `get` is unknown too.
-    for method in ["BREW", "get", "PROPFIND"] {
+    for method in ["BREW", "get", "MKCOL"] {
         let bad = format!("{method} / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
         let o = check(&cat(&[bad.as_bytes(), &get("/")]));
         assert_eq!(o.statuses(), [501, 200], "{method}");
@@ -112,13 +117,24 @@ fn unknown_path_is_404_and_keeps_the_connection() {
 }
 
 #[test]
-fn other_methods_are_405_with_allow_get_head() {
-    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+fn over_long_method_is_501_at_once_and_closes() {
+    // Longer than any method duet implements (RFC 9112 §3): answered before the rest
+    // of the line arrives, so even a method that never ends is not a 414.
+    let mut e = Engine::hello();
+    e.read_event(b"PROPFIND");
+    assert_eq!(e.statuses(), [501]);
+    assert_rejected(b"PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n", 501);
+    assert_rejected(&vec![b'A'; 20_000], 501);
+}
+
+#[test]
+fn other_methods_are_405_with_allow() {
+    for method in ["POST", "PUT", "DELETE", "PATCH", "TRACE"] {
         let input = format!("{method} / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         let o = check(input.as_bytes());
         let r = &o.responses()[0];
         assert_eq!(r.status, 405, "{method}");
-        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
         assert!(!o.write_shut, "405 is not a framing error: the connection stays open");
     }
 }
@@ -306,9 +322,11 @@ fn chunked_body_followed_by_empty_chunked_body() {
 
 #[test]
 fn expect_100_continue_gets_interim_response_before_the_final_one() {
-    let o = check(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
-    assert!(o.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 405 "), "{}", o.text());
-    assert_eq!(o.statuses(), [405]);
+    let site = echo_site();
+    let o = check_with(&site, &Limits::default(), b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+    assert!(o.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), "{}", o.text());
+    assert_eq!(o.statuses(), [200]);
+    assert_eq!(o.responses()[0].body, b"abc");
 
     let chunked = check(
         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
@@ -316,11 +334,31 @@ fn expect_100_continue_gets_interim_response_before_the_final_one() {
     assert!(chunked.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "));
 
     // The interim response goes out as soon as the head is read, before the body.
-    let mut e = Engine::hello();
-    e.read_event(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    let mut e = Engine::with_site(echo_site(), Limits::default());
+    e.read_event(b"PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert_eq!(e.take_out(), b"HTTP/1.1 100 Continue\r\n\r\n");
     e.read_event(b"hi");
-    assert_eq!(parse_responses(&e.out, &[])[0].status, 405);
+    assert_eq!(parse_responses(&e.out, &[])[0].status, 200);
+}
+
+#[test]
+fn expect_100_continue_with_a_known_refusal_gets_it_at_once_and_closes() {
+    // 405, 404: the final answer does not depend on the body, so it goes at once,
+    // without the 100 the client waits for, and the connection closes (the client may
+    // or may not send the body now: the framing is in doubt).
+    for (req, status) in [
+        (&b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..], 405),
+        (b"PUT /nope HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", 404),
+    ] {
+        let mut e = Engine::hello();
+        e.read_event(req);
+        assert!(!e.text().contains("100 Continue"), "{}", e.text());
+        assert_eq!(e.statuses(), [status]);
+        assert_eq!(e.responses()[0].connection(), Some("close"));
+        let o = check(&cat(&[req, b"abc", &get("/")]));
+        assert_eq!(o.statuses(), [status], "nothing after it is answered");
+        assert!(o.write_shut);
+    }
 }
 
 #[test]
@@ -752,11 +790,11 @@ fn no_read_deadline_while_the_server_itself_stopped_reading() {
     // interim response pushes the queue over the cap, so the server stops reading in
     // the middle of the body. The client waits for the 100 and reads the queue slowly;
     // it is not late, the server is not reading. Only the send deadline applies.
-    let site = Arc::new(Site::builder().route("/", "text/plain", Bytes::from(vec![b'h'; 1000])).build());
+    let site = Arc::new(Site::builder().route("/", "text/plain", Bytes::from(vec![b'h'; 1000])).echo("/e").build());
     let response_len = check_with(&site, &Limits::default(), &get("/")).out.len();
     let limits = Limits { max_output: response_len + 10, ..Limits::default() };
     let mut e = Engine::with_site(site, limits);
-    e.feed(&cat(&[&get("/"), b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"]));
+    e.feed(&cat(&[&get("/"), b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"]));
     assert!(!e.conn.wants_read(), "stalled in the body");
     e.send = SendMode { max_bytes: 1, max_iov: 1 };
     for s in 1..=14 {
@@ -773,7 +811,7 @@ fn no_read_deadline_while_the_server_itself_stopped_reading() {
     assert_eq!(e.deadline(), Some(secs(40)), "body pause counted from when reading resumed");
     e.read_event(b"abcd");
     let statuses: Vec<u16> = e.responses().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [200, 405]);
+    assert_eq!(statuses, [200, 200]);
 }
 
 #[test]
@@ -996,4 +1034,230 @@ fn stats_count_requests_and_errors() {
     e.read_event(&cat(&[&get("/"), &get("/missing"), &get("/"), b"GET / HTTP/1.1\r\n\r\n"]));
     assert_eq!(e.ctx.stats.requests, 4);
     assert_eq!(e.ctx.stats.errors, 2);
+}
+
+// ---------------------------------------------------------------------------------
+// Strictness (RFC 9110/9112): answered as soon as the input is provably invalid
+
+#[test]
+fn non_http_first_bytes_are_400_at_once() {
+    // A TLS ClientHello (an HTTPS client pointed at duet), binary garbage, a NUL: the
+    // first byte cannot begin a method, so the answer does not wait for a blank line
+    // (or the header timeout) that will never come.
+    for first in [&[0x16u8, 0x03, 0x01, 0x00, 0xa5, 0x01][..], b"\x00", b"\xff\xfe", b" GET / HTTP/1.1"] {
+        let mut e = Engine::hello();
+        e.read_event(first);
+        assert_eq!(e.statuses(), [400], "{first:?}");
+        assert_eq!(e.responses()[0].connection(), Some("close"));
+        assert!(e.write_shut, "closing at once");
+    }
+}
+
+#[test]
+fn an_invalid_field_line_is_answered_when_its_line_is_complete() {
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n");
+    assert_eq!(e.statuses(), [400], "no blank line needed");
+    let mut e = Engine::hello();
+    e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n");
+    assert_eq!(e.statuses(), [400]);
+}
+
+#[test]
+fn bad_request_targets_are_400() {
+    for bad in [
+        &b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /{x} HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET example.com:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        assert_rejected(bad, 400);
+    }
+}
+
+#[test]
+fn malformed_versions_are_400_and_unsupported_ones_505() {
+    for bad in ["HTTP/1", "HTTP/1.1x", "http/1.1", "HTTP/01.1", "HTTP/2", "HTTP/1.1 "] {
+        assert_rejected(format!("GET / {bad}\r\nHost: a\r\n\r\n").as_bytes(), 400);
+    }
+    for unsupported in ["HTTP/2.0", "HTTP/3.0", "HTTP/1.2"] {
+        assert_rejected(format!("GET / {unsupported}\r\nHost: a\r\n\r\n").as_bytes(), 505);
+    }
+}
+
+#[test]
+fn empty_host_on_an_origin_form_request_is_400() {
+    assert_rejected(b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400);
+    assert_rejected(b"GET / HTTP/1.1\r\nHost:  \r\n\r\n", 400);
+    assert_rejected(b"OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n", 400);
+    // An absolute-form target carries the authority itself (RFC 9112 §3.2.2).
+    assert_eq!(check(b"GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n").statuses(), [200]);
+}
+
+#[test]
+fn chunk_lines_follow_rfc_9112_exactly() {
+    let site = echo_site();
+    for bad in [
+        &b"1;\r\nx\r\n0\r\n\r\n"[..],
+        b"1 \r\nx\r\n0\r\n\r\n",
+        b"1;a@b\r\nx\r\n0\r\n\r\n",
+        b"1;a=\"b\r\nx\r\n0\r\n\r\n",
+        b"1;a b\r\nx\r\n0\r\n\r\n",
+        b"1\nx\r\n0\r\n\r\n",
+    ] {
+        let req = cat(&[b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", bad]);
+        assert_rejected_with(&site, &Limits::default(), &req, 400);
+    }
+    let good = b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 ; a = \"q\\\"\" ;b=c\r\nx\r\n0\r\n\r\n";
+    assert_eq!(check_with(&site, &Limits::default(), good).responses()[0].body, b"x");
+}
+
+#[test]
+fn trailer_fields_are_never_merged_into_the_request() {
+    // Framing and routing fields in a trailer change nothing: the body is what the
+    // chunks held, and the next request is framed where the trailer section ends.
+    let site = echo_site();
+    let input = cat(&[
+        b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n",
+        b"Content-Length: 100\r\nTransfer-Encoding: identity\r\nHost: elsewhere\r\nContent-Type: evil/x\r\n\r\n",
+        &get("/e"),
+    ]);
+    let o = check_with(&site, &Limits::default(), &input);
+    let rs = o.responses();
+    assert_eq!(o.statuses(), [200, 200]);
+    assert_eq!(rs[0].body, b"abc");
+    assert_eq!(rs[0].header("content-type"), Some("application/octet-stream"));
+    let echoed = String::from_utf8_lossy(&rs[1].body).into_owned();
+    assert!(!echoed.contains("elsewhere") && !echoed.contains("Content-Length"), "{echoed}");
+}
+
+#[test]
+fn options_answers_204_with_allow() {
+    let site = echo_site();
+    let o = check_with(&site, &Limits::default(), b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(o.statuses(), [204]);
+    assert_eq!(o.responses()[0].header("allow"), Some("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"));
+    let o = check(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(o.responses()[0].header("allow"), Some("GET, HEAD, OPTIONS"), "no echo route: static methods");
+    let input = cat(&[
+        b"OPTIONS / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS /e HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS /nope HTTP/1.1\r\nHost: a\r\n\r\n",
+        &get("/"),
+    ]);
+    let o = check_with(&site, &Limits::default(), &input);
+    assert_eq!(o.statuses(), [204, 204, 404, 200], "keeps the connection");
+    let rs = o.responses();
+    assert_eq!(rs[0].header("allow"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(rs[1].header("allow"), Some("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"));
+}
+
+#[test]
+fn connect_is_501_and_closes() {
+    assert_rejected(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501);
+    assert_rejected(b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", 501);
+}
+
+// ---------------------------------------------------------------------------------
+// The echo route
+
+#[test]
+fn echo_returns_bodies_with_their_content_type() {
+    let site = echo_site();
+    let input = cat(&[
+        b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+        b"PUT /e?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+        b"PATCH /e HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n!",
+        b"DELETE /e HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"TRACE /e HTTP/1.1\r\nHost: a\r\n\r\n",
+    ]);
+    let o = check_with(&site, &Limits::default(), &input);
+    let rs = o.responses();
+    assert_eq!(o.statuses(), [200, 200, 200, 200, 405]);
+    assert_eq!(rs[0].body, b"{\"a\":1}");
+    assert_eq!(rs[0].header("content-type"), Some("application/json"));
+    assert_eq!(rs[1].body, b"hello");
+    assert_eq!(rs[2].body, b"!");
+    assert_eq!(rs[3].body, b"");
+    assert_eq!(rs[4].header("allow"), Some("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"));
+    assert!(!o.write_shut);
+}
+
+#[test]
+fn echo_get_shows_the_head_as_received() {
+    let site = echo_site();
+    let req = b"GET /e HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
+    let o = check_with(&site, &Limits::default(), &cat(&[req, b"HEAD /e HTTP/1.1\r\nHost: a\r\n\r\n"]));
+    let rs = parse_responses(&o.out, &[1]);
+    assert_eq!(rs[0].body, &req[..req.len() - 2]);
+    assert_eq!(rs[0].header("content-type"), Some("text/plain"));
+    assert_eq!(rs[1].header("content-length"), Some("27"), "HEAD: the length its GET would have");
+}
+
+#[test]
+fn echo_bodies_are_bounded_by_max_body() {
+    let site = echo_site();
+    let limits = Limits { max_body: 10, ..Limits::default() };
+    assert_rejected_with(&site, &limits, b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", 413);
+    let chunked = b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
+    assert_rejected_with(&site, &limits, chunked, 413);
+}
+
+#[test]
+fn pipelined_flood_of_large_posts_keeps_memory_bounded() {
+    // A client that sends large POSTs to an echo route and never reads: the server
+    // holds at most one body being read, plus output up to the cap and the response
+    // that crossed it, plus a head's worth of carried input; then it stops reading.
+    let site = echo_site();
+    let limits = Limits { max_body: 64 * 1024, max_output: 16 * 1024, ..Limits::default() };
+    let body = vec![b'x'; 64 * 1024];
+    let post = cat(&[b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n", &body]);
+    let mut e = Engine::with_site(site, limits.clone());
+    e.send = SendMode { max_bytes: 0, max_iov: 1 };
+    let mut delivered = 0;
+    for _ in 0..100 {
+        if !e.conn.wants_read() {
+            break;
+        }
+        e.feed(&post);
+        delivered += 1;
+        let bound = limits.max_output + 2 * (limits.max_body as usize + 512);
+        assert!(e.conn.output_len() <= bound, "{} queued", e.conn.output_len());
+        assert!(e.conn.buffered_input() <= post.len() + limits.max_head);
+    }
+    assert!(!e.conn.wants_read(), "stopped reading after {delivered} requests");
+    assert!(delivered < 5, "backpressure took {delivered} requests");
+    e.send = SendMode::ALL;
+    e.flush();
+    while e.conn.wants_read() && e.statuses().len() < 20 {
+        e.feed(&post);
+        e.flush();
+    }
+    assert!(e.responses().iter().all(|r| r.status == 200 && r.body == body));
+}
+
+// ---------------------------------------------------------------------------------
+// Body deadline
+
+#[test]
+fn a_slow_body_gets_408_at_the_body_timeout() {
+    // A few bytes every 5 s: each pause is within the header timeout, but the body as
+    // a whole must be complete within the body timeout from the end of its head.
+    let limits = Limits { body_timeout: secs(60), header_timeout: secs(10), ..Limits::default() };
+    let mut e = Engine::with_site(echo_site(), limits);
+    e.read_event(b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n");
+    for t in (5..60).step_by(5) {
+        e.advance_to(secs(t));
+        e.read_event(b"ab");
+        assert!(e.statuses().is_empty(), "still reading at {t} s");
+    }
+    assert_eq!(e.timer(), Some(Timer::Body));
+    assert_eq!(e.deadline(), Some(secs(60)), "the body deadline, not the next pause's");
+    e.advance_to(secs(60));
+    assert_eq!(e.statuses(), [408]);
+    assert!(e.write_shut);
 }

@@ -345,7 +345,13 @@ pub fn parse_responses(mut out: &[u8], head_only: &[usize]) -> Vec<Response> {
         if status >= 200 {
             assert_eq!(r.header("date"), Some(DATE), "Date in {head}");
             assert_eq!(r.header("server"), Some("duet"), "Server in {head}");
-            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).expect("Content-Length");
+            // 204 and 304 carry neither Content-Length nor a body (RFC 9110 §8.6).
+            let len: usize = if status == 204 || status == 304 {
+                assert_eq!(r.header("content-length"), None, "Content-Length in {head}");
+                0
+            } else {
+                r.header("content-length").and_then(|v| v.parse().ok()).expect("Content-Length")
+            };
             if !head_only.contains(&responses.len()) {
                 assert!(out.len() >= len, "body shorter than Content-Length in {head}");
                 r.body = out[..len].to_vec();
