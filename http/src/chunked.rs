@@ -356,19 +356,19 @@ mod tests {
             assert_eq!(decode_split(ok), Chunked::Done(ok.len()), "{:?}", String::from_utf8_lossy(ok));
         }
         for bad in [
-            &b"1;\r\n"[..],          // a bare `;`
-            b"1 \r\n",               // whitespace after the size, no extension
-            b"1;a b\r\n",            // two names
-            b"1;a \r\n",             // whitespace before the line end
-            b"1;a@b\r\n",            // `@` is not a tchar
-            b"1;=b\r\n",             // no name
-            b"1;a=\r\n",             // no value
-            b"1;a=b c\r\n",          // two values
-            b"1;a=\"b\r\n",          // unterminated quoted string
-            b"1;a=\"b\"c\r\n",        // bytes after a quoted string
-            b"1;a=\"\x01\"\r\n",      // control byte in a quoted string
-            b"1;a,b\r\n",            // not a separator
-            b"1;a\n",                 // bare LF
+            &b"1;\r\n"[..],      // a bare `;`
+            b"1 \r\n",           // whitespace after the size, no extension
+            b"1;a b\r\n",        // two names
+            b"1;a \r\n",         // whitespace before the line end
+            b"1;a@b\r\n",        // `@` is not a tchar
+            b"1;=b\r\n",         // no name
+            b"1;a=\r\n",         // no value
+            b"1;a=b c\r\n",      // two values
+            b"1;a=\"b\r\n",      // unterminated quoted string
+            b"1;a=\"b\"c\r\n",   // bytes after a quoted string
+            b"1;a=\"\x01\"\r\n", // control byte in a quoted string
+            b"1;a,b\r\n",        // not a separator
+            b"1;a\n",            // bare LF
         ] {
             assert_eq!(decode_split(bad), Chunked::Error(MALFORMED), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -378,12 +378,9 @@ mod tests {
     fn trailers_are_field_lines() {
         let ok = b"0\r\nX-Sum: abc \r\nContent-Length: 9\r\nHost: elsewhere\r\n\r\n";
         assert_eq!(decode_split(ok), Chunked::Done(ok.len()));
-        for bad in [
-            &b"0\r\nNo colon\r\n\r\n"[..],
-            b"0\r\nName : v\r\n\r\n",
-            b"0\r\n: v\r\n\r\n",
-            b"0\r\nA: v\nB: w\r\n\r\n",
-        ] {
+        for bad in
+            [&b"0\r\nNo colon\r\n\r\n"[..], b"0\r\nName : v\r\n\r\n", b"0\r\n: v\r\n\r\n", b"0\r\nA: v\nB: w\r\n\r\n"]
+        {
             assert_eq!(decode_split(bad), Chunked::Error(MALFORMED), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -352,7 +352,9 @@ impl Connection {
                         // that only once a line ending has arrived (a bad field is
                         // answered when its line is complete), so a head trickled byte
                         // by byte costs linear time, not quadratic.
-                        Line::Complete if resuming && memchr::memchr(b'\n', &window[self.scan_from..]).is_none() => None,
+                        Line::Complete if resuming && memchr::memchr(b'\n', &window[self.scan_from..]).is_none() => {
+                            None
+                        }
                         Line::Complete => {
                             let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
                             request::decide(site, limits, window, metrics).transpose()
@@ -386,7 +388,16 @@ impl Connection {
                                 }
                                 ready => ready.ready().expect("not an echo"),
                             };
-                            self.respond(pool, date, stats, send_deadline, response, d.head_only, d.keep_alive, d.http10);
+                            self.respond(
+                                pool,
+                                date,
+                                stats,
+                                send_deadline,
+                                response,
+                                d.head_only,
+                                d.keep_alive,
+                                d.http10,
+                            );
                         }
                         // The answer is known and is not to take the body: it goes now,
                         // without the 100 the client waits for, and the connection

@@ -31,7 +31,10 @@ const TARGET: Reject = Reject::BadRequest(Malformed::Target);
 /// `tchar` (RFC 9110 §5.6.2): the bytes of a token, such as a method or a field name.
 pub(crate) const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        )
 }
 
 /// A byte that may appear in a request target: RFC 3986's unreserved and reserved

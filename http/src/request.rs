@@ -1,8 +1,8 @@
 //! Parsing one request head and deciding how to answer it.
 
+use crate::echo;
 use crate::limits::MAX_HEADERS_CEILING;
 use crate::reject::{Malformed, Reject};
-use crate::echo;
 use crate::site::{Allow, Entry, Prerendered, Snapshot};
 use crate::static_files;
 use crate::{HttpStats, Limits, MetricsSource};
@@ -189,7 +189,8 @@ pub(crate) fn decide<'a>(
 
     let keep_alive = !conn_close && (!http10 || conn_keep_alive);
     let expect_continue = expect_continue && !http10 && body != BodyKind::None;
-    let decision = |response| Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue };
+    let decision =
+        |response| Decision { response, head_only: known == Method::Head, keep_alive, http10, body, expect_continue };
     if target == "*" {
         return match known {
             Method::Options => Ok(Some((decision(Answer::Shared(site.options(Allow::Server))), len))),

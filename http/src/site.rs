@@ -422,11 +422,8 @@ impl SiteBuilder {
             .collect();
         let any_echo = self.routes.values().any(|e| matches!(e, Entry::Echo));
         let options = |allow| Arc::new(Prerendered::bodiless(204, &[allow]));
-        let options = [
-            options(STATIC_ALLOW),
-            options(echo::ALLOW),
-            options(if any_echo { echo::ALLOW } else { STATIC_ALLOW }),
-        ];
+        let options =
+            [options(STATIC_ALLOW), options(echo::ALLOW), options(if any_echo { echo::ALLOW } else { STATIC_ALLOW })];
         let echo_405 = Arc::new(Prerendered::error(405, &[echo::ALLOW]));
         let few = if self.routes.len() <= FEW_ROUTES {
             self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()

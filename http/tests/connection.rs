@@ -323,7 +323,11 @@ fn chunked_body_followed_by_empty_chunked_body() {
 #[test]
 fn expect_100_continue_gets_interim_response_before_the_final_one() {
     let site = echo_site();
-    let o = check_with(&site, &Limits::default(), b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+    let o = check_with(
+        &site,
+        &Limits::default(),
+        b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    );
     assert!(o.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), "{}", o.text());
     assert_eq!(o.statuses(), [200]);
     assert_eq!(o.responses()[0].body, b"abc");
@@ -1112,7 +1116,8 @@ fn chunk_lines_follow_rfc_9112_exactly() {
         let req = cat(&[b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", bad]);
         assert_rejected_with(&site, &Limits::default(), &req, 400);
     }
-    let good = b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 ; a = \"q\\\"\" ;b=c\r\nx\r\n0\r\n\r\n";
+    let good =
+        b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 ; a = \"q\\\"\" ;b=c\r\nx\r\n0\r\n\r\n";
     assert_eq!(check_with(&site, &Limits::default(), good).responses()[0].body, b"x");
 }
 
@@ -1203,7 +1208,8 @@ fn echo_bodies_are_bounded_by_max_body() {
     let site = echo_site();
     let limits = Limits { max_body: 10, ..Limits::default() };
     assert_rejected_with(&site, &limits, b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", 413);
-    let chunked = b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
+    let chunked =
+        b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
     assert_rejected_with(&site, &limits, chunked, 413);
 }
 

@@ -46,11 +46,13 @@ macro_rules! engine_tests {
 }
 
 mod connection;
+mod echo;
 mod engine_risks;
 mod metrics;
 mod rejections;
 mod static_files;
 mod streaming;
+mod strictness;
 mod timeouts_shutdown;
 
 use common::{show, Client, Response};
