@@ -25,55 +25,82 @@ use crate::reject::{Malformed, Reject};
 /// once (RFC 9112 §3), before the rest of its line arrives.
 pub(crate) const MAX_METHOD: u32 = 7;
 
-const SYNTAX: Reject = Reject::BadRequest(Malformed::Syntax);
-const TARGET: Reject = Reject::BadRequest(Malformed::Target);
-
 /// `tchar` (RFC 9110 §5.6.2): the bytes of a token, such as a method or a field name.
 pub(crate) const fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-        )
+    CLASS[b as usize] & TCHAR != 0
 }
 
-/// A byte that may appear in a request target: RFC 3986's unreserved and reserved
-/// characters (but `#`, which starts a fragment a client never sends) and `%`.
-const fn is_target_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b':'
-                | b'/'
-                | b'?'
-                | b'['
-                | b']'
-                | b'@'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b'%'
-        )
+const TCHAR: u8 = 1;
+const TARGET: u8 = 2;
+const HOST: u8 = 4;
+
+/// A byte of `uri-host [ ":" port ]`: reg-name, IPv4 or IP-literal characters.
+pub(crate) const fn is_host_byte(b: u8) -> bool {
+    CLASS[b as usize] & HOST != 0
 }
+
+/// What each byte may be: a `tchar`, and/or a byte of a request target (RFC 3986's
+/// unreserved and reserved characters but `#`, which starts a fragment a client never
+/// sends, and `%`). One table lookup per byte keeps the scan cheap.
+static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        if alnum
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            )
+        {
+            class[b] |= TCHAR;
+        }
+        if alnum
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'/'
+                    | b'?'
+                    | b'['
+                    | b']'
+                    | b'@'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+        {
+            class[b] |= TARGET;
+            // The same set but `/`, `?` and `@`: what a Host field value may hold.
+            if !matches!(c, b'/' | b'?' | b'@') {
+                class[b] |= HOST;
+            }
+        }
+        b += 1;
+    }
+    class
+};
+
+const SYNTAX: Reject = Reject::BadRequest(Malformed::Syntax);
+const BAD_TARGET: Reject = Reject::BadRequest(Malformed::Target);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Part {
     Method,
     Target,
     Version,
-    /// A CR ended the version: LF must follow.
-    Lf,
     /// The line is complete and valid.
     Done,
 }
@@ -94,64 +121,89 @@ pub(crate) enum Line {
 pub(crate) struct LineScan {
     /// Bytes of the head scanned so far.
     pos: u32,
-    /// Bytes of the current part scanned so far.
-    len: u32,
+    /// Where the current part starts.
+    start: u32,
     part: Part,
 }
 
 impl LineScan {
     pub(crate) const fn new() -> Self {
-        LineScan { pos: 0, len: 0, part: Part::Method }
+        LineScan { pos: 0, start: 0, part: Part::Method }
     }
 
     /// Scans `head` (the bytes of the head from its first byte; longer each call) from
     /// where the last call stopped.
     pub(crate) fn scan(&mut self, head: &[u8]) -> Line {
-        while (self.pos as usize) < head.len() {
-            if self.part == Part::Done {
-                break;
+        let (mut i, mut start) = (self.pos as usize, self.start as usize);
+        let verdict = self.parts(head, &mut i, &mut start);
+        (self.pos, self.start) = (i as u32, start as u32);
+        verdict
+    }
+
+    /// The parts in order, each resumed at `i` (its first byte at `start`).
+    #[inline(always)]
+    fn parts(&mut self, head: &[u8], i: &mut usize, start: &mut usize) -> Line {
+        if self.part == Part::Method {
+            while *i < head.len() && CLASS[head[*i] as usize] & TCHAR != 0 {
+                *i += 1;
             }
-            let b = head[self.pos as usize];
-            let next = match self.part {
-                Part::Method => match b {
-                    b' ' if self.len > 0 => Part::Target,
-                    _ if !is_tchar(b) => return Line::Invalid(SYNTAX),
-                    _ if self.len == MAX_METHOD => return Line::Invalid(Reject::NotImplemented),
-                    _ => Part::Method,
-                },
-                Part::Target => match b {
-                    b' ' if self.len > 0 => Part::Version,
-                    _ if is_target_byte(b) => Part::Target,
-                    b'\r' | b'\n' if self.len > 0 => return Line::Invalid(SYNTAX), // HTTP/0.9
-                    _ => return Line::Invalid(TARGET),
-                },
-                Part::Version => match (self.len, b) {
-                    (0..=4, _) if b == b"HTTP/"[self.len as usize] => Part::Version,
-                    (5 | 7, b'0'..=b'9') | (6, b'.') => Part::Version,
-                    (8, b'\r') => Part::Lf,
-                    (8, b'\n') => Part::Done,
-                    _ => return Line::Invalid(SYNTAX),
-                },
-                Part::Lf if b == b'\n' => Part::Done,
-                Part::Lf => return Line::Invalid(SYNTAX),
-                Part::Done => unreachable!("the loop stops at Done"),
-            };
-            self.len = if next == self.part { self.len + 1 } else { 0 };
-            if next == Part::Lf || (next == Part::Done && self.part == Part::Version) {
-                // The version is complete: its 8 bytes end just before this one.
-                let at = self.pos as usize;
-                if !matches!(&head[at - 8..at], b"HTTP/1.1" | b"HTTP/1.0") {
-                    return Line::Invalid(Reject::VersionNotSupported);
+            if *i - *start > MAX_METHOD as usize {
+                return Line::Invalid(Reject::NotImplemented);
+            }
+            if *i == head.len() {
+                return Line::Incomplete;
+            }
+            if head[*i] != b' ' || *i == *start {
+                return Line::Invalid(SYNTAX);
+            }
+            *i += 1;
+            (*start, self.part) = (*i, Part::Target);
+        }
+        if self.part == Part::Target {
+            while *i < head.len() && CLASS[head[*i] as usize] & TARGET != 0 {
+                *i += 1;
+            }
+            if *i == head.len() {
+                return Line::Incomplete;
+            }
+            match head[*i] {
+                b' ' if *i > *start => {}
+                b'\r' | b'\n' if *i > *start => return Line::Invalid(SYNTAX), // HTTP/0.9
+                _ => return Line::Invalid(BAD_TARGET),
+            }
+            *i += 1;
+            (*start, self.part) = (*i, Part::Version);
+        }
+        if self.part == Part::Version {
+            // `HTTP/` DIGIT `.` DIGIT, then CRLF or LF: checked as far as it has
+            // arrived, so a wrong byte is refused at once.
+            const PATTERN: &[u8; 8] = b"HTTP/0.0";
+            let word = |at: usize| head.get(at..at + 8).map(|v| u64::from_le_bytes(v.try_into().unwrap_or_default()));
+            let (v10, v11) = (u64::from_le_bytes(*b"HTTP/1.0"), u64::from_le_bytes(*b"HTTP/1.1"));
+            let known = matches!(word(*start), Some(w) if w == v11 || w == v10);
+            if known && *i == *start {
+                *i += 8; // the common case, in one comparison
+            }
+            while *i < head.len() && *i - *start < 8 {
+                let (b, want) = (head[*i], PATTERN[*i - *start]);
+                if !(b == want || (want == b'0' && b.is_ascii_digit())) {
+                    return Line::Invalid(SYNTAX);
                 }
+                *i += 1;
             }
-            self.part = next;
-            self.pos += 1;
+            let line_end = match head.get(*i..(*i + 2).min(head.len())).unwrap_or_default() {
+                [] | [b'\r'] => return Line::Incomplete,
+                [b'\n', ..] => 1,
+                [b'\r', b'\n'] => 2,
+                _ => return Line::Invalid(SYNTAX),
+            };
+            if !known {
+                return Line::Invalid(Reject::VersionNotSupported);
+            }
+            *i += line_end;
+            self.part = Part::Done;
         }
-        if self.part == Part::Done {
-            Line::Complete
-        } else {
-            Line::Incomplete
-        }
+        Line::Complete
     }
 }
 
@@ -219,7 +271,7 @@ mod tests {
             b"GET /{x} HTTP/1.1\r\n",
             b"GET  / HTTP/1.1\r\n",
         ] {
-            assert_eq!(verdict(line), Line::Invalid(TARGET), "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(verdict(line), Line::Invalid(BAD_TARGET), "{:?}", String::from_utf8_lossy(line));
         }
         // No version at all (HTTP/0.9) is a syntax error, not a target error.
         assert_eq!(verdict(b"GET /\r\n"), Line::Invalid(SYNTAX));

@@ -2,6 +2,7 @@
 
 use crate::echo;
 use crate::limits::MAX_HEADERS_CEILING;
+use crate::line::is_host_byte;
 use crate::reject::{Malformed, Reject};
 use crate::site::{Allow, Entry, Prerendered, Snapshot};
 use crate::static_files;
@@ -200,15 +201,17 @@ pub(crate) fn decide<'a>(
     let path = routing_path(target)?;
     let raw_path = path;
     let decoded;
+    // The target holds no NUL (the request line's check refused it); only an escape
+    // can make one.
     let path = if memchr::memchr(b'%', path).is_some() {
         decoded = percent_decode(path).ok_or(Reject::BadRequest(Malformed::Target))?;
+        if memchr::memchr(0, &decoded).is_some() {
+            return Err(Reject::BadRequest(Malformed::Target));
+        }
         &decoded[..]
     } else {
         path
     };
-    if memchr::memchr(0, path).is_some() {
-        return Err(Reject::BadRequest(Malformed::Target));
-    }
     let response = match (known, site.lookup(path)) {
         (Method::Unknown, _) => Answer::Shared(site.error(501)),
         // `--metrics`: looked at only when no route matched, so routing costs nothing
@@ -372,30 +375,7 @@ pub(crate) fn trim(v: &[u8]) -> &[u8] {
 
 /// `uri-host [ ":" port ]`: reg-name, IPv4 or IP-literal characters only.
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-            )
-    })
+    v.iter().all(|&b| is_host_byte(b))
 }
 
 /// The counters of `metrics`, with this worker's live ones, as a fresh response.
