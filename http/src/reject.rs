@@ -8,8 +8,8 @@
 /// What was wrong with a request that is answered 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Malformed {
-    /// The request line or a header line is not valid syntax (httparse refused it, or
-    /// the version is garbage).
+    /// The request line or a header line is not valid syntax: a method byte outside
+    /// `tchar`, a malformed version, a field line httparse refuses.
     Syntax,
     /// Host missing on HTTP/1.1, repeated, or holding bytes a host cannot hold.
     Host,
@@ -18,8 +18,9 @@ pub(crate) enum Malformed {
     /// Transfer-Encoding that cannot frame the body (chunked not last, repeated, with
     /// parameters, with Content-Length, on HTTP/1.0, or empty).
     TransferEncoding,
-    /// A request target that routes nowhere: not origin- or absolute-form, a bad
-    /// percent-escape, or an encoded NUL.
+    /// A request target with a byte RFC 3986 does not allow (a space, `#`, a control or
+    /// non-ASCII byte, ...), or one that routes nowhere: not origin- or absolute-form
+    /// (or `*` outside OPTIONS), a bad percent-escape, or an encoded NUL.
     Target,
     /// A chunked body that breaks RFC 9112 §7.1.
     ChunkedBody,
@@ -40,7 +41,8 @@ pub(crate) enum Reject {
     ExpectationFailed,
     /// 431: the head does not fit in `Limits::max_head`, or has too many fields.
     HeaderFieldsTooLarge,
-    /// 501: a transfer coding duet does not decode.
+    /// 501: a transfer coding duet does not decode, a method longer than any duet
+    /// implements (RFC 9112 §3), or CONNECT (duet is no proxy).
     NotImplemented,
     /// 505: a well-formed HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
