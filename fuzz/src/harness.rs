@@ -111,14 +111,18 @@ pub struct Config {
     /// How the run ends: the peer reads everything and closes (false), or closes and
     /// stops reading (true), so only the send deadline can end the connection.
     pub peer_stops_reading: bool,
+    /// Adds an echo route at `/echo`, whose responses repeat request bytes: the output
+    /// can then hold anything, so status lines are not counted (every other invariant,
+    /// and `split`'s byte-identical output, still holds).
+    pub echo: bool,
 }
 
 impl Config {
     /// Every configuration, for the stable replay.
-    pub const ALL: [u8; 12] = [0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14];
+    pub const ALL: [u8; 24] = [0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26, 28, 29, 30];
 
     pub fn from_byte(b: u8) -> Config {
-        Config { limits: (b & 3) % 3, disk: b & 4 != 0, peer_stops_reading: b & 8 != 0 }
+        Config { limits: (b & 3) % 3, disk: b & 4 != 0, peer_stops_reading: b & 8 != 0, echo: b & 16 != 0 }
     }
 
     pub fn limits(&self) -> Limits {
@@ -131,11 +135,12 @@ impl Config {
 
     fn site(&self) -> Arc<Site> {
         let sites = SITES.get_or_init(build_sites);
-        Arc::clone(if self.disk { &sites.1 } else { &sites.0 })
+        Arc::clone(&sites[self.disk as usize + 2 * self.echo as usize])
     }
 }
 
-static SITES: OnceLock<(Arc<Site>, Arc<Site>)> = OnceLock::new();
+/// The sites by `disk + 2 * echo`.
+static SITES: OnceLock<[Arc<Site>; 4]> = OnceLock::new();
 
 /// Bytes of a body: lower-case letters, so no body holds a status line, a blank line
 /// or `Connection: close`.
@@ -143,7 +148,7 @@ fn body_bytes(len: usize, salt: u8) -> Vec<u8> {
     (0..len).map(|i| b'a' + ((i + salt as usize) % 26) as u8).collect()
 }
 
-fn build_sites() -> (Arc<Site>, Arc<Site>) {
+fn build_sites() -> [Arc<Site>; 4] {
     let meta = FileMeta { etag: "v1".into(), modified: UNIX_EPOCH + Duration::from_secs(WALL_SECS - 3600) };
     let builder = || {
         Site::builder()
@@ -153,10 +158,16 @@ fn build_sites() -> (Arc<Site>, Arc<Site>) {
             .directory("/dir")
             .alias("/dir/", "/")
     };
-    let memory = builder().build();
-    let disk =
-        builder().file("/disk", "application/octet-stream", Body::file(disk_file(), DISK_BODY_LEN as u64), &meta);
-    (Arc::new(memory), Arc::new(disk.build()))
+    let file = disk_file();
+    let disk = || {
+        builder().file("/disk", "application/octet-stream", Body::file(Arc::clone(&file), DISK_BODY_LEN as u64), &meta)
+    };
+    [
+        Arc::new(builder().build()),
+        Arc::new(disk().build()),
+        Arc::new(builder().echo("/echo").build()),
+        Arc::new(disk().echo("/echo").build()),
+    ]
 }
 
 fn bytes_of(b: &[u8]) -> Body {
@@ -184,7 +195,10 @@ pub fn response_max(limits: &Limits) -> usize {
 pub fn output_max(config: &Config) -> usize {
     let limits = config.limits();
     let files = if config.disk { MAX_QUEUED_FILES * DISK_BODY_LEN } else { 0 };
-    limits.max_output - 1 + response_max(&limits) + files
+    // An echo answers with a body of up to `max_body`, or a GET's head of up to
+    // `max_head`.
+    let echo = if config.echo { HEAD_MAX + (limits.max_body as usize).max(limits.max_head) } else { 0 };
+    limits.max_output - 1 + response_max(&limits).max(echo) + files
 }
 
 // ---------------------------------------------------------------------------------
@@ -658,7 +672,7 @@ impl<'a> Driver<'a> {
         let ctx = move || format!("step {step}, {op:?}, config {config:?}");
         self.scan_output();
         assert!(
-            self.finals <= self.heads + 1,
+            self.config.echo || self.finals <= self.heads + 1,
             "{} final responses for at most {} complete requests ({})",
             self.finals,
             self.heads,
@@ -681,6 +695,9 @@ impl<'a> Driver<'a> {
     /// Counts final status lines, checks each head's length, and that nothing follows
     /// a response with `Connection: close`.
     fn scan_output(&mut self) {
+        if self.config.echo {
+            return; // echoed bytes can look like anything
+        }
         const STATUS: &[u8] = b"HTTP/1.1 ";
         const CLOSE: &[u8] = b"\r\nConnection: close\r\n";
         for e in self.scanned + 1..=self.out.len() {
@@ -859,5 +876,8 @@ pub fn replay(data: &[u8]) {
 }
 
 fn config_seed(config: Config) -> u64 {
-    (config.limits as u64) << 8 | (config.disk as u64) << 16 | (config.peer_stops_reading as u64) << 24
+    (config.limits as u64) << 8
+        | (config.disk as u64) << 16
+        | (config.peer_stops_reading as u64) << 24
+        | (config.echo as u64) << 32
 }

@@ -59,7 +59,7 @@ fn seeds_with_a_schedule_use_it_and_plain_seeds_draw_one() {
     data.extend_from_slice(&[9, 0, 3, 4, 7, 7, 15, 10, 0]);
     let input = Input::parse(&data);
     assert_eq!(input.stream.len(), stream_len);
-    assert_eq!(input.config, Config { limits: 1, disk: false, peer_stops_reading: true });
+    assert_eq!(input.config, Config { limits: 1, disk: false, peer_stops_reading: true, echo: false });
     assert_eq!(
         input.ops,
         [Op::Read(4), Op::BeginSend { n: 8, iov: 2 }, Op::Advance(std::time::Duration::from_secs(600)), Op::Eof,]
@@ -111,6 +111,14 @@ fn the_output_bound_is_the_cap_plus_one_response_plus_the_queued_files() {
     assert_eq!(harness::output_max(&small), 1023 + harness::HEAD_MAX + 5000);
     let disk = Config { disk: true, ..small };
     assert_eq!(harness::output_max(&disk), harness::output_max(&small) + 4 * 6000);
+    let echo = Config { echo: true, ..small };
+    assert_eq!(harness::output_max(&echo), harness::output_max(&small), "a 64-byte echo is below /big");
+    let echo_default = Config::from_byte(16);
+    assert_eq!(
+        harness::output_max(&echo_default),
+        256 * 1024 - 1 + harness::HEAD_MAX + (1 << 20),
+        "an echoed 1 MiB body"
+    );
     let default = Config::from_byte(0);
     assert_eq!(harness::response_max(&default.limits()), harness::HEAD_MAX + 8192 + 22, "a 301 echoing the target");
 }
