@@ -69,6 +69,17 @@ fn assert_hello(r: &Response, what: &str) {
     assert_eq!(r.body, HELLO, "{what}: body {}", show(&r.body));
 }
 
+/// Sends `request` (a whole request, or only the bytes that prove it invalid) on a
+/// fresh connection and expects `status` with `Connection: close`, then the close.
+fn expect_rejected(server: &common::Server, request: &[u8], status: u16) {
+    let mut c = server.connect();
+    c.send(request);
+    let r = c.read_response();
+    assert_eq!(r.status, status, "request {} answered with\n{}", show(request), r.raw_head);
+    assert!(r.says_close(), "request {}: no Connection: close in\n{}", show(request), r.raw_head);
+    c.expect_closed();
+}
+
 fn assert_keeps_alive(r: &Response, what: &str) {
     assert!(!r.says_close(), "{what}: unexpected Connection: close in\n{}", r.raw_head);
 }

@@ -1,7 +1,7 @@
 //! Rejections: status, `Connection: close`, then a close.
 
-use crate::common::{show, Server};
-use crate::{assert_hello, GET};
+use crate::common::Server;
+use crate::{assert_hello, expect_rejected, GET};
 
 per_engine!(
     reject_cl_and_te,
@@ -24,17 +24,6 @@ per_engine!(
     reject_large_body,
     max_body_size_flag,
 );
-
-/// Sends `request` on a fresh connection and expects `status` with
-/// `Connection: close`, then the server closing the connection.
-fn expect_rejected(server: &Server, request: &[u8], status: u16) {
-    let mut c = server.connect();
-    c.send(request);
-    let r = c.read_response();
-    assert_eq!(r.status, status, "request {} answered with\n{}", show(request), r.raw_head);
-    assert!(r.says_close(), "request {}: no Connection: close in\n{}", show(request), r.raw_head);
-    c.expect_closed();
-}
 
 /// A request with extra header lines (each ending in CRLF) and a Host.
 fn get_with(headers: &str) -> Vec<u8> {

@@ -5,7 +5,7 @@
 //! a blank line or a timeout would never come: the client's read timeout fails the test.
 
 use crate::common::{show, Client, Server};
-use crate::{assert_hello, GET};
+use crate::{assert_hello, expect_rejected, GET};
 
 per_engine!(
     tls_client_hello_is_400_at_once,
@@ -24,29 +24,18 @@ per_engine!(
 
 const PATIENT: &[&str] = &["--header-timeout", "1h", "--echo", "/echo"];
 
-/// Sends `bytes` (not necessarily a whole head) and expects `status` with
-/// `Connection: close`, then the close.
-fn expect_answered(server: &Server, bytes: &[u8], status: u16) {
-    let mut c = server.connect();
-    c.send(bytes);
-    let r = c.read_response();
-    assert_eq!(r.status, status, "{} answered with\n{}", show(bytes), r.raw_head);
-    assert!(r.says_close(), "{}: no Connection: close in\n{}", show(bytes), r.raw_head);
-    c.expect_closed();
-}
-
 fn tls_client_hello_is_400_at_once(engine: &str) {
     let server = Server::start(engine, PATIENT);
     // The start of a TLS 1.2/1.3 ClientHello: a handshake record (0x16), version,
     // length, then the handshake header. An HTTPS client waits for the server here.
     let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
-    expect_answered(&server, &hello, 400);
+    expect_rejected(&server, &hello, 400);
 }
 
 fn binary_garbage_is_400_at_once(engine: &str) {
     let server = Server::start(engine, PATIENT);
     for garbage in [&b"\x00"[..], b"\xff\xfe\xfd", b"\x80GET", b" GET / HTTP/1.1"] {
-        expect_answered(&server, garbage, 400);
+        expect_rejected(&server, garbage, 400);
     }
     // A valid request still works afterwards.
     let mut c = server.connect();
@@ -57,20 +46,20 @@ fn binary_garbage_is_400_at_once(engine: &str) {
 fn over_long_method_is_501_at_once(engine: &str) {
     let server = Server::start(engine, PATIENT);
     // Longer than any method duet implements: never a 414, and no need for the rest.
-    expect_answered(&server, b"PROPFIND", 501);
-    expect_answered(&server, "X".repeat(10_000).as_bytes(), 501);
+    expect_rejected(&server, b"PROPFIND", 501);
+    expect_rejected(&server, "X".repeat(10_000).as_bytes(), 501);
 }
 
 fn bad_field_line_is_400_before_the_head_ends(engine: &str) {
     let server = Server::start(engine, PATIENT);
-    expect_answered(&server, b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n", 400);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n", 400);
 }
 
 fn bad_targets_are_400(engine: &str) {
     let server = Server::start(engine, &[]);
     for target in ["/a b", "/a#frag", "/\x01", "/caf\u{e9}", "/{x}", "/a|b", "localhost:80", "*"] {
         let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        expect_answered(&server, req.as_bytes(), 400);
+        expect_rejected(&server, req.as_bytes(), 400);
     }
 }
 
@@ -78,18 +67,18 @@ fn malformed_versions_are_400_unsupported_505(engine: &str) {
     let server = Server::start(engine, &[]);
     for version in ["HTTP/1", "HTTP/1.1x", "http/1.1", "HTTP/01.1", "HTTP/2"] {
         let req = format!("GET / {version}\r\nHost: localhost\r\n\r\n");
-        expect_answered(&server, req.as_bytes(), 400);
+        expect_rejected(&server, req.as_bytes(), 400);
     }
     for version in ["HTTP/2.0", "HTTP/3.0"] {
         let req = format!("GET / {version}\r\nHost: localhost\r\n\r\n");
-        expect_answered(&server, req.as_bytes(), 505);
+        expect_rejected(&server, req.as_bytes(), 505);
     }
 }
 
 fn empty_host_is_400(engine: &str) {
     let server = Server::start(engine, &[]);
-    expect_answered(&server, b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400);
-    expect_answered(&server, b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400);
+    expect_rejected(&server, b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400);
 }
 
 fn options_answers_204_with_allow(engine: &str) {
@@ -115,7 +104,7 @@ fn options_answers_204_with_allow(engine: &str) {
 
 fn connect_is_501_and_closes(engine: &str) {
     let server = Server::start(engine, &[]);
-    expect_answered(&server, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501);
+    expect_rejected(&server, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501);
 }
 
 fn expect_continue_only_when_the_body_is_wanted(engine: &str) {
@@ -134,7 +123,7 @@ fn expect_continue_only_when_the_body_is_wanted(engine: &str) {
         (b"PUT /nope HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 404),
         (b"PUT /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n", 413),
     ] {
-        expect_answered(&server, req, status);
+        expect_rejected(&server, req, status);
     }
 }
 
@@ -143,7 +132,7 @@ fn chunk_extensions_are_strict(engine: &str) {
     let head = "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
     for chunk in ["1;\r\nx\r\n0\r\n\r\n", "1 \r\nx\r\n0\r\n\r\n", "1;a@b\r\nx\r\n0\r\n\r\n", "1;a b\r\nx\r\n0\r\n\r\n"]
     {
-        expect_answered(&server, format!("{head}{chunk}").as_bytes(), 400);
+        expect_rejected(&server, format!("{head}{chunk}").as_bytes(), 400);
     }
     let mut c = server.connect();
     c.send(format!("{head}1 ; a = \"q\" ;b=c\r\nx\r\n0\r\n\r\n").as_bytes());
