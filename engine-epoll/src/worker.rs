@@ -255,6 +255,8 @@ impl Worker {
         let mut file_sent = 0;
         let mut requeue = false;
         let mut failed = false;
+        // Draining: whether this drive already read once more before closing.
+        let mut probed = false;
         loop {
             while live.readable && live.conn.wants_read() {
                 if reads == READ_BUDGET {
@@ -342,6 +344,20 @@ impl Worker {
                 let _ = socket::shutdown_write(live.fd.as_fd());
                 live.conn.handle_write_shutdown(ctx);
                 continue; // lingering reads what is left
+            }
+            // Draining with nothing in progress: close unless the peer sent more. Read
+            // once more first, whatever `readable` says: bytes may have come since the
+            // last edge was handled (its event still on the way), and they are answered.
+            if live.conn.wants_input_check() {
+                if !probed {
+                    probed = true;
+                    live.readable = true;
+                    continue;
+                }
+                if !live.readable {
+                    live.conn.handle_no_pending_input(ctx);
+                    continue; // half-close and linger
+                }
             }
             // Sending may have released backpressure on input still in the socket.
             if !(progressed && live.readable && live.conn.wants_read() && reads < READ_BUDGET) {

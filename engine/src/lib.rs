@@ -89,9 +89,17 @@
 //! 9. **Shutdown.** The worker registers its [`Waker`] with [`Shutdown`] and then
 //!    checks the state. When it turns graceful the worker begins its [`Drain`]: it
 //!    stops accepting (and closes its listener, so the kernel refuses instead of
-//!    queueing), calls `Connection::begin_shutdown` on every connection (idle ones close
-//!    at once, busy ones finish their response with `Connection: close`), and returns
-//!    once [`Drain::should_stop`] says so. A forced shutdown returns at once.
+//!    queueing), calls `Connection::begin_shutdown` on every connection and drives it,
+//!    and returns once [`Drain::should_stop`] says so. Nothing received is lost: a
+//!    draining connection answers the request in progress, or the next one received,
+//!    with `Connection: close`. One with nothing in progress says so with
+//!    `Connection::wants_input_check`; the engine then makes sure the socket holds no
+//!    unread input — a readiness engine reads once more (the edge of bytes that just
+//!    came may still be on its way), a completion engine asks [`socket::unread_bytes`]
+//!    and then checks that no completion waits to be reaped — and calls
+//!    `Connection::handle_no_pending_input`, after which the connection closes by rule
+//!    7: half-close and linger, never a close with unread input (a reset). A forced
+//!    shutdown returns at once.
 //! 10. **Counters.** `serve` returns the merged [`Stats`] of all workers. Engines count
 //!     their own work (wakeups, events, syscalls, bytes, partial writes, ENOBUFS,
 //!     accepts, closes) with plain adds; the connection counts requests and errors in

@@ -580,6 +580,25 @@ impl Client {
         }
     }
 
+    /// Asserts that the server ended the connection in order after what was read so
+    /// far: no further bytes, then EOF. A reset fails: it is how a close with unread
+    /// input shows, and it can destroy a response the client has not read yet.
+    pub fn expect_orderly_close(&mut self) {
+        assert!(self.buf.is_empty(), "unexpected bytes after the response: {}", show(&self.buf));
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => panic!("expected the server to close; got more bytes: {}", show(&chunk[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("the server did not close the connection within {READ_TIMEOUT:?}")
+                }
+                Err(e) => panic!("expected an orderly EOF, got {e}"),
+            }
+        }
+    }
+
     /// Bytes read past the last response, not yet parsed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
