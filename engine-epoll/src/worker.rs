@@ -100,7 +100,9 @@ impl Worker {
 
     pub(crate) fn run(mut self) -> io::Result<Stats> {
         let mut events = vec![sys::empty_event(); MAX_EVENTS];
-        // The state may have changed before the waker was registered.
+        // The state may have changed, and the site been replaced, before the waker was
+        // registered.
+        self.ctx.set_time(Instant::now(), SystemTime::now());
         self.begin_drain();
         loop {
             if self.drain.should_stop(self.shutdown.state(), self.conns.len(), self.ctx.now()) {

@@ -141,7 +141,7 @@ fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot
 
 /// Runs one worker until shutdown; returns its counters.
 pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
-    let WorkerSetup { index, listener, ctx, shutdown, drain, publisher } = setup;
+    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher } = setup;
     let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create the io_uring of worker {index}: {e}")))?;
     let buf_group = ring
@@ -169,6 +169,9 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         let waker = Arc::clone(&waker);
         shutdown.register_waker(move || waker.wake());
     }
+    // The site may have been replaced before the waker was registered (the state is
+    // checked at the top of the loop).
+    ctx.set_time(Instant::now(), SystemTime::now());
 
     let now = ctx.now();
     let mut worker = Worker {

@@ -32,8 +32,9 @@
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
 //! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
-//! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, so
-//! engines do nothing about it. The binary picks an engine with a `match`; nothing is
+//! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, and
+//! [`run_workers`] wakes every worker through the wakers registered with [`Shutdown`]
+//! (rule 9) so that this happens at once, so engines do nothing about it. The binary picks an engine with a `match`; nothing is
 //! dynamically dispatched on the hot path.
 //!
 //! 1. **Threads and listeners.** [`run_workers`] runs one worker per listener in
@@ -87,7 +88,9 @@
 //!    are filtered with the slab and [`Armed::fire`], and the connection's
 //!    `handle_timeout` is called (it ignores early calls).
 //! 9. **Shutdown.** The worker registers its [`Waker`] with [`Shutdown`] and then
-//!    checks the state. When it turns graceful the worker begins its [`Drain`]: it
+//!    checks the state and calls `Context::set_time` (so neither a shutdown nor a
+//!    replaced site from before the registration is missed; the waker also fires when
+//!    the site is replaced). When it turns graceful the worker begins its [`Drain`]: it
 //!    stops accepting (and closes its listener, so the kernel refuses instead of
 //!    queueing), calls `Connection::begin_shutdown` on every connection and drives it,
 //!    and returns once [`Drain::should_stop`] says so. Nothing received is lost: a
