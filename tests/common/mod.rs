@@ -84,6 +84,13 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start`], on `port` instead of an ephemeral one.
+    pub fn try_start_on_port(engine: &str, port: u16, extra: &[&str]) -> Result<Server, StartFailure> {
+        let mut cmd = duet_command();
+        cmd.args(["serve", "--engine", engine, "--port", &port.to_string(), "--threads", "1"]).args(extra);
+        Server::spawn(cmd, engine, false)
+    }
+
     /// Like [`Server::start`], with `threads` worker threads instead of one.
     pub fn start_with_threads(engine: &str, threads: usize, extra: &[&str]) -> Server {
         let mut cmd = duet_command();
