@@ -154,8 +154,8 @@ impl Worker {
         }
     }
 
-    /// On a graceful shutdown (once): stop accepting, close the listener, and ask every
-    /// connection to finish.
+    /// On a graceful shutdown (once): take in what the listener holds, close it, and
+    /// ask every connection to finish.
     fn begin_drain(&mut self) {
         if self.shutdown.state() == ShutdownState::Running {
             return;
@@ -165,6 +165,10 @@ impl Worker {
             return;
         }
         if let Some(listener) = self.listener.take() {
+            // The kernel already accepted these and their clients may have sent
+            // requests: take them in (draining from the start) rather than let the
+            // close of the listener reset them.
+            self.accept_from(&listener);
             self.stats.syscalls += 2; // epoll_ctl, close
             let _ = sys::epoll_del(self.epoll.as_fd(), listener.as_fd());
         }

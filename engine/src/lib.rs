@@ -91,8 +91,9 @@
 //!    checks the state and calls `Context::set_time` (so neither a shutdown nor a
 //!    replaced site from before the registration is missed; the waker also fires when
 //!    the site is replaced). When it turns graceful the worker begins its [`Drain`]: it
-//!    stops accepting (and closes its listener, so the kernel refuses instead of
-//!    queueing), calls `Connection::begin_shutdown` on every connection and drives it,
+//!    takes in the connections its listener holds (their clients may have sent
+//!    requests) and closes it (so the kernel refuses new ones instead of queueing
+//!    them), calls `Connection::begin_shutdown` on every connection and drives it,
 //!    and returns once [`Drain::should_stop`] says so. Nothing received is lost: a
 //!    draining connection answers the request in progress, or the next one received,
 //!    with `Connection: close`. One with nothing in progress says so with
