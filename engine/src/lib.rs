@@ -34,8 +34,8 @@
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
 //! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, and
 //! [`run_workers`] wakes every worker through the wakers registered with [`Shutdown`]
-//! (rule 9) so that this happens at once, so engines do nothing about it. The binary picks an engine with a `match`; nothing is
-//! dynamically dispatched on the hot path.
+//! (rule 9) so that this happens at once; engines do nothing more about it. The binary
+//! picks an engine with a `match`; nothing is dynamically dispatched on the hot path.
 //!
 //! 1. **Threads and listeners.** [`run_workers`] runs one worker per listener in
 //!    `config.listeners` (bound, listening, non-blocking, `SO_REUSEPORT`); worker `i`
