@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Worker threads, each with its own loop and SO_REUSEPORT listener [default: CPUs available].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Share the port with other processes started with --reuse-port (the kernel spreads
+    /// connections over all of them). Without it, a port another process listens on is
+    /// an error.
+    #[arg(long)]
+    pub reuse_port: bool,
     /// Pin worker thread i to CPU i.
     #[arg(long)]
     pub pin: bool,

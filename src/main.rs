@@ -3,14 +3,14 @@
 mod cli;
 mod compare_cli;
 mod content;
+mod listen;
 mod load_cli;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
 use duet_engine::{Metrics, ServeConfig, Shutdown};
 use duet_http::Site;
-use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -88,7 +88,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info!("loaded {}", loaded.summary());
     }
 
-    let listeners = bind_listeners(SocketAddr::new(args.bind, args.port), threads)?;
+    let listeners = listen::bind_listeners(SocketAddr::new(args.bind, args.port), threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
@@ -128,46 +128,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         report.partial_writes,
     );
     Ok(())
-}
-
-/// One SO_REUSEPORT listener per thread, all on the same port (port 0 picks one for
-/// the first and the rest follow it).
-fn bind_listeners(addr: SocketAddr, threads: usize) -> Result<Vec<TcpListener>, String> {
-    let mut listeners: Vec<TcpListener> = Vec::with_capacity(threads);
-    let mut addr = addr;
-    for _ in 0..threads {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(|e| format!("cannot create a socket: {e}"))?;
-        let setup = || -> std::io::Result<()> {
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(4096)
-        };
-        setup().map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                format!(
-                    "cannot listen on {addr}: address already in use (stop the other server or pick another --port)"
-                )
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                format!("cannot listen on {addr}: no such local address (check --bind)")
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                format!("cannot listen on {addr}: permission denied (ports below 1024 need privileges)")
-            }
-            _ => format!("cannot listen on {addr}: {e}"),
-        })?;
-        let listener: TcpListener = socket.into();
-        if listeners.is_empty() {
-            addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
-        }
-        listeners.push(listener);
-    }
-    // SO_REUSEPORT lets another process join our port if it also sets it; a stale
-    // listener from another program would have failed above.
-    Ok(listeners)
 }
 
 fn reload(site: &Site, content: &content::ContentConfig) {

@@ -29,6 +29,40 @@ fn cli_port_in_use_is_one_line_and_fails() {
     drop(taken);
 }
 
+/// A second server on a port the first listens on fails with one line, unless both
+/// share it on purpose; within one process the workers share it (four threads here).
+#[test]
+fn cli_a_second_server_on_the_same_port_fails_with_one_line() {
+    let first = Server::start_with_threads("epoll", 4, &[]);
+    let port = first.addr.port().to_string();
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--bind", "127.0.0.1", "--port", &port, "--threads", "2"]);
+    assert!(!status.success(), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    let want = format!("duet: error: port {port} is already in use by another process");
+    assert!(lines[0].starts_with(&want), "expected {want:?}, got:\n{stderr}");
+    // The first server is untouched.
+    let mut c = first.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+}
+
+#[test]
+fn cli_reuse_port_lets_two_servers_share_a_port_on_purpose() {
+    let mut first = Server::start("epoll", &["--reuse-port"]);
+    let port = first.addr.port();
+    let second = Server::try_start_on_port("epoll", port, &["--reuse-port"])
+        .unwrap_or_else(|f| panic!("the second server did not start: {:?}", f.stderr));
+    assert_eq!(second.addr.port(), port);
+    // Once the first is gone, the port is the second's alone: it answers there.
+    first.sigterm();
+    assert!(first.wait_exit().success());
+    let mut c = second.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+}
+
 /// A log reader that goes away (stderr closed) must not take the server down: it keeps
 /// serving, logs nothing more, and still shuts down gracefully on SIGTERM.
 #[test]

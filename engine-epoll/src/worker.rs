@@ -100,7 +100,9 @@ impl Worker {
 
     pub(crate) fn run(mut self) -> io::Result<Stats> {
         let mut events = vec![sys::empty_event(); MAX_EVENTS];
-        // The state may have changed before the waker was registered.
+        // The state may have changed, and the site been replaced, before the waker was
+        // registered.
+        self.ctx.set_time(Instant::now(), SystemTime::now());
         self.begin_drain();
         loop {
             if self.drain.should_stop(self.shutdown.state(), self.conns.len(), self.ctx.now()) {
@@ -152,8 +154,8 @@ impl Worker {
         }
     }
 
-    /// On a graceful shutdown (once): stop accepting, close the listener, and ask every
-    /// connection to finish.
+    /// On a graceful shutdown (once): take in what the listener holds, close it, and
+    /// ask every connection to finish.
     fn begin_drain(&mut self) {
         if self.shutdown.state() == ShutdownState::Running {
             return;
@@ -163,6 +165,10 @@ impl Worker {
             return;
         }
         if let Some(listener) = self.listener.take() {
+            // The kernel already accepted these and their clients may have sent
+            // requests: take them in (draining from the start) rather than let the
+            // close of the listener reset them.
+            self.accept_from(&listener);
             self.stats.syscalls += 2; // epoll_ctl, close
             let _ = sys::epoll_del(self.epoll.as_fd(), listener.as_fd());
         }
@@ -255,6 +261,8 @@ impl Worker {
         let mut file_sent = 0;
         let mut requeue = false;
         let mut failed = false;
+        // Draining: whether this drive already read once more before closing.
+        let mut probed = false;
         loop {
             while live.readable && live.conn.wants_read() {
                 if reads == READ_BUDGET {
@@ -342,6 +350,20 @@ impl Worker {
                 let _ = socket::shutdown_write(live.fd.as_fd());
                 live.conn.handle_write_shutdown(ctx);
                 continue; // lingering reads what is left
+            }
+            // Draining with nothing in progress: close unless the peer sent more. Read
+            // once more first, whatever `readable` says: bytes may have come since the
+            // last edge was handled (its event still on the way), and they are answered.
+            if live.conn.wants_input_check() {
+                if !probed {
+                    probed = true;
+                    live.readable = true;
+                    continue;
+                }
+                if !live.readable {
+                    live.conn.handle_no_pending_input(ctx);
+                    continue; // half-close and linger
+                }
             }
             // Sending may have released backpressure on input still in the socket.
             if !(progressed && live.readable && live.conn.wants_read() && reads < READ_BUDGET) {

@@ -239,6 +239,12 @@ impl Ring {
         }
     }
 
+    /// True when completions wait to be reaped: in the backlog, in the completion
+    /// queue, or kept by the kernel after an overflow.
+    pub fn completions_waiting(&mut self) -> bool {
+        !self.backlog.is_empty() || !self.uring.completion().is_empty() || self.cq_overflowed()
+    }
+
     /// True when the kernel reported that completions did not fit the queue (they
     /// are kept and flushed by the next enter).
     pub fn cq_overflowed(&mut self) -> bool {

@@ -141,7 +141,7 @@ fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot
 
 /// Runs one worker until shutdown; returns its counters.
 pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
-    let WorkerSetup { index, listener, ctx, shutdown, drain, publisher } = setup;
+    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher } = setup;
     let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create the io_uring of worker {index}: {e}")))?;
     let buf_group = ring
@@ -169,6 +169,9 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         let waker = Arc::clone(&waker);
         shutdown.register_waker(move || waker.wake());
     }
+    // The site may have been replaced before the waker was registered (the state is
+    // checked at the top of the loop).
+    ctx.set_time(Instant::now(), SystemTime::now());
 
     let now = ctx.now();
     let mut worker = Worker {
@@ -180,6 +183,7 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         slots: Slab::new(),
         dirty: Vec::new(),
         starved: std::collections::VecDeque::new(),
+        recheck: Vec::new(),
         deadlines: Deadlines::new(now),
         due: Vec::new(),
         cqes: Vec::with_capacity(REAP_BATCH),
@@ -227,6 +231,9 @@ struct Worker {
     dirty: Vec<ConnId>,
     /// Connections whose receive ran out of buffers, oldest first.
     starved: std::collections::VecDeque<ConnId>,
+    /// Draining connections to check for pending input again next turn (completions
+    /// were waiting when they were checked).
+    recheck: Vec<ConnId>,
     deadlines: Deadlines,
     due: Vec<Expired>,
     cqes: Vec<Completion>,
@@ -379,6 +386,9 @@ impl Worker {
 
     fn drive_dirty(&mut self) -> io::Result<()> {
         self.wake_starved();
+        for id in std::mem::take(&mut self.recheck) {
+            self.mark_dirty(id);
+        }
         let mut i = 0;
         // Driving never adds to `dirty`, but index to be safe.
         while i < self.dirty.len() {
@@ -403,6 +413,7 @@ impl Worker {
         }
         if !s.dead {
             self.drive_output(id)?;
+            self.check_pending_input(id)?;
         }
         let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
         let fd = s.raw_fd();
@@ -448,6 +459,40 @@ impl Worker {
             arm_deadline(&mut self.deadlines, &mut self.wake_hint, s, id, deadline);
         }
         Ok(())
+    }
+
+    /// Draining with nothing in progress: connection `id` closes (half-close, then
+    /// linger) unless the peer sent more. More is either still in the socket (the
+    /// receive will bring it, and it is answered) or already received and waiting in
+    /// the completion queue. The socket is asked first, the queue second: a receive
+    /// takes bytes out of the socket and posts their completion within one kernel
+    /// entry of this thread (inside `io_uring_enter` with DEFER_TASKRUN, as task work
+    /// on the way back to user space otherwise), so bytes the socket no longer shows
+    /// are in the queue by the time it is looked at. (With `--sqpoll` a kernel thread
+    /// receives, and a check can fall between its read and its completion.) While the
+    /// queue is not empty the check waits for the next turn (`recheck`).
+    fn check_pending_input(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
+        if !s.conn.wants_input_check() {
+            return Ok(());
+        }
+        self.stats.syscalls += 1;
+        match socket::unread_bytes(s.fd.as_fd()) {
+            Ok(0) => {}
+            // Bytes wait in the socket: the receive brings them and drives it again (a
+            // starved receive is re-armed in its turn).
+            Ok(_) => return Ok(()),
+            Err(_) => {
+                s.dead = true;
+                return Ok(());
+            }
+        }
+        if self.ring.completions_waiting() {
+            self.recheck.push(id);
+            return Ok(());
+        }
+        s.conn.handle_no_pending_input(&mut self.ctx);
+        self.drive_output(id)
     }
 
     /// Starts the next send of connection `id` if none is in flight: the rest of a

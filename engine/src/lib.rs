@@ -32,9 +32,10 @@
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
 //! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
-//! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, so
-//! engines do nothing about it. The binary picks an engine with a `match`; nothing is
-//! dynamically dispatched on the hot path.
+//! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, and
+//! [`run_workers`] wakes every worker through the wakers registered with [`Shutdown`]
+//! (rule 9) so that this happens at once; engines do nothing more about it. The binary
+//! picks an engine with a `match`; nothing is dynamically dispatched on the hot path.
 //!
 //! 1. **Threads and listeners.** [`run_workers`] runs one worker per listener in
 //!    `config.listeners` (bound, listening, non-blocking, `SO_REUSEPORT`); worker `i`
@@ -87,11 +88,22 @@
 //!    are filtered with the slab and [`Armed::fire`], and the connection's
 //!    `handle_timeout` is called (it ignores early calls).
 //! 9. **Shutdown.** The worker registers its [`Waker`] with [`Shutdown`] and then
-//!    checks the state. When it turns graceful the worker begins its [`Drain`]: it
-//!    stops accepting (and closes its listener, so the kernel refuses instead of
-//!    queueing), calls `Connection::begin_shutdown` on every connection (idle ones close
-//!    at once, busy ones finish their response with `Connection: close`), and returns
-//!    once [`Drain::should_stop`] says so. A forced shutdown returns at once.
+//!    checks the state and calls `Context::set_time` (so neither a shutdown nor a
+//!    replaced site from before the registration is missed; the waker also fires when
+//!    the site is replaced). When it turns graceful the worker begins its [`Drain`]: it
+//!    takes in the connections its listener holds (their clients may have sent
+//!    requests) and closes it (so the kernel refuses new ones instead of queueing
+//!    them), calls `Connection::begin_shutdown` on every connection and drives it,
+//!    and returns once [`Drain::should_stop`] says so. Nothing received is lost: a
+//!    draining connection answers the request in progress, or the next one received,
+//!    with `Connection: close`. One with nothing in progress says so with
+//!    `Connection::wants_input_check`; the engine then makes sure the socket holds no
+//!    unread input — a readiness engine reads once more (the edge of bytes that just
+//!    came may still be on its way), a completion engine asks [`socket::unread_bytes`]
+//!    and then checks that no completion waits to be reaped — and calls
+//!    `Connection::handle_no_pending_input`, after which the connection closes by rule
+//!    7: half-close and linger, never a close with unread input (a reset). A forced
+//!    shutdown returns at once.
 //! 10. **Counters.** `serve` returns the merged [`Stats`] of all workers. Engines count
 //!     their own work (wakeups, events, syscalls, bytes, partial writes, ENOBUFS,
 //!     accepts, closes) with plain adds; the connection counts requests and errors in

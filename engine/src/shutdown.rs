@@ -68,7 +68,9 @@ impl Shutdown {
         self.wake();
     }
 
-    fn wake(&self) {
+    /// Calls every registered waker (a state change, or anything else every worker
+    /// must look at at once: a replaced site).
+    pub(crate) fn wake(&self) {
         if let Ok(wakers) = self.inner.wakers.lock() {
             for w in wakers.iter() {
                 w();
@@ -76,8 +78,9 @@ impl Shutdown {
         }
     }
 
-    /// Registers a waker called on every state change. The caller checks
-    /// [`Shutdown::state`] after registering, so no change is missed.
+    /// Registers a waker called on every state change, and when the site is replaced
+    /// (see [`run_workers`](crate::run_workers)). The caller checks [`Shutdown::state`]
+    /// after registering, so no change is missed.
     pub fn register_waker(&self, waker: impl Fn() + Send + Sync + 'static) {
         if let Ok(mut wakers) = self.inner.wakers.lock() {
             wakers.push(Box::new(waker));

@@ -1,7 +1,8 @@
 //! The socket calls every engine makes the same way, whatever its loop: accepting
 //! (a readiness loop always, a completion loop when it sheds), `TCP_NODELAY` on every
-//! accepted connection, and the half-close that ends a response. Errors that only mean
-//! "the peer is gone" are the caller's to ignore.
+//! accepted connection, the half-close that ends a response, and the count of unread
+//! bytes a completion engine checks before a draining connection closes. Errors that
+//! only mean "the peer is gone" are the caller's to ignore.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -19,6 +20,13 @@ pub fn set_nodelay(socket: BorrowedFd<'_>) -> io::Result<()> {
 /// Shuts the write side: the FIN follows what is queued (contract rule 7).
 pub fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
     crate::sys::shutdown_write(socket)
+}
+
+/// Bytes the socket has received that nobody has read yet (`FIONREAD`): what a
+/// completion engine, which cannot try a read, checks before it lets a draining
+/// connection close (contract rule 9).
+pub fn unread_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    crate::sys::unread_bytes(socket)
 }
 
 #[cfg(test)]
@@ -46,5 +54,18 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).expect("read to EOF");
         assert_eq!(got, b"bye", "the FIN follows the queued bytes");
+    }
+
+    #[test]
+    fn unread_bytes_counts_what_arrived_and_was_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        assert_eq!(unread_bytes(server.as_fd()).expect("FIONREAD"), 0);
+        client.write_all(b"hello").expect("write");
+        // Blocking: once one byte is readable, all five are (one segment on loopback).
+        let mut first = [0u8; 1];
+        server.read_exact(&mut first).expect("read");
+        assert_eq!(unread_bytes(server.as_fd()).expect("FIONREAD"), 4);
     }
 }

@@ -1,5 +1,6 @@
 //! The syscalls the shared engine core makes itself: the waker's eventfd and the socket
-//! calls every engine makes the same way (accept, TCP_NODELAY, half-close).
+//! calls every engine makes the same way (accept, TCP_NODELAY, half-close, unread
+//! bytes).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -55,4 +56,13 @@ pub(crate) fn set_nodelay(socket: BorrowedFd<'_>) -> io::Result<()> {
 pub(crate) fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: no pointers; the socket is borrowed, so open for the call.
     check(unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
+/// `ioctl(socket, FIONREAD)`: bytes received and not yet read.
+pub(crate) fn unread_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at the live,
+    // exclusively borrowed `n`; the socket is borrowed, so open for the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }

@@ -72,7 +72,9 @@ pub fn pin_cpu(index: usize, cpus: &[usize]) -> Option<usize> {
 
 /// Runs `worker` on one thread per listener, named `duet-<engine>-<i>` and pinned
 /// when `config.pin`, and merges their counters. The first worker error is returned
-/// after all have stopped; a failing worker asks the others to stop.
+/// after all have stopped; a failing worker asks the others to stop. A replaced `site`
+/// wakes every worker (through the wakers registered with `shutdown`), so each picks
+/// up the new table and lets go of the old one at once, traffic or not.
 pub fn run_workers<F>(
     engine: &str,
     config: ServeConfig,
@@ -87,6 +89,10 @@ where
     let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let cpus: Vec<usize> = cores.iter().map(|c| c.id).collect();
     let worker = Arc::new(worker);
+    {
+        let shutdown = shutdown.clone();
+        site.on_replace(move || shutdown.wake());
+    }
     let mut handles = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let worker = Arc::clone(&worker);
@@ -175,6 +181,40 @@ mod tests {
         })
         .expect("workers ran");
         assert_eq!(report.accepted, 1 + 2 + 3);
+    }
+
+    #[test]
+    fn a_replaced_site_wakes_every_worker() {
+        let config = config_with_listeners(2);
+        let shutdown = Shutdown::new();
+        let site = Arc::new(Site::builder().build());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ready_tx = std::sync::Mutex::new(ready_tx);
+        let replacer = {
+            let site = Arc::clone(&site);
+            std::thread::spawn(move || {
+                // Both workers have registered their wakers: replace the site, once.
+                for _ in 0..2 {
+                    ready_rx.recv_timeout(Duration::from_secs(60)).expect("a worker is ready");
+                }
+                site.replace(Site::hello());
+            })
+        };
+        let report = run_workers("test", config, site, &shutdown, move |setup| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let tx = std::sync::Mutex::new(tx);
+            setup.shutdown.register_waker(move || {
+                let _ = tx.lock().map(|tx| tx.send(()));
+            });
+            let _ = ready_tx.lock().map(|tx| tx.send(()));
+            // Woken although the shutdown state did not change.
+            rx.recv_timeout(Duration::from_secs(60)).expect("woken by the replaced site");
+            assert_eq!(setup.shutdown.state(), crate::ShutdownState::Running);
+            Ok(Stats { wakeups: 1, ..Stats::default() })
+        })
+        .expect("workers ran");
+        assert_eq!(report.wakeups, 2, "every worker was woken");
+        replacer.join().expect("the replacing thread");
     }
 
     #[test]

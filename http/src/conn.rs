@@ -64,8 +64,9 @@ enum Writing {
 enum KeepAlive {
     /// The connection persists after each response.
     Enabled,
-    /// Graceful shutdown began: the request in progress, if any, is answered with
-    /// `Connection: close` and is the last.
+    /// Graceful shutdown began: the next request answered (the one in progress, or
+    /// one already received) gets `Connection: close` and is the last; with none,
+    /// the connection closes once the engine finds no unread input.
     Draining,
     /// The last response is queued: once it is sent the engine shuts the write side.
     Disabled,
@@ -728,19 +729,46 @@ impl Connection {
         }
     }
 
-    /// Graceful shutdown: an idle connection closes now; one with a request in
-    /// progress answers it with `Connection: close`; queued responses are flushed first.
+    // ---- Graceful shutdown.
+
+    /// Graceful shutdown began. Nothing already received is lost: queued responses are
+    /// sent, and the next request to complete — the one in progress, one held back by
+    /// backpressure, or one still unread in the socket — is answered with
+    /// `Connection: close` and is the last. A connection with nothing in progress
+    /// closes once its engine has made sure the socket holds no unread input
+    /// ([`Connection::wants_input_check`]). Every close is then a half-close and a
+    /// linger, never a close with unread input (which the kernel turns into a reset
+    /// that destroys the response).
     pub fn begin_shutdown(&mut self, _ctx: &mut Context) {
         if self.keep_alive == KeepAlive::Enabled {
             self.set_keep_alive(KeepAlive::Draining);
         }
-        if matches!(self.reading, Reading::Idle) {
-            if self.output_len() == 0 {
-                self.close();
-            } else {
-                self.carry = Vec::new();
-                self.disable_keep_alive();
-            }
+    }
+
+    /// True when the connection is draining with nothing in progress and nothing
+    /// queued: it closes unless the peer already sent more. The engine then checks that
+    /// its socket holds no unread input (a readiness engine: a read would block; a
+    /// completion engine: nothing unread in the socket and no receive completion
+    /// waiting) and, if so, calls [`Connection::handle_no_pending_input`]. Input found
+    /// instead is handed over as usual, and answered with `Connection: close`.
+    #[must_use]
+    pub fn wants_input_check(&self) -> bool {
+        self.keep_alive == KeepAlive::Draining
+            && matches!(self.reading, Reading::Idle)
+            && self.writing == Writing::Open
+            && self.output_len() == 0
+    }
+
+    /// The engine found no unread input (see [`Connection::wants_input_check`]): a
+    /// draining connection with nothing in progress decides to close, so
+    /// [`Connection::should_close_after_flush`] turns true (half-close, then linger). A
+    /// request that arrives later is discarded by the linger and the peer sees an
+    /// orderly end of stream, as when any idle keep-alive connection is closed. Does
+    /// nothing in any other state.
+    pub fn handle_no_pending_input(&mut self, _ctx: &mut Context) {
+        if self.wants_input_check() {
+            self.carry = Vec::new(); // at most a lone CR of an empty line
+            self.disable_keep_alive();
         }
     }
 

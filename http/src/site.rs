@@ -7,6 +7,11 @@
 //! when they differ does it take the lock and pick up the new snapshot. So a reload
 //! ([`Site::replace`]) costs the hot path nothing, requests already answered keep the
 //! bodies they hold, and requests parsed afterwards see the new table.
+//!
+//! The old table goes as soon as nothing uses it: a worker lets go of it at its next
+//! loop turn, and a reload wakes every worker ([`Site::on_replace`]) so that turn comes
+//! at once even on a worker with no traffic; responses in flight hold only the bodies
+//! they send. A file streamed by the old table is closed when the last of them is sent.
 
 use crate::echo;
 use bytes::Bytes;
@@ -258,11 +263,20 @@ impl Snapshot {
 
 /// What is served, shared by all worker threads. Read-only on the hot path; the whole
 /// table can be swapped with [`Site::replace`] while serving.
-#[derive(Debug)]
 pub struct Site {
     current: Mutex<Arc<Snapshot>>,
     /// Bumped (under the lock) by every `replace`.
     generation: AtomicU64,
+    /// Called after every `replace` ([`Site::on_replace`]).
+    on_replace: Mutex<Vec<ReplaceHook>>,
+}
+
+type ReplaceHook = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("generation", &self.generation()).field("routes", &self.len()).finish()
+    }
 }
 
 impl Site {
@@ -277,17 +291,37 @@ impl Site {
     }
 
     fn from_snapshot(snapshot: Snapshot) -> Self {
-        Site { current: Mutex::new(Arc::new(snapshot)), generation: AtomicU64::new(0) }
+        Site {
+            current: Mutex::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
+            on_replace: Mutex::new(Vec::new()),
+        }
     }
 
     /// Swaps in the table of `next` atomically. Responses already queued keep their
     /// bodies; each worker picks up the new table at its next loop turn, so every
-    /// request parsed after that sees it.
+    /// request parsed after that sees it. Then calls the [`Site::on_replace`] hooks.
     pub fn replace(&self, next: Site) {
         let snapshot = next.snapshot().0;
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        *current = snapshot;
-        self.generation.fetch_add(1, Ordering::Release);
+        let old = {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::replace(&mut *current, snapshot);
+            self.generation.fetch_add(1, Ordering::Release);
+            old
+        };
+        drop(old); // outside the lock: the last reference may close files
+        let hooks = self.on_replace.lock().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            hook();
+        }
+    }
+
+    /// Registers `hook`, called after every [`Site::replace`]: the engines wake their
+    /// workers with it, so each lets go of the old table at once rather than at its
+    /// next request (an idle worker would keep the old table's open files forever).
+    pub fn on_replace(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let mut hooks = self.on_replace.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.push(Box::new(hook));
     }
 
     /// How many times the table has been replaced.

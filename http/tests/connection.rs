@@ -937,59 +937,7 @@ fn eof_in_the_same_read_as_a_closing_request_closes_after_the_response() {
     assert!(e.conn.is_closed());
 }
 
-// ---------------------------------------------------------------------------------
-// Graceful shutdown
-
-#[test]
-fn begin_shutdown_closes_idle_connections_at_once() {
-    let mut fresh = Engine::hello();
-    fresh.shutdown();
-    assert!(fresh.conn.is_closed());
-    assert!(fresh.out.is_empty());
-
-    let mut kept = Engine::hello();
-    kept.read_event(&get("/"));
-    kept.shutdown();
-    assert!(kept.conn.is_closed());
-    assert_eq!(kept.responses().len(), 1);
-}
-
-#[test]
-fn begin_shutdown_answers_request_in_progress_with_connection_close() {
-    let mut e = Engine::hello();
-    e.read_event(b"GET / HTTP/1.1\r\nHo");
-    e.shutdown();
-    assert!(!e.conn.is_closed() && e.conn.wants_read());
-    e.read_event(&cat(&[b"st: a\r\n\r\n", &get("/")]));
-    let rs = e.responses();
-    assert_eq!(rs.len(), 1, "only the request in progress is answered");
-    assert_eq!(rs[0].status, 200);
-    assert_eq!(rs[0].connection(), Some("close"));
-    assert!(e.write_shut);
-}
-
-#[test]
-fn begin_shutdown_during_a_body_answers_it_with_close() {
-    let mut e = Engine::hello();
-    e.read_event(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na");
-    e.shutdown();
-    e.read_event(b"bc");
-    let rs = e.responses();
-    assert_eq!(rs[0].status, 405);
-    assert_eq!(rs[0].connection(), Some("close"));
-    assert!(e.write_shut);
-}
-
-#[test]
-fn begin_shutdown_flushes_queued_responses_then_closes() {
-    let mut e = Engine::hello();
-    e.feed(&cat(&[&get("/"), &get("/")]));
-    e.conn.begin_shutdown(&mut e.ctx);
-    assert!(!e.conn.is_closed(), "queued responses are sent first");
-    e.flush();
-    assert_eq!(e.responses().len(), 2);
-    assert!(e.write_shut);
-}
+// Graceful shutdown: see shutdown.rs.
 
 // ---------------------------------------------------------------------------------
 // Resources

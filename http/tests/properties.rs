@@ -103,6 +103,9 @@ enum Event {
     Advance(u64),
     Eof,
     Shutdown,
+    /// The engine found no unread input in the socket (it says so to a draining
+    /// connection that asks).
+    NoPendingInput,
     /// An io_uring engine hands bytes that arrived after `wants_read` turned false.
     ReadRegardless(Vec<u8>),
 }
@@ -115,6 +118,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0u64..20).prop_map(Event::Advance),
         1 => Just(Event::Eof),
         1 => Just(Event::Shutdown),
+        1 => Just(Event::NoPendingInput),
         1 => fragment().prop_map(Event::ReadRegardless),
     ]
 }
@@ -160,6 +164,11 @@ fn drive(limits: Limits, events: &[Event]) {
                 }
             }
             Event::Shutdown => e.conn.begin_shutdown(&mut e.ctx),
+            Event::NoPendingInput => {
+                if e.conn.wants_input_check() {
+                    e.conn.handle_no_pending_input(&mut e.ctx);
+                }
+            }
         }
         if !e.write_shut && e.conn.should_close_after_flush() {
             e.conn.handle_write_shutdown(&mut e.ctx);

@@ -84,6 +84,27 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start`], on `port` instead of an ephemeral one.
+    pub fn try_start_on_port(engine: &str, port: u16, extra: &[&str]) -> Result<Server, StartFailure> {
+        let mut cmd = duet_command();
+        cmd.args(["serve", "--engine", engine, "--port", &port.to_string(), "--threads", "1"]).args(extra);
+        Server::spawn(cmd, engine, false)
+    }
+
+    /// Like [`Server::start`], with `threads` worker threads instead of one.
+    pub fn start_with_threads(engine: &str, threads: usize, extra: &[&str]) -> Server {
+        let mut cmd = duet_command();
+        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", &threads.to_string()]).args(extra);
+        match Server::spawn(cmd, engine, false) {
+            Ok(s) => s,
+            Err(f) => panic!(
+                "duet serve --engine {engine} --threads {threads} {extra:?} did not start (exit {:?}); stderr:\n{}",
+                f.status,
+                f.stderr.join("\n")
+            ),
+        }
+    }
+
     /// Like [`Server::start`], but reports a start-up failure instead of panicking.
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
         let mut cmd = duet_command();
@@ -580,6 +601,25 @@ impl Client {
         }
     }
 
+    /// Asserts that the server ended the connection in order after what was read so
+    /// far: no further bytes, then EOF. A reset fails: it is how a close with unread
+    /// input shows, and it can destroy a response the client has not read yet.
+    pub fn expect_orderly_close(&mut self) {
+        assert!(self.buf.is_empty(), "unexpected bytes after the response: {}", show(&self.buf));
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => panic!("expected the server to close; got more bytes: {}", show(&chunk[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("the server did not close the connection within {READ_TIMEOUT:?}")
+                }
+                Err(e) => panic!("expected an orderly EOF, got {e}"),
+            }
+        }
+    }
+
     /// Bytes read past the last response, not yet parsed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
@@ -621,4 +661,58 @@ pub fn run_duet(args: &[&str]) -> (ExitStatus, String) {
     };
     let status = child.wait().expect("wait for duet");
     (status, text)
+}
+
+/// Waits for a file's inode to be freed: deleted, and closed by every process that had
+/// it open (inotify's `IN_DELETE_SELF`, delivered when the last reference goes). Watch
+/// before deleting the file.
+pub struct InodeGone {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl InodeGone {
+    pub fn watch(path: &std::path::Path) -> InodeGone {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
+        // SAFETY: `fd` was just returned by inotify_init1 and nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
+        // SAFETY: `cpath` is a valid NUL-terminated string that outlives the call; the
+        // descriptor is open (owned above).
+        let wd = unsafe {
+            libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), cpath.as_ptr(), libc::IN_DELETE_SELF)
+        };
+        assert!(wd >= 0, "inotify_add_watch {}: {}", path.display(), io::Error::last_os_error());
+        InodeGone { fd }
+    }
+
+    /// Blocks (at most `timeout`) until the inode is freed; false if it was not.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        loop {
+            // SAFETY: poll reads and writes the one valid, exclusively borrowed pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc == 0 {
+                return false;
+            }
+            if rc > 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            assert_eq!(e.kind(), io::ErrorKind::Interrupted, "poll on inotify: {e}");
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: `buf` is exclusively borrowed and writable for its length.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n >= 16, "reading inotify events: {}", io::Error::last_os_error());
+        // The first event's mask (struct inotify_event: wd, mask, cookie, len, name).
+        let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        assert!(mask & libc::IN_DELETE_SELF != 0, "unexpected inotify event mask {mask:#x}");
+        true
+    }
 }

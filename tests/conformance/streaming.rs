@@ -11,6 +11,7 @@ per_engine!(
     streaming_pipelined_then_small_in_order,
     streaming_past_the_budget_and_routes,
     streaming_validators_and_reload,
+    streaming_a_reload_closes_the_replaced_file_once_no_response_uses_it,
 );
 
 /// The byte at `i` of the test pattern: cheap to make and to check, and no two nearby
@@ -262,4 +263,61 @@ fn streaming_validators_and_reload(engine: &str) {
         assert!(r.body == big, "neither the old nor the new file");
         assert!(std::time::Instant::now() < deadline, "the new file was not served after SIGHUP");
     }
+}
+
+/// SIGHUP after the streamed file was replaced: a response already streaming it gets
+/// all of the old content, new requests get the new one, and the old file is closed
+/// (its inode freed, nothing `(deleted)` left in /proc/PID/fd) once that response is
+/// done — also by the workers that served nothing since the reload (eight workers, two
+/// connections and one signal: at least five workers have nothing to do).
+fn streaming_a_reload_closes_the_replaced_file_once_no_response_uses_it(engine: &str) {
+    use std::io::{Read, Write};
+    // More than socket buffers hold, so the first response is still streaming when
+    // the file is replaced.
+    const SIZE: usize = 16 << 20;
+    let t = TempTree::new(&format!("reload-close-{engine}"));
+    let old = pattern(SIZE);
+    let path = t.write("site/big.bin", &old);
+    let server = Server::start_with_threads(engine, 8, &["--dir", &t.path("site"), "--max-cached-file", "1KiB"]);
+    let mut slow = server.connect_small_rcvbuf(16 * 1024);
+    slow.write_all(&get_path("/big.bin", "")).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(slow.read(&mut byte).unwrap(), 1, "EOF in the head: {}", show(&head));
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).contains(&format!("Content-Length: {SIZE}\r\n")));
+
+    let gone = common::InodeGone::watch(&path);
+    std::fs::remove_file(&path).unwrap();
+    let new = b"the new content".to_vec();
+    t.write("site/big.bin", &new);
+    server.signal(libc::SIGHUP);
+    // The reload runs on the server's signal thread; ask until the new file is served
+    // (bounded).
+    let mut c = server.connect();
+    let deadline = std::time::Instant::now() + common::READ_TIMEOUT;
+    while fetch(&mut c, "/big.bin", "").body != new {
+        assert!(std::time::Instant::now() < deadline, "the new file was not served after SIGHUP");
+    }
+    drop(c);
+    // The response in flight keeps the old file to its end.
+    let mut body = vec![0u8; SIZE];
+    slow.read_exact(&mut body).expect("the rest of the old file");
+    assert!(body == old, "the response in flight changed content");
+    drop(slow);
+    let freed = gone.wait(common::READ_TIMEOUT);
+    let open = open_files(&server, "big.bin");
+    assert!(freed && open.is_empty(), "the replaced file is still open after its last response: {open:?}");
+}
+
+/// The server's descriptors whose target names `needle`.
+fn open_files(server: &Server, needle: &str) -> Vec<String> {
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).expect("read /proc/<pid>/fd");
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.contains(needle))
+        .collect()
 }

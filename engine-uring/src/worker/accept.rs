@@ -58,7 +58,9 @@ impl Worker {
     }
 
     /// Draining: no new connections. The listener closes (so the kernel refuses
-    /// connections instead of queueing them) once no operation names it.
+    /// connections instead of queueing them) once no operation names it, after the
+    /// connections it holds are taken in; the accept's completions that still come
+    /// are taken in too, draining from the start.
     pub(super) fn stop_accepting(&mut self) -> io::Result<()> {
         for (armed, op) in [(self.accept_armed, Op::Accept), (self.accept_waiting, Op::AcceptPoll)] {
             if armed {
@@ -73,9 +75,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Drops the listener once draining and no accept or poll names it.
+    /// Drops the listener once draining and no accept or poll names it, taking in the
+    /// connections it still holds first.
     fn release_listener(&mut self) {
         if self.drain.is_draining() && !self.accept_armed && !self.accept_waiting {
+            self.accept_pending();
             self.listener = None;
         }
     }
@@ -91,15 +95,11 @@ impl Worker {
             // it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.stats.syscalls += 1;
-            if self.drain.is_draining() || self.stopping {
+            if self.stopping {
                 drop(fd);
                 return;
             }
-            self.accept.on_accepted();
-            let _ = socket::set_nodelay(fd.as_fd());
-            let id = self.slots.insert(Slot::new(Connection::new(&self.ctx), fd));
-            self.mark_dirty(id);
-            self.stats.accepted += 1;
+            self.adopt(fd);
             return;
         }
         if -res == libc::ECANCELED || self.stopping || self.drain.is_draining() {
@@ -118,6 +118,37 @@ impl Worker {
             // frees a descriptor.
             Next::Pause | Next::Shed => {}
         }
+    }
+
+    /// Takes an accepted connection in. One accepted while draining (the kernel took it
+    /// before the listener closed, and its client may have sent a request) drains from
+    /// the start: what it sent is answered, then it closes.
+    fn adopt(&mut self, fd: OwnedFd) {
+        self.accept.on_accepted();
+        let _ = socket::set_nodelay(fd.as_fd());
+        let mut conn = Connection::new(&self.ctx);
+        if self.drain.is_draining() {
+            conn.begin_shutdown(&mut self.ctx);
+        }
+        let id = self.slots.insert(Slot::new(conn, fd));
+        self.mark_dirty(id);
+        self.stats.accepted += 1;
+    }
+
+    /// Draining: takes in the connections the kernel has already accepted, so closing
+    /// the listener resets none of them (their clients may have sent requests).
+    fn accept_pending(&mut self) {
+        // Out of the worker while it accepts, so adopting can borrow the rest.
+        let Some(listener) = self.listener.take() else { return };
+        loop {
+            self.stats.syscalls += 1;
+            match socket::accept(listener.as_fd()) {
+                Ok(fd) => self.adopt(fd),
+                // EAGAIN: none left. Anything else: the listener closes anyway.
+                Err(_) => break,
+            }
+        }
+        self.listener = Some(listener);
     }
 
     /// A connection closed: a descriptor is free, so a paused accept is armed again.

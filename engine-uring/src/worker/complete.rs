@@ -8,6 +8,14 @@ use super::{Worker, HEADER_POOL_MAX};
 use crate::sys::{BufId, Completion};
 use duet_engine::ConnId;
 
+/// A send that completes with `EAGAIN` sent nothing and lost nothing: the kernel woke it
+/// for a writable socket that was not writable when the send ran again, and gave up
+/// rather than wait a second time (the socket is non-blocking). Driving the connection
+/// submits it anew, and a new send waits for the socket again: no spin.
+pub(super) fn send_again(res: i32) -> bool {
+    res == -libc::EAGAIN
+}
+
 impl Worker {
     pub(super) fn complete(&mut self, cqe: &mut Completion) {
         let (op, id) = decode(cqe.user_data());
@@ -110,7 +118,7 @@ impl Worker {
             if !s.closing && !s.dead && !self.stopping {
                 s.conn.handle_sent(&mut self.ctx, res as usize);
             }
-        } else if res != -libc::ECANCELED {
+        } else if res != -libc::ECANCELED && !send_again(res) {
             s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
         }
         if !self.stopping {
@@ -122,6 +130,17 @@ impl Worker {
     fn on_cancel(&mut self, id: ConnId, more: bool) {
         if let Some(s) = conn_slot(&mut self.slots, id, more).filter(|_| !self.stopping) {
             s.mark_dirty(id, &mut self.dirty);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_send_that_would_block_is_sent_again_and_a_socket_error_drops_the_connection() {
+        assert!(super::send_again(-libc::EAGAIN));
+        for errno in [libc::EPIPE, libc::ECONNRESET, libc::ETIMEDOUT, libc::ENOBUFS] {
+            assert!(!super::send_again(-errno), "errno {errno}");
         }
     }
 }

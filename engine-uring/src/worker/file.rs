@@ -113,7 +113,7 @@ impl Worker {
                 if !s.closing && !s.dead && !self.stopping {
                     s.conn.handle_sent(&mut self.ctx, res as usize);
                 }
-            } else if res != -libc::ECANCELED {
+            } else if res != -libc::ECANCELED && !super::complete::send_again(res) {
                 s.dead = true;
             }
         }

@@ -197,6 +197,15 @@ impl Engine {
         self.flush();
     }
 
+    /// What an engine does when its socket holds no unread input: tell a connection
+    /// that asks ([`Connection::wants_input_check`]), then flush.
+    pub fn no_pending_input(&mut self) {
+        if self.conn.wants_input_check() {
+            self.conn.handle_no_pending_input(&mut self.ctx);
+        }
+        self.flush();
+    }
+
     pub fn responses(&self) -> Vec<Response> {
         parse_responses(&self.out, &[])
     }
