@@ -517,6 +517,12 @@ impl<'a> Driver<'a> {
         if self.dropped {
             return;
         }
+        // Graceful shutdown: a draining connection with nothing in progress asks whether
+        // its socket holds unread input. Here the socket holds the undelivered rest of
+        // the stream (nothing once the peer's EOF is modelled).
+        if self.conn.wants_input_check() && (self.eof || self.delivered == self.stream.len()) {
+            self.conn.handle_no_pending_input(&mut self.ctx);
+        }
         if !self.write_shut && self.conn.should_close_after_flush() {
             assert!(self.inflight.is_none(), "asked to shut the write side with a send in flight");
             self.conn.handle_write_shutdown(&mut self.ctx);

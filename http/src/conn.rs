@@ -349,17 +349,19 @@ impl Connection {
                     let parsed = match line.scan(window) {
                         Line::Invalid(reject) => Some(Err(reject)),
                         Line::Incomplete => None,
-                        // The field lines are parsed when the head is new, and after
-                        // that only once a line ending has arrived (a bad field is
-                        // answered when its line is complete), so a head trickled byte
-                        // by byte costs linear time, not quadratic.
-                        Line::Complete if resuming && memchr::memchr(b'\n', &window[self.scan_from..]).is_none() => {
-                            None
-                        }
-                        Line::Complete => {
-                            let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
-                            request::decide(site, limits, window, metrics).transpose()
-                        }
+                        // Field lines are judged only once complete: the parse covers
+                        // the bytes up to the last line end, and runs again only when a
+                        // new line end has arrived. So a bad field is answered when its
+                        // line is complete, however the input was cut, and a head
+                        // trickled byte by byte costs linear time, not quadratic.
+                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from..]) {
+                            None => None,
+                            Some(i) => {
+                                let lines = &window[..self.scan_from + i + 1];
+                                let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
+                                request::decide(site, limits, lines, metrics).transpose()
+                            }
+                        },
                     };
                     let (d, end) = match parsed {
                         Some(Ok(parsed)) => parsed,
