@@ -4,7 +4,10 @@
 //! and waits for at least one completion; then the clock is read once, every
 //! completion is dispatched ([`complete`]), due deadlines are handled, and every
 //! connection touched in the turn is driven (next send, shutdown, close, receive re-arm,
-//! deadline).
+//! deadline). The sends a turn starts are cut to the connections' shares of its
+//! [`TurnBudget`] (the kernel performs them in the next `io_uring_enter`, so that is
+//! what keeps that call short); a connection with more to send gets its next share when
+//! its send completes.
 //!
 //! Every operation is submitted with `Ring::push` at the place that builds it, with its
 //! own `// SAFETY:` saying why what it names outlives its last completion. The rules
@@ -27,7 +30,7 @@ use crate::sys::{BufGroup, Completion, Ring, SendHeader};
 use crate::UringOptions;
 use duet_engine::{
     socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
-    Waker, WorkerSetup, TICK,
+    TurnBudget, Waker, WorkerSetup, TICK,
 };
 use duet_http::{Connection, Context};
 use file::FileChunk;
@@ -185,6 +188,7 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         cqes: Vec::with_capacity(REAP_BATCH),
         headers: Vec::new(),
         chunks: Vec::new(),
+        budget: TurnBudget::new(),
         listener: Some(listener),
         accept_armed: false,
         accept_waiting: false,
@@ -238,6 +242,8 @@ struct Worker {
     /// slot stays small) and they move between the two.
     #[allow(clippy::vec_box)]
     chunks: Vec<Box<FileChunk>>,
+    /// What the sends started in this turn offer.
+    budget: TurnBudget,
     /// Closed (so the kernel refuses new connections) once draining has stopped the
     /// accept; never while an accept naming it is armed.
     listener: Option<TcpListener>,
@@ -272,6 +278,7 @@ impl Worker {
                 ShutdownState::Graceful => self.begin_drain()?,
                 ShutdownState::Running => {}
             }
+            self.budget.start_turn();
             self.drive_dirty()?;
             if self.drain.should_stop(state, self.slots.len(), self.ctx.now()) {
                 return Ok(());
@@ -472,7 +479,7 @@ impl Worker {
                     file::recycle(&mut self.chunks, chunk);
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
-                header.load(out);
+                self.budget.spend(header.load(out, self.budget.share()));
                 let entry = header.entry(s.raw_fd()).user_data(token(Op::Send, id));
                 s.send = Some(header);
                 s.ops += 1;
