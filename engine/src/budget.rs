@@ -6,46 +6,63 @@
 //! client that asks for a 1 MiB body and then reads 32 bytes every few seconds (a
 //! slow-read attack) still costs the server the whole body at once. A thousand such
 //! clients a second make every turn long, and a good client waits for the turns
-//! ahead of it: its accept, then its request, each behind a whole turn. With the
-//! budgets a turn sends at most [`TURN_WRITE_BUDGET`] at full shares plus
-//! [`MIN_WRITE_SHARE`] per connection it drives; the rest of each response goes out in
-//! later turns, and a small response is never held back.
+//! ahead of it: its accept, then its request, each behind a whole turn. With a
+//! [`TurnBudget`] a turn sends one connection at most a full share, all connections
+//! together at most the turn's budget at full shares, and beyond that only small
+//! responses (up to [`MIN_WRITE_SHARE`]); the rest goes out in later turns, and a small
+//! response is never held back.
+//!
+//! The mechanism is the same in every engine; the two sizes are each engine's, set by
+//! what a loop turn costs it (see [`WriteLimits`]).
 
-/// Bytes one connection is sent in one turn at most (its full share), memory and file
-/// bytes alike. Large enough that a large transfer costs only one more loop turn (an
-/// `epoll_wait` or a completion) per 256 KiB; small enough that a few shares take
-/// well under a millisecond.
-pub const WRITE_BUDGET: usize = 256 * 1024;
-
-/// Bytes one turn sends at full shares, to all connections together. Past it, each
-/// connection driven in the turn is sent at most [`MIN_WRITE_SHARE`].
-pub const TURN_WRITE_BUDGET: usize = 1024 * 1024;
-
-/// Bytes any connection may be sent in a turn even when the turn's budget is spent: a
-/// small response (headers and a small body) always leaves in the turn it is made.
+/// Output up to this size is sent in the turn it is made even when the turn's budget
+/// is spent: a small response (headers and a small body) is never held back.
 pub const MIN_WRITE_SHARE: usize = 16 * 1024;
 
-// A turn holds several full shares, and the minimum is below a full share.
-const _: () = assert!(MIN_WRITE_SHARE < WRITE_BUDGET && 2 * WRITE_BUDGET <= TURN_WRITE_BUDGET);
+/// An engine's write budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Bytes one connection is sent in one turn at most (its full share), memory and
+    /// file bytes alike.
+    pub share: usize,
+    /// Bytes one turn sends at full shares, to all connections together. Past it, only
+    /// small responses are sent in the turn; larger output waits for a full share.
+    pub per_turn: usize,
+}
+
+impl WriteLimits {
+    /// Checked at compile time where the limits are constants: a full share is more
+    /// than a small response, and a turn holds at least two full shares.
+    pub const fn new(share: usize, per_turn: usize) -> WriteLimits {
+        assert!(share > MIN_WRITE_SHARE && per_turn >= 2 * share);
+        WriteLimits { share, per_turn }
+    }
+}
 
 /// What the current loop turn has sent, and so what the next connection may be sent.
 ///
-/// An engine calls [`TurnBudget::start_turn`] once per turn, asks [`TurnBudget::share`]
-/// before it sends to a connection (and sends no more than that to it in the turn), and
-/// reports what it sent (or offered) with [`TurnBudget::spend`]. Connections that
-/// still have output when their share is used go on waiting in the engine's own queue
-/// (a readiness engine) or in their next completion (a completion engine); a readiness
-/// engine serves its queue first each turn, oldest first, while
-/// [`TurnBudget::is_spent`] is false, so every waiting connection moves.
-#[derive(Clone, Debug, Default)]
+/// An engine calls [`TurnBudget::start_turn`] once per turn, asks
+/// [`TurnBudget::share`] before it sends to a connection (and sends it no more than that
+/// in the turn), and reports what it sent (or offered) with [`TurnBudget::spend`]. A
+/// connection that still has output when its share is used, or that gets no share,
+/// waits in the engine's queue for a later turn; each turn serves that queue first,
+/// oldest first, until [`TurnBudget::is_spent`], so every waiting connection moves and
+/// gets full shares.
+#[derive(Clone, Debug)]
 pub struct TurnBudget {
+    limits: WriteLimits,
     spent: usize,
 }
 
 impl TurnBudget {
-    /// A budget with nothing spent.
-    pub fn new() -> TurnBudget {
-        TurnBudget::default()
+    /// A budget with `limits` and nothing spent.
+    pub fn new(limits: WriteLimits) -> TurnBudget {
+        TurnBudget { limits, spent: 0 }
+    }
+
+    /// The limits it applies.
+    pub fn limits(&self) -> WriteLimits {
+        self.limits
     }
 
     /// A new loop turn: nothing spent yet.
@@ -54,12 +71,20 @@ impl TurnBudget {
         self.spent = 0;
     }
 
-    /// Bytes the next connection may be sent in this turn: a full share
-    /// ([`WRITE_BUDGET`]) while the turn's budget lasts, what is left of it when that
-    /// is less, and never less than [`MIN_WRITE_SHARE`].
+    /// Bytes a connection with `pending` bytes of output may be sent in this turn: a
+    /// full share (or what is left of the turn's budget when that is less) while the
+    /// turn has one; once it is spent, all of a small output (up to
+    /// [`MIN_WRITE_SHARE`]) and nothing of a larger one, which waits for a full share in
+    /// a later turn rather than going out in small pieces.
     #[inline]
-    pub fn share(&self) -> usize {
-        WRITE_BUDGET.min(TURN_WRITE_BUDGET.saturating_sub(self.spent)).max(MIN_WRITE_SHARE)
+    pub fn share(&self, pending: usize) -> usize {
+        if !self.is_spent() {
+            self.limits.share.min(self.limits.per_turn - self.spent)
+        } else if pending <= MIN_WRITE_SHARE {
+            MIN_WRITE_SHARE
+        } else {
+            0
+        }
     }
 
     /// Counts `bytes` sent (or offered to one send) in this turn.
@@ -68,11 +93,11 @@ impl TurnBudget {
         self.spent = self.spent.saturating_add(bytes);
     }
 
-    /// The turn sent its [`TURN_WRITE_BUDGET`]: connections still waiting for a share
-    /// wait for the next turn.
+    /// The turn has no full share left (its budget is sent, give or take less than a
+    /// small response): output waiting for a share waits for the next turn.
     #[inline]
     pub fn is_spent(&self) -> bool {
-        self.spent >= TURN_WRITE_BUDGET
+        self.spent > self.limits.per_turn - MIN_WRITE_SHARE
     }
 }
 
@@ -80,32 +105,42 @@ impl TurnBudget {
 mod tests {
     use super::*;
 
+    const LIMITS: WriteLimits = WriteLimits::new(256 * 1024, 1024 * 1024);
+
     #[test]
-    fn full_shares_until_the_turn_budget_is_spent_then_the_minimum() {
-        let mut budget = TurnBudget::new();
+    fn full_shares_until_the_turn_budget_is_spent() {
+        let mut budget = TurnBudget::new(LIMITS);
         let mut full = 0;
         while !budget.is_spent() {
-            let share = budget.share();
-            assert!(share <= WRITE_BUDGET);
+            let share = budget.share(usize::MAX);
+            assert!((MIN_WRITE_SHARE..=LIMITS.share).contains(&share));
             budget.spend(share);
             full += share;
         }
-        assert_eq!(full, TURN_WRITE_BUDGET);
-        assert_eq!(budget.share(), MIN_WRITE_SHARE);
-        budget.spend(usize::MAX);
-        assert_eq!(budget.share(), MIN_WRITE_SHARE, "no overflow, still the minimum");
+        assert_eq!(full, LIMITS.per_turn);
         budget.start_turn();
         assert!(!budget.is_spent());
-        assert_eq!(budget.share(), WRITE_BUDGET);
+        assert_eq!(budget.share(usize::MAX), LIMITS.share);
     }
 
     #[test]
-    fn a_turn_nearly_spent_gives_what_is_left_but_at_least_the_minimum() {
-        let mut budget = TurnBudget::new();
-        budget.spend(TURN_WRITE_BUDGET - 100_000);
-        assert_eq!(budget.share(), 100_000);
-        budget.spend(100_000 - 1000);
-        assert_eq!(budget.share(), MIN_WRITE_SHARE);
-        assert!(!budget.is_spent());
+    fn a_nearly_spent_turn_gives_what_is_left_and_never_less_than_a_small_response() {
+        let mut budget = TurnBudget::new(LIMITS);
+        budget.spend(LIMITS.per_turn - 100_000);
+        assert_eq!(budget.share(usize::MAX), 100_000);
+        budget.spend(100_000 - MIN_WRITE_SHARE);
+        assert_eq!(budget.share(usize::MAX), MIN_WRITE_SHARE, "exactly one small response left");
+        budget.spend(1);
+        assert!(budget.is_spent());
+    }
+
+    #[test]
+    fn a_spent_turn_sends_small_outputs_whole_and_larger_ones_nothing() {
+        let mut budget = TurnBudget::new(LIMITS);
+        budget.spend(usize::MAX);
+        assert!(budget.is_spent(), "no overflow");
+        assert_eq!(budget.share(1), MIN_WRITE_SHARE);
+        assert_eq!(budget.share(MIN_WRITE_SHARE), MIN_WRITE_SHARE);
+        assert_eq!(budget.share(MIN_WRITE_SHARE + 1), 0);
     }
 }

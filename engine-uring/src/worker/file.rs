@@ -48,13 +48,14 @@ pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
 }
 
 impl Worker {
-    /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy).
-    pub(super) fn send_chunk(&mut self, id: ConnId) -> io::Result<()> {
+    /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy), at most
+    /// `share` bytes of it (the connection's share of the turn).
+    pub(super) fn send_chunk(&mut self, id: ConnId, share: usize) -> io::Result<()> {
         let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
         let fd = s.raw_fd();
         let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
-        // The connection's share of the turn: what is left of the chunk goes next time.
-        let end = chunk.filled.min(chunk.sent + self.budget.share());
+        // What is left of the chunk past the share goes next time.
+        let end = chunk.filled.min(chunk.sent + share);
         let rest = &mut chunk.buf[chunk.sent..end];
         chunk.offered = rest.len();
         self.budget.spend(rest.len());
