@@ -49,6 +49,7 @@ mod connection;
 mod engine_risks;
 mod metrics;
 mod rejections;
+mod slow_readers;
 mod static_files;
 mod streaming;
 mod timeouts_shutdown;
