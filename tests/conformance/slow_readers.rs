@@ -14,6 +14,7 @@ use crate::{prometheus_value, TempTree};
 per_engine!(
     slow_readers_of_large_files_do_not_hold_back_a_fresh_client,
     a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client,
+    files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring,
 );
 
 const GET_METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -95,4 +96,25 @@ fn a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client(engine: &
     // The pipelined client still gets every answer.
     let answers = deep.read_responses(PIPELINED);
     assert!(answers.iter().all(|r| r.status == 200 && r.body.len() == 2048));
+}
+
+/// By default epoll serves a file over 64 KiB from the page cache with `sendfile` (no
+/// copy into each socket), io_uring from memory up to 4 MiB (it streams files through a
+/// buffer, so memory is cheaper there); both answer it alike.
+fn files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring(engine: &str) {
+    let t = TempTree::new("default-cache");
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    t.write("site/mid.bin", &body);
+    t.write("site/small.bin", &vec![b's'; 64 * 1024]);
+    let server = Server::start(engine, &["--dir", &t.path("site")]);
+    let want = match engine {
+        "epoll" => "2 files and 0 routes: 1 bodies cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)",
+        _ => "2 files and 0 routes: 2 bodies cached (165536 bytes in memory), 0 streamed from disk (0 bytes)",
+    };
+    let lines = server.stderr_lines();
+    assert!(lines.iter().any(|l| l.contains(want)), "{engine}: expected {want:?} in {lines:?}");
+    let mut c = server.connect();
+    c.send(b"GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert!(r.status == 200 && r.body == body, "{engine}: status {}", r.status);
 }
