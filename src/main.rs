@@ -82,7 +82,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             return Err(format!("--metrics {path}: expected a plain absolute path such as /metrics"));
         }
     }
-    let content = args.content();
+    let content = args.content(engine);
     let loaded = content::load(&content)?;
     if !content.is_default() {
         info!("loaded {}", loaded.summary());

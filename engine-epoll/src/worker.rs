@@ -1,16 +1,21 @@
 //! One worker: an epoll instance, its listener, and the connections it accepted.
 //!
-//! Each loop turn is one `epoll_wait`; then the clock is read once, every event is
-//! dispatched (`accept` for the listener, `drive` for a connection), requeued
-//! connections get their next budget, a paused accept retries, and due deadlines are
-//! handled.
+//! Each loop turn is one `epoll_wait`; then the clock is read once, the connections
+//! that used up their budget in earlier turns get their next share (oldest first, while
+//! the turn's write budget lasts), every event is dispatched (`accept` for the
+//! listener, `drive` for a connection), a paused accept retries, and due deadlines are
+//! handled. A connection is driven at most once per turn: it is read at most
+//! `READ_BUDGET` times and sent at most its share of the turn's [`TurnBudget`], however
+//! much it has to send or receive, so a turn stays short and the listener and every
+//! connection are served in every turn.
 
 use crate::sys;
 use duet_engine::{
     next_wake, socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab,
-    Stats, Waker, WorkerSetup,
+    Stats, TurnBudget, Waker, WorkerSetup, WriteLimits,
 };
 use duet_http::{Connection, Context};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,11 +32,11 @@ const READ_BUF: usize = 64 * 1024;
 const READ_BUDGET: usize = 8;
 /// Most segments in one sendmsg.
 const MAX_IOV: usize = 16;
-/// Most file bytes in one sendfile call.
-const SENDFILE_CHUNK: usize = 1024 * 1024;
-/// File bytes sent to one connection per wakeup before it is requeued behind the others
-/// (a fast reader of a large file must not starve the rest of the loop).
-const SENDFILE_BUDGET: usize = 4 * SENDFILE_CHUNK;
+/// Bytes sent per turn: 256 KiB to one connection at most, 1 MiB in all at full shares.
+/// A turn costs this loop one `epoll_wait`, so a large transfer cut into 256 KiB shares
+/// costs nothing measurable, and small shares keep a turn to a millisecond or two even
+/// under a crowd of slow readers of large files.
+const WRITE_LIMITS: WriteLimits = WriteLimits::new(256 * 1024, 1024 * 1024);
 /// Events taken per epoll_wait.
 const MAX_EVENTS: usize = 512;
 
@@ -44,6 +49,9 @@ struct Live {
     /// The peer's FIN was reported (EPOLLRDHUP/HUP): read until EOF even after a short
     /// read, because no further edge will come.
     hup: bool,
+    /// In `Worker::requeued`: it used up its budget and waits for its next share (an
+    /// event for it meanwhile only records the readiness).
+    queued: bool,
     armed: Armed,
 }
 
@@ -63,8 +71,11 @@ pub(crate) struct Worker {
     conns: Slab<Live>,
     deadlines: Deadlines,
     due: Vec<Expired>,
-    /// Connections that used up their read or sendfile budget and still have work.
-    requeued: Vec<ConnId>,
+    /// Connections that used up their read or write budget and still have work, oldest
+    /// first: each turn drives them before its events, while the turn's budget lasts.
+    requeued: VecDeque<ConnId>,
+    /// What this turn has sent.
+    budget: TurnBudget,
     read_buf: Box<[u8]>,
 }
 
@@ -93,7 +104,8 @@ impl Worker {
             conns: Slab::new(),
             deadlines: Deadlines::new(now),
             due: Vec::new(),
-            requeued: Vec::new(),
+            requeued: VecDeque::new(),
+            budget: TurnBudget::new(WRITE_LIMITS),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
         })
     }
@@ -110,33 +122,49 @@ impl Worker {
             }
             let timeout = self.poll_timeout();
             self.publisher.publish(&self.stats, &self.ctx.stats);
-            let n = sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout)?;
-            self.stats.wakeups += 1;
-            self.stats.syscalls += 1;
-            self.stats.events += n as u64;
-            self.ctx.set_time(Instant::now(), SystemTime::now());
-            for ev in &events[..n] {
-                match sys::event_token(ev) {
-                    TOKEN_LISTENER => self.accept(),
-                    TOKEN_WAKER => {
-                        self.stats.syscalls += 1;
-                        self.waker.drain();
-                        self.begin_drain();
-                    }
-                    token => self.on_event(ConnId::from_token(token), sys::event_flags(ev)),
-                }
-            }
-            for id in std::mem::take(&mut self.requeued) {
-                self.drive(id);
-            }
-            if std::mem::take(&mut self.accept_resume) || self.accept.retry_due(self.ctx.now()) {
-                self.accept();
-            }
-            self.expire_deadlines();
+            self.turn(&mut events, timeout)?;
         }
         self.close_all();
         self.stats.set_http(&self.ctx.stats);
         Ok(self.stats)
+    }
+
+    /// One loop turn: waits up to `timeout` ms for events and handles them.
+    fn turn(&mut self, events: &mut [libc::epoll_event], timeout: i32) -> io::Result<()> {
+        let n = sys::epoll_wait(self.epoll.as_fd(), events, timeout)?;
+        self.stats.wakeups += 1;
+        self.stats.syscalls += 1;
+        self.stats.events += n as u64;
+        self.ctx.set_time(Instant::now(), SystemTime::now());
+        self.budget.start_turn();
+        // Those that used up their budget in earlier turns, oldest first (the ones this
+        // turn requeues go behind them), at least one: the queue always moves.
+        for _ in 0..self.requeued.len() {
+            let Some(id) = self.requeued.pop_front() else { break };
+            if let Some(live) = self.conns.get_mut(id) {
+                live.queued = false;
+                self.drive(id);
+            }
+            if self.budget.is_spent() {
+                break;
+            }
+        }
+        for ev in &events[..n] {
+            match sys::event_token(ev) {
+                TOKEN_LISTENER => self.accept(),
+                TOKEN_WAKER => {
+                    self.stats.syscalls += 1;
+                    self.waker.drain();
+                    self.begin_drain();
+                }
+                token => self.on_event(ConnId::from_token(token), sys::event_flags(ev)),
+            }
+        }
+        if std::mem::take(&mut self.accept_resume) || self.accept.retry_due(self.ctx.now()) {
+            self.accept();
+        }
+        self.expire_deadlines();
+        Ok(())
     }
 
     /// How long epoll_wait may block: until the next deadline, the drain deadline or
@@ -231,7 +259,8 @@ impl Worker {
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }
-        let live = Live { fd, conn, readable: false, writable: true, hup: false, armed: Armed::default() };
+        let live =
+            Live { fd, conn, readable: false, writable: true, hup: false, queued: false, armed: Armed::default() };
         let inserted = self.conns.insert(live);
         debug_assert_eq!(inserted, id);
         self.stats.accepted += 1;
@@ -249,16 +278,22 @@ impl Worker {
         if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
             live.writable = true;
         }
-        self.drive(id);
+        if !live.queued {
+            self.drive(id);
+        }
     }
 
-    /// Reads, lets the connection work, writes, and closes when it says so.
+    /// Reads, lets the connection work, writes, and closes when it says so. At most
+    /// `READ_BUDGET` reads and the turn's share of bytes written; a connection with
+    /// more to do is queued for its next share.
     fn drive(&mut self, id: ConnId) {
         let Some(live) = self.conns.get_mut(id) else { return };
         let ctx = &mut self.ctx;
         let stats = &mut self.stats;
         let mut reads = 0;
-        let mut file_sent = 0;
+        // Asked once there is output: how much the turn may still send it.
+        let mut share = None;
+        let mut written = 0;
         let mut requeue = false;
         let mut failed = false;
         // Draining: whether this drive already read once more before closing.
@@ -298,17 +333,22 @@ impl Worker {
             }
             let mut progressed = false;
             while live.writable {
+                let pending = live.conn.output_len();
+                if pending == 0 {
+                    break;
+                }
+                let allowed = *share.get_or_insert_with(|| self.budget.share(pending)) - written;
+                if allowed == 0 {
+                    requeue = true;
+                    break;
+                }
                 let Some(out) = live.conn.poll_output() else { break };
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let count = out.fill(&mut iov);
+                let count = out.fill_max(&mut iov, allowed);
                 let (result, want, from_file) = if count == 0 {
                     // A body streamed from disk is at the front of the output.
                     let Some((file, offset, left)) = out.front_file() else { break };
-                    if file_sent >= SENDFILE_BUDGET {
-                        requeue = true;
-                        break;
-                    }
-                    let want = left.min(SENDFILE_CHUNK);
+                    let want = left.min(allowed);
                     (sys::sendfile(live.fd.as_fd(), file.as_fd(), offset, want), want, true)
                 } else {
                     let want = iov[..count].iter().map(|s| s.len()).sum();
@@ -327,9 +367,7 @@ impl Worker {
                             live.writable = false;
                             stats.partial_writes += 1;
                         }
-                        if from_file {
-                            file_sent += n;
-                        }
+                        written += n;
                         stats.bytes_written += n as u64;
                         live.conn.handle_sent(ctx, n);
                         progressed = true;
@@ -370,11 +408,14 @@ impl Worker {
                 break;
             }
         }
+        self.budget.spend(written);
         if failed || live.conn.is_closed() {
             self.close(id);
         } else {
-            if requeue {
-                self.requeued.push(id);
+            // (A deadline or the drain may drive a connection that is already queued.)
+            if requeue && !live.queued {
+                live.queued = true;
+                self.requeued.push_back(id);
             }
             self.arm_deadline(id);
         }
@@ -422,5 +463,119 @@ impl Worker {
         for id in self.conns.ids() {
             self.close(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use duet_engine::MIN_WRITE_SHARE;
+    use duet_http::{Limits, Site};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::Arc;
+
+    const BIG: usize = 4 << 20;
+    const GET_BIG: &[u8] = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// A worker on an ephemeral loopback port serving `/big` (4 MiB in memory) and `/`
+    /// (`hi`), driven turn by turn by the test.
+    fn worker() -> (Worker, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let site = Site::builder()
+            .route("/big", "application/octet-stream", Bytes::from(vec![7u8; BIG]))
+            .route("/", "text/plain", Bytes::from_static(b"hi"))
+            .build();
+        let worker = Worker::new(WorkerSetup::single(listener, Arc::new(site), Limits::default())).expect("worker");
+        (worker, addr)
+    }
+
+    /// One turn, waiting as the loop would (not at all while connections are queued;
+    /// for events otherwise, at most 20 s); returns the bytes it sent.
+    fn turn(w: &mut Worker, events: &mut [libc::epoll_event]) -> usize {
+        let timeout = match w.poll_timeout() {
+            t if t < 0 => 20_000,
+            t => t.min(20_000),
+        };
+        let before = w.stats.bytes_written;
+        w.turn(events, timeout).expect("turn");
+        (w.stats.bytes_written - before) as usize
+    }
+
+    /// Turns until `done`, recording the bytes each sent; panics after very many.
+    fn turns_until(
+        w: &mut Worker,
+        events: &mut [libc::epoll_event],
+        per_turn: &mut Vec<usize>,
+        mut done: impl FnMut(&Worker) -> bool,
+    ) {
+        for _ in 0..10_000 {
+            if done(w) {
+                return;
+            }
+            per_turn.push(turn(w, events));
+        }
+        panic!("the awaited state never came; bytes per turn: {per_turn:?}");
+    }
+
+    /// A client that asked for 4 MiB and reads nothing, on a socket whose buffers take
+    /// far more than one share: no turn sends it more than a full share, it waits in
+    /// the queue while its socket would take more, and once the socket is full it waits
+    /// for EPOLLOUT instead (no busy loop).
+    #[test]
+    fn a_turn_sends_one_connection_at_most_its_share() {
+        let (mut w, addr) = worker();
+        let mut events = vec![sys::empty_event(); MAX_EVENTS];
+        let mut big = TcpStream::connect(addr).expect("connect");
+        big.write_all(GET_BIG).expect("send");
+        let mut per_turn = Vec::new();
+        turns_until(&mut w, &mut events, &mut per_turn, |w| w.stats.bytes_written > 0);
+        turns_until(&mut w, &mut events, &mut per_turn, |w| w.requeued.is_empty());
+        assert!(per_turn.iter().all(|&n| n <= WRITE_LIMITS.share), "bytes per turn: {per_turn:?}");
+        // The socket took several shares: the budget, not the socket, cut the turns.
+        assert!(w.stats.bytes_written as usize > 2 * WRITE_LIMITS.share, "bytes per turn: {per_turn:?}");
+        assert!(w.conns.len() == 1 && w.poll_timeout() != 0, "a full socket waits for EPOLLOUT");
+    }
+
+    /// Twelve such clients: no turn sends more than its budget at full shares, beyond it
+    /// they wait for a later turn rather than getting small pieces, and a new client
+    /// asking meanwhile is answered (a small response, so beyond the budget too) in the
+    /// turn that reads its request, queued connections or not.
+    #[test]
+    fn a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it() {
+        const CLIENTS: usize = 12;
+        let (mut w, addr) = worker();
+        let mut events = vec![sys::empty_event(); MAX_EVENTS];
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.write_all(GET_BIG).expect("send");
+            clients.push(c);
+        }
+        let mut per_turn = Vec::new();
+        turns_until(&mut w, &mut events, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64);
+        assert!(!w.requeued.is_empty(), "the clients wait for more shares");
+
+        let mut small = TcpStream::connect(addr).expect("connect");
+        small.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+        turns_until(&mut w, &mut events, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64 + 1);
+        // Answered (and half-closed) in that turn: its whole answer is already there.
+        let mut answer = Vec::new();
+        small.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        let _ = (&small).take(4096).read_to_end(&mut answer);
+        assert!(answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"hi"), "{answer:?}");
+
+        turns_until(&mut w, &mut events, &mut per_turn, |w| w.requeued.is_empty());
+        // Full shares up to the turn budget, and the one small answer beyond it.
+        let most = WRITE_LIMITS.per_turn + MIN_WRITE_SHARE;
+        assert!(per_turn.iter().all(|&n| n <= most), "bytes per turn: {per_turn:?}");
+        assert!(
+            w.stats.bytes_written as usize > CLIENTS * 2 * WRITE_LIMITS.share,
+            "the sockets took several shares each: {per_turn:?}"
+        );
+        drop(clients);
     }
 }

@@ -526,11 +526,12 @@ impl SendHeader {
         Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0 })
     }
 
-    /// Points the header at the unsent segments of `out`; returns how many bytes they
-    /// hold.
-    pub fn load(&mut self, out: &OutBuf) -> usize {
+    /// Points the header at the unsent segments of `out`, at most `max` bytes of them
+    /// (the connection's share of the turn: it has one send in flight at most); returns
+    /// how many bytes they hold.
+    pub fn load(&mut self, out: &OutBuf, max: usize) -> usize {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = out.fill(&mut slices);
+        let n = out.fill_max(&mut slices, max);
         let mut total = 0;
         for (iov, slice) in self.iov.iter_mut().zip(&slices[..n]) {
             iov.iov_base = slice.as_ptr() as *mut libc::c_void;
@@ -654,6 +655,38 @@ mod tests {
         let mut out = Vec::new();
         ring.reap(&mut out, max);
         out.iter().map(Completion::user_data).collect()
+    }
+
+    /// A send offers at most the share it is given: a 4 MiB response goes out in
+    /// share-sized sends, in order.
+    #[test]
+    fn a_send_offers_at_most_the_connections_share() {
+        use duet_engine::MIN_WRITE_SHARE;
+        const FULL_SHARE: usize = 256 * 1024;
+        use duet_http::{Connection, Context, Limits, Site};
+        use std::time::{Instant, SystemTime};
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let site = Site::builder().route("/big", "application/octet-stream", bytes::Bytes::from(body.clone())).build();
+        let mut ctx = Context::new(std::sync::Arc::new(site), Limits::default(), Instant::now(), SystemTime::now());
+        let mut conn = Connection::new(&ctx);
+        conn.handle_input(&mut ctx, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut header = SendHeader::boxed();
+        let mut sends = 0;
+        let mut sent = Vec::new();
+        while let Some(out) = conn.poll_output() {
+            let share = if sends % 2 == 0 { FULL_SHARE } else { MIN_WRITE_SHARE };
+            let total = header.load(out, share);
+            assert!(total > 0 && total <= share, "send {sends} offers {total} bytes of a {share}-byte share");
+            for iov in &header.iov[..header.msg.msg_iovlen] {
+                // SAFETY: `load` pointed these iovecs at segments `out` holds unchanged
+                // until `handle_sent` below; nothing is sent, only read here.
+                sent.extend_from_slice(unsafe { std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len) });
+            }
+            conn.handle_sent(&mut ctx, total);
+            sends += 1;
+        }
+        assert!(sends > 2 * (4 << 20) / (FULL_SHARE + MIN_WRITE_SHARE), "{sends} sends");
+        assert!(sent.ends_with(&body), "the body arrives whole and in order");
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! and waits for at least one completion; then the clock is read once, every
 //! completion is dispatched ([`complete`]), due deadlines are handled, and every
 //! connection touched in the turn is driven (next send, shutdown, close, receive re-arm,
-//! deadline).
+//! deadline). The sends a turn starts are cut to the connections' shares of its
+//! [`TurnBudget`] (the kernel performs them in the next `io_uring_enter`, so that is
+//! what keeps that call short): a connection with more to send gets its next share when
+//! its send completes, and one that gets no share (the turn's budget is spent and its
+//! output is not small) waits in `Worker::waiting`, served first in the next turn.
 //!
 //! Every operation is submitted with `Ring::push` at the place that builds it, with its
 //! own `// SAFETY:` saying why what it names outlives its last completion. The rules
@@ -27,7 +31,7 @@ use crate::sys::{BufGroup, Completion, Ring, SendHeader};
 use crate::UringOptions;
 use duet_engine::{
     socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
-    Waker, WorkerSetup, TICK,
+    TurnBudget, Waker, WorkerSetup, WriteLimits, TICK,
 };
 use duet_http::{Connection, Context};
 use file::FileChunk;
@@ -45,6 +49,13 @@ const REAP_BATCH: usize = 512;
 /// Most reaps per loop turn, so connections are driven and submissions go out even
 /// if completions keep arriving (they cannot with DEFER_TASKRUN, but can without).
 const REAPS_PER_TURN: usize = 8;
+/// Bytes the sends started in one turn offer: 1 MiB to one connection at most, 4 MiB
+/// in all at full shares. A turn of this loop costs more than an `epoll_wait` (it reaps
+/// and re-arms every operation that completed, and each share of a connection is one
+/// send and one completion), so its shares are larger than epoll's: a 1 MiB body still
+/// leaves in one send, and the cost of the turns is not felt by large transfers, while
+/// a turn stays at a few milliseconds under a crowd of slow readers of large bodies.
+const WRITE_LIMITS: WriteLimits = WriteLimits::new(1024 * 1024, 4 * 1024 * 1024);
 /// Send headers kept for reuse; more are freed (like the output buffer pool).
 const HEADER_POOL_MAX: usize = 512;
 
@@ -76,6 +87,8 @@ struct Slot {
     /// Its receive ended with ENOBUFS; it waits in `Worker::starved` for its turn to
     /// re-arm, so a crowd of senders does not spin on an empty buffer ring.
     starved: bool,
+    /// Its output got no share of a turn's budget; it waits in `Worker::waiting`.
+    waiting: bool,
 }
 
 impl Slot {
@@ -94,6 +107,7 @@ impl Slot {
             dead: false,
             dirty: false,
             starved: false,
+            waiting: false,
         }
     }
 
@@ -184,11 +198,13 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         dirty: Vec::new(),
         starved: std::collections::VecDeque::new(),
         recheck: Vec::new(),
+        waiting: std::collections::VecDeque::new(),
         deadlines: Deadlines::new(now),
         due: Vec::new(),
         cqes: Vec::with_capacity(REAP_BATCH),
         headers: Vec::new(),
         chunks: Vec::new(),
+        budget: TurnBudget::new(WRITE_LIMITS),
         listener: Some(listener),
         accept_armed: false,
         accept_waiting: false,
@@ -234,6 +250,9 @@ struct Worker {
     /// Draining connections to check for pending input again next turn (completions
     /// were waiting when they were checked).
     recheck: Vec<ConnId>,
+    /// Connections whose output got no share of a turn's budget, oldest first: each turn
+    /// drives them first, while its budget lasts.
+    waiting: std::collections::VecDeque<ConnId>,
     deadlines: Deadlines,
     due: Vec<Expired>,
     cqes: Vec<Completion>,
@@ -245,6 +264,8 @@ struct Worker {
     /// slot stays small) and they move between the two.
     #[allow(clippy::vec_box)]
     chunks: Vec<Box<FileChunk>>,
+    /// What the sends started in this turn offer.
+    budget: TurnBudget,
     /// Closed (so the kernel refuses new connections) once draining has stopped the
     /// accept; never while an accept naming it is armed.
     listener: Option<TcpListener>,
@@ -279,13 +300,19 @@ impl Worker {
                 ShutdownState::Graceful => self.begin_drain()?,
                 ShutdownState::Running => {}
             }
+            self.budget.start_turn();
             self.drive_dirty()?;
             if self.drain.should_stop(state, self.slots.len(), self.ctx.now()) {
                 return Ok(());
             }
             self.arm_loop_ops()?;
             self.publisher.publish(&self.stats, &self.ctx.stats);
-            self.ring.submit_and_wait(1)?;
+            if self.waiting.is_empty() {
+                self.ring.submit_and_wait(1)?;
+            } else {
+                // Output waits for the next turn: reap what is there, but do not block.
+                self.ring.submit_and_wait_timeout(1, Duration::ZERO)?;
+            }
             self.stats.wakeups += 1;
             self.stats.syscalls += 1 + self.ring.take_extra_enters();
             self.ctx.set_time(Instant::now(), SystemTime::now());
@@ -388,6 +415,17 @@ impl Worker {
         self.wake_starved();
         for id in std::mem::take(&mut self.recheck) {
             self.mark_dirty(id);
+        }
+        // Output that got no share in an earlier turn goes first, oldest first, while
+        // this turn's budget lasts (at least one: the queue always moves).
+        for _ in 0..self.waiting.len() {
+            let Some(id) = self.waiting.pop_front() else { break };
+            let Some(s) = self.slots.get_mut(id).filter(|s| s.waiting) else { continue };
+            s.waiting = false;
+            self.drive(id)?;
+            if self.budget.is_spent() {
+                break;
+            }
         }
         let mut i = 0;
         // Driving never adds to `dirty`, but index to be safe.
@@ -504,8 +542,17 @@ impl Worker {
             if s.send.is_some() || s.stream.as_ref().is_some_and(|c| c.busy) {
                 return Ok(());
             }
+            // Whatever is sent next, it is at most the connection's share of the turn.
+            let share = self.budget.share(s.conn.output_len());
+            if share == 0 {
+                if !s.waiting {
+                    s.waiting = true;
+                    self.waiting.push_back(id);
+                }
+                return Ok(());
+            }
             if s.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
-                return self.send_chunk(id);
+                return self.send_chunk(id, share);
             }
             if let Some((file, offset, left)) = s.conn.poll_output().and_then(|out| out.front_file()) {
                 let file = file.as_raw_fd();
@@ -517,7 +564,7 @@ impl Worker {
                     file::recycle(&mut self.chunks, chunk);
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
-                header.load(out);
+                self.budget.spend(header.load(out, share));
                 let entry = header.entry(s.raw_fd()).user_data(token(Op::Send, id));
                 s.send = Some(header);
                 s.ops += 1;

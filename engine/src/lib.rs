@@ -60,7 +60,15 @@
 //!    with `Connection::handle_sent` or drops the connection, even when more input is
 //!    handled in between (new responses go to a second queue). So an engine may keep
 //!    the `iovec`s of one in-flight send without copying. At most one send is in
-//!    flight per connection. After `handle_sent`, call `poll_output` again.
+//!    flight per connection. After `handle_sent`, call `poll_output` again. What a
+//!    loop turn sends is bounded by its [`TurnBudget`] (the engine's [`WriteLimits`]):
+//!    at most a full share to one connection (memory and file bytes alike,
+//!    `OutBuf::fill_max` cuts the segments to it), at most the turn's budget in all at
+//!    full shares, and after that only small outputs (up to [`MIN_WRITE_SHARE`]). A
+//!    connection with more to send waits for a later turn, and connections waiting so
+//!    are served first, oldest first: so a turn stays short however many large
+//!    responses are in flight, a small response is never held back, and every
+//!    connection moves.
 //! 6. **Files.** Output may hold file segments: bodies streamed from disk, as `(file,
 //!    offset, len)` in order between memory segments. `OutBuf::fill` returns only the
 //!    memory segments *before* the first unsent file segment; when it returns none
@@ -114,6 +122,7 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+mod budget;
 mod deadline;
 mod shutdown;
 mod slab;
@@ -125,6 +134,7 @@ mod wheel;
 mod workers;
 
 pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
 pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};
 pub use shutdown::{Drain, Shutdown, ShutdownState};
 pub use slab::{ConnId, Slab, GENERATION_BITS, TOKEN_BITS};

@@ -60,6 +60,21 @@ pub struct WorkerSetup {
     pub publisher: Publisher,
 }
 
+impl WorkerSetup {
+    /// Worker 0 alone, outside [`run_workers`]: `listener`, a fresh context for `site`
+    /// and `limits`, no metrics, no shutdown asked. For an engine's tests of its loop.
+    pub fn single(listener: TcpListener, site: Arc<Site>, limits: Limits) -> WorkerSetup {
+        WorkerSetup {
+            index: 0,
+            listener,
+            ctx: Context::new(site, limits, Instant::now(), SystemTime::now()),
+            shutdown: Shutdown::new(),
+            drain: Drain::new(Duration::from_secs(1)),
+            publisher: Publisher { metrics: None, worker: 0 },
+        }
+    }
+}
+
 /// The CPU worker `index` is pinned to with `--pin`: the `index`-th CPU this process
 /// may run on, wrapping around when there are more workers than CPUs.
 pub fn pin_cpu(index: usize, cpus: &[usize]) -> Option<usize> {

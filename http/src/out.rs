@@ -133,29 +133,35 @@ impl OutBuf {
     /// first unsent file segment; returns how many were filled. Zero while output
     /// remains means a file segment is at the front: see [`OutBuf::front_file`].
     pub fn fill<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let mut skip = self.sent;
-        let mut n = 0;
+        self.fill_max(iov, usize::MAX)
+    }
+
+    /// Like [`OutBuf::fill`], but the filled segments hold at most `max` bytes (the
+    /// last one is cut short): an engine's write budget for one connection in one
+    /// turn. Zero only when `max` is zero or a file segment is at the front.
+    pub fn fill_max<'a>(&'a self, iov: &mut [IoSlice<'a>], max: usize) -> usize {
+        let mut cursor = Cursor { skip: self.sent, left: max, n: 0 };
         let mut pos = 0;
         for (offset, seg) in &self.shared {
-            if !take(&self.data[pos..*offset], &mut skip, iov, &mut n) {
-                return n;
+            if !cursor.take(&self.data[pos..*offset], iov) {
+                return cursor.n;
             }
             pos = *offset;
             let more = match seg {
-                Spliced::Memory(body) => take(body, &mut skip, iov, &mut n),
+                Spliced::Memory(body) => cursor.take(body, iov),
                 // Sent by the engine from disk: the iovecs stop before an unsent one.
-                Spliced::File { len, .. } if skip >= *len => {
-                    skip -= len;
+                Spliced::File { len, .. } if cursor.skip >= *len => {
+                    cursor.skip -= len;
                     true
                 }
                 Spliced::File { .. } => false,
             };
             if !more {
-                return n;
+                return cursor.n;
             }
         }
-        take(&self.data[pos..], &mut skip, iov, &mut n);
-        n
+        cursor.take(&self.data[pos..], iov);
+        cursor.n
     }
 
     /// The file segment at the front of the unsent output, if nothing in memory comes
@@ -189,20 +195,34 @@ impl OutBuf {
     }
 }
 
-/// Puts the unsent part of `slice` into `iov[*n]` (after skipping `*skip` sent bytes);
-/// false when the iovecs are full.
-fn take<'a>(slice: &'a [u8], skip: &mut usize, iov: &mut [IoSlice<'a>], n: &mut usize) -> bool {
-    if *skip >= slice.len() {
-        *skip -= slice.len();
-        return true;
+/// Where [`OutBuf::fill_max`] is: sent bytes still to skip, bytes it may still add,
+/// and iovecs filled.
+struct Cursor {
+    skip: usize,
+    left: usize,
+    n: usize,
+}
+
+impl Cursor {
+    /// Puts the unsent part of `slice` (after skipping the sent bytes), at most `left`
+    /// bytes of it, into the next iovec; false when the iovecs or the bytes allowed are
+    /// used up.
+    fn take<'a>(&mut self, slice: &'a [u8], iov: &mut [IoSlice<'a>]) -> bool {
+        if self.skip >= slice.len() {
+            self.skip -= slice.len();
+            return true;
+        }
+        if self.n == iov.len() || self.left == 0 {
+            return false;
+        }
+        let rest = &slice[self.skip..];
+        let part = &rest[..rest.len().min(self.left)];
+        iov[self.n] = IoSlice::new(part);
+        self.skip = 0;
+        self.left -= part.len();
+        self.n += 1;
+        true
     }
-    if *n == iov.len() {
-        return false;
-    }
-    iov[*n] = IoSlice::new(&slice[*skip..]);
-    *skip = 0;
-    *n += 1;
-    true
 }
 
 /// A per-thread stack of output buffers, so a connection holds one only while it has
@@ -380,6 +400,35 @@ mod tests {
         b.clear();
         assert_eq!((b.remaining(), b.files_unsent(), b.memory_remaining()), (0, 0, 0));
         assert!(b.front_file().is_none());
+    }
+
+    #[test]
+    fn fill_max_gives_a_prefix_of_at_most_max_bytes() {
+        let big = Bytes::from((0..INLINE_BODY_MAX + 100).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+        let build = || {
+            let mut b = OutBuf::default();
+            b.push_owned(b"head1");
+            b.push_shared(&big);
+            b.push_owned(b"head2");
+            b.push_shared(&big);
+            b
+        };
+        let mut want = b"head1".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"head2");
+        want.extend_from_slice(&big);
+        for cut in [0, 3, 5, 6, 4000, want.len() - 1] {
+            for max in [0, 1, 4, 5, 6, 100, INLINE_BODY_MAX, want.len(), usize::MAX] {
+                let mut b = build();
+                b.advance(cut);
+                let mut iov = vec![IoSlice::new(&[]); 8];
+                let n = b.fill_max(&mut iov, max);
+                let got: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+                let end = want.len().min(cut.saturating_add(max));
+                assert_eq!(got, want[cut..end], "cut {cut} max {max}");
+                assert!(iov[..n].iter().all(|s| !s.is_empty()), "no empty iovec (cut {cut} max {max})");
+            }
+        }
     }
 
     #[test]

@@ -245,6 +245,31 @@ impl Server {
         assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
     }
 
+    /// Stops the server (SIGSTOP) and returns once it is stopped: what clients send
+    /// meanwhile waits in the kernel, and [`Server::resume`] lets the server find it all
+    /// at once, in the order it arrived.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.child.id() as libc::pid_t;
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid writes one int into the valid, exclusively borrowed
+            // `status`; the pid is our child, not reaped yet (WUNTRACED reports a stop
+            // and reaps nothing).
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+            if rc == pid && libc::WIFSTOPPED(status) {
+                return;
+            }
+            let e = io::Error::last_os_error();
+            assert!(rc < 0 && e.kind() == io::ErrorKind::Interrupted, "waitpid({pid}) for its stop: rc {rc}, {e}");
+        }
+    }
+
+    /// Lets a server stopped by [`Server::pause`] run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Waits (bounded) for the server to exit and returns its status. The end of its
     /// stderr marks the exit, so this needs no polling.
     pub fn wait_exit(&mut self) -> ExitStatus {

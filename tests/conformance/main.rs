@@ -50,6 +50,7 @@ mod echo;
 mod engine_risks;
 mod metrics;
 mod rejections;
+mod slow_readers;
 mod static_files;
 mod streaming;
 mod strictness;

@@ -22,12 +22,20 @@ pub(super) struct FileChunk {
     buf: Box<[u8]>,
     pub(super) filled: usize,
     pub(super) sent: usize,
+    /// Bytes the send in flight offers.
+    offered: usize,
     pub(super) busy: bool,
 }
 
 impl FileChunk {
     fn boxed() -> Box<FileChunk> {
-        Box::new(FileChunk { buf: vec![0u8; FILE_CHUNK].into_boxed_slice(), filled: 0, sent: 0, busy: false })
+        Box::new(FileChunk {
+            buf: vec![0u8; FILE_CHUNK].into_boxed_slice(),
+            filled: 0,
+            sent: 0,
+            offered: 0,
+            busy: false,
+        })
     }
 }
 
@@ -40,12 +48,17 @@ pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
 }
 
 impl Worker {
-    /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy).
-    pub(super) fn send_chunk(&mut self, id: ConnId) -> io::Result<()> {
+    /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy), at most
+    /// `share` bytes of it (the connection's share of the turn).
+    pub(super) fn send_chunk(&mut self, id: ConnId, share: usize) -> io::Result<()> {
         let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
         let fd = s.raw_fd();
         let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
-        let rest = &mut chunk.buf[chunk.sent..chunk.filled];
+        // What is left of the chunk past the share goes next time.
+        let end = chunk.filled.min(chunk.sent + share);
+        let rest = &mut chunk.buf[chunk.sent..end];
+        chunk.offered = rest.len();
+        self.budget.spend(rest.len());
         let entry = opcode::Send::new(types::Fd(fd), rest.as_mut_ptr(), rest.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -106,7 +119,7 @@ impl Worker {
             chunk.busy = false;
             if res > 0 {
                 self.stats.bytes_written += res as u64;
-                if chunk.sent + (res as usize) < chunk.filled {
+                if (res as usize) < chunk.offered {
                     self.stats.partial_writes += 1;
                 }
                 chunk.sent += res as usize;

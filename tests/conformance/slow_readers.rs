@@ -1,0 +1,120 @@
+//! Clients that make the server send a lot (slow readers holding large unread
+//! responses, a deep pipeline of answers nobody reads yet) never hold the loop: a fresh
+//! client is answered before the server has sent them more than a small part.
+//!
+//! Each test registers the heavy clients, stops the server ([`Server::pause`]), lets
+//! them ask and a fresh client connect and ask for `/metrics`, then resumes the server:
+//! it finds everything at once, the heavy clients' requests first. The fresh client's
+//! answer reports the server's counters at the moment it was answered, so the order in
+//! which the server did its work is read from the outcome, not from a clock.
+
+use crate::common::{Client, Server};
+use crate::{prometheus_value, TempTree};
+
+per_engine!(
+    slow_readers_of_large_files_do_not_hold_back_a_fresh_client,
+    a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client,
+    files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring,
+);
+
+const GET_METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Connects a fresh client while the server is paused and sends `GET /metrics`; the
+/// server answers once resumed.
+fn fresh_metrics_client(server: &Server) -> Client {
+    let mut fresh = server.connect();
+    fresh.send(GET_METRICS);
+    fresh
+}
+
+/// The value of counter `name` in a `/metrics` answer.
+fn counter(text: &str, name: &str) -> f64 {
+    prometheus_value(text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// 64 slow readers (4 KiB receive windows) each ask for a 1 MiB file and read nothing;
+/// their sockets would take it all at once. Then a fresh client asks: by the time it is
+/// answered the server has sent the slow readers less than a quarter of what they asked
+/// for, whether the file is held in memory or streamed from the page cache.
+fn slow_readers_of_large_files_do_not_hold_back_a_fresh_client(engine: &str) {
+    const READERS: usize = 64;
+    const BIG: usize = 1 << 20;
+    let t = TempTree::new("slow-readers");
+    t.write("site/big.bin", &vec![b'x'; BIG]);
+    t.write("site/small.txt", b"small");
+    let site = t.path("site");
+    for max_cached in ["2MiB", "0"] {
+        let what = format!("--max-cached-file {max_cached}");
+        let server = Server::start(engine, &["--dir", &site, "--metrics", "/metrics", "--max-cached-file", max_cached]);
+        let mut readers: Vec<Client> = (0..READERS)
+            .map(|_| {
+                let stream = server.connect_small_rcvbuf(4096);
+                let mut reader = Client::from_stream(stream);
+                // Accepted and registered before the pause.
+                reader.send(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(reader.read_response().status, 200, "{what}");
+                reader
+            })
+            .collect();
+        server.pause();
+        for reader in &mut readers {
+            reader.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        let mut fresh = fresh_metrics_client(&server);
+        server.resume();
+        let answer = fresh.read_response();
+        assert_eq!(answer.status, 200, "{what}");
+        let written = counter(&answer.body_str(), "duet_written_bytes_total");
+        let asked = (READERS * BIG) as f64;
+        assert!(
+            written < asked / 4.0,
+            "{what}: {written} bytes sent before a fresh client was answered; the slow readers asked for {asked}"
+        );
+    }
+}
+
+/// A client pipelines 1,000 requests for a 2 KiB response and reads nothing; the
+/// server's socket buffers would take all 2 MiB of answers at once. Then a fresh client
+/// asks: it is answered before all 1,000 are.
+fn a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client(engine: &str) {
+    const PIPELINED: usize = 1000;
+    let route = format!("/kb={}", "k".repeat(2048));
+    let server = Server::start(engine, &["--route", &route, "--metrics", "/metrics"]);
+    let mut deep = server.connect();
+    // Accepted and registered before the pause.
+    deep.send(b"GET /kb HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(deep.read_response().status, 200);
+    server.pause();
+    // 30 KB: one read's worth, inside the server's receive window.
+    deep.send(&b"GET /kb HTTP/1.1\r\nHost: x\r\n\r\n".repeat(PIPELINED));
+    let mut fresh = fresh_metrics_client(&server);
+    server.resume();
+    let answer = fresh.read_response();
+    assert_eq!(answer.status, 200);
+    let answered = counter(&answer.body_str(), "duet_requests_total") - 1.0; // less the first
+    assert!(answered < PIPELINED as f64, "all {PIPELINED} pipelined answers came before the fresh client's");
+    // The pipelined client still gets every answer.
+    let answers = deep.read_responses(PIPELINED);
+    assert!(answers.iter().all(|r| r.status == 200 && r.body.len() == 2048));
+}
+
+/// By default epoll serves a file over 64 KiB from the page cache with `sendfile` (no
+/// copy into each socket), io_uring from memory up to 4 MiB (it streams files through a
+/// buffer, so memory is cheaper there); both answer it alike.
+fn files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring(engine: &str) {
+    let t = TempTree::new("default-cache");
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    t.write("site/mid.bin", &body);
+    t.write("site/small.bin", &vec![b's'; 64 * 1024]);
+    let server = Server::start(engine, &["--dir", &t.path("site")]);
+    let want = match engine {
+        "epoll" => "2 files and 0 routes: 1 bodies cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)",
+        _ => "2 files and 0 routes: 2 bodies cached (165536 bytes in memory), 0 streamed from disk (0 bytes)",
+    };
+    let lines = server.stderr_lines();
+    assert!(lines.iter().any(|l| l.contains(want)), "{engine}: expected {want:?} in {lines:?}");
+    let mut c = server.connect();
+    c.send(b"GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert!(r.status == 200 && r.body == body, "{engine}: status {}", r.status);
+}
