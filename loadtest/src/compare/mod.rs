@@ -264,14 +264,16 @@ impl Failure {
     }
 }
 
-/// The reason for the table when a server lost connections, from what it logged meanwhile.
-pub fn loss_reason(warnings: &[String]) -> &'static str {
-    if warnings.iter().any(|w| w.contains("FD_SETSIZE")) {
-        "FD_SETSIZE"
-    } else if warnings.iter().any(|w| w.contains("out of file descriptors") || w.contains("Too many open files")) {
-        "out of descriptors"
+/// The reason for the table when a server lost connections, from what it logged
+/// meanwhile, and the line that says so (the first warning when none names a cause).
+pub fn loss_reason(warnings: &[String]) -> (&'static str, Option<&str>) {
+    let find = |needles: &[&str]| warnings.iter().find(|w| needles.iter().any(|n| w.contains(n)));
+    if let Some(line) = find(&["FD_SETSIZE"]) {
+        ("FD_SETSIZE", Some(line))
+    } else if let Some(line) = find(&["out of file descriptors", "Too many open files"]) {
+        ("out of descriptors", Some(line))
     } else {
-        "lost connections"
+        ("lost connections", warnings.first().map(String::as_str))
     }
 }
 
@@ -534,15 +536,16 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     for (si, ei, from, to) in losses {
         if let (Ok(server), Some(failure)) = (&contenders[ei].server, &mut failed[si][ei]) {
             let warnings = server.warnings(from, to);
-            failure.reason = loss_reason(&warnings).to_string();
-            if let Some(first) = warnings.first() {
-                failure.detail.push_str(&format!("; the server logged: {}", first.trim()));
+            let (reason, line) = loss_reason(&warnings);
+            failure.reason = reason.to_string();
+            if let Some(line) = line {
+                failure.detail.push_str(&format!("; the server logged: {}", line.trim()));
             }
         }
     }
     for contender in &contenders {
         if let Err(why) = &contender.server {
-            eprintln!("duet: warning: {}: {} (its cells say FAILED)", contender.name, why.detail);
+            eprintln!("duet: warning: {}: {} (FAILED in the table)", contender.name, why.detail);
         }
     }
     drop(contenders);
@@ -903,11 +906,12 @@ mod tests {
         let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let select =
             "2026-01-01T00:00:00Z  WARN select cannot watch descriptor 1024 >= FD_SETSIZE (1024); use poll or epoll";
-        assert_eq!(loss_reason(&lines(&["x  WARN something else", select])), "FD_SETSIZE");
+        let other = "x  WARN something else";
+        assert_eq!(loss_reason(&lines(&[other, select])), ("FD_SETSIZE", Some(select)));
         let emfile = "x  WARN out of file descriptors (Too many open files (os error 24)): closing new connections";
-        assert_eq!(loss_reason(&lines(&[emfile])), "out of descriptors");
-        assert_eq!(loss_reason(&lines(&["x  WARN cannot register a connection"])), "lost connections");
-        assert_eq!(loss_reason(&[]), "lost connections");
+        assert_eq!(loss_reason(&lines(&[other, emfile])), ("out of descriptors", Some(emfile)));
+        assert_eq!(loss_reason(&lines(&[other])), ("lost connections", Some(other)));
+        assert_eq!(loss_reason(&[]), ("lost connections", None));
     }
 
     #[test]
