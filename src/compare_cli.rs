@@ -11,10 +11,12 @@ use std::time::Duration;
 
 /// The engines of the ladder, from the oldest I/O model to the newest.
 pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "uring"];
-/// The ladder's open-loop rate, requests/s in total. epoll saturated at about 52,000
-/// requests/s with 1,000 of 10,000 connections active on the 2-core VM of the README
-/// (closed loop, server on CPU 0, load on CPU 1): 5,000 is under a tenth of that, so
-/// epoll and io_uring idle most of the time and latency is the server's, not a queue's.
+/// The ladder's open-loop rate, requests/s in total: far below epoll's saturation, so
+/// that latency measures the server, not a queue. Measured on the README's 2-core VM
+/// (server on CPU 0, `duet load -t1 -c1000 --idle 9000` on CPU 1, five runs of 5 s):
+/// epoll peaked at 37–53k requests/s closed loop, bound by the load thread, with the
+/// server 35–42 % busy at 8–9 µs a request (its own ceiling about 116k). 5,000 is about
+/// a tenth of the first and a twentieth of the second.
 pub const LADDER_RATE: f64 = 5000.0;
 
 /// A share of the connections: `10%` or `0.1`.

@@ -50,9 +50,10 @@ pub struct Server {
     log_done: Option<mpsc::Receiver<()>>,
 }
 
-/// Whether a log line of `duet serve` (tracing's format) or of a peer is a warning or an error.
+/// Whether a log line of `duet serve` (tracing's format) or of a peer is a warning or an
+/// error, or names select's limit at whatever level it is logged.
 fn is_warning(line: &str) -> bool {
-    line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("[warn]") || line.contains("[error]")
+    [" WARN ", " ERROR ", "[warn]", "[error]", "FD_SETSIZE"].iter().any(|mark| line.contains(mark))
 }
 
 /// Spawns `cmd` pinned to `cpus` (dying with us), with its stderr collected into a tail
@@ -432,6 +433,23 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_told_from_other_log_lines() {
+        assert!(is_warning("2026-11-28T09:50:22Z  WARN out of file descriptors (...)"));
+        assert!(is_warning("2026-11-28T09:50:22Z ERROR accept failed"));
+        assert!(is_warning("2026/11/28 09:50:22 [warn] 12#12: worker_connections are not enough"));
+        assert!(is_warning("2026-11-28T09:50:22Z  INFO select cannot watch descriptor 1024 >= FD_SETSIZE (1024)"));
+        assert!(!is_warning("2026-11-28T09:50:22Z  INFO listening on http://127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn counters_are_read_from_the_metrics_text() {
+        let text = "# HELP duet_requests_total Requests.\nduet_requests_total 10\nduet_syscalls_total 25\n\
+                    duet_wakeups_total 4\nduet_events_total 12\nduet_syscalls_per_request 2.5\n";
+        assert_eq!(parse_counters(text), Ok(Counters { requests: 10, syscalls: 25, wakeups: 4, events: 12 }));
+        assert_eq!(parse_counters("duet_requests_total 1\n"), Err("duet_syscalls_total"));
+    }
 
     #[test]
     fn cpu_lists_and_defaults() {
