@@ -6,7 +6,40 @@ use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
+
+/// The engines of the ladder, from the oldest I/O model to the newest.
+pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "uring"];
+/// The ladder's open-loop rate, requests/s in total: far below epoll's saturation, so
+/// that latency measures the server, not a queue. Measured on the README's 2-core VM
+/// (server on CPU 0, `duet load -t1 -c1000 --idle 9000` on CPU 1, five runs of 5 s):
+/// epoll peaked at 37–53k requests/s closed loop, bound by the load thread, with the
+/// server 35–42 % busy at 8–9 µs a request (its own ceiling about 116k). 5,000 is about
+/// a tenth of the first and a twentieth of the second.
+pub const LADDER_RATE: f64 = 5000.0;
+
+/// A share of the connections: `10%` or `0.1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Share(pub f64);
+
+impl FromStr for Share {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (num, scale) = match t.strip_suffix('%') {
+            Some(pct) => (pct.trim(), 100.0),
+            None => (t, 1.0),
+        };
+        let share =
+            num.parse::<f64>().map(|n| n / scale).map_err(|_| format!("'{s}' is not a share (try 10% or 0.1)"))?;
+        if share > 0.0 && share <= 1.0 {
+            Ok(Share(share))
+        } else {
+            Err(format!("'{s}' is not a share above 0 and at most 100%"))
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LoadWithArg {
@@ -17,27 +50,51 @@ pub enum LoadWithArg {
 }
 
 /// Without --quick: connections 16,256, depth 1,16, body 13 B, no idle, 3 rounds of 5 s.
+/// An engine that does not start, exits, or (with --active) cannot hold the connections
+/// gets FAILED (reason) in its cells, and the others still run.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Engines to compare, each served by its own `duet serve --engine E`.
-    #[arg(long, value_delimiter = ',', default_value = "epoll,uring")]
-    pub engines: Vec<String>,
+    /// Engines to compare, each served by its own `duet serve --engine E`
+    /// [default: epoll,uring; with --ladder: select,poll,epoll-lt,epoll,uring].
+    #[arg(long, value_delimiter = ',', value_name = "ENGINE,..")]
+    pub engines: Option<Vec<String>>,
     /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
     #[arg(long, value_name = "LIST")]
     pub server_cpus: Option<String>,
     /// CPUs for the load generator [default: the second half; CPU 1 on two CPUs].
     #[arg(long, value_name = "LIST")]
     pub load_cpus: Option<String>,
-    /// Active connections per scenario.
+    /// Connections per scenario: all active, or with --active the total of which that
+    /// share is active and the rest idle.
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub connections: Option<Vec<usize>>,
+    /// Share of --connections that sends requests, e.g. 10% (at least one connection); the
+    /// rest are opened first, answered once and then held idle. A server must hold them all:
+    /// a run in which it closes, resets or refuses one is FAILED (reason), e.g. FD_SETSIZE.
+    /// Replaces --idle. Prints the ladder tables (mean / p99 latency and CPU per request,
+    /// one row per engine, one column per connection count) above the full table.
+    #[arg(long, value_name = "SHARE", conflicts_with = "idle")]
+    pub active: Option<Share>,
+    /// Open loop: the active connections send R requests/s in total, latency measured from
+    /// each request's intended send time (coordinated omission corrected). Without it:
+    /// closed loop (duet load only).
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Load this long before each measured window, unmeasured [default: 0s; with --ladder 1s, 0.2s with --quick].
+    #[arg(long, value_name = "DURATION")]
+    pub warmup: Option<Seconds>,
+    /// The I/O ladder: --engines select,poll,epoll-lt,epoll,uring --connections 1000,10000
+    /// --active 10% --rate 5000 --depth 1 --warmup 1s (each can be overridden). With --quick:
+    /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
+    #[arg(long)]
+    pub ladder: bool,
     /// Requests pipelined per connection.
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub depth: Option<Vec<usize>>,
     /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files).
     #[arg(long, value_delimiter = ',', value_name = "BYTES,..")]
     pub body_size: Option<Vec<ByteSize>>,
-    /// Idle keep-alive connections held open on top of the active ones (duet load only).
+    /// Idle keep-alive connections held open on top of the active ones (duet load only; see --active).
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub idle: Option<Vec<usize>>,
     /// Rounds; engines alternate within each round and medians are reported.
@@ -52,7 +109,8 @@ pub struct CompareArgs {
     /// Load generator.
     #[arg(long, value_enum, default_value_t = LoadWithArg::Duet)]
     pub load_with: LoadWithArg,
-    /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency) into DIR.
+    /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency;
+    /// with --active over several connection counts also cpu_by_connections.svg) into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Another server to compare, run pinned to the server CPUs, e.g.
@@ -83,9 +141,35 @@ fn run(args: CompareArgs) -> Result<(), String> {
     let (default_server, default_load) = compare::default_split(&compare::allowed_cpus());
     let cpus =
         |flag: &Option<String>, default: Vec<usize>| flag.as_deref().map_or(Ok(default), compare::parse_cpu_list);
-    let quick = args.quick;
+    let (quick, ladder) = (args.quick, args.ladder);
     let duet_exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
-    let engines: Vec<String> = args.engines.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    let engines = match &args.engines {
+        Some(list) => list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+        None if ladder => LADDER_ENGINES.iter().map(|e| e.to_string()).collect(),
+        None => vec!["epoll".to_string(), "uring".to_string()],
+    };
+    let connections = args.connections.unwrap_or_else(|| match (ladder, quick) {
+        (true, true) => vec![100, 200],
+        (true, false) => vec![1000, 10_000],
+        (false, true) => vec![16],
+        (false, false) => vec![16, 256],
+    });
+    let duration = args.duration.map_or(
+        match (ladder, quick) {
+            (true, true) => Duration::from_millis(500),
+            (_, true) => Duration::from_secs(1),
+            (_, false) => Duration::from_secs(5),
+        },
+        |d| d.0,
+    );
+    let warmup = args.warmup.map_or(
+        match (ladder, quick) {
+            (true, true) => Duration::from_millis(200),
+            (true, false) => Duration::from_secs(1),
+            (false, _) => Duration::ZERO,
+        },
+        |d| d.0,
+    );
     let mut peers = args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>()?;
     if args.floors {
         peers.extend(Peer::floors(&duet_exe, &engines)?);
@@ -96,17 +180,24 @@ fn run(args: CompareArgs) -> Result<(), String> {
         peers,
         server_cpus: cpus(&args.server_cpus, default_server)?,
         load_cpus: cpus(&args.load_cpus, default_load)?,
-        connections: args.connections.unwrap_or_else(|| if quick { vec![16] } else { vec![16, 256] }),
-        depths: args.depth.unwrap_or_else(|| vec![1, 16]),
+        connections,
+        depths: args.depth.unwrap_or_else(|| if ladder { vec![1] } else { vec![1, 16] }),
         body_sizes: args.body_size.map_or_else(|| vec![compare::DEFAULT_BODY], |v| v.iter().map(|b| b.0).collect()),
         idle: args.idle.unwrap_or_else(|| vec![0]),
         rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }),
-        duration: args.duration.map_or(Duration::from_secs(if quick { 1 } else { 5 }), |d| d.0),
+        duration,
         load_with: match args.load_with {
             LoadWithArg::Duet => LoadWith::Duet,
             LoadWithArg::Wrk => LoadWith::Wrk,
         },
         progress: std::io::stderr().is_terminal(),
+        active: args.active.map(|s| s.0).or(if ladder { Some(0.1) } else { None }),
+        rate: args.rate.or(match (ladder, quick) {
+            (true, true) => Some(1000.0),
+            (true, false) => Some(LADDER_RATE),
+            (false, _) => None,
+        }),
+        warmup,
     };
     let results = compare::run(config)?;
     let markdown = results.markdown();
@@ -125,4 +216,20 @@ fn run(args: CompareArgs) -> Result<(), String> {
         print!("{markdown}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_parse_as_percent_or_fraction() {
+        assert_eq!("10%".parse::<Share>(), Ok(Share(0.1)));
+        assert_eq!(" 2.5 % ".parse::<Share>(), Ok(Share(0.025)));
+        assert_eq!("0.1".parse::<Share>(), Ok(Share(0.1)));
+        assert_eq!("100%".parse::<Share>(), Ok(Share(1.0)));
+        for bad in ["0", "0%", "101%", "1.5", "-10%", "ten", "%", "NaN"] {
+            assert!(bad.parse::<Share>().is_err(), "{bad}");
+        }
+    }
 }

@@ -92,6 +92,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         warmup: args.warmup.0,
         server_pid: args.server_pid,
         progress: !args.json && std::io::stdout().is_terminal(),
+        stop_on_loss: false,
     };
     let prepared = duet_loadtest::prepare(config)?;
     if !args.json {

@@ -10,8 +10,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 10] = [
     "requests_per_sec",
+    "latency_mean_us",
     "latency_p50_us",
     "latency_p99_us",
     "latency_p999_us",
@@ -20,6 +21,7 @@ const FIGURES: [&str; 8] = [
     "rss_peak_bytes",
     // From each server's own counters (`duet serve --metrics`): checked positive below.
     "syscalls_per_req",
+    "events_per_wakeup",
 ];
 
 /// Kills the child when the test ends, passed or not.
@@ -51,11 +53,17 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Strin
 }
 
 fn compare_json(engines: &[&str], extra: &[&str]) -> Value {
+    let mut args = vec!["--quick", "--duration", "1s", "--engines"];
+    let engines = engines.join(",");
+    args.push(&engines);
+    args.extend_from_slice(extra);
+    run_compare(&args)
+}
+
+/// `duet compare --json ARGS`, which must succeed; its JSON.
+fn run_compare(args: &[&str]) -> Value {
     let mut cmd = common::duet_command();
-    cmd.args(["compare", "--quick", "--json", "--duration", "1s", "--engines", &engines.join(",")])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["compare", "--json"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut guard = Guard(cmd.spawn().expect("start duet compare"));
     let out = reader(guard.0.stdout.take().unwrap());
     let err = reader(guard.0.stderr.take().unwrap());
@@ -162,6 +170,7 @@ fn quick_compare_with_floors_and_a_peer() {
             assert_eq!(m["errors"], 0, "{name} had errors: {s}");
             assert!(m["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {s}");
             assert!(m["syscalls_per_req"].is_null(), "{name}: peers have no syscall counts: {s}");
+            assert!(m["events_per_wakeup"].is_null(), "{name}: peers have no event counts: {s}");
         }
     }
     let out = common::duet_command()
@@ -171,6 +180,96 @@ fn quick_compare_with_floors_and_a_peer() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected NAME=CMD@PORT") && err.lines().count() == 1, "{err}");
+}
+
+/// The ladder's engines, oldest I/O model first (`duet compare --ladder`).
+const LADDER: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "uring"];
+
+/// Why `duet serve --engine ENGINE` cannot run here: `None` if it serves, the reason if
+/// this build has no such engine (clap rejects the name) or io_uring is unavailable.
+fn cannot_serve(engine: &str) -> Option<String> {
+    if let Some(reason) = common::skip_reason(engine) {
+        return Some(reason);
+    }
+    match common::Server::try_start(engine, &[]) {
+        Ok(_server) => None,
+        Err(f) if f.mentions("invalid value") => Some(f.stderr.join(" ")),
+        Err(f) => panic!("duet serve --engine {engine} failed to start: {}", f.stderr.join("\n")),
+    }
+}
+
+fn positive(cell: &Value, name: &str) -> f64 {
+    let x = cell[name].as_f64().unwrap_or(0.0);
+    assert!(x > 0.0 && x.is_finite(), "{name} = {} in {cell}", cell[name]);
+    x
+}
+
+#[test]
+fn quick_ladder_has_every_engine_with_figures_or_the_reason_it_cannot_run() {
+    let dir = std::env::temp_dir().join(format!("duet-ladder-test-{}", std::process::id()));
+    let v = run_compare(&["--ladder", "--quick", "--out", dir.to_str().unwrap()]);
+    assert_eq!(v["active_share"], 0.1, "{v}");
+    assert!(v["rate"].as_f64().unwrap_or(0.0) > 0.0, "--ladder is open loop: {v}");
+    let rows = v["ladder"]["rows"].as_array().expect("ladder rows");
+    let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, LADDER, "one row per engine, oldest first");
+    for row in rows {
+        let engine = row["engine"].as_str().unwrap();
+        let cells = row["cells"].as_array().unwrap();
+        let totals: Vec<u64> = cells.iter().map(|c| c["connections"].as_u64().unwrap()).collect();
+        let active: Vec<u64> = cells.iter().map(|c| c["active"].as_u64().unwrap()).collect();
+        assert_eq!((totals, active), (vec![100, 200], vec![10, 20]), "--quick: 100,200 connections, 10% active");
+        match cannot_serve(engine) {
+            // Within every engine's limits (select's included): figures, no errors.
+            None => {
+                for cell in cells {
+                    assert!(cell["failed"].is_null(), "{engine} failed: {cell}");
+                    let (mean, p99) = (positive(cell, "latency_mean_us"), positive(cell, "latency_p99_us"));
+                    assert!(p99 >= mean / 10.0, "{engine}: p99 {p99} against mean {mean}");
+                    for name in ["cpu_us_per_req", "requests_per_sec", "syscalls_per_req", "events_per_wakeup"] {
+                        positive(cell, name);
+                    }
+                    assert_eq!(cell["errors"], 0, "{engine}: {cell}");
+                }
+            }
+            // An engine that cannot start is a row with its reason, not the end of the run.
+            Some(why) => {
+                eprintln!("{engine} cannot run here ({why}): expecting FAILED (did not start)");
+                for cell in cells {
+                    assert_eq!(cell["failed"], "did not start", "{engine}: {cell}");
+                    assert!(cell["detail"].as_str().unwrap_or("").contains(engine), "{cell}");
+                }
+            }
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
+    assert!(md.contains("| engine | 100 conns (10 active) | 200 conns (20 active) |"), "{md}");
+    for engine in LADDER {
+        assert!(md.contains(&format!("| {engine} | ")), "{engine} has no row: {md}");
+    }
+    let svg = std::fs::read_to_string(dir.join("cpu_by_connections.svg")).expect("the O(n) chart");
+    assert!(svg.contains("server CPU µs per request"), "{svg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_that_cannot_hold_the_connections_fails_with_its_reason_and_the_others_run() {
+    // A duet serve with 40 descriptors cannot hold 100 connections: it sheds the rest.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tight = format!(
+        "tight=prlimit --nofile=40:40 -- '{}' serve --engine epoll --threads 1 --port {port}@{port}",
+        common::duet_bin()
+    );
+    let args = ["--engines", "epoll", "--peer", &tight, "--connections", "100", "--active", "10%"];
+    let v = run_compare(&[&args[..], &["--rate", "200", "--duration", "0.5s", "--rounds", "1"]].concat());
+    let s = &v["scenarios"][0];
+    assert_eq!((s["connections"].as_u64(), s["idle"].as_u64()), (Some(10), Some(90)), "{s}");
+    let failed = &s["engines"]["tight"];
+    assert_eq!(failed["failed"], "out of descriptors", "{s}");
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(detail.contains("closed, reset or refused") && detail.contains("out of file descriptors"), "{detail}");
+    assert!(s["engines"]["epoll"]["median"]["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{s}");
+    assert_eq!(v["ladder"]["rows"][1]["cells"][0]["failed"], "out of descriptors", "{v}");
 }
 
 #[test]
@@ -185,4 +284,18 @@ fn missing_wrk_or_bad_flags_are_one_line_errors() {
     let out = common::duet_command().args(["compare", "--server-cpus", "x"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a CPU list"));
+    let out = common::duet_command().args(["compare", "--ladder", "--load-with", "wrk"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ladder need --load-with duet"));
+    for (args, says) in [
+        (&["--active", "10%", "--idle", "5"][..], "cannot be used with"),
+        (&["--active", "0%"][..], "not a share above 0"),
+        (&["--active", "ten"][..], "not a share"),
+        (&["--rate=-1"][..], "--rate must be a positive number"),
+    ] {
+        let out = common::duet_command().args(["compare", "--engines", "epoll"]).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }

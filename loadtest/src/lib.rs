@@ -26,7 +26,7 @@ pub use stats::{Errors, Stats};
 pub use url::{Target, UrlError};
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ use worker::{Live, Plan, Share, Shared, Times};
 
 /// File descriptors kept back for stdio, epoll instances and the like.
 const SPARE_FDS: u64 = 64;
+/// Ephemeral ports when the range cannot be read (Linux's default, 32768-60999).
+const DEFAULT_EPHEMERAL_PORTS: usize = 28_232;
+/// Most 127.0.0.x source addresses used (127.0.0.1 to 127.0.0.254).
+const MAX_SOURCES: usize = 254;
 
 /// Everything `duet load` was asked to do.
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Print a live progress line to stdout while running.
     pub progress: bool,
+    /// Stop the run at the first connection the server closes, resets or refuses (or
+    /// that cannot connect), instead of reconnecting it: for a caller that needs the
+    /// server to hold every connection, and counts [`Report::lost`] as a failure.
+    pub stop_on_loss: bool,
 }
 
 impl Default for Config {
@@ -76,6 +84,7 @@ impl Default for Config {
             warmup: Duration::ZERO,
             server_pid: None,
             progress: false,
+            stop_on_loss: false,
         }
     }
 }
@@ -87,6 +96,8 @@ pub struct Prepared {
     target: Target,
     addr: SocketAddr,
     request: Vec<u8>,
+    /// Source addresses the connections are spread over (empty: the kernel's choice).
+    sources: Vec<IpAddr>,
 }
 
 impl Prepared {
@@ -117,8 +128,29 @@ impl Prepared {
         if let Some(r) = c.rate {
             s.push_str(&format!(", {r} requests/s open loop"));
         }
+        if let (Some(first), Some(last)) = (self.sources.first(), self.sources.last()) {
+            s.push_str(&format!(", from {first} to {last}"));
+        }
         s.push('\n');
         s
+    }
+}
+
+/// The source addresses for `connections` to `addr`. The kernel picks a connection's
+/// source port by walking the ephemeral range from an offset and checking each port for
+/// the 4-tuple; once about half the range is in use towards one destination, every
+/// connect walks thousands of ports (quadratic set-up: seconds for 15,000 connections).
+/// To a loopback IPv4 target, connections are therefore spread round-robin over
+/// 127.0.0.1, 127.0.0.2, ... with at most a third of the range each; elsewhere (and for
+/// fewer connections) the kernel chooses.
+fn sources_for(addr: SocketAddr, connections: usize, ephemeral_ports: usize) -> Vec<IpAddr> {
+    let per_source = (ephemeral_ports / 3).max(1);
+    let needed = connections.div_ceil(per_source);
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() && needed > 1 => {
+            (1..=needed.min(MAX_SOURCES) as u8).map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -171,7 +203,9 @@ pub fn prepare(mut config: Config) -> Result<Prepared, String> {
 
     let request = render_request(&config, &target)?;
     let addr = connect_check(&target, config.timeout)?;
-    Ok(Prepared { config, target, addr, request })
+    let ports = sys::ephemeral_ports().map_or(DEFAULT_EPHEMERAL_PORTS, |(low, high)| usize::from(high - low) + 1);
+    let sources = sources_for(addr, config.connections + config.idle, ports);
+    Ok(Prepared { config, target, addr, request, sources })
 }
 
 /// Resolves the host and opens (and closes) one connection, so that a server that is
@@ -233,10 +267,26 @@ fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, String> {
     Ok(request)
 }
 
+/// The edges of the measured window, as the main thread crosses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The window opens (after the warm-up), just after the server's first CPU sample.
+    WindowStart,
+    /// The window closes, just before the server's last CPU sample.
+    WindowEnd,
+}
+
 /// Runs the load and returns the merged measurements. `Err` is a fatal condition (such
 /// as a server that does not speak HTTP), as one line.
 pub fn run(prepared: Prepared) -> Result<Report, String> {
-    let Prepared { config, target, addr, request } = prepared;
+    run_marked(prepared, &mut |_| {})
+}
+
+/// [`run`], calling `on_mark` at the edges of the measured window (from the calling
+/// thread), so that a caller can read the server's own counters over the same window.
+/// An aborted run still calls both.
+pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<Report, String> {
+    let Prepared { config, target, addr, request, sources } = prepared;
     let threads = config.threads;
     let plan = Plan {
         addr,
@@ -247,6 +297,8 @@ pub fn run(prepared: Prepared) -> Result<Report, String> {
         timeout: config.timeout,
         interval: config.rate.map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
         total_connections: config.connections,
+        stop_on_loss: config.stop_on_loss,
+        sources,
     };
     let shared = Arc::new(Shared {
         plan,
@@ -259,15 +311,17 @@ pub fn run(prepared: Prepared) -> Result<Report, String> {
     });
 
     let mut handles = Vec::with_capacity(threads);
-    let mut first_active = 0;
+    let (mut first_active, mut first_idle) = (0, config.connections);
     for t in 0..threads {
         let share = Share {
             thread: t,
             first_active,
+            first_idle,
             active: even_share(config.connections, threads, t),
             idle: even_share(config.idle, threads, t),
         };
         first_active += share.active;
+        first_idle += share.idle;
         let shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name(format!("duet-load-{t}"))
@@ -287,6 +341,7 @@ pub fn run(prepared: Prepared) -> Result<Report, String> {
     sleep_until(times.measure_start, &shared, &mut progress);
     let measure_start = Instant::now();
     let first = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
+    on_mark(Mark::WindowStart);
     let mut rss_peak = first.map_or(0, |s| s.rss_bytes);
     let mut server_gone = false;
     while Instant::now() < times.end && !shared.abort.load(Ordering::Relaxed) {
@@ -299,17 +354,20 @@ pub fn run(prepared: Prepared) -> Result<Report, String> {
         }
         progress.update(&shared);
     }
+    on_mark(Mark::WindowEnd);
     let last = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
     let measured = measure_start.elapsed();
     progress.clear();
 
     let mut stats = Stats::new();
     let mut idle_held = 0;
+    let mut lost = 0;
     for h in handles {
         match h.join() {
             Ok(outcome) => {
                 stats.merge(&outcome.stats);
                 idle_held += outcome.idle_held;
+                lost += outcome.lost;
             }
             Err(_) => return Err("a load thread panicked".into()),
         }
@@ -332,7 +390,7 @@ pub fn run(prepared: Prepared) -> Result<Report, String> {
         }
         _ => None,
     };
-    Ok(Report { config, target, stats, duration: measured, server, idle_held })
+    Ok(Report { config, target, stats, duration: measured, server, idle_held, lost })
 }
 
 /// Share `t` of `total` spread over `parts`: the remainder goes to the first ones.
@@ -399,12 +457,95 @@ impl ProgressLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A server on 127.0.0.1 that hands each accepted connection (and its peer address)
+    /// to `handle` on its own thread; it lives until the test process ends.
+    fn test_server(handle: fn(TcpStream, SocketAddr)) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            while let Ok((stream, peer)) = listener.accept() {
+                std::thread::spawn(move || handle(stream, peer));
+            }
+        });
+        url
+    }
+
+    /// Answers every request head with an empty 200, and closes at EOF.
+    fn answer(mut stream: TcpStream) {
+        let mut buf = [0u8; 4096];
+        let mut pending = Vec::new();
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn quick(url: String) -> Config {
+        Config { url, connections: 1, threads: 1, duration: Duration::from_millis(300), ..Config::default() }
+    }
+
+    #[test]
+    fn a_lost_connection_stops_the_run_when_asked() {
+        // The server reads the request, then closes without answering: every connection is lost.
+        let url = test_server(|mut stream, _| {
+            let _ = stream.read(&mut [0u8; 1024]);
+        });
+        let report = run(prepare(Config { stop_on_loss: true, ..quick(url.clone()) }).unwrap()).unwrap();
+        assert_eq!(report.lost, 1, "the first loss ends the run");
+        assert_eq!(report.stats.requests, 0);
+        // Without it the connection is reopened and lost again and again.
+        let report = run(prepare(quick(url)).unwrap()).unwrap();
+        assert!(report.lost > 1, "{}", report.lost);
+    }
+
+    #[test]
+    fn connections_bind_the_chosen_source_addresses() {
+        static PEERS: Mutex<Vec<IpAddr>> = Mutex::new(Vec::new());
+        let url = test_server(|stream, peer| {
+            PEERS.lock().unwrap().push(peer.ip());
+            answer(stream);
+        });
+        let mut prepared = prepare(Config { connections: 4, ..quick(url) }).unwrap();
+        let sources: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        prepared.sources = sources.clone();
+        let report = run(prepared).unwrap();
+        assert!(report.stats.requests > 0 && report.lost == 0, "{:?}", report.stats);
+        // prepare's connection check comes from the kernel's choice, 127.0.0.1; the four
+        // connections of the run take the two sources in turn.
+        let peers = PEERS.lock().unwrap().clone();
+        assert_eq!(peers.len(), 5, "{peers:?}");
+        assert_eq!(peers.iter().filter(|p| **p == IpAddr::from([127, 0, 0, 1])).count(), 1, "{peers:?}");
+        for source in &sources {
+            assert_eq!(peers.iter().filter(|p| *p == source).count(), 2, "round-robin: {peers:?}");
+        }
+    }
 
     #[test]
     fn connections_are_spread_with_the_remainder() {
         let shares: Vec<usize> = (0..3).map(|t| even_share(10, 3, t)).collect();
         assert_eq!(shares, [4, 3, 3]);
         assert_eq!((0..4).map(|t| even_share(2, 4, t)).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn many_loopback_connections_are_spread_over_source_addresses() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(sources_for(local, 9_000, 28_232).is_empty(), "a third of the range fits one address");
+        let spread = sources_for(local, 19_000, 28_232);
+        let want: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(spread, want);
+        assert_eq!(sources_for(local, 100_000, 28_232).len(), 11);
+        assert_eq!(sources_for(local, 10_000_000, 28_232).len(), MAX_SOURCES);
+        assert!(sources_for("10.0.0.1:80".parse().unwrap(), 100_000, 28_232).is_empty());
+        assert!(sources_for("[::1]:80".parse().unwrap(), 100_000, 28_232).is_empty());
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Reading a server's CPU time and memory from /proc.
+//! Reading a server's CPU time and memory.
 //!
-//! `/proc/PID/stat` of the thread-group leader already sums utime and stime over all of
-//! the process's threads, including threads that have exited, which summing
-//! `/proc/PID/task/*/stat` would miss.
+//! CPU time comes from the process's POSIX CPU clock (`clock_getcpuclockid`), which
+//! counts nanoseconds: over a one-second window at a few thousand requests a second,
+//! /proc's 10 ms ticks would be most of the figure. Where that clock cannot be read,
+//! `/proc/PID/stat` of the thread-group leader, which already sums utime and stime over
+//! all of the process's threads, including threads that have exited (summing
+//! `/proc/PID/task/*/stat` would miss those).
 
 use std::fs;
 
@@ -21,8 +24,11 @@ pub struct Sample {
 pub fn sample(pid: u32, ticks_per_sec: u64) -> Result<Sample, String> {
     let stat =
         fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
-    let cpu_s = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))? as f64
-        / ticks_per_sec.max(1) as f64;
+    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
+    let cpu_s = match crate::sys::process_cpu_time(pid) {
+        Ok(t) => t.as_secs_f64(),
+        Err(_) => ticks as f64 / ticks_per_sec.max(1) as f64,
+    };
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     Ok(Sample { cpu_s, rss_bytes: status_kb(&status, "VmRSS:") * 1024, hwm_bytes: status_kb(&status, "VmHWM:") * 1024 })
 }
@@ -55,6 +61,18 @@ mod tests {
     fn cpu_ticks_are_counted_after_the_command_name() {
         let line = "1234 (we ird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 5 1000 200";
         assert_eq!(parse_cpu_ticks(line), Some(325));
+    }
+
+    #[test]
+    fn cpu_time_is_read_in_nanoseconds_not_ticks() {
+        let pid = std::process::id();
+        let readings: Vec<f64> =
+            (0..2).map(|_| sample(pid, crate::sys::clock_ticks_per_sec()).unwrap().cpu_s).collect();
+        assert!(readings[1] >= readings[0]);
+        // Ticks would make every reading a multiple of 10 ms; a nanosecond clock is one
+        // by chance with a probability of 1e-7 per reading.
+        let ns = |s: f64| (s * 1e9).round() as u64;
+        assert!(readings.iter().any(|&s| ns(s) % 10_000_000 != 0), "{readings:?}");
     }
 
     #[test]

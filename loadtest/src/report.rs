@@ -28,6 +28,9 @@ pub struct Report {
     pub server: Option<ServerUsage>,
     /// Idle connections open and answered at the end.
     pub idle_held: usize,
+    /// Connections the server closed, reset or refused, or that could not connect, over
+    /// the whole run (idle set-up and warm-up included).
+    pub lost: u64,
 }
 
 impl Report {

@@ -103,6 +103,57 @@ impl Epoll {
     }
 }
 
+/// The CPU time of process `pid` (user and system, all its threads, exited ones
+/// included), read from its POSIX CPU clock: nanoseconds, where /proc/PID/stat counts
+/// 10 ms ticks.
+pub fn process_cpu_time(pid: u32) -> io::Result<Duration> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid writes one clockid_t into `clock`, a valid local.
+    let rc = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`, a valid local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32))
+}
+
+/// Makes a later `bind` set only the source address of `fd` and leave the port to
+/// `connect`, which then picks one unique for the whole 4-tuple instead of reserving
+/// one for the address alone (IP_BIND_ADDRESS_NO_PORT, Linux 4.2).
+pub fn bind_address_no_port(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points to `one`, a c_int that outlives the call, and the
+    // length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The ephemeral port range, `net.ipv4.ip_local_port_range`, as (first, last).
+pub fn ephemeral_ports() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|p| p.parse::<u16>());
+    match (it.next()?, it.next()?) {
+        (Ok(low), Ok(high)) if low <= high => Some((low, high)),
+        _ => None,
+    }
+}
+
 /// Clock ticks per second, the unit of utime/stime in /proc/PID/stat.
 pub fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf takes no pointers and has no preconditions.

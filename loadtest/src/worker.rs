@@ -12,7 +12,7 @@ use crate::sys::{self, Epoll, Event};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -39,6 +39,10 @@ pub(crate) struct Plan {
     /// Open loop: the interval between the intended send times of one connection.
     pub interval: Option<Duration>,
     pub total_connections: usize,
+    /// Abort the run at the first lost connection (see [`crate::Config::stop_on_loss`]).
+    pub stop_on_loss: bool,
+    /// Source addresses, used round-robin by global connection index (empty: the kernel's).
+    pub sources: Vec<IpAddr>,
 }
 
 /// The run's time line, fixed once every thread has set up its idle connections.
@@ -82,6 +86,8 @@ pub(crate) struct Share {
     pub thread: usize,
     /// Global index of the first active connection (staggers open-loop schedules).
     pub first_active: usize,
+    /// Global index of the first idle connection (all active ones come first).
+    pub first_idle: usize,
     pub active: usize,
     pub idle: usize,
 }
@@ -90,6 +96,8 @@ pub(crate) struct Outcome {
     pub stats: Stats,
     /// Idle connections still open and answered at the end.
     pub idle_held: usize,
+    /// Connections lost over the whole run, set-up included (never reset).
+    pub lost: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +121,8 @@ enum State {
 }
 
 struct Conn {
+    /// Index among all the run's connections (every thread's).
+    global: usize,
     socket: Option<Socket>,
     generation: u32,
     kind: Kind,
@@ -135,6 +145,9 @@ struct Worker<'a> {
     epoll: Epoll,
     conns: Vec<Conn>,
     stats: Stats,
+    /// Connections the server closed, reset or refused, or that failed to connect, since
+    /// the thread started (unlike `stats`, never reset at the measured window).
+    lost: u64,
     buf: Vec<u8>,
 }
 
@@ -146,12 +159,13 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             shared.fail(format!("cannot create an epoll instance: {e}"));
             shared.ready.wait();
             shared.go.wait();
-            return Outcome { stats: Stats::new(), idle_held: 0 };
+            return Outcome { stats: Stats::new(), idle_held: 0, lost: 0 };
         }
     };
     let now = Instant::now();
     let conns = (0..share.active + share.idle)
         .map(|i| Conn {
+            global: if i < share.active { share.first_active + i } else { share.first_idle + (i - share.active) },
             socket: None,
             generation: 0,
             kind: if i < share.active { Kind::Active } else { Kind::Idle },
@@ -165,7 +179,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             next_due: now,
         })
         .collect();
-    let mut w = Worker { shared: &shared, plan, epoll, conns, stats: Stats::new(), buf: vec![0; READ_BUF] };
+    let mut w = Worker { shared: &shared, plan, epoll, conns, stats: Stats::new(), lost: 0, buf: vec![0; READ_BUF] };
     let mut events: Vec<Event> = Vec::with_capacity(1024);
 
     // Phase 1: open the idle connections and let each make its one request.
@@ -195,7 +209,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
     shared.ready.wait();
     shared.go.wait();
     let Some(&times) = shared.times.get() else {
-        return Outcome { stats: w.stats, idle_held: 0 };
+        return Outcome { stats: w.stats, idle_held: 0, lost: w.lost };
     };
 
     // Phase 2: the load.
@@ -255,7 +269,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
         live.errors.store(w.stats.errors.socket_total() + w.stats.errors.status, Ordering::Relaxed);
     }
     let idle_held = w.conns[share.active..].iter().filter(|c| c.state == State::Parked).count();
-    Outcome { stats: w.stats, idle_held }
+    Outcome { stats: w.stats, idle_held, lost: w.lost }
 }
 
 fn token(index: usize, generation: u32) -> u64 {
@@ -289,6 +303,7 @@ impl Worker<'_> {
                 || !matches!(self.conns[i].socket.as_ref().map(Socket::take_error), Some(Ok(None)));
             if failed {
                 self.stats.errors.connect += 1;
+                self.lose();
                 self.close(i, now + RECONNECT_BACKOFF);
                 return;
             }
@@ -320,6 +335,7 @@ impl Worker<'_> {
                         None => {}
                     }
                     self.stats.reconnects += 1;
+                    self.lose();
                     self.reconnect(i, now);
                     return false;
                 }
@@ -337,6 +353,7 @@ impl Worker<'_> {
                     self.complete(i, progress, now);
                     if progress.close {
                         self.stats.reconnects += 1;
+                        self.lose();
                         self.reconnect(i, now);
                         return false;
                     }
@@ -350,6 +367,7 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.stats.errors.read += 1;
+                    self.lose();
                     self.reconnect(i, now);
                     return false;
                 }
@@ -450,6 +468,7 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.stats.errors.write += 1;
+                    self.lose();
                     self.reconnect(i, now);
                     return;
                 }
@@ -467,6 +486,7 @@ impl Worker<'_> {
                 State::Closed { retry_at } if now >= retry_at => self.connect(i, now),
                 State::Connecting { since } if now - since >= self.plan.timeout => {
                     self.stats.errors.connect += 1;
+                    self.lose();
                     self.close(i, now);
                     self.connect(i, now);
                 }
@@ -476,6 +496,15 @@ impl Worker<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A connection was lost: the server closed, reset or refused it, or it could not
+    /// connect. With `stop_on_loss` the whole run stops here.
+    fn lose(&mut self) {
+        self.lost += 1;
+        if self.plan.stop_on_loss {
+            self.shared.abort.store(true, Ordering::Relaxed);
         }
     }
 
@@ -505,6 +534,7 @@ impl Worker<'_> {
             }
             Err(_) => {
                 self.stats.errors.connect += 1;
+                self.lose();
                 self.close(i, now + RECONNECT_BACKOFF);
             }
         }
@@ -514,12 +544,17 @@ impl Worker<'_> {
         let addr = self.plan.addr;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
         socket.set_nodelay(true)?;
+        use std::os::fd::AsRawFd;
+        if !self.plan.sources.is_empty() {
+            let source = self.plan.sources[self.conns[i].global % self.plan.sources.len()];
+            sys::bind_address_no_port(socket.as_raw_fd())?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+        }
         match socket.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
-        use std::os::fd::AsRawFd;
         let generation = self.conns[i].generation;
         self.epoll.add(socket.as_raw_fd(), sys::IN | sys::OUT | sys::RDHUP | sys::ET, token(i, generation))?;
         Ok(socket)

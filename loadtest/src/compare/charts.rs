@@ -1,5 +1,7 @@
 //! SVG charts for `--out`: req/s, CPU per request and latency percentiles, as small
-//! multiples (one panel per scenario, the servers in the same colours in every panel).
+//! multiples (one panel per scenario, the servers in the same colours in every panel);
+//! and for a ladder over several connection counts, one line chart of server CPU per
+//! request against the number of connections.
 
 use super::{Figures, Results};
 use plotters::prelude::*;
@@ -34,6 +36,11 @@ pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let path = dir.join("latency.svg");
     latency(r, &path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
     written.push(path);
+    if by_connections_applies(r) {
+        let path = dir.join("cpu_by_connections.svg");
+        cpu_by_connections(r, &path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        written.push(path);
+    }
     Ok(written)
 }
 
@@ -96,7 +103,7 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult
         let values: Vec<(usize, f64)> = servers
             .iter()
             .enumerate()
-            .filter_map(|(i, name)| Some((i, get(&s.engine(name)?.median))))
+            .filter_map(|(i, name)| Some((i, get(s.figures(name)?))))
             .filter(|(_, v)| v.is_finite())
             .collect();
         let top = values.iter().map(|(_, v)| *v).fold(0.0f64, f64::max).max(1e-9) * 1.2;
@@ -131,8 +138,14 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
         [(0.0, f.p50_us), (1.0, f.p99_us), (2.0, f.p999_us)].into_iter().filter(|(_, y)| y.is_finite()).collect()
     };
     for (s, area) in r.scenarios.iter().zip(&areas) {
-        let top =
-            s.engines.iter().flat_map(|e| points(&e.median)).map(|(_, y)| y).fold(0.0f64, f64::max).max(1.0) * 1.15;
+        let top = servers
+            .iter()
+            .filter_map(|name| s.figures(name))
+            .flat_map(points)
+            .map(|(_, y)| y)
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(s.scenario.label(), ("sans-serif", 15))
             .margin(8)
@@ -152,19 +165,197 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
             })
             .draw()?;
         for (i, name) in servers.iter().enumerate() {
-            let Some(e) = s.engine(name) else { continue };
+            let Some(f) = s.figures(name) else { continue };
             let style = color(i).stroke_width(2);
-            chart.draw_series(LineSeries::new(points(&e.median), style))?;
-            chart.draw_series(points(&e.median).into_iter().map(|p| Circle::new(p, 3, color(i).filled())))?;
+            chart.draw_series(LineSeries::new(points(f), style))?;
+            chart.draw_series(points(f).into_iter().map(|p| Circle::new(p, 3, color(i).filled())))?;
         }
     }
     root.present()?;
     Ok(())
 }
 
+/// The line chart needs an active share, one depth and one body size (so the
+/// connection count is the only thing that varies) and at least two connection counts.
+fn by_connections_applies(r: &Results) -> bool {
+    let c = &r.config;
+    c.active.is_some() && c.depths.len() == 1 && c.body_sizes.len() == 1 && c.connections.len() >= 2
+}
+
+const LINE_CHART: (u32, u32) = (960, 540);
+/// The legend's column, right of the plot.
+const LEGEND_WIDTH: u32 = 250;
+
+/// Server CPU µs per request against the total number of connections: one line per
+/// engine, failures named in the legend, and (with a rate) the level at which the server
+/// CPUs are saturated.
+fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
+    let c = &r.config;
+    let servers = c.servers();
+    let share = c.active.unwrap_or(1.0);
+    let lines: Vec<Vec<(f64, f64)>> = servers
+        .iter()
+        .map(|name| {
+            r.scenarios
+                .iter()
+                .filter_map(|s| Some((s.scenario.total() as f64, s.figures(name)?.cpu_us_per_req)))
+                .filter(|(_, y)| y.is_finite())
+                .collect()
+        })
+        .collect();
+    let x_max = r.scenarios.iter().map(|s| s.scenario.total()).max().unwrap_or(1) as f64;
+    let y_data = lines.iter().flatten().map(|&(_, y)| y).fold(0.0f64, f64::max);
+    // One CPU fully busy serving `rate` requests a second costs 1e6 / rate µs each: a
+    // server that reaches it is saturated, and its line flattens there for that reason.
+    let ceiling = c.rate.map(|rate| c.server_cpus.len().max(1) as f64 * 1e6 / rate);
+    let shown_ceiling = ceiling.filter(|&v| v <= y_data * 1.5);
+    let y_top = y_data.max(shown_ceiling.unwrap_or(0.0)).max(1e-3) * 1.15;
+
+    let root = SVGBackend::new(path, LINE_CHART).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(HEADER);
+    let (plot_area, legend) = body.split_horizontally(LINE_CHART.0 - LEGEND_WIDTH);
+    let load = c.rate.map_or(String::from("closed loop"), |r| {
+        format!("open loop at {} requests/s in total", super::output::thousands(r.round() as usize))
+    });
+    let cpus = match c.server_cpus.len() {
+        1 => "1 CPU".to_string(),
+        n => format!("{n} CPUs"),
+    };
+    header.draw(&Text::new(
+        "Server CPU per request against connections held open (lower is better)",
+        (16, 10),
+        ("sans-serif", 20).into_font(),
+    ))?;
+    header.draw(&Text::new(
+        format!("{}% of the connections active, {load}; server on {cpus}", share * 100.0),
+        (16, 38),
+        ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    let mut chart = ChartBuilder::on(&plot_area)
+        .margin(16)
+        .margin_top(6)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max * 1.04, 0f64..y_top)?;
+    let decimals = axis_decimals(y_top);
+    chart
+        .configure_mesh()
+        .x_desc("connections held open (active and idle)")
+        .y_desc("server CPU µs per request")
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|x| super::output::thousands(x.round().max(0.0) as usize))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    if let Some(level) = shown_ceiling {
+        chart.draw_series(DashedLineSeries::new(
+            [(0.0, level), (x_max * 1.04, level)],
+            6,
+            4,
+            RGBColor(120, 120, 120).stroke_width(1),
+        ))?;
+        // Just above the line, so the dashes do not cross the words.
+        chart.draw_series(std::iter::once(
+            EmptyElement::at((x_max * 0.02, level))
+                + Text::new(
+                    format!("CPU saturated: {} µs/request at this rate", tick(level)),
+                    (0, -16),
+                    ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
+                ),
+        ))?;
+    }
+    for (i, points) in lines.iter().enumerate() {
+        chart.draw_series(LineSeries::new(points.iter().copied(), color(i).stroke_width(3)))?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color(i).filled())))?;
+    }
+
+    // The legend, outside the data: a swatch and a name per engine, and where it failed.
+    let mut y = 40;
+    legend.draw(&Text::new("engine", (10, y - 26), ("sans-serif", 15).into_font()))?;
+    for (i, name) in servers.iter().enumerate() {
+        legend.draw(&PathElement::new(vec![(10, y + 8), (40, y + 8)], color(i).stroke_width(3)))?;
+        legend.draw(&Circle::new((25, y + 8), 4, color(i).filled()))?;
+        legend.draw(&Text::new(name.clone(), (48, y), ("sans-serif", 15).into_font()))?;
+        y += 22;
+        let failure = legend_failure(r, name);
+        if let Some(note) = failure {
+            legend.draw(&Text::new(note, (48, y), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))?;
+            y += 20;
+        }
+        y += 8;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Decimals for axis labels up to `top`, enough to tell eight ticks apart.
+fn axis_decimals(top: f64) -> usize {
+    match top {
+        t if t >= 20.0 => 0,
+        t if t >= 2.0 => 1,
+        _ => 2,
+    }
+}
+
+/// What the legend says under an engine that failed somewhere: `FAILED: reason` when it
+/// has no point at all, `FAILED from N: reason` from the first count it could not hold.
+fn legend_failure(r: &Results, name: &str) -> Option<String> {
+    let mut failures = r.scenarios.iter().filter_map(|s| Some((s, s.engine(name)?.failed.as_ref()?)));
+    let (first, failure) = failures.next()?;
+    if r.scenarios.iter().all(|s| s.figures(name).is_none()) {
+        Some(format!("FAILED: {}", failure.reason))
+    } else {
+        Some(format!("FAILED from {}: {}", super::output::thousands(first.scenario.total()), failure.reason))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connections_chart_names_every_engine_its_axes_and_its_failures() {
+        let r = crate::compare::fixture::ladder();
+        assert!(by_connections_applies(&r));
+        let dir = std::env::temp_dir().join(format!("duet-chart-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let written = write(&r, &dir).unwrap();
+        let path = dir.join("cpu_by_connections.svg");
+        assert!(written.contains(&path), "{written:?}");
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        // plotters writes each text on a line of its own.
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        for text in [
+            "connections held open (active and idle)",
+            "server CPU µs per request",
+            "10% of the connections active, open loop at 5,000 requests/s in total; server on 1 CPU",
+            "select",
+            "poll",
+            "epoll",
+            "FAILED from 10,000: FD_SETSIZE",
+            "FAILED: did not start",
+            "10,000",
+        ] {
+            assert!(texts.contains(&text), "{text} missing");
+        }
+        // The rate's saturation level is drawn only when the data come near it.
+        assert!(!svg.contains("CPU saturated"));
+    }
+
+    #[test]
+    fn one_connection_count_or_no_active_share_draws_no_line_chart() {
+        let mut r = crate::compare::fixture::ladder();
+        r.config.connections.truncate(1);
+        assert!(!by_connections_applies(&r));
+        let mut r = crate::compare::fixture::ladder();
+        r.config.active = None;
+        assert!(!by_connections_applies(&r));
+    }
 
     #[test]
     fn panels_go_three_across() {

@@ -5,6 +5,13 @@
 //! For every round, every scenario runs against every engine in turn (A B A B ...), so
 //! drift of the machine hits all engines alike, and the figures reported are medians
 //! over the rounds. Server CPU comes from /proc/PID/stat over the measured window.
+//!
+//! With an active share (`--active`, the ladder), each connection count is a total: that
+//! share sends (open loop with a rate) and the rest stay open and idle, and a server must
+//! hold them all: a run in which it closes, resets or refuses any connection is reported
+//! as a failure with its reason (`FD_SETSIZE` for select), not as figures over the
+//! connections it kept. An engine that cannot start is such a failure too: a row with its
+//! reason, never the end of the whole comparison.
 
 mod charts;
 mod output;
@@ -55,6 +62,15 @@ pub struct CompareConfig {
     pub peers: Vec<Peer>,
     /// A progress line on stderr (only when it is a terminal).
     pub progress: bool,
+    /// `Some(share)`: each of `connections` is a total, of which this share (at least one
+    /// connection) is active and the rest idle; `idle` must then be `[0]`. The server must
+    /// hold every connection, or the run is a failure.
+    pub active: Option<f64>,
+    /// Open loop at this many requests per second in total over the active connections,
+    /// latency measured from the intended send times (duet's load generator only).
+    pub rate: Option<f64>,
+    /// Load before each measured window, not measured (duet's load generator only).
+    pub warmup: Duration,
 }
 
 impl CompareConfig {
@@ -123,13 +139,25 @@ impl Peer {
 /// One cell of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scenario {
+    /// Active connections (they send requests).
     pub connections: usize,
     pub depth: usize,
     pub body_size: u64,
+    /// Idle connections, each opened and answered once before the load starts.
     pub idle: usize,
 }
 
+/// The active connections among `total` for an active `share`: rounded, at least one.
+pub fn active_of(total: usize, share: f64) -> usize {
+    ((total as f64 * share).round() as usize).clamp(1, total.max(1))
+}
+
 impl Scenario {
+    /// Active and idle connections together.
+    pub fn total(&self) -> usize {
+        self.connections + self.idle
+    }
+
     fn path(&self) -> String {
         if self.body_size == DEFAULT_BODY {
             "/".into()
@@ -151,6 +179,7 @@ impl Scenario {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Figures {
     pub requests_per_sec: f64,
+    pub mean_us: f64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
@@ -160,8 +189,12 @@ pub struct Figures {
     pub cpu_util: f64,
     /// Largest server RSS seen during the window.
     pub rss_peak_bytes: f64,
-    /// System calls per request answered, from duet's counters over the run (NaN for peers).
+    /// System calls per request answered, from duet's counters over the measured window
+    /// (NaN for peers).
     pub syscalls_per_req: f64,
+    /// Events (readiness events or completions) handled per wakeup, from duet's counters
+    /// over the measured window (NaN for peers).
+    pub events_per_wakeup: f64,
     /// Latency percentiles are NaN where the load generator did not report them (wrk with
     /// pipelining); JSON shows them as null and the table as n/a.
     /// Socket errors plus non-2xx/3xx responses (summed over rounds in a median).
@@ -172,8 +205,9 @@ pub struct Figures {
 /// Reads one figure.
 pub type Getter = fn(&Figures) -> f64;
 
-pub const FIGURES: [(&str, Getter); 8] = [
+pub const FIGURES: [(&str, Getter); 10] = [
     ("requests_per_sec", |f| f.requests_per_sec),
+    ("latency_mean_us", |f| f.mean_us),
     ("latency_p50_us", |f| f.p50_us),
     ("latency_p99_us", |f| f.p99_us),
     ("latency_p999_us", |f| f.p999_us),
@@ -181,6 +215,7 @@ pub const FIGURES: [(&str, Getter); 8] = [
     ("cpu_util", |f| f.cpu_util),
     ("rss_peak_bytes", |f| f.rss_peak_bytes),
     ("syscalls_per_req", |f| f.syscalls_per_req),
+    ("events_per_wakeup", |f| f.events_per_wakeup),
 ];
 
 /// The median of the finite values; NaN (not reported) when there are none.
@@ -200,6 +235,7 @@ impl Figures {
         let m = |get: fn(&Figures) -> f64| median(rounds.iter().map(get).collect());
         Figures {
             requests_per_sec: m(|f| f.requests_per_sec),
+            mean_us: m(|f| f.mean_us),
             p50_us: m(|f| f.p50_us),
             p99_us: m(|f| f.p99_us),
             p999_us: m(|f| f.p999_us),
@@ -207,17 +243,48 @@ impl Figures {
             cpu_util: m(|f| f.cpu_util),
             rss_peak_bytes: m(|f| f.rss_peak_bytes),
             syscalls_per_req: m(|f| f.syscalls_per_req),
+            events_per_wakeup: m(|f| f.events_per_wakeup),
             errors: rounds.iter().map(|f| f.errors).sum(),
         }
     }
 }
 
-/// One engine in one scenario.
+/// Why an engine has no figures in a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// A few words for the table, e.g. `FD_SETSIZE` or `did not start`.
+    pub reason: String,
+    /// The whole story, for the notes under the table and the JSON.
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(reason: &str, detail: impl Into<String>) -> Failure {
+        Failure { reason: reason.to_string(), detail: detail.into() }
+    }
+}
+
+/// The reason for the table when a server lost connections, from what it logged
+/// meanwhile, and the line that says so (the first warning when none names a cause).
+pub fn loss_reason(warnings: &[String]) -> (&'static str, Option<&str>) {
+    let find = |needles: &[&str]| warnings.iter().find(|w| needles.iter().any(|n| w.contains(n)));
+    if let Some(line) = find(&["FD_SETSIZE"]) {
+        ("FD_SETSIZE", Some(line))
+    } else if let Some(line) = find(&["out of file descriptors", "Too many open files"]) {
+        ("out of descriptors", Some(line))
+    } else {
+        ("lost connections", warnings.first().map(String::as_str))
+    }
+}
+
+/// One engine in one scenario: its figures, or why it has none.
 #[derive(Debug, Clone)]
 pub struct EngineResult {
     pub engine: String,
+    /// The rounds measured (none when it failed).
     pub rounds: Vec<Figures>,
     pub median: Figures,
+    pub failed: Option<Failure>,
 }
 
 /// One scenario, every engine.
@@ -232,14 +299,19 @@ impl ScenarioResult {
         self.engines.iter().find(|e| e.engine == name)
     }
 
+    /// The median figures of `name`, when it ran and did not fail.
+    pub fn figures(&self, name: &str) -> Option<&Figures> {
+        self.engine(name).filter(|e| e.failed.is_none()).map(|e| &e.median)
+    }
+
     /// uring / epoll for each figure, when both engines ran (None where epoll's is 0).
     pub fn ratios(&self) -> Option<Vec<(&'static str, Option<f64>)>> {
-        let (u, e) = (self.engine("uring")?, self.engine("epoll")?);
+        let (u, e) = (self.figures("uring")?, self.figures("epoll")?);
         Some(
             FIGURES
                 .iter()
                 .map(|(name, get)| {
-                    let (a, b) = (get(&u.median), get(&e.median));
+                    let (a, b) = (get(u), get(e));
                     (*name, if b > 0.0 && a.is_finite() && b.is_finite() { Some(a / b) } else { None })
                 })
                 .collect(),
@@ -263,7 +335,8 @@ impl Results {
         output::json(self)
     }
 
-    /// Writes requests_per_sec.svg, cpu_us_per_req.svg and latency.svg into `dir`.
+    /// Writes requests_per_sec.svg, cpu_us_per_req.svg and latency.svg into `dir`, and
+    /// with an active share and several connection counts cpu_by_connections.svg.
     pub fn write_charts(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
         charts::write(self, dir)
     }
@@ -278,7 +351,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs the comparison. Errors are one line for the user.
+/// Runs the comparison. Errors are one line for the user; an engine that fails (does
+/// not start, exits, or cannot hold the connections) is a result, not an error.
 pub fn run(config: CompareConfig) -> Result<Results, String> {
     if config.engines.is_empty() {
         return Err("--engines needs at least one engine".into());
@@ -306,9 +380,28 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     if config.duration.is_zero() {
         return Err("--duration must be more than 0".into());
     }
+    if let Some(share) = config.active {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err("--active must be a share above 0 and at most 100%".into());
+        }
+        if config.idle.iter().any(|&i| i > 0) {
+            return Err("--active makes --connections the total (the rest is idle): drop --idle".into());
+        }
+    }
+    if let Some(r) = config.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number of requests per second".into());
+        }
+    }
     if config.load_with == LoadWith::Wrk {
         if config.idle.iter().any(|&i| i > 0) {
             return Err("--idle needs --load-with duet (wrk cannot hold idle connections)".into());
+        }
+        if config.active.is_some() {
+            return Err("--active and --ladder need --load-with duet (wrk cannot hold idle connections)".into());
+        }
+        if config.rate.is_some() || !config.warmup.is_zero() {
+            return Err("--rate and --warmup need --load-with duet".into());
         }
         if !wrk::available() {
             return Err("wrk is not installed: install it (apt-get install wrk) or use --load-with duet".into());
@@ -320,10 +413,21 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         for &idle in &config.idle {
             for &connections in &config.connections {
                 for &depth in &config.depths {
-                    scenarios.push(Scenario { connections, depth, body_size, idle });
+                    let scenario = match config.active {
+                        Some(share) => {
+                            let active = active_of(connections, share);
+                            Scenario { connections: active, depth, body_size, idle: connections - active }
+                        }
+                        None => Scenario { connections, depth, body_size, idle },
+                    };
+                    scenarios.push(scenario);
                 }
             }
         }
+    }
+    if config.load_with == LoadWith::Duet {
+        let most = scenarios.iter().map(Scenario::total).max().unwrap_or(0);
+        check_client_limits(most, config.load_cpus.len())?;
     }
 
     let tmp = TempDir(std::env::temp_dir().join(format!("duet-compare-{}", std::process::id())));
@@ -349,82 +453,125 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         }
     }
 
-    let mut servers = Vec::new();
+    let mut contenders = Vec::new();
     for engine in &config.engines {
-        let s =
-            server::Server::start(&config.duet_exe, engine, config.server_cpus.len(), &config.server_cpus, &routes)?;
-        servers.push(s);
+        let server =
+            server::Server::start(&config.duet_exe, engine, config.server_cpus.len(), &config.server_cpus, &routes);
+        contenders.push(Contender::new(engine, false, server));
     }
     for peer in &config.peers {
-        servers.push(server::Server::start_peer(
-            &peer.name,
-            &peer.argv,
-            peer.port,
-            &config.server_cpus,
-            peer.fixed_body,
-        )?);
+        let server = server::Server::start_peer(&peer.name, &peer.argv, peer.port, &config.server_cpus);
+        contenders.push(Contender::new(&peer.name, peer.fixed_body, server));
     }
     // Load threads (and wrk) inherit this thread's affinity.
     server::pin_current_thread(&config.load_cpus)?;
 
-    let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); servers.len()]; scenarios.len()];
+    let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); contenders.len()]; scenarios.len()];
+    let mut failed: Vec<Vec<Option<Failure>>> = vec![vec![None; contenders.len()]; scenarios.len()];
+    // Cells that lost connections, classified once their server's log is complete:
+    // (scenario, contender, the server's warnings from, to).
+    let mut losses: Vec<(usize, usize, usize, Option<usize>)> = Vec::new();
     let runs_per_round = scenarios
         .iter()
-        .map(|sc| servers.iter().filter(|s| !s.fixed_body || sc.body_size == DEFAULT_BODY).count())
+        .map(|sc| contenders.iter().filter(|c| !c.fixed_body || sc.body_size == DEFAULT_BODY).count())
         .sum();
     let mut progress =
         Progress::new(config.progress && std::io::stderr().is_terminal(), &config, scenarios.len(), runs_per_round);
     for round in 0..config.rounds {
         for (si, scenario) in scenarios.iter().enumerate() {
-            for (ei, server) in servers.iter_mut().enumerate() {
-                if server.fixed_body && scenario.body_size != DEFAULT_BODY {
+            for (ei, contender) in contenders.iter_mut().enumerate() {
+                if contender.fixed_body && scenario.body_size != DEFAULT_BODY {
                     continue;
                 }
-                progress.show(round, si, scenario, &server.engine);
-                let before = if server.metrics { Some(server.counters()?) } else { None };
+                let server = match &mut contender.server {
+                    Ok(server) if failed[si][ei].is_none() => server,
+                    Ok(_) => {
+                        progress.done();
+                        continue;
+                    }
+                    Err(why) => {
+                        failed[si][ei] = Some(why.clone());
+                        progress.done();
+                        continue;
+                    }
+                };
+                progress.show(round, si, scenario, &contender.name);
+                let warnings_from = server.warnings_logged();
+                // The previous loss on this server ends where this run starts.
+                for loss in losses.iter_mut().filter(|l| l.1 == ei && l.3.is_none()) {
+                    loss.3 = Some(warnings_from);
+                }
                 let url = format!("http://{}{}", server.addr, scenario.path());
-                let figures = match config.load_with {
-                    LoadWith::Duet => measure_duet(&url, scenario, &config, server.pid()),
+                let outcome = match config.load_with {
+                    LoadWith::Duet => measure_duet(&url, scenario, &config, server),
                     LoadWith::Wrk => {
                         let script = &scripts.iter().find(|(d, _)| *d == scenario.depth).ok_or("no wrk script")?.1;
-                        wrk::measure(&url, scenario, config.load_cpus.len(), config.duration, script, server.pid())
+                        measure_wrk(&url, scenario, &config, script, server)
                     }
                 };
-                server.check_alive()?;
-                let mut figures = figures.map_err(|e| format!("{} ({}): {e}", server.engine, scenario.label()))?;
-                figures.syscalls_per_req = match before {
-                    Some((syscalls, requests)) => {
-                        let (syscalls_after, requests_after) = server.counters()?;
-                        let requests = requests_after.saturating_sub(requests);
-                        if requests > 0 {
-                            syscalls_after.saturating_sub(syscalls) as f64 / requests as f64
-                        } else {
-                            f64::NAN
-                        }
+                let exited = server.check_alive().err();
+                match (outcome, exited) {
+                    (_, Some(why)) => {
+                        let failure = Failure::new("server exited", why);
+                        failed[si][ei] = Some(failure.clone());
+                        contender.server = Err(failure);
                     }
-                    None => f64::NAN,
-                };
-                rounds[si][ei].push(figures);
+                    (Ok(figures), None) => rounds[si][ei].push(figures),
+                    (Err(Cell::Failed(failure)), None) => failed[si][ei] = Some(failure),
+                    (Err(Cell::Lost(detail)), None) => {
+                        failed[si][ei] = Some(Failure::new("lost connections", detail));
+                        losses.push((si, ei, warnings_from, None));
+                    }
+                }
                 progress.done();
             }
         }
     }
     progress.clear();
-    drop(servers);
+    for contender in &mut contenders {
+        if let Ok(server) = &mut contender.server {
+            server.stop();
+        }
+    }
+    for (si, ei, from, to) in losses {
+        if let (Ok(server), Some(failure)) = (&contenders[ei].server, &mut failed[si][ei]) {
+            let warnings = server.warnings(from, to);
+            let (reason, line) = loss_reason(&warnings);
+            failure.reason = reason.to_string();
+            if let Some(line) = line {
+                failure.detail.push_str(&format!("; the server logged: {}", line.trim()));
+            }
+        }
+    }
+    for contender in &contenders {
+        if let Err(why) = &contender.server {
+            eprintln!("duet: warning: {}: {} (FAILED in the table)", contender.name, why.detail);
+        }
+    }
+    drop(contenders);
 
     let scenarios = scenarios
         .into_iter()
-        .zip(rounds)
-        .map(|(scenario, per_engine)| ScenarioResult {
+        .zip(rounds.into_iter().zip(failed))
+        .map(|(scenario, (per_engine, failures))| ScenarioResult {
             scenario,
             engines: names
                 .iter()
-                .zip(per_engine)
-                .filter(|(_, rounds)| !rounds.is_empty())
-                .map(|(engine, rounds)| EngineResult {
-                    engine: engine.clone(),
-                    median: Figures::median_of(&rounds),
-                    rounds,
+                .zip(per_engine.into_iter().zip(failures))
+                .filter(|(_, (rounds, failed))| !rounds.is_empty() || failed.is_some())
+                .map(|(engine, (rounds, failed))| match failed {
+                    Some(failure) => EngineResult {
+                        engine: engine.clone(),
+                        rounds: Vec::new(),
+                        median: Figures::default(),
+                        failed: Some(failure),
+                    },
+                    None => EngineResult {
+                        engine: engine.clone(),
+                        median: Figures::median_of(&rounds),
+                        rounds,
+                        failed: None,
+                    },
                 })
                 .collect(),
         })
@@ -432,7 +579,53 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     Ok(Results { config, scenarios })
 }
 
-fn measure_duet(url: &str, scenario: &Scenario, config: &CompareConfig, pid: u32) -> Result<Figures, String> {
+/// One column of the comparison: an engine or a peer, running or failed for good.
+struct Contender {
+    name: String,
+    fixed_body: bool,
+    server: Result<server::Server, Failure>,
+}
+
+impl Contender {
+    fn new(name: &str, fixed_body: bool, server: Result<server::Server, String>) -> Contender {
+        Contender { name: name.to_string(), fixed_body, server: server.map_err(|e| Failure::new("did not start", e)) }
+    }
+}
+
+/// Why a cell has no figures.
+enum Cell {
+    Failed(Failure),
+    /// The server did not hold every connection (its reason comes from its log later).
+    Lost(String),
+}
+
+/// File descriptors the load generator keeps for itself beyond one per connection.
+const CLIENT_SPARE_FDS: usize = 64;
+
+/// Whether this process may open `connections` sockets: its open-file limit, raised to
+/// the hard limit here. (Ephemeral ports are not the limit on loopback: the load
+/// generator spreads many connections over several 127.0.0.x source addresses.)
+fn check_client_limits(connections: usize, threads: usize) -> Result<(), String> {
+    let needed = connections + CLIENT_SPARE_FDS + threads;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    if needed as u64 > limit {
+        return Err(format!(
+            "{connections} connections need about {needed} open files in this process (and as many in each \
+             server) but the limit is {limit}: raise the hard limit (ulimit -Hn, or LimitNOFILE) or open fewer"
+        ));
+    }
+    Ok(())
+}
+
+/// The figures of one run with duet's load generator, the server's counters read over
+/// the measured window.
+fn measure_duet(
+    url: &str,
+    scenario: &Scenario,
+    config: &CompareConfig,
+    server: &server::Server,
+) -> Result<Figures, Cell> {
+    let must_hold = config.active.is_some();
     let load = crate::Config {
         url: url.to_string(),
         connections: scenario.connections,
@@ -440,13 +633,37 @@ fn measure_duet(url: &str, scenario: &Scenario, config: &CompareConfig, pid: u32
         duration: config.duration,
         depth: scenario.depth,
         idle: scenario.idle,
-        server_pid: Some(pid),
+        rate: config.rate,
+        warmup: config.warmup,
+        server_pid: Some(server.pid()),
         timeout: Duration::from_secs(5),
         progress: false,
+        stop_on_loss: must_hold,
         ..crate::Config::default()
     };
-    let report = crate::run(crate::prepare(load)?)?;
-    let server = report.server.ok_or("the server's CPU could not be sampled")?;
+    let load_failed = |e: String| Cell::Failed(Failure::new("load failed", e));
+    let prepared = crate::prepare(load).map_err(load_failed)?;
+    let (mut before, mut after) = (None, None);
+    let report = crate::run_marked(prepared, &mut |mark| {
+        if server.metrics {
+            let counters = server.counters().ok();
+            match mark {
+                crate::Mark::WindowStart => before = counters,
+                crate::Mark::WindowEnd => after = counters,
+            }
+        }
+    })
+    .map_err(load_failed)?;
+    if must_hold && (report.lost > 0 || report.idle_held < scenario.idle) {
+        return Err(Cell::Lost(format!(
+            "{} connection(s) closed, reset or refused by the server (or not connected); {} of {} idle \
+             connections held",
+            report.lost, report.idle_held, scenario.idle
+        )));
+    }
+    let usage = report
+        .server
+        .ok_or_else(|| Cell::Failed(Failure::new("no CPU figures", "the server's CPU could not be sampled")))?;
     let percentile = |p: f64| {
         if report.stats.latency.is_empty() {
             0.0
@@ -454,17 +671,50 @@ fn measure_duet(url: &str, scenario: &Scenario, config: &CompareConfig, pid: u32
             report.stats.latency.value_at_quantile(p / 100.0) as f64
         }
     };
-    Ok(Figures {
+    let mut figures = Figures {
         requests_per_sec: report.requests_per_sec(),
+        mean_us: if report.stats.latency.is_empty() { 0.0 } else { report.stats.latency.mean() },
         p50_us: percentile(50.0),
         p99_us: percentile(99.0),
         p999_us: percentile(99.9),
-        cpu_us_per_req: server.cpu_us_per_req,
-        cpu_util: server.cpu_s / report.duration.as_secs_f64().max(1e-9),
-        rss_peak_bytes: server.rss_peak_bytes as f64,
+        cpu_us_per_req: usage.cpu_us_per_req,
+        cpu_util: usage.cpu_s / report.duration.as_secs_f64().max(1e-9),
+        rss_peak_bytes: usage.rss_peak_bytes as f64,
         syscalls_per_req: f64::NAN,
+        events_per_wakeup: f64::NAN,
         errors: report.stats.errors.socket_total() + report.stats.errors.status,
-    })
+    };
+    if let (Some(a), Some(b)) = (before, after) {
+        per_window(&mut figures, &a, &b);
+    }
+    Ok(figures)
+}
+
+/// Syscalls per request and events per wakeup from two readings of duet's counters (NaN
+/// where the window saw no requests or no wakeups).
+fn per_window(figures: &mut Figures, a: &server::Counters, b: &server::Counters) {
+    let ratio = |num: u64, den: u64| if den > 0 { num as f64 / den as f64 } else { f64::NAN };
+    let requests = b.requests.saturating_sub(a.requests);
+    figures.syscalls_per_req = ratio(b.syscalls.saturating_sub(a.syscalls), requests);
+    figures.events_per_wakeup = ratio(b.events.saturating_sub(a.events), b.wakeups.saturating_sub(a.wakeups));
+}
+
+/// The figures of one wrk run, the server's counters read around it.
+fn measure_wrk(
+    url: &str,
+    scenario: &Scenario,
+    config: &CompareConfig,
+    script: &std::path::Path,
+    server: &server::Server,
+) -> Result<Figures, Cell> {
+    let before = if server.metrics { server.counters().ok() } else { None };
+    let mut figures = wrk::measure(url, scenario, config.load_cpus.len(), config.duration, script, server.pid())
+        .map_err(|e| Cell::Failed(Failure::new("load failed", e)))?;
+    let after = if server.metrics { server.counters().ok() } else { None };
+    if let (Some(a), Some(b)) = (before, after) {
+        per_window(&mut figures, &a, &b);
+    }
+    Ok(figures)
 }
 
 /// The progress line on stderr: scenario, round, engine and the time left.
@@ -528,6 +778,79 @@ impl Progress {
     }
 }
 
+/// Results to test the tables and charts with.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+
+    pub fn config(engines: &[&str], connections: &[usize], active: Option<f64>) -> CompareConfig {
+        CompareConfig {
+            duet_exe: "duet".into(),
+            engines: engines.iter().map(|e| e.to_string()).collect(),
+            server_cpus: vec![0],
+            load_cpus: vec![1],
+            connections: connections.to_vec(),
+            depths: vec![1],
+            body_sizes: vec![13],
+            idle: vec![0],
+            rounds: 1,
+            duration: Duration::from_secs(1),
+            load_with: LoadWith::Duet,
+            peers: Vec::new(),
+            progress: false,
+            active,
+            rate: Some(5000.0),
+            warmup: Duration::from_secs(1),
+        }
+    }
+
+    fn ok(engine: &str, mean_us: f64, p99_us: f64) -> EngineResult {
+        let median = Figures { mean_us, p99_us, cpu_us_per_req: 12.5, requests_per_sec: 5000.0, ..Figures::default() };
+        EngineResult { engine: engine.into(), rounds: vec![median], median, failed: None }
+    }
+
+    fn failed(engine: &str, reason: &str, detail: &str) -> EngineResult {
+        EngineResult {
+            engine: engine.into(),
+            rounds: vec![],
+            median: Figures::default(),
+            failed: Some(Failure::new(reason, detail)),
+        }
+    }
+
+    /// select holds 1,000 connections but not 10,000; poll never starts; epoll holds both.
+    pub fn ladder() -> Results {
+        let scenario =
+            |total: usize| Scenario { connections: total / 10, depth: 1, body_size: 13, idle: total - total / 10 };
+        let no_poll = "the poll server did not start: invalid value 'poll'";
+        Results {
+            config: config(&["select", "poll", "epoll"], &[1000, 10_000], Some(0.1)),
+            scenarios: vec![
+                ScenarioResult {
+                    scenario: scenario(1000),
+                    engines: vec![
+                        ok("select", 15_200.0, 45_000.0),
+                        failed("poll", "did not start", no_poll),
+                        ok("epoll", 800.0, 2000.0),
+                    ],
+                },
+                ScenarioResult {
+                    scenario: scenario(10_000),
+                    engines: vec![
+                        failed(
+                            "select",
+                            "FD_SETSIZE",
+                            "9000 connections lost; the server logged: ... FD_SETSIZE (1024)",
+                        ),
+                        failed("poll", "did not start", no_poll),
+                        ok("epoll", 1200.0, 4000.0),
+                    ],
+                },
+            ],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,14 +875,43 @@ mod tests {
         let r = ScenarioResult {
             scenario: s,
             engines: vec![
-                EngineResult { engine: "epoll".into(), rounds: vec![], median: fig(100.0, 0) },
-                EngineResult { engine: "uring".into(), rounds: vec![], median: fig(150.0, 0) },
+                EngineResult { engine: "epoll".into(), rounds: vec![], median: fig(100.0, 0), failed: None },
+                EngineResult { engine: "uring".into(), rounds: vec![], median: fig(150.0, 0), failed: None },
             ],
         };
         let ratios = r.ratios().unwrap();
         assert_eq!(ratios[0], ("requests_per_sec", Some(1.5)));
-        assert_eq!(ratios[4], ("cpu_us_per_req", None));
+        assert_eq!(ratios[5], ("cpu_us_per_req", None));
         assert!(ScenarioResult { scenario: s, engines: vec![] }.ratios().is_none());
+        // A failed engine has no figures, so no ratio.
+        let mut failed = r.clone();
+        failed.engines[1].failed = Some(Failure::new("did not start", "no io_uring"));
+        assert!(failed.figures("uring").is_none() && failed.figures("epoll").is_some());
+        assert!(failed.ratios().is_none());
+    }
+
+    #[test]
+    fn the_active_share_is_rounded_and_never_zero() {
+        assert_eq!(active_of(1000, 0.1), 100);
+        assert_eq!(active_of(19_000, 0.1), 1900);
+        assert_eq!(active_of(5, 0.1), 1);
+        assert_eq!(active_of(15, 0.1), 2);
+        assert_eq!(active_of(3, 1.0), 3);
+        let s = Scenario { connections: active_of(1000, 0.1), depth: 1, body_size: 13, idle: 900 };
+        assert_eq!(s.total(), 1000);
+    }
+
+    #[test]
+    fn lost_connections_are_named_from_the_server_log() {
+        let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let select =
+            "2026-01-01T00:00:00Z  WARN select cannot watch descriptor 1024 >= FD_SETSIZE (1024); use poll or epoll";
+        let other = "x  WARN something else";
+        assert_eq!(loss_reason(&lines(&[other, select])), ("FD_SETSIZE", Some(select)));
+        let emfile = "x  WARN out of file descriptors (Too many open files (os error 24)): closing new connections";
+        assert_eq!(loss_reason(&lines(&[other, emfile])), ("out of descriptors", Some(emfile)));
+        assert_eq!(loss_reason(&lines(&[other])), ("lost connections", Some(other)));
+        assert_eq!(loss_reason(&[]), ("lost connections", None));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The results as a markdown table and as JSON.
 
-use super::{Figures, Results, FIGURES};
+use super::{Figures, Results, ScenarioResult, FIGURES};
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
@@ -13,6 +13,40 @@ fn figures_json(f: &Figures) -> Value {
     Value::Object(m)
 }
 
+/// One cell of the ladder: the figures the classic table shows, or why there are none.
+fn ladder_cell(s: &ScenarioResult, engine: &str) -> Value {
+    let mut cell = json!({
+        "connections": s.scenario.total(),
+        "active": s.scenario.connections,
+    });
+    match s.engine(engine) {
+        Some(e) => match &e.failed {
+            Some(f) => {
+                cell["failed"] = json!(f.reason);
+                cell["detail"] = json!(f.detail);
+            }
+            None => {
+                let m = &e.median;
+                for (name, value) in [
+                    ("latency_mean_us", m.mean_us),
+                    ("latency_p99_us", m.p99_us),
+                    ("cpu_us_per_req", m.cpu_us_per_req),
+                    ("requests_per_sec", m.requests_per_sec),
+                    ("syscalls_per_req", m.syscalls_per_req),
+                    ("events_per_wakeup", m.events_per_wakeup),
+                ] {
+                    cell[name] = json!(value);
+                }
+                cell["errors"] = json!(m.errors);
+                cell["failed"] = Value::Null;
+            }
+        },
+        // A peer that serves only the 13-byte body has no cell in other scenarios.
+        None => cell["failed"] = json!("not run"),
+    }
+    cell
+}
+
 pub fn json(r: &Results) -> String {
     let c = &r.config;
     let scenarios: Vec<Value> = r
@@ -21,13 +55,14 @@ pub fn json(r: &Results) -> String {
         .map(|s| {
             let mut engines = Map::new();
             for e in &s.engines {
-                engines.insert(
-                    e.engine.clone(),
-                    json!({
+                let value = match &e.failed {
+                    Some(f) => json!({"failed": f.reason, "detail": f.detail}),
+                    None => json!({
                         "median": figures_json(&e.median),
                         "rounds": e.rounds.iter().map(figures_json).collect::<Vec<_>>(),
                     }),
-                );
+                };
+                engines.insert(e.engine.clone(), value);
             }
             let ratio = match s.ratios() {
                 Some(ratios) => Value::Object(ratios.into_iter().map(|(n, v)| (n.to_string(), json!(v))).collect()),
@@ -38,11 +73,23 @@ pub fn json(r: &Results) -> String {
                 "depth": s.scenario.depth,
                 "body_size": s.scenario.body_size,
                 "idle": s.scenario.idle,
+                "total_connections": s.scenario.total(),
                 "engines": engines,
                 "ratio_uring_over_epoll": ratio,
             })
         })
         .collect();
+    let ladder = match c.active {
+        Some(share) => json!({
+            "active_share": share,
+            "rate": c.rate,
+            "rows": c.servers().iter().map(|name| json!({
+                "engine": name,
+                "cells": r.scenarios.iter().map(|s| ladder_cell(s, name)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+        None => Value::Null,
+    };
     json!({
         "load_with": c.load_with.name(),
         "engines": c.engines,
@@ -51,7 +98,11 @@ pub fn json(r: &Results) -> String {
         "load_cpus": c.load_cpus,
         "rounds": c.rounds,
         "duration_s": c.duration.as_secs_f64(),
+        "warmup_s": c.warmup.as_secs_f64(),
+        "active_share": c.active,
+        "rate": c.rate,
         "scenarios": scenarios,
+        "ladder": ladder,
     })
     .to_string()
 }
@@ -91,42 +142,158 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
+/// `12,345`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    // The leading group has one to three digits; the rest have three each.
+    let lead = match digits.len() % 3 {
+        0 => 3.min(digits.len()),
+        r => r,
+    };
+    let mut out = digits[..lead].to_string();
+    for group in digits.as_bytes()[lead..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
+    }
+    out
+}
+
+fn failed_cell(reason: &str) -> String {
+    format!("FAILED ({reason})")
+}
+
+/// The column heading of a scenario in the ladder tables; depth and body size only when
+/// they vary between scenarios.
+fn ladder_heading(r: &Results, s: &ScenarioResult) -> String {
+    let mut h = format!("{} conns ({} active)", thousands(s.scenario.total()), thousands(s.scenario.connections));
+    if r.config.depths.len() > 1 {
+        h.push_str(&format!(", depth {}", s.scenario.depth));
+    }
+    if r.config.body_sizes.len() > 1 {
+        h.push_str(&format!(", {}", bytes(s.scenario.body_size as f64)));
+    }
+    h
+}
+
+/// The classic table (one row per engine, mean / p99 latency per connection count), then
+/// server CPU per request in the same layout.
+fn ladder_tables(r: &Results, share: f64, out: &mut String) {
+    let c = &r.config;
+    let load = match c.rate {
+        Some(rate) => format!("open loop at {} requests/s in total", thousands(rate.round() as usize)),
+        None => "closed loop".to_string(),
+    };
+    let headings: Vec<String> = r.scenarios.iter().map(|s| ladder_heading(r, s)).collect();
+    let servers = c.servers();
+    let table = |out: &mut String, title: &str, cell: &dyn Fn(&Figures) -> String| {
+        let _ = writeln!(out, "{title}\n");
+        let _ = writeln!(out, "| engine | {} |", headings.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(headings.len()));
+        for name in &servers {
+            let cells: Vec<String> = r
+                .scenarios
+                .iter()
+                .map(|s| match s.engine(name) {
+                    Some(e) => match &e.failed {
+                        Some(f) => failed_cell(&f.reason),
+                        None => cell(&e.median),
+                    },
+                    None => "–".to_string(),
+                })
+                .collect();
+            let _ = writeln!(out, "| {name} | {} |", cells.join(" | "));
+        }
+        out.push('\n');
+    };
+    table(
+        out,
+        &format!("The ladder: mean / p99 latency, {}% of the connections active, {load}, medians", format_share(share)),
+        &|f| format!("{} / {}", micros(f.mean_us), micros(f.p99_us)),
+    );
+    table(out, "Server CPU µs per request", &|f| format!("{:.2}", f.cpu_us_per_req));
+}
+
+/// `10` for 0.1, `2.5` for 0.025.
+fn format_share(share: f64) -> String {
+    let pct = share * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{pct:.0}")
+    } else {
+        format!("{pct}")
+    }
+}
+
+/// One line per failure, once per engine when all its failures say the same.
+fn failure_notes(r: &Results, out: &mut String) {
+    let mut lines = Vec::new();
+    for name in r.config.servers() {
+        let failures: Vec<(&ScenarioResult, &super::Failure)> =
+            r.scenarios.iter().filter_map(|s| Some((s, s.engine(&name)?.failed.as_ref()?))).collect();
+        let Some((_, first)) = failures.first() else { continue };
+        if failures.iter().all(|(_, f)| f.detail == first.detail) {
+            lines.push(format!("- {name}: {}", first.detail));
+        } else {
+            for (s, f) in &failures {
+                lines.push(format!("- {name} at {}: {}", s.scenario.label(), f.detail));
+            }
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(out, "\nFAILED:\n{}", lines.join("\n"));
+    }
+}
+
 pub fn markdown(r: &Results) -> String {
     let c = &r.config;
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "duet compare: load with {}, server CPUs {:?}, load CPUs {:?}, {} round(s) of {:.1}s, medians\n",
+        "duet compare: load with {}, server CPUs {:?}, load CPUs {:?}, {} round(s) of {:.1}s",
         c.load_with.name(),
         c.server_cpus,
         c.load_cpus,
         c.rounds,
         c.duration.as_secs_f64()
     );
+    if !c.warmup.is_zero() {
+        let _ = write!(out, " after {:.1}s of warm-up", c.warmup.as_secs_f64());
+    }
+    out.push_str(", medians\n\n");
     if !c.peers.is_empty() {
         let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
         let _ = writeln!(out, "peers: {} (no syscall counts; CPU and RSS of the process started)\n", names.join(", "));
     }
+    if let Some(share) = c.active {
+        ladder_tables(r, share, &mut out);
+    }
     out.push_str(
-        "| scenario | engine | req/s | p50 | p99 | p99.9 | CPU µs/req | CPU util | peak RSS | syscalls/req | errors |\n",
+        "| scenario | engine | req/s | mean | p50 | p99 | p99.9 | CPU µs/req | CPU util | peak RSS | syscalls/req \
+         | events/wakeup | errors |\n",
     );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let ratio = |x: f64| if x.is_finite() { format!("{x:.2}") } else { "–".into() };
     for s in &r.scenarios {
         let label = s.scenario.label();
         for e in &s.engines {
+            if let Some(f) = &e.failed {
+                let _ = writeln!(out, "| {label} | {} | {} |{}", e.engine, failed_cell(&f.reason), " |".repeat(10));
+                continue;
+            }
             let f = &e.median;
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} | {} | {} | {} |",
                 e.engine,
                 metric(f.requests_per_sec),
+                micros(f.mean_us),
                 micros(f.p50_us),
                 micros(f.p99_us),
                 micros(f.p999_us),
                 f.cpu_us_per_req,
                 f.cpu_util * 100.0,
                 bytes(f.rss_peak_bytes),
-                if f.syscalls_per_req.is_finite() { format!("{:.2}", f.syscalls_per_req) } else { "–".into() },
+                ratio(f.syscalls_per_req),
+                ratio(f.events_per_wakeup),
                 f.errors
             );
         }
@@ -136,11 +303,11 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "| {label} | uring/epoll | {} | |", cells.join(" | "));
         }
     }
-    let missing = r
-        .scenarios
-        .iter()
-        .flat_map(|s| &s.engines)
-        .any(|e| [e.median.p50_us, e.median.p99_us, e.median.p999_us].iter().any(|x| !x.is_finite()));
+    failure_notes(r, &mut out);
+    let missing =
+        r.scenarios.iter().flat_map(|s| &s.engines).filter(|e| e.failed.is_none()).any(|e| {
+            [e.median.mean_us, e.median.p50_us, e.median.p99_us, e.median.p999_us].iter().any(|x| !x.is_finite())
+        });
     if missing {
         out.push_str(
             "\nn/a: not reported. With pipelining wrk prints 0 for percentiles that fall among the samples \
@@ -148,4 +315,73 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::fixture::ladder;
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (19_000, "19,000"),
+            (100_000, "100,000"),
+            (1_234_567, "1,234,567"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(thousands(n), want);
+        }
+    }
+
+    #[test]
+    fn the_ladder_prints_the_classic_table_with_failures_in_place() {
+        let md = markdown(&ladder());
+        assert!(md.contains("| engine | 1,000 conns (100 active) | 10,000 conns (1,000 active) |"), "{md}");
+        assert!(md.contains("| select | 15.20 ms / 45.00 ms | FAILED (FD_SETSIZE) |"), "{md}");
+        assert!(md.contains("| poll | FAILED (did not start) | FAILED (did not start) |"), "{md}");
+        assert!(md.contains("| epoll | 800 µs / 2.00 ms | 1.20 ms / 4.00 ms |"), "{md}");
+        assert!(md.contains("| epoll | 12.50 | 12.50 |"), "CPU per request in the same layout: {md}");
+        assert!(md.contains("10% of the connections active, open loop at 5,000 requests/s"), "{md}");
+        // The full table has a FAILED row with every other cell empty, so columns line up.
+        let row = md.lines().find(|l| l.starts_with("| c=1000 d=1 13 B +9000 idle | select | FAILED")).expect(&md);
+        let header = md.lines().find(|l| l.starts_with("| scenario |")).unwrap();
+        assert_eq!(row.matches('|').count(), header.matches('|').count(), "{row}");
+        // Notes: the story of each failure, once per engine when it is the same everywhere.
+        assert_eq!(md.matches("- poll: the poll server did not start").count(), 1, "{md}");
+        assert!(md.contains("- select: 9000 connections lost"), "{md}");
+    }
+
+    #[test]
+    fn without_an_active_share_there_is_no_ladder() {
+        let mut r = ladder();
+        r.config.active = None;
+        assert!(!markdown(&r).contains("The ladder"));
+        let v: Value = serde_json::from_str(&json(&r)).unwrap();
+        assert!(v["ladder"].is_null());
+    }
+
+    #[test]
+    fn the_ladder_json_holds_every_engine_with_figures_or_a_reason() {
+        let v: Value = serde_json::from_str(&json(&ladder())).unwrap();
+        let rows = v["ladder"]["rows"].as_array().unwrap();
+        let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+        assert_eq!(engines, ["select", "poll", "epoll"]);
+        let cell = |row: usize, col: usize| &rows[row]["cells"][col];
+        assert_eq!(cell(0, 0)["connections"], 1000);
+        assert_eq!(cell(0, 0)["active"], 100);
+        assert_eq!(cell(0, 0)["latency_mean_us"], 15_200.0);
+        assert!(cell(0, 0)["failed"].is_null());
+        assert_eq!(cell(0, 1)["failed"], "FD_SETSIZE");
+        assert!(cell(0, 1)["detail"].as_str().unwrap().contains("FD_SETSIZE (1024)"));
+        assert_eq!(cell(1, 0)["failed"], "did not start");
+        assert_eq!(cell(2, 1)["latency_p99_us"], 4000.0);
+        assert_eq!(v["scenarios"][1]["engines"]["select"]["failed"], "FD_SETSIZE");
+        assert_eq!(v["scenarios"][1]["total_connections"], 10_000);
+        assert_eq!(v["active_share"], 0.1);
+        assert_eq!(v["rate"], 5000.0);
+    }
 }

@@ -13,12 +13,29 @@ use std::time::{Duration, Instant};
 const LISTENING: &str = "listening on http://";
 /// Log lines kept to explain a server that fails.
 const TAIL_LINES: usize = 20;
+/// Warnings kept per server (the engines log one line per episode, so this is plenty).
+const MAX_WARNINGS: usize = 1000;
 
-/// The last lines a server wrote to stderr.
-type Tail = Arc<Mutex<VecDeque<String>>>;
+/// What a server wrote to stderr: the last lines, and every warning or error line.
+#[derive(Debug, Default)]
+struct Log {
+    tail: VecDeque<String>,
+    warnings: Vec<String>,
+}
+
+type SharedLog = Arc<Mutex<Log>>;
 
 /// The path `duet compare` asks its `duet serve` children to serve their counters at.
 pub const METRICS_PATH: &str = "/__duet_metrics";
+
+/// duet's counters, read from [`METRICS_PATH`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub syscalls: u64,
+    pub wakeups: u64,
+    pub events: u64,
+}
 
 /// A running server under test (`duet serve` or a peer); dropping it stops it (SIGTERM,
 /// then SIGKILL).
@@ -27,20 +44,26 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Whether it serves duet's counters at [`METRICS_PATH`] (only `duet serve`).
     pub metrics: bool,
-    /// Whether it answers only the 13-byte `Hello, World!` whatever the path (the floors).
-    pub fixed_body: bool,
     child: Child,
-    tail: Tail,
+    log: SharedLog,
+    /// Signals that the log reader reached the end of the server's stderr.
+    log_done: Option<mpsc::Receiver<()>>,
+}
+
+/// Whether a log line of `duet serve` (tracing's format) or of a peer is a warning or an
+/// error, or names select's limit at whatever level it is logged.
+fn is_warning(line: &str) -> bool {
+    [" WARN ", " ERROR ", "[warn]", "[error]", "FD_SETSIZE"].iter().any(|mark| line.contains(mark))
 }
 
 /// Spawns `cmd` pinned to `cpus` (dying with us), with its stderr collected into a tail
-/// of log lines; `on_line` sees every line.
+/// of log lines and a list of warnings; `on_line` sees every line.
 fn spawn_pinned(
     cmd: &mut Command,
     what: &str,
     cpus: &[usize],
     on_line: impl Fn(&str) + Send + 'static,
-) -> Result<(Child, Tail), String> {
+) -> Result<(Child, SharedLog, mpsc::Receiver<()>), String> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     crate::sys::pin_child_and_tie_to_parent(cmd, cpus)?;
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
@@ -49,25 +72,30 @@ fn spawn_pinned(
         let _ = child.wait();
         return Err("no stderr pipe".into());
     };
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let lines = Arc::clone(&tail);
+    let log = SharedLog::default();
+    let lines = Arc::clone(&log);
+    let (done_tx, done_rx) = mpsc::channel();
     let spawned = std::thread::Builder::new().name("duet-compare-log".into()).spawn(move || {
         // Reads until the server exits, so its log never fills the pipe.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             on_line(&line);
-            let mut t = lines.lock().unwrap_or_else(|e| e.into_inner());
-            if t.len() == TAIL_LINES {
-                t.pop_front();
+            let mut log = lines.lock().unwrap_or_else(|e| e.into_inner());
+            if is_warning(&line) && log.warnings.len() < MAX_WARNINGS {
+                log.warnings.push(line.clone());
             }
-            t.push_back(line);
+            if log.tail.len() == TAIL_LINES {
+                log.tail.pop_front();
+            }
+            log.tail.push_back(line);
         }
+        let _ = done_tx.send(());
     });
     if let Err(e) = spawned {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("cannot start a thread: {e}"));
     }
-    Ok((child, tail))
+    Ok((child, log, done_rx))
 }
 
 impl Server {
@@ -91,7 +119,7 @@ impl Server {
         }
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let (child, tail) = spawn_pinned(&mut cmd, &exe.display().to_string(), cpus, move |line| {
+        let (child, log, log_done) = spawn_pinned(&mut cmd, &exe.display().to_string(), cpus, move |line| {
             if let Some(addr) = parse_listening(line) {
                 let _ = tx.lock().map(|tx| tx.send(addr));
             }
@@ -100,9 +128,9 @@ impl Server {
             engine: engine.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics: true,
-            fixed_body: false,
             child,
-            tail,
+            log,
+            log_done: Some(log_done),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => {
@@ -111,20 +139,13 @@ impl Server {
             }
             Err(_) => {
                 server.wait_for_exit();
-                let hint = if engine == "epoll" { "" } else { " (to compare without it: --engines epoll)" };
-                Err(format!("the {engine} server did not start: {}{hint}", server.log_tail()))
+                Err(format!("the {engine} server did not start: {}", server.log_tail()))
             }
         }
     }
 
     /// Starts a peer: `argv` on `cpus`, ready once 127.0.0.1:`port` accepts connections.
-    pub fn start_peer(
-        name: &str,
-        argv: &[String],
-        port: u16,
-        cpus: &[usize],
-        fixed_body: bool,
-    ) -> Result<Server, String> {
+    pub fn start_peer(name: &str, argv: &[String], port: u16, cpus: &[usize]) -> Result<Server, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         if accepts(addr) {
             return Err(format!("peer {name}: port {port} is already in use by another program"));
@@ -132,8 +153,9 @@ impl Server {
         let (program, args) = argv.split_first().ok_or_else(|| format!("peer {name}: empty command"))?;
         let mut cmd = Command::new(program);
         cmd.args(args);
-        let (child, tail) = spawn_pinned(&mut cmd, &format!("peer {name} ({program})"), cpus, |_| {})?;
-        let mut server = Server { engine: name.to_string(), addr, metrics: false, fixed_body, child, tail };
+        let (child, log, log_done) = spawn_pinned(&mut cmd, &format!("peer {name} ({program})"), cpus, |_| {})?;
+        let mut server =
+            Server { engine: name.to_string(), addr, metrics: false, child, log, log_done: Some(log_done) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if accepts(addr) {
@@ -143,7 +165,7 @@ impl Server {
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 Ok(None) => return Err(format!("peer {name} did not accept on port {port} within 30 s")),
                 Ok(Some(status)) => {
-                    std::thread::sleep(Duration::from_millis(50));
+                    server.wait_for_log();
                     return Err(format!("peer {name} exited ({status}) before accepting: {}", server.log_tail()));
                 }
                 Err(e) => return Err(format!("cannot check peer {name}: {e}")),
@@ -157,20 +179,36 @@ impl Server {
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            self.wait_for_log();
+        }
     }
 
-    /// duet's counters `(syscalls, requests)` from [`METRICS_PATH`].
-    pub fn counters(&self) -> Result<(u64, u64), String> {
+    /// Waits (at most 5 s) until the log reader has seen the end of the server's stderr.
+    fn wait_for_log(&mut self) {
+        // A peer's own children may hold the pipe open: do not wait for them forever.
+        if let Some(done) = self.log_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// duet's counters from [`METRICS_PATH`].
+    pub fn counters(&self) -> Result<Counters, String> {
         let text = fetch(self.addr, METRICS_PATH)
             .map_err(|e| format!("cannot read the {} server's counters: {e}", self.engine))?;
-        let get = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| format!("the {} server's counters have no {name}", self.engine))
-        };
-        Ok((get("duet_syscalls_total")?, get("duet_requests_total")?))
+        parse_counters(&text).map_err(|name| format!("the {} server's counters have no {name}", self.engine))
+    }
+
+    /// How many warnings the server has logged so far: a position in its warnings.
+    pub fn warnings_logged(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).warnings.len()
+    }
+
+    /// The warnings logged from position `from` up to `to` (or the latest).
+    pub fn warnings(&self, from: usize, to: Option<usize>) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let to = to.unwrap_or(log.warnings.len()).min(log.warnings.len());
+        log.warnings.get(from.min(to)..to).unwrap_or_default().to_vec()
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,7 +225,8 @@ impl Server {
     }
 
     fn log_tail(&self) -> String {
-        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let t = &log.tail;
         let errors: Vec<&str> = t.iter().filter(|l| l.contains("error")).map(String::as_str).collect();
         if errors.is_empty() {
             t.iter().map(String::as_str).collect::<Vec<_>>().join(" | ")
@@ -195,24 +234,46 @@ impl Server {
             errors.join(" | ")
         }
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits (at most 5 s more)
+    /// until its log has been read to the end, so [`Server::warnings`] is complete.
+    pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // The child is ours and not yet reaped, so its pid names no other process.
             crate::sys::sigterm(self.child.id());
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = self.child.kill();
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+            }
         }
         let _ = self.child.wait();
+        self.wait_for_log();
     }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The counters in duet's Prometheus text; `Err` names the first one missing.
+fn parse_counters(text: &str) -> Result<Counters, &'static str> {
+    let get = |name: &'static str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(name)
+    };
+    Ok(Counters {
+        requests: get("duet_requests_total")?,
+        syscalls: get("duet_syscalls_total")?,
+        wakeups: get("duet_wakeups_total")?,
+        events: get("duet_events_total")?,
+    })
 }
 
 /// Whether something accepts TCP connections at `addr`.
@@ -372,6 +433,23 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_told_from_other_log_lines() {
+        assert!(is_warning("2026-11-28T09:50:22Z  WARN out of file descriptors (...)"));
+        assert!(is_warning("2026-11-28T09:50:22Z ERROR accept failed"));
+        assert!(is_warning("2026/11/28 09:50:22 [warn] 12#12: worker_connections are not enough"));
+        assert!(is_warning("2026-11-28T09:50:22Z  INFO select cannot watch descriptor 1024 >= FD_SETSIZE (1024)"));
+        assert!(!is_warning("2026-11-28T09:50:22Z  INFO listening on http://127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn counters_are_read_from_the_metrics_text() {
+        let text = "# HELP duet_requests_total Requests.\nduet_requests_total 10\nduet_syscalls_total 25\n\
+                    duet_wakeups_total 4\nduet_events_total 12\nduet_syscalls_per_request 2.5\n";
+        assert_eq!(parse_counters(text), Ok(Counters { requests: 10, syscalls: 25, wakeups: 4, events: 12 }));
+        assert_eq!(parse_counters("duet_requests_total 1\n"), Err("duet_syscalls_total"));
+    }
 
     #[test]
     fn cpu_lists_and_defaults() {

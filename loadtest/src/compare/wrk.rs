@@ -15,6 +15,8 @@ pub struct WrkOutput {
     pub requests_per_sec: f64,
     /// The average of the per-thread `Req/Sec` row (k and M expanded).
     pub thread_req_per_sec: Option<f64>,
+    /// The `Latency` row's average.
+    pub mean_us: Option<f64>,
     pub p50_us: f64,
     pub p99_us: f64,
     /// Printed by our Lua `done` hook (`p999_us N`); wrk itself stops at 99%.
@@ -111,6 +113,7 @@ pub fn measure(
     let reported = |x: f64| if x > 0.0 { x } else { f64::NAN };
     Ok(Figures {
         requests_per_sec: w.requests_per_sec,
+        mean_us: reported(w.mean_us.unwrap_or(0.0)),
         p50_us: reported(w.p50_us),
         p99_us: reported(w.p99_us),
         p999_us: reported(w.p999_us.unwrap_or(0.0)),
@@ -118,6 +121,7 @@ pub fn measure(
         cpu_util: cpu_s / window.max(1e-9),
         rss_peak_bytes: rss_peak.max(last.rss_bytes) as f64,
         syscalls_per_req: f64::NAN,
+        events_per_wakeup: f64::NAN,
         errors: w.socket_errors + w.non_2xx_3xx,
     })
 }
@@ -135,6 +139,8 @@ pub fn parse(text: &str) -> Result<WrkOutput, String> {
             "99%" => p99 = Some(parse_latency(words.next().unwrap_or(""))?),
             "p999_us" => out.p999_us = words.next().and_then(|v| v.parse().ok()),
             "Req/Sec" => out.thread_req_per_sec = words.next().and_then(parse_count),
+            // `Latency   210.50us ...`, not `Latency Distribution`.
+            "Latency" => out.mean_us = words.next().and_then(|w| parse_latency(w).ok()).or(out.mean_us),
             "Requests/sec:" => rps = words.next().and_then(|v| v.parse::<f64>().ok()),
             _ => {}
         }
@@ -234,6 +240,7 @@ Transfer/sec:    120.00MB
         assert!((w.duration_s - 1.0).abs() < 1e-9);
         assert!((w.requests_per_sec - 72080.35).abs() < 1e-6);
         assert_eq!(w.thread_req_per_sec, Some(72510.0));
+        assert_eq!(w.mean_us, Some(210.5));
         assert!((w.p50_us - 200.0).abs() < 1e-9);
         assert!((w.p99_us - 1020.0).abs() < 1e-9);
         assert_eq!(w.p999_us, Some(1180.0));
@@ -246,6 +253,7 @@ Transfer/sec:    120.00MB
         assert_eq!(w.requests, 5_000_000);
         assert!((w.p50_us - 1.4e6).abs() < 1e-6);
         assert!((w.p99_us - 2.0e6).abs() < 1e-6);
+        assert_eq!(w.mean_us, Some(1.5e6));
         assert_eq!(w.p999_us, None);
         assert_eq!(w.thread_req_per_sec, Some(1.2e6));
         assert_eq!(w.socket_errors, 13);
