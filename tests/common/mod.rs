@@ -610,26 +610,17 @@ impl Client {
     /// Asserts that the server closed the connection after what was read so far:
     /// no further bytes, then EOF (or a reset).
     pub fn expect_closed(&mut self) {
-        assert!(self.buf.is_empty(), "unexpected bytes after the response: {}", show(&self.buf));
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => panic!("expected the server to close; got more bytes: {}", show(&chunk[..n])),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    panic!("the server did not close the connection within {READ_TIMEOUT:?}")
-                }
-                Err(e) => panic!("expected EOF, got error {e}"),
-            }
-        }
+        self.read_to_close(true);
     }
 
     /// Asserts that the server ended the connection in order after what was read so
     /// far: no further bytes, then EOF. A reset fails: it is how a close with unread
     /// input shows, and it can destroy a response the client has not read yet.
     pub fn expect_orderly_close(&mut self) {
+        self.read_to_close(false);
+    }
+
+    fn read_to_close(&mut self, reset_ok: bool) {
         assert!(self.buf.is_empty(), "unexpected bytes after the response: {}", show(&self.buf));
         let mut chunk = [0u8; 4096];
         loop {
@@ -637,6 +628,7 @@ impl Client {
                 Ok(0) => return,
                 Ok(n) => panic!("expected the server to close; got more bytes: {}", show(&chunk[..n])),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if reset_ok && e.kind() == io::ErrorKind::ConnectionReset => return,
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     panic!("the server did not close the connection within {READ_TIMEOUT:?}")
                 }
