@@ -15,6 +15,7 @@
 //!
 //! [`Waker`]: duet_engine::Waker
 
+mod selector;
 mod sys;
 mod worker;
 
@@ -25,5 +26,7 @@ use std::sync::Arc;
 
 /// Serves until `shutdown` (see the engine contract in `duet_engine`).
 pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Stats> {
-    run_workers("epoll", config, site, &shutdown, |setup| worker::Worker::new(setup)?.run())
+    run_workers(<selector::Epoll as selector::Selector>::NAME, config, site, &shutdown, |setup| {
+        worker::Worker::<selector::Epoll>::new(setup)?.run()
+    })
 }

@@ -9,6 +9,7 @@
 //! much it has to send or receive, so a turn stays short and the listener and every
 //! connection are served in every turn.
 
+use crate::selector::{Epoll, Ready, Selector};
 use crate::sys;
 use duet_engine::{
     next_wake, socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab,
@@ -37,9 +38,6 @@ const MAX_IOV: usize = 16;
 /// costs nothing measurable, and small shares keep a turn to a millisecond or two even
 /// under a crowd of slow readers of large files.
 const WRITE_LIMITS: WriteLimits = WriteLimits::new(256 * 1024, 1024 * 1024);
-/// Events taken per epoll_wait.
-const MAX_EVENTS: usize = 512;
-
 /// One live connection.
 struct Live {
     fd: OwnedFd,
@@ -55,8 +53,8 @@ struct Live {
     armed: Armed,
 }
 
-pub(crate) struct Worker {
-    epoll: OwnedFd,
+pub(crate) struct Worker<S: Selector = Epoll> {
+    selector: S,
     /// Dropped (closed) when draining begins, so the kernel refuses new connections.
     listener: Option<TcpListener>,
     waker: std::sync::Arc<Waker>,
@@ -79,19 +77,18 @@ pub(crate) struct Worker {
     read_buf: Box<[u8]>,
 }
 
-impl Worker {
-    pub(crate) fn new(setup: WorkerSetup) -> io::Result<Worker> {
+impl<S: Selector> Worker<S> {
+    pub(crate) fn new(setup: WorkerSetup) -> io::Result<Worker<S>> {
         let WorkerSetup { listener, ctx, shutdown, drain, publisher, .. } = setup;
-        let epoll = sys::epoll_create()?;
+        let mut selector = S::new()?;
         let waker = std::sync::Arc::new(Waker::nonblocking()?);
-        let edge = libc::EPOLLIN as u32 | libc::EPOLLET as u32;
-        sys::epoll_add(epoll.as_fd(), listener.as_fd(), edge, TOKEN_LISTENER)?;
-        sys::epoll_add(epoll.as_fd(), waker.as_fd(), edge, TOKEN_WAKER)?;
+        selector.add_reader(listener.as_fd(), TOKEN_LISTENER)?;
+        selector.add_reader(waker.as_fd(), TOKEN_WAKER)?;
         let w = std::sync::Arc::clone(&waker);
         shutdown.register_waker(move || w.wake());
         let now = ctx.now();
         Ok(Worker {
-            epoll,
+            selector,
             listener: Some(listener),
             waker,
             accept: AcceptPolicy::new(),
@@ -111,7 +108,6 @@ impl Worker {
     }
 
     pub(crate) fn run(mut self) -> io::Result<Stats> {
-        let mut events = vec![sys::empty_event(); MAX_EVENTS];
         // The state may have changed, and the site been replaced, before the waker was
         // registered.
         self.ctx.set_time(Instant::now(), SystemTime::now());
@@ -122,7 +118,7 @@ impl Worker {
             }
             let timeout = self.poll_timeout();
             self.publisher.publish(&self.stats, &self.ctx.stats);
-            self.turn(&mut events, timeout)?;
+            self.turn(timeout)?;
         }
         self.close_all();
         self.stats.set_http(&self.ctx.stats);
@@ -130,8 +126,8 @@ impl Worker {
     }
 
     /// One loop turn: waits up to `timeout` ms for events and handles them.
-    fn turn(&mut self, events: &mut [libc::epoll_event], timeout: i32) -> io::Result<()> {
-        let n = sys::epoll_wait(self.epoll.as_fd(), events, timeout)?;
+    fn turn(&mut self, timeout: i32) -> io::Result<()> {
+        let n = self.selector.wait(timeout)?;
         self.stats.wakeups += 1;
         self.stats.syscalls += 1;
         self.stats.events += n as u64;
@@ -149,15 +145,16 @@ impl Worker {
                 break;
             }
         }
-        for ev in &events[..n] {
-            match sys::event_token(ev) {
+        for i in 0..n {
+            let (token, ready) = self.selector.event(i);
+            match token {
                 TOKEN_LISTENER => self.accept(),
                 TOKEN_WAKER => {
                     self.stats.syscalls += 1;
                     self.waker.drain();
                     self.begin_drain();
                 }
-                token => self.on_event(ConnId::from_token(token), sys::event_flags(ev)),
+                token => self.on_event(ConnId::from_token(token), ready),
             }
         }
         if std::mem::take(&mut self.accept_resume) || self.accept.retry_due(self.ctx.now()) {
@@ -198,7 +195,7 @@ impl Worker {
             // close of the listener reset them.
             self.accept_from(&listener);
             self.stats.syscalls += 2; // epoll_ctl, close
-            let _ = sys::epoll_del(self.epoll.as_fd(), listener.as_fd());
+            let _ = self.selector.remove(listener.as_fd());
         }
         for id in self.conns.ids() {
             if let Some(live) = self.conns.get_mut(id) {
@@ -249,8 +246,7 @@ impl Worker {
         self.stats.syscalls += 2; // setsockopt, epoll_ctl
         let _ = socket::set_nodelay(fd.as_fd());
         let id = self.conns.next_id();
-        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        if let Err(e) = sys::epoll_add(self.epoll.as_fd(), fd.as_fd(), events, id.token()) {
+        if let Err(e) = self.selector.add_conn(fd.as_fd(), id.token()) {
             warn!("cannot register a connection: {e}");
             self.stats.syscalls += 1; // the close as `fd` drops
             return;
@@ -267,17 +263,11 @@ impl Worker {
         self.arm_deadline(id);
     }
 
-    fn on_event(&mut self, id: ConnId, flags: u32) {
+    fn on_event(&mut self, id: ConnId, ready: Ready) {
         let Some(live) = self.conns.get_mut(id) else { return };
-        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-            live.readable = true;
-        }
-        if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-            live.hup = true;
-        }
-        if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-            live.writable = true;
-        }
+        live.readable |= ready.readable;
+        live.hup |= ready.hup;
+        live.writable |= ready.writable;
         if !live.queued {
             self.drive(id);
         }
@@ -495,28 +485,23 @@ mod tests {
 
     /// One turn, waiting as the loop would (not at all while connections are queued;
     /// for events otherwise, at most 20 s); returns the bytes it sent.
-    fn turn(w: &mut Worker, events: &mut [libc::epoll_event]) -> usize {
+    fn turn(w: &mut Worker) -> usize {
         let timeout = match w.poll_timeout() {
             t if t < 0 => 20_000,
             t => t.min(20_000),
         };
         let before = w.stats.bytes_written;
-        w.turn(events, timeout).expect("turn");
+        w.turn(timeout).expect("turn");
         (w.stats.bytes_written - before) as usize
     }
 
     /// Turns until `done`, recording the bytes each sent; panics after very many.
-    fn turns_until(
-        w: &mut Worker,
-        events: &mut [libc::epoll_event],
-        per_turn: &mut Vec<usize>,
-        mut done: impl FnMut(&Worker) -> bool,
-    ) {
+    fn turns_until(w: &mut Worker, per_turn: &mut Vec<usize>, mut done: impl FnMut(&Worker) -> bool) {
         for _ in 0..10_000 {
             if done(w) {
                 return;
             }
-            per_turn.push(turn(w, events));
+            per_turn.push(turn(w));
         }
         panic!("the awaited state never came; bytes per turn: {per_turn:?}");
     }
@@ -528,12 +513,11 @@ mod tests {
     #[test]
     fn a_turn_sends_one_connection_at_most_its_share() {
         let (mut w, addr) = worker();
-        let mut events = vec![sys::empty_event(); MAX_EVENTS];
         let mut big = TcpStream::connect(addr).expect("connect");
         big.write_all(GET_BIG).expect("send");
         let mut per_turn = Vec::new();
-        turns_until(&mut w, &mut events, &mut per_turn, |w| w.stats.bytes_written > 0);
-        turns_until(&mut w, &mut events, &mut per_turn, |w| w.requeued.is_empty());
+        turns_until(&mut w, &mut per_turn, |w| w.stats.bytes_written > 0);
+        turns_until(&mut w, &mut per_turn, |w| w.requeued.is_empty());
         assert!(per_turn.iter().all(|&n| n <= WRITE_LIMITS.share), "bytes per turn: {per_turn:?}");
         // The socket took several shares: the budget, not the socket, cut the turns.
         assert!(w.stats.bytes_written as usize > 2 * WRITE_LIMITS.share, "bytes per turn: {per_turn:?}");
@@ -548,7 +532,6 @@ mod tests {
     fn a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it() {
         const CLIENTS: usize = 12;
         let (mut w, addr) = worker();
-        let mut events = vec![sys::empty_event(); MAX_EVENTS];
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
             let mut c = TcpStream::connect(addr).expect("connect");
@@ -556,19 +539,19 @@ mod tests {
             clients.push(c);
         }
         let mut per_turn = Vec::new();
-        turns_until(&mut w, &mut events, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64);
+        turns_until(&mut w, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64);
         assert!(!w.requeued.is_empty(), "the clients wait for more shares");
 
         let mut small = TcpStream::connect(addr).expect("connect");
         small.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
-        turns_until(&mut w, &mut events, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64 + 1);
+        turns_until(&mut w, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64 + 1);
         // Answered (and half-closed) in that turn: its whole answer is already there.
         let mut answer = Vec::new();
         small.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
         let _ = (&small).take(4096).read_to_end(&mut answer);
         assert!(answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"hi"), "{answer:?}");
 
-        turns_until(&mut w, &mut events, &mut per_turn, |w| w.requeued.is_empty());
+        turns_until(&mut w, &mut per_turn, |w| w.requeued.is_empty());
         // Full shares up to the turn budget, and the one small answer beyond it.
         let most = WRITE_LIMITS.per_turn + MIN_WRITE_SHARE;
         assert!(per_turn.iter().all(|&n| n <= most), "bytes per turn: {per_turn:?}");
