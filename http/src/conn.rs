@@ -379,7 +379,6 @@ impl Connection {
                         }
                     };
                     pos += end;
-                    let accepted = d.response.status() < 300;
                     match d.body {
                         BodyKind::None => {
                             self.end_request();
@@ -405,7 +404,7 @@ impl Connection {
                         // The answer is known and is not to take the body: it goes now,
                         // without the 100 the client waits for, and the connection
                         // closes (whether the body follows is up to the client).
-                        _ if d.expect_continue && !accepted => {
+                        _ if d.expect_continue && d.response.status() >= 300 => {
                             let response = d.response.ready().expect("an echo is accepted");
                             self.respond(pool, date, stats, send_deadline, response, d.head_only, false, d.http10);
                         }
