@@ -35,6 +35,13 @@ pub enum EngineChoice {
     Epoll,
     /// io_uring completion loop.
     Uring,
+    /// Level-triggered epoll, interest following need (a baseline).
+    #[value(name = "epoll-lt")]
+    EpollLt,
+    /// poll(2) (a baseline: O(connections) per wakeup).
+    Poll,
+    /// select(2) (a baseline: O(connections) per wakeup, descriptors below 1024 only).
+    Select,
 }
 
 impl EngineChoice {
@@ -43,6 +50,21 @@ impl EngineChoice {
             EngineChoice::Auto => "auto",
             EngineChoice::Epoll => "epoll",
             EngineChoice::Uring => "uring",
+            EngineChoice::EpollLt => "epoll-lt",
+            EngineChoice::Poll => "poll",
+            EngineChoice::Select => "select",
+        }
+    }
+
+    /// The readiness selector of a readiness engine (None: io_uring or auto).
+    pub fn readiness(self) -> Option<duet_engine_epoll::Readiness> {
+        use duet_engine_epoll::Readiness;
+        match self {
+            EngineChoice::Epoll => Some(Readiness::Epoll),
+            EngineChoice::EpollLt => Some(Readiness::EpollLt),
+            EngineChoice::Poll => Some(Readiness::Poll),
+            EngineChoice::Select => Some(Readiness::Select),
+            EngineChoice::Uring | EngineChoice::Auto => None,
         }
     }
 
@@ -56,7 +78,7 @@ impl EngineChoice {
     /// 4 MiB.
     pub fn default_max_cached_file(self) -> u64 {
         match self {
-            EngineChoice::Epoll => 64 << 10,
+            EngineChoice::Epoll | EngineChoice::EpollLt | EngineChoice::Poll | EngineChoice::Select => 64 << 10,
             EngineChoice::Uring | EngineChoice::Auto => 4 << 20,
         }
     }

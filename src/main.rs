@@ -62,7 +62,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
 
     let engine = match args.engine {
-        EngineChoice::Epoll => EngineChoice::Epoll,
+        e @ (EngineChoice::Epoll | EngineChoice::EpollLt | EngineChoice::Poll | EngineChoice::Select) => e,
         EngineChoice::Uring => {
             duet_engine_uring::probe(&args.uring_options(), threads)
                 .map_err(|e| format!("io_uring engine unavailable: {e}"))?;
@@ -105,15 +105,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info!("metrics at http://{addr}{path}");
     }
     info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
-    let report = match engine {
-        EngineChoice::Uring => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
-        _ => duet_engine_epoll::serve(config, site, shutdown),
+    let report = match engine.readiness() {
+        Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
+        None => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
     info!("stopped: {} connections, {} requests ({} errors)", report.accepted, report.requests, report.errors);
     info!(
         "counters: requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
-         bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={}",
+         bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={} interest_changes={} \
+         refused={}",
         report.requests,
         report.syscalls,
         report.syscalls_per_request(),
@@ -126,6 +127,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         report.closed,
         report.enobufs,
         report.partial_writes,
+        report.interest_changes,
+        report.refused,
     );
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The thin syscall layer: every `unsafe` of the epoll engine lives here.
+//! The thin syscall layer: every `unsafe` of the readiness engine lives here.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -33,18 +33,13 @@ pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+/// One `epoll_ctl`: `op` (ADD, MOD or DEL) of `fd` with `events` and `token`.
+pub(crate) fn epoll_ctl(ep: BorrowedFd<'_>, op: i32, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` is a valid epoll_event that outlives the call (the kernel copies it);
-    // both descriptors are borrowed, so open for the call.
-    check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) }).map(drop)
-}
-
-pub(crate) fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut ev = empty_event();
-    // SAFETY: `ev` is ignored by DEL but must be a valid non-null pointer on old kernels:
-    // it is a live local. Both descriptors are borrowed, so open for the call.
-    check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), &mut ev) }).map(drop)
+    // SAFETY: `ev` is a live local epoll_event (DEL ignores it, but old kernels want a
+    // valid pointer); the kernel copies it and keeps no pointer. Both descriptors are
+    // borrowed, so open for the call.
+    check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) }).map(drop)
 }
 
 /// Waits for events; `timeout_ms` -1 blocks. EINTR reads as zero events.
@@ -53,6 +48,84 @@ pub(crate) fn epoll_wait(ep: BorrowedFd<'_>, events: &mut [Event], timeout_ms: i
     // SAFETY: `events` is exclusively borrowed and writable for `max` entries (at most
     // its length); the kernel writes only there and keeps no pointer.
     match check(unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// poll(2) on `fds`; `timeout_ms` -1 blocks. EINTR reads as nothing ready.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: `fds` is exclusively borrowed, so valid and writable for `fds.len()`
+    // entries for the call; the kernel writes only their `revents` and keeps no pointer.
+    match check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The descriptors one `fd_set` can hold: select(2) cannot watch a descriptor at or
+/// above this.
+pub(crate) const FD_SETSIZE: usize = libc::FD_SETSIZE;
+
+const WORD_BITS: usize = 8 * std::mem::size_of::<libc::c_ulong>();
+
+/// An `fd_set` with safe, bounds-checked bit operations: the same layout as
+/// `libc::fd_set` (an array of longs, descriptor `d` at bit `d % bits` of word
+/// `d / bits`, as glibc's and musl's FD_SET do), so no FD_SET can ever write out of it.
+#[repr(C)]
+#[derive(Clone)]
+pub(crate) struct FdSet([libc::c_ulong; FD_SETSIZE / WORD_BITS]);
+
+const _: () = assert!(std::mem::size_of::<FdSet>() == std::mem::size_of::<libc::fd_set>());
+const _: () = assert!(std::mem::align_of::<FdSet>() == std::mem::align_of::<libc::fd_set>());
+
+impl FdSet {
+    pub(crate) fn new() -> FdSet {
+        FdSet([0; FD_SETSIZE / WORD_BITS])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0 = [0; FD_SETSIZE / WORD_BITS];
+    }
+
+    /// Adds `fd`; false (and no change) if it is not below FD_SETSIZE.
+    pub(crate) fn insert(&mut self, fd: i32) -> bool {
+        match usize::try_from(fd) {
+            Ok(d) if d < FD_SETSIZE => {
+                self.0[d / WORD_BITS] |= 1 << (d % WORD_BITS);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn contains(&self, fd: i32) -> bool {
+        match usize::try_from(fd) {
+            Ok(d) if d < FD_SETSIZE => self.0[d / WORD_BITS] & (1 << (d % WORD_BITS)) != 0,
+            _ => false,
+        }
+    }
+}
+
+/// select(2) over descriptors below `nfds` in `read` and `write` (which it rewrites to
+/// the ready ones); `timeout_ms` -1 blocks. EINTR reads as nothing ready.
+pub(crate) fn select(nfds: i32, read: &mut FdSet, write: &mut FdSet, timeout_ms: i32) -> io::Result<usize> {
+    let mut tv = libc::timeval {
+        tv_sec: (timeout_ms.max(0) / 1000) as libc::time_t,
+        tv_usec: (timeout_ms.max(0) % 1000 * 1000) as libc::suseconds_t,
+    };
+    let timeout: *mut libc::timeval = if timeout_ms < 0 { std::ptr::null_mut() } else { &mut tv };
+    let nfds = nfds.min(FD_SETSIZE as i32);
+    // SAFETY: `read` and `write` are exclusively borrowed FdSets with the layout of
+    // `libc::fd_set` (asserted above), and `nfds` is at most FD_SETSIZE, so the kernel
+    // reads and writes only inside them; `timeout` is null or points at the live local
+    // `tv`; the kernel keeps no pointer.
+    let ret = unsafe {
+        libc::select(nfds, (read as *mut FdSet).cast(), (write as *mut FdSet).cast(), std::ptr::null_mut(), timeout)
+    };
+    match check(ret) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
         Err(e) => Err(e),

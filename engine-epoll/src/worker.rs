@@ -9,7 +9,7 @@
 //! much it has to send or receive, so a turn stays short and the listener and every
 //! connection are served in every turn.
 
-use crate::selector::{Epoll, Ready, Selector};
+use crate::selector::{Epoll, Interest, Ready, Selector};
 use crate::sys;
 use duet_engine::{
     next_wake, socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab,
@@ -19,9 +19,9 @@ use duet_http::{Connection, Context};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Instant, SystemTime};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Tokens of the two descriptors that are not connections. A connection's token is its
 /// [`ConnId::token`], whose top byte is zero, so they never collide.
@@ -50,6 +50,8 @@ struct Live {
     /// In `Worker::requeued`: it used up its budget and waits for its next share (an
     /// event for it meanwhile only records the readiness).
     queued: bool,
+    /// What a level-triggered selector watches it for (unused by edge-triggered ones).
+    interest: Interest,
     armed: Armed,
 }
 
@@ -61,6 +63,12 @@ pub(crate) struct Worker<S: Selector = Epoll> {
     accept: AcceptPolicy,
     /// A descriptor was freed while accepting was paused: accept again this turn.
     accept_resume: bool,
+    /// Whether a level-triggered selector watches the listener (not while accepting
+    /// is paused: it would report the waiting connections at every wait).
+    listener_watched: bool,
+    /// Connections refused since the last one the selector could watch (select's
+    /// FD_SETSIZE): one log line per episode, not one per connection.
+    refusing: u64,
     ctx: Context,
     stats: Stats,
     publisher: Publisher,
@@ -82,8 +90,8 @@ impl<S: Selector> Worker<S> {
         let WorkerSetup { listener, ctx, shutdown, drain, publisher, .. } = setup;
         let mut selector = S::new()?;
         let waker = std::sync::Arc::new(Waker::nonblocking()?);
-        selector.add_reader(listener.as_fd(), TOKEN_LISTENER)?;
-        selector.add_reader(waker.as_fd(), TOKEN_WAKER)?;
+        selector.add(listener.as_fd(), TOKEN_LISTENER, Interest::READ, false)?;
+        selector.add(waker.as_fd(), TOKEN_WAKER, Interest::READ, false)?;
         let w = std::sync::Arc::clone(&waker);
         shutdown.register_waker(move || w.wake());
         let now = ctx.now();
@@ -93,6 +101,8 @@ impl<S: Selector> Worker<S> {
             waker,
             accept: AcceptPolicy::new(),
             accept_resume: false,
+            listener_watched: true,
+            refusing: 0,
             ctx,
             stats: Stats::default(),
             publisher,
@@ -161,7 +171,33 @@ impl<S: Selector> Worker<S> {
             self.accept();
         }
         self.expire_deadlines();
+        if !S::EDGE {
+            self.watch_listener(!self.accept.is_paused());
+        }
         Ok(())
+    }
+
+    /// Level-triggered: watches the listener only while accepting is not paused.
+    fn watch_listener(&mut self, want: bool) {
+        let Some(listener) = &self.listener else { return };
+        if want == self.listener_watched {
+            return;
+        }
+        let (old, new) = if want { (Interest::NONE, Interest::READ) } else { (Interest::READ, Interest::NONE) };
+        let result = self.selector.modify(listener.as_fd(), TOKEN_LISTENER, old, new);
+        self.count_ctl();
+        match result {
+            Ok(()) => self.listener_watched = want,
+            Err(e) => warn!("cannot change what the listener is watched for: {e}"),
+        }
+    }
+
+    /// Counts one change of a registration.
+    fn count_ctl(&mut self) {
+        self.stats.interest_changes += 1;
+        if S::CTL_IS_SYSCALL {
+            self.stats.syscalls += 1;
+        }
     }
 
     /// How long epoll_wait may block: until the next deadline, the drain deadline or
@@ -194,8 +230,11 @@ impl<S: Selector> Worker<S> {
             // requests: take them in (draining from the start) rather than let the
             // close of the listener reset them.
             self.accept_from(&listener);
-            self.stats.syscalls += 2; // epoll_ctl, close
-            let _ = self.selector.remove(listener.as_fd());
+            self.stats.syscalls += 1; // close
+            if self.listener_watched {
+                self.count_ctl();
+                let _ = self.selector.remove(listener.as_fd());
+            }
         }
         for id in self.conns.ids() {
             if let Some(live) = self.conns.get_mut(id) {
@@ -243,10 +282,21 @@ impl<S: Selector> Worker<S> {
     }
 
     fn register(&mut self, fd: OwnedFd) {
-        self.stats.syscalls += 2; // setsockopt, epoll_ctl
+        if !S::can_watch(fd.as_raw_fd()) {
+            self.refuse(fd);
+            return;
+        }
+        if self.refusing > 0 {
+            info!("{}: watching new connections again (refused {})", S::NAME, self.refusing);
+            self.refusing = 0;
+        }
+        self.stats.syscalls += 1; // setsockopt
         let _ = socket::set_nodelay(fd.as_fd());
         let id = self.conns.next_id();
-        if let Err(e) = self.selector.add_conn(fd.as_fd(), id.token()) {
+        if S::CTL_IS_SYSCALL {
+            self.stats.syscalls += 1;
+        }
+        if let Err(e) = self.selector.add(fd.as_fd(), id.token(), Interest::READ, true) {
             warn!("cannot register a connection: {e}");
             self.stats.syscalls += 1; // the close as `fd` drops
             return;
@@ -255,12 +305,37 @@ impl<S: Selector> Worker<S> {
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }
-        let live =
-            Live { fd, conn, readable: false, writable: true, hup: false, queued: false, armed: Armed::default() };
+        let live = Live {
+            fd,
+            conn,
+            readable: false,
+            writable: true,
+            hup: false,
+            queued: false,
+            interest: Interest::READ,
+            armed: Armed::default(),
+        };
         let inserted = self.conns.insert(live);
         debug_assert_eq!(inserted, id);
         self.stats.accepted += 1;
         self.arm_deadline(id);
+    }
+
+    /// Closes a connection the selector cannot watch (select: its descriptor is at or
+    /// above FD_SETSIZE), counts it, and says so once per episode.
+    fn refuse(&mut self, fd: OwnedFd) {
+        if self.refusing == 0 {
+            warn!(
+                "{} cannot watch descriptor {} >= FD_SETSIZE ({}); use poll or epoll",
+                S::NAME,
+                fd.as_raw_fd(),
+                sys::FD_SETSIZE
+            );
+        }
+        self.refusing += 1;
+        self.stats.refused += 1;
+        self.stats.syscalls += 1; // the close as `fd` drops
+        drop(fd);
     }
 
     fn on_event(&mut self, id: ConnId, ready: Ready) {
@@ -407,8 +482,30 @@ impl<S: Selector> Worker<S> {
                 live.queued = true;
                 self.requeued.push_back(id);
             }
+            if !S::EDGE {
+                self.follow_need(id);
+            }
             self.arm_deadline(id);
         }
+    }
+
+    /// Level-triggered: watches the connection for input only while it wants input, and
+    /// for room to write only while output waits that the socket did not take.
+    fn follow_need(&mut self, id: ConnId) {
+        let Some(live) = self.conns.get_mut(id) else { return };
+        let need = Interest { read: live.conn.wants_read(), write: !live.writable && live.conn.output_len() > 0 };
+        if need == live.interest {
+            return;
+        }
+        let old = std::mem::replace(&mut live.interest, need);
+        if let Err(e) = self.selector.modify(live.fd.as_fd(), id.token(), old, need) {
+            warn!("cannot change what a connection is watched for: {e}");
+            // Not watched as it needs: it would hang, so it goes.
+            self.count_ctl();
+            self.close(id);
+            return;
+        }
+        self.count_ctl();
     }
 
     fn arm_deadline(&mut self, id: ConnId) {
@@ -436,10 +533,13 @@ impl<S: Selector> Worker<S> {
         self.due = due;
     }
 
-    /// Closes the socket (closing its only descriptor also removes it from the epoll
-    /// set) and frees the slot.
+    /// Closes the socket and frees the slot. Closing its only descriptor also takes it
+    /// out of an epoll set; poll and select forget it first.
     fn close(&mut self, id: ConnId) {
         if let Some(live) = self.conns.remove(id) {
+            if !S::CLOSE_REMOVES {
+                let _ = self.selector.remove(live.fd.as_fd());
+            }
             drop(live.fd);
             self.stats.syscalls += 1;
             self.stats.closed += 1;
@@ -471,7 +571,7 @@ mod tests {
 
     /// A worker on an ephemeral loopback port serving `/big` (4 MiB in memory) and `/`
     /// (`hi`), driven turn by turn by the test.
-    fn worker() -> (Worker, std::net::SocketAddr) {
+    fn worker<S: Selector>() -> (Worker<S>, std::net::SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
@@ -485,7 +585,7 @@ mod tests {
 
     /// One turn, waiting as the loop would (not at all while connections are queued;
     /// for events otherwise, at most 20 s); returns the bytes it sent.
-    fn turn(w: &mut Worker) -> usize {
+    fn turn<S: Selector>(w: &mut Worker<S>) -> usize {
         let timeout = match w.poll_timeout() {
             t if t < 0 => 20_000,
             t => t.min(20_000),
@@ -496,7 +596,11 @@ mod tests {
     }
 
     /// Turns until `done`, recording the bytes each sent; panics after very many.
-    fn turns_until(w: &mut Worker, per_turn: &mut Vec<usize>, mut done: impl FnMut(&Worker) -> bool) {
+    fn turns_until<S: Selector>(
+        w: &mut Worker<S>,
+        per_turn: &mut Vec<usize>,
+        mut done: impl FnMut(&Worker<S>) -> bool,
+    ) {
         for _ in 0..10_000 {
             if done(w) {
                 return;
@@ -510,9 +614,38 @@ mod tests {
     /// far more than one share: no turn sends it more than a full share, it waits in
     /// the queue while its socket would take more, and once the socket is full it waits
     /// for EPOLLOUT instead (no busy loop).
-    #[test]
-    fn a_turn_sends_one_connection_at_most_its_share() {
-        let (mut w, addr) = worker();
+    /// Each test, once per selector.
+    macro_rules! per_selector {
+        ($($test:ident),*) => {
+            $(mod $test {
+                use crate::selector::{Epoll, EpollLt, Poll, Select};
+                #[test]
+                fn epoll() {
+                    super::$test::<Epoll>();
+                }
+                #[test]
+                fn epoll_lt() {
+                    super::$test::<EpollLt>();
+                }
+                #[test]
+                fn poll() {
+                    super::$test::<Poll>();
+                }
+                #[test]
+                fn select() {
+                    super::$test::<Select>();
+                }
+            })*
+        };
+    }
+
+    per_selector!(
+        a_turn_sends_one_connection_at_most_its_share,
+        a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it
+    );
+
+    fn a_turn_sends_one_connection_at_most_its_share<S: Selector>() {
+        let (mut w, addr) = worker::<S>();
         let mut big = TcpStream::connect(addr).expect("connect");
         big.write_all(GET_BIG).expect("send");
         let mut per_turn = Vec::new();
@@ -528,10 +661,9 @@ mod tests {
     /// they wait for a later turn rather than getting small pieces, and a new client
     /// asking meanwhile is answered (a small response, so beyond the budget too) in the
     /// turn that reads its request, queued connections or not.
-    #[test]
-    fn a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it() {
+    fn a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it<S: Selector>() {
         const CLIENTS: usize = 12;
-        let (mut w, addr) = worker();
+        let (mut w, addr) = worker::<S>();
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
             let mut c = TcpStream::connect(addr).expect("connect");

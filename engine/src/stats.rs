@@ -18,7 +18,8 @@ pub struct Stats {
     pub requests: u64,
     /// Requests answered with a 4xx/5xx status.
     pub errors: u64,
-    /// Times the loop blocked for events: `epoll_wait` or `io_uring_enter` calls.
+    /// Times the loop blocked for events: `epoll_wait`, `poll`, `select` or
+    /// `io_uring_enter` calls.
     pub wakeups: u64,
     /// Readiness events (epoll) or completions (io_uring) handled.
     pub events: u64,
@@ -33,6 +34,12 @@ pub struct Stats {
     pub enobufs: u64,
     /// Sends that took fewer bytes than offered.
     pub partial_writes: u64,
+    /// Changes of what a level-triggered selector watches a descriptor for (each an
+    /// `epoll_ctl` for epoll-lt; an update of its own array for poll and select).
+    pub interest_changes: u64,
+    /// Connections closed at accept because the selector cannot watch their descriptor
+    /// (select: at or above FD_SETSIZE).
+    pub refused: u64,
 }
 
 impl Stats {
@@ -49,6 +56,8 @@ impl Stats {
         self.bytes_written += other.bytes_written;
         self.enobufs += other.enobufs;
         self.partial_writes += other.partial_writes;
+        self.interest_changes += other.interest_changes;
+        self.refused += other.refused;
     }
 
     /// Takes the HTTP layer's counters (requests and errors) of the same worker.
@@ -70,7 +79,7 @@ impl Stats {
     /// The counters in the Prometheus text exposition format (version 0.0.4).
     pub fn prometheus(&self, engine: &str) -> String {
         use std::fmt::Write;
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 13] = [
             ("duet_requests_total", "Requests answered (error responses included).", self.requests),
             ("duet_errors_total", "Requests answered with a 4xx/5xx status.", self.errors),
             ("duet_accepts_total", "Connections accepted.", self.accepted),
@@ -82,6 +91,12 @@ impl Stats {
             ("duet_written_bytes_total", "Bytes sent to clients.", self.bytes_written),
             ("duet_enobufs_total", "Receives that found no provided buffer (io_uring).", self.enobufs),
             ("duet_partial_writes_total", "Sends that took fewer bytes than offered.", self.partial_writes),
+            (
+                "duet_interest_changes_total",
+                "Changes of what a level-triggered selector watches a descriptor for.",
+                self.interest_changes,
+            ),
+            ("duet_refused_total", "Connections closed at accept: the selector cannot watch them.", self.refused),
         ];
         let mut out = String::with_capacity(2048);
         let _ = writeln!(out, "# HELP duet_engine_info The I/O engine serving.");

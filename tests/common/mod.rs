@@ -416,16 +416,23 @@ pub fn skip_reason(engine: &str) -> Option<String> {
 }
 
 /// Raises this process's soft RLIMIT_NOFILE to the hard limit (for tests that hold
-/// hundreds of sockets).
-pub fn raise_nofile_limit() {
+/// hundreds of sockets) and returns the soft limit it has then.
+pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the valid, exclusively borrowed `lim`.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if rc == 0 && lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: setrlimit only reads the valid, initialised `lim`.
-        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    if rc != 0 {
+        return 0;
     }
+    if lim.rlim_cur < lim.rlim_max {
+        let mut raised = lim;
+        raised.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit only reads the valid, initialised `raised`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
 }
 
 /// A parsed response.

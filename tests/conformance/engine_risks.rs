@@ -25,6 +25,7 @@ per_engine!(
     out_of_descriptors_sheds_then_recovers,
     at_the_descriptor_limit_the_server_neither_spins_nor_stops_serving,
     a_request_pipelined_behind_a_large_response_to_a_slow_reader_loses_nothing,
+    more_connections_than_fd_setsize,
 );
 
 /// `flags` for the io_uring engine (which has them), nothing for the others.
@@ -449,6 +450,85 @@ fn at_the_descriptor_limit_the_server_neither_spins_nor_stops_serving(engine: &s
     assert!(recovered, "no new connection served after half the held ones closed");
     observer.send(GET);
     assert_hello(&observer.read_response(), "observer after recovery");
+}
+
+/// More connections than select(2) can watch (FD_SETSIZE, 1024 descriptors). Every
+/// engine but select serves them all. select serves those whose descriptors fit and
+/// refuses the rest at accept (closed, counted in `duet_refused_total`, one log line for
+/// the episode, never an `FD_SET` out of bounds), keeps serving the ones it holds, and
+/// watches new connections again once descriptors below the limit are free.
+fn more_connections_than_fd_setsize(engine: &str) {
+    const CONNECTIONS: usize = 1100;
+    let limit = crate::common::raise_nofile_limit();
+    if limit < CONNECTIONS as u64 + 100 {
+        eprintln!("skipping: this test needs {} open files, the limit here is {limit}", CONNECTIONS + 100);
+        return;
+    }
+    let server = Server::start(engine, &["--metrics", "/metrics"]);
+    let mut observer = server.connect();
+    observer.send(GET);
+    assert_hello(&observer.read_response(), "observer");
+    let (mut served, mut refused) = (Vec::new(), 0);
+    for i in 0..CONNECTIONS {
+        let mut c = server.connect();
+        c.try_send(GET);
+        match c.try_read_response() {
+            Some(r) => {
+                assert_hello(&r, &format!("connection {i}"));
+                assert!(refused == 0, "connection {i} served after {refused} were refused");
+                served.push(c);
+            }
+            None => refused += 1,
+        }
+    }
+    let value = |c: &mut Client, name: &str| {
+        c.send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        prometheus_value(&r.body_str(), name).unwrap_or_else(|| panic!("no {name} in:\n{}", r.body_str()))
+    };
+    let refusals = |server: &Server| {
+        let lines = server.stderr_lines();
+        lines.iter().filter(|l| l.contains("cannot watch descriptor")).count()
+    };
+    if engine != "select" {
+        assert_eq!(refused, 0, "{engine} refused {refused} of {CONNECTIONS} connections");
+        assert_eq!(value(&mut observer, "duet_refused_total"), 0.0);
+        assert_eq!(refusals(&server), 0);
+        return;
+    }
+    assert!(refused > 0, "select held {} connections, past FD_SETSIZE", served.len() + 1);
+    assert!(served.len() > 900, "select served only {} connections before refusing", served.len());
+    assert_eq!(value(&mut observer, "duet_refused_total"), refused as f64);
+    let lines = server.stderr_lines();
+    let warned: Vec<&String> = lines.iter().filter(|l| l.contains("cannot watch descriptor")).collect();
+    assert_eq!(warned.len(), 1, "one log line for the episode, got {warned:?}");
+    assert!(
+        warned[0].contains("select cannot watch descriptor 10")
+            && warned[0].contains(">= FD_SETSIZE (1024); use poll or epoll"),
+        "{}",
+        warned[0]
+    );
+    // The connections it holds are still served.
+    for (i, c) in served.iter_mut().enumerate().step_by(97) {
+        c.send(GET);
+        assert_hello(&c.read_response(), &format!("held connection {i} after the refusals"));
+    }
+    // Free descriptors below the limit; once the server has closed them (its counters
+    // say so), a new connection is watched again and the episode's end is logged.
+    let accepted = value(&mut observer, "duet_accepts_total");
+    drop(served);
+    let closed = (0..100_000).any(|_| value(&mut observer, "duet_closes_total") >= accepted - 1.0);
+    assert!(closed, "the server never closed the {} connections the client closed", accepted - 1.0);
+    let mut c = server.connect();
+    c.send(GET);
+    assert_hello(&c.read_response(), "a new connection once descriptors are free");
+    assert!(
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains(&format!("watching new connections again (refused {refused})"))),
+        "the end of the episode was not logged"
+    );
 }
 
 /// `(duet_syscalls_total, duet_wakeups_total)` read over `c`.

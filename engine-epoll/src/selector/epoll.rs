@@ -1,8 +1,15 @@
-//! Edge-triggered epoll: a connection is registered once for
-//! `EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET` and never modified; the loop remembers its
-//! readiness until a read or write would block.
+//! epoll, edge- or level-triggered.
+//!
+//! - `epoll` (`EDGE = true`): a connection is registered once for
+//!   `EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET` and never modified; the loop remembers its
+//!   readiness until a read or write would block.
+//! - `epoll-lt` (`EDGE = false`): no `EPOLLET`; each registration carries exactly the
+//!   interest its connection needs, changed with `EPOLL_CTL_MOD` when the need changes.
+//!   A descriptor that needs nothing is taken out of the set (`EPOLL_CTL_DEL`) and put
+//!   back (`EPOLL_CTL_ADD`) when it needs something again: epoll reports a hang-up or an
+//!   error whatever the interest, and level-triggered it would report it every wait.
 
-use super::{Ready, Selector};
+use super::{Interest, Ready, Selector};
 use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -10,29 +17,69 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Events taken per epoll_wait.
 const MAX_EVENTS: usize = 512;
 
-pub(crate) struct Epoll {
+pub(crate) struct EpollSelector<const EDGE: bool> {
     ep: OwnedFd,
     events: Vec<sys::Event>,
 }
 
-impl Selector for Epoll {
-    const NAME: &'static str = "epoll";
+/// Edge-triggered epoll.
+pub(crate) type Epoll = EpollSelector<true>;
+/// Level-triggered epoll.
+pub(crate) type EpollLt = EpollSelector<false>;
 
-    fn new() -> io::Result<Epoll> {
-        Ok(Epoll { ep: sys::epoll_create()?, events: vec![sys::empty_event(); MAX_EVENTS] })
+impl<const EDGE: bool> EpollSelector<EDGE> {
+    fn flags(interest: Interest, conn: bool) -> u32 {
+        let mut flags = 0;
+        if EDGE {
+            flags |= libc::EPOLLET;
+            if conn {
+                return (flags | libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
+            }
+        }
+        if interest.read {
+            flags |= libc::EPOLLIN;
+            if conn {
+                flags |= libc::EPOLLRDHUP;
+            }
+        }
+        if interest.write {
+            flags |= libc::EPOLLOUT;
+        }
+        flags as u32
+    }
+}
+
+impl<const EDGE: bool> Selector for EpollSelector<EDGE> {
+    const NAME: &'static str = if EDGE { "epoll" } else { "epoll-lt" };
+    const EDGE: bool = EDGE;
+    const CTL_IS_SYSCALL: bool = true;
+    const CLOSE_REMOVES: bool = true;
+
+    fn new() -> io::Result<Self> {
+        Ok(EpollSelector { ep: sys::epoll_create()?, events: vec![sys::empty_event(); MAX_EVENTS] })
     }
 
-    fn add_reader(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        sys::epoll_add(self.ep.as_fd(), fd, (libc::EPOLLIN | libc::EPOLLET) as u32, token)
+    fn add(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest, conn: bool) -> io::Result<()> {
+        if !EDGE && interest.is_none() {
+            return Ok(());
+        }
+        sys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_ADD, fd, Self::flags(interest, conn), token)
     }
 
-    fn add_conn(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        sys::epoll_add(self.ep.as_fd(), fd, events, token)
+    fn modify(&mut self, fd: BorrowedFd<'_>, token: u64, old: Interest, new: Interest) -> io::Result<()> {
+        let op = match (old.is_none(), new.is_none()) {
+            (true, true) => return Ok(()),
+            (true, false) => libc::EPOLL_CTL_ADD,
+            (false, true) => libc::EPOLL_CTL_DEL,
+            (false, false) => libc::EPOLL_CTL_MOD,
+        };
+        // Only connections change their interest (a listener changes read only, and
+        // EPOLLRDHUP is harmless on a listener, which never receives a FIN).
+        sys::epoll_ctl(self.ep.as_fd(), op, fd, Self::flags(new, true), token)
     }
 
     fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        sys::epoll_del(self.ep.as_fd(), fd)
+        sys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
     fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {

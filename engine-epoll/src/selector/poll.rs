@@ -1,0 +1,73 @@
+//! poll(2): the whole registry's `pollfd` array goes to the kernel at every wait, which
+//! checks every descriptor in it and fills in `revents`; the loop then scans the array
+//! for the entries that are ready. Both costs grow with the number of connections,
+//! whether they are active or not: that is poll's nature, and nothing more is added.
+
+use super::registry::Registry;
+use super::{Interest, Ready, Selector};
+use crate::sys;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+#[derive(Default)]
+pub(crate) struct Poll {
+    registry: Registry,
+    /// The events of the last wait.
+    ready: Vec<(u64, Ready)>,
+}
+
+impl Selector for Poll {
+    const NAME: &'static str = "poll";
+    const EDGE: bool = false;
+    const CTL_IS_SYSCALL: bool = false;
+    const CLOSE_REMOVES: bool = false;
+
+    fn new() -> io::Result<Poll> {
+        Ok(Poll::default())
+    }
+
+    fn add(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest, _conn: bool) -> io::Result<()> {
+        self.registry.add(fd.as_raw_fd(), token, interest);
+        Ok(())
+    }
+
+    fn modify(&mut self, fd: BorrowedFd<'_>, _token: u64, _old: Interest, new: Interest) -> io::Result<()> {
+        self.registry.set(fd.as_raw_fd(), new);
+        Ok(())
+    }
+
+    fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.registry.remove(fd.as_raw_fd());
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
+        self.ready.clear();
+        let mut left = sys::poll(&mut self.registry.fds, timeout_ms)?;
+        for (entry, &token) in self.registry.fds.iter().zip(&self.registry.tokens) {
+            if left == 0 {
+                break;
+            }
+            let r = entry.revents;
+            if r == 0 {
+                continue;
+            }
+            left -= 1;
+            let any = |mask: i16| r & mask != 0;
+            let hangup = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+            self.ready.push((
+                token,
+                Ready {
+                    readable: any(libc::POLLIN | libc::POLLRDHUP | hangup),
+                    writable: any(libc::POLLOUT | hangup),
+                    hup: any(libc::POLLRDHUP | hangup),
+                },
+            ));
+        }
+        Ok(self.ready.len())
+    }
+
+    fn event(&self, i: usize) -> (u64, Ready) {
+        self.ready[i]
+    }
+}
