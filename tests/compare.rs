@@ -272,6 +272,27 @@ fn a_server_that_cannot_hold_the_connections_fails_with_its_reason_and_the_other
     assert_eq!(v["ladder"]["rows"][1]["cells"][0]["failed"], "out of descriptors", "{v}");
 }
 
+/// Past FD_SETSIZE, select refuses connections: its cell is FAILED (FD_SETSIZE), with
+/// the server's own line as the detail, and the other engines run.
+#[test]
+fn select_past_fd_setsize_fails_with_its_reason_and_epoll_runs() {
+    let limit = common::raise_nofile_limit();
+    if limit < 3000 {
+        eprintln!("skipping: 1,100 connections to each of two servers need 3000 open files, the limit is {limit}");
+        return;
+    }
+    let args = ["--engines", "select,epoll", "--connections", "1100", "--active", "10%", "--rate", "200"];
+    let v = run_compare(&[&args[..], &["--duration", "0.5s", "--rounds", "1"]].concat());
+    let rows = v["ladder"]["rows"].as_array().expect("ladder rows");
+    let select = &rows[0]["cells"][0];
+    assert_eq!((rows[0]["engine"].as_str(), select["failed"].as_str()), (Some("select"), Some("FD_SETSIZE")), "{v}");
+    let detail = select["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("select cannot watch descriptor") && detail.contains("use poll or epoll"), "{detail}");
+    let epoll = &rows[1]["cells"][0];
+    assert!(epoll["failed"].is_null(), "{v}");
+    positive(epoll, "latency_p99_us");
+}
+
 #[test]
 fn missing_wrk_or_bad_flags_are_one_line_errors() {
     let out = common::duet_command()
