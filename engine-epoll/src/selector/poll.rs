@@ -44,25 +44,27 @@ impl Selector for Poll {
     fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
         self.ready.clear();
         let mut left = sys::poll(&mut self.registry.fds, timeout_ms)?;
-        for (entry, &token) in self.registry.fds.iter().zip(&self.registry.tokens) {
-            if left == 0 {
-                break;
-            }
+        if left == 0 {
+            return Ok(0);
+        }
+        // The scan poll requires: one test per entry, the rest only for ready ones.
+        for (i, entry) in self.registry.fds.iter().enumerate() {
             let r = entry.revents;
             if r == 0 {
                 continue;
             }
-            left -= 1;
             let any = |mask: i16| r & mask != 0;
             let hangup = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-            self.ready.push((
-                token,
-                Ready {
-                    readable: any(libc::POLLIN | libc::POLLRDHUP | hangup),
-                    writable: any(libc::POLLOUT | hangup),
-                    hup: any(libc::POLLRDHUP | hangup),
-                },
-            ));
+            let ready = Ready {
+                readable: any(libc::POLLIN | libc::POLLRDHUP | hangup),
+                writable: any(libc::POLLOUT | hangup),
+                hup: any(libc::POLLRDHUP | hangup),
+            };
+            self.ready.push((self.registry.tokens[i], ready));
+            left -= 1;
+            if left == 0 {
+                break;
+            }
         }
         Ok(self.ready.len())
     }
