@@ -47,6 +47,7 @@ pub(crate) const HAS_RANGE: u8 = 1;
 pub(crate) const HAS_IF_RANGE: u8 = 2;
 pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
 pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
+pub(crate) const HAS_ACCEPT_ENCODING: u8 = 16;
 
 /// How the request body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +153,8 @@ pub(crate) fn decide<'a>(
             conditional |= HAS_IF_MODIFIED_SINCE;
         } else if name.eq_ignore_ascii_case(b"if-range") {
             conditional |= HAS_IF_RANGE;
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            conditional |= HAS_ACCEPT_ENCODING;
         }
     }
 
@@ -225,11 +228,17 @@ pub(crate) fn decide<'a>(
         (Method::Options, Some(Entry::Echo)) => Answer::Shared(site.options(Allow::Echo)),
         (Method::Options, Some(_)) => Answer::Shared(site.options(Allow::Static)),
         (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
-        (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 => Answer::Shared(&f.ok),
-        (Method::Get | Method::Head, Some(Entry::File(f))) => {
-            static_files::conditional(f, known == Method::Get, conditional, req.headers)
+        // A file without variants and without validators or ranges asked for: its
+        // pre-rendered 200.
+        (Method::Get | Method::Head, Some(Entry::File(f)))
+            if conditional & !HAS_ACCEPT_ENCODING == 0 && f.variants.is_empty() =>
+        {
+            Answer::Shared(&f.ok)
         }
-        (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target),
+        (Method::Get | Method::Head, Some(Entry::File(f))) => {
+            static_files::serve(f, known == Method::Get, conditional, req.headers)
+        }
+        (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target, site.headers()),
         (Method::Get | Method::Head, Some(Entry::Echo)) => Answer::Owned(Box::new(echo::head(&head[..len]))),
         (Method::Echo, Some(Entry::Echo)) => Answer::Echo(echo::content_type(content_type)),
         (Method::Other | Method::Connect, Some(Entry::Echo)) => Answer::Shared(site.echo_405()),
