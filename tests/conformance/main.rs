@@ -50,6 +50,7 @@ mod echo;
 mod engine_risks;
 mod metrics;
 mod rejections;
+mod site_options;
 mod slow_readers;
 mod static_files;
 mod streaming;
