@@ -232,3 +232,44 @@ fn pipelined_negotiation_keeps_each_answer_apart() {
     let bodies: Vec<Vec<u8>> = o.responses().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies, [BR.to_vec(), PLAIN.to_vec(), GZ.to_vec()]);
 }
+
+mod arbitrary_accept_encoding {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the Accept-Encoding value (any bytes a field value may hold), a file
+        /// with variants answers 200 with one of its representations, labelled right,
+        /// or 406; the connection stays usable.
+        #[test]
+        fn any_accept_encoding_answers_one_representation_or_406(
+            value in proptest::collection::vec(
+                prop_oneof![
+                    Just("br".to_string()), Just("gzip".to_string()), Just("identity".to_string()),
+                    Just("*".to_string()), Just(";q=0".to_string()), Just(";q=0.5".to_string()),
+                    Just(";q=1".to_string()), Just(",".to_string()), Just(" ".to_string()),
+                    "[ -~\t]{0,6}",
+                ],
+                0..12,
+            )
+        ) {
+            let value = value.concat();
+            let input = cat(&[&req("GET", "/both.txt", &[&format!("Accept-Encoding: {value}")]), &req("GET", "/r", &[])]);
+            let (o, _) = run_chunks(&site(), &Limits::default(), SendMode::ALL, &[&input]);
+            let rs = o.responses();
+            prop_assert_eq!(rs.len(), 2, "{}", o.text());
+            let r = &rs[0];
+            match (r.status, r.header("content-encoding")) {
+                (200, None) => prop_assert_eq!(r.body.as_slice(), PLAIN),
+                (200, Some("gzip")) => prop_assert_eq!(r.body.as_slice(), GZ),
+                (200, Some("br")) => prop_assert_eq!(r.body.as_slice(), BR),
+                (406, None) => {}
+                other => prop_assert!(false, "unexpected {:?} for {:?}", other, value),
+            }
+            prop_assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+            prop_assert_eq!(rs[1].body.as_slice(), b"route");
+        }
+    }
+}
