@@ -47,7 +47,6 @@ pub(crate) const HAS_RANGE: u8 = 1;
 pub(crate) const HAS_IF_RANGE: u8 = 2;
 pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
 pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
-pub(crate) const HAS_ACCEPT_ENCODING: u8 = 16;
 
 /// How the request body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,8 +152,6 @@ pub(crate) fn decide<'a>(
             conditional |= HAS_IF_MODIFIED_SINCE;
         } else if name.eq_ignore_ascii_case(b"if-range") {
             conditional |= HAS_IF_RANGE;
-        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
-            conditional |= HAS_ACCEPT_ENCODING;
         }
     }
 
@@ -229,10 +226,9 @@ pub(crate) fn decide<'a>(
         (Method::Options, Some(_)) => Answer::Shared(site.options(Allow::Static)),
         (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
         // A file without variants and without validators or ranges asked for: its
-        // pre-rendered 200.
-        (Method::Get | Method::Head, Some(Entry::File(f)))
-            if conditional & !HAS_ACCEPT_ENCODING == 0 && f.variants.is_empty() =>
-        {
+        // pre-rendered 200. (Accept-Encoding is not looked for here: browsers send it
+        // with every request, and only a file with variants needs it.)
+        (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 && f.variants.is_empty() => {
             Answer::Shared(&f.ok)
         }
         (Method::Get | Method::Head, Some(Entry::File(f))) => {

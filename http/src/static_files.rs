@@ -5,9 +5,7 @@
 //! the chosen representation's own validators.
 
 use crate::accept_encoding::{AcceptEncoding, Choice};
-use crate::request::{
-    list_items, trim, Answer, HAS_ACCEPT_ENCODING, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE,
-};
+use crate::request::{list_items, trim, Answer, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
 use crate::site::{FileEntry, Prerendered};
 use bytes::Bytes;
 use std::time::UNIX_EPOCH;
@@ -19,10 +17,8 @@ pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &
         file
     } else {
         let mut accept = AcceptEncoding::default();
-        if flags & HAS_ACCEPT_ENCODING != 0 {
-            for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("accept-encoding")) {
-                accept.add(h.value);
-            }
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("accept-encoding")) {
+            accept.add(h.value);
         }
         // No Accept-Encoding: identity, as nginx and caddy do (RFC 9110 would allow
         // any coding, but clients that decode nothing send none).
@@ -32,7 +28,7 @@ pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &
             Choice::NotAcceptable => return not_acceptable(file),
         }
     };
-    if flags & (HAS_RANGE | HAS_IF_NONE_MATCH | HAS_IF_MODIFIED_SINCE) == 0 {
+    if flags == 0 {
         return Answer::Shared(&file.ok);
     }
     conditional(file, is_get, flags, headers)
