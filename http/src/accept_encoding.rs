@@ -2,10 +2,10 @@
 //! client gets. Only read for files that have a variant.
 //!
 //! Strict about what counts, tolerant about what it skips: an element whose coding is
-//! not a token or whose `q` is not a valid qvalue is ignored (as if not listed), and
-//! the rest of the field still counts. Parameters other than `q` are ignored.
+//! not one duet knows (a malformed one included) or whose `q` is not a valid qvalue is
+//! ignored (as if not listed), and the rest of the field still counts. Parameters other
+//! than `q` are ignored.
 
-use crate::headers::is_tchar;
 use crate::request::trim;
 
 /// The content codings duet serves precompressed variants in.
@@ -109,8 +109,10 @@ impl AcceptEncoding {
 /// `None` for an empty or malformed element.
 fn element_weight(element: &[u8]) -> Option<(&[u8], u16)> {
     let mut parts = element.split(|&b| b == b';');
+    // Only br, gzip, x-gzip, identity and * count: anything else, a malformed token
+    // included, matches none of them and is skipped without being checked further.
     let coding = trim(parts.next()?);
-    if coding.is_empty() || !(coding == b"*" || coding.iter().all(|&b| is_tchar(b))) {
+    if coding.is_empty() {
         return None;
     }
     let mut q = 1000;

@@ -2,6 +2,7 @@
 //! once when the site is built so that a request never pays for them: they are
 //! rendered into the pre-rendered heads.
 
+use crate::line::is_tchar;
 use std::fmt;
 
 /// Why a configured response header was refused.
@@ -78,11 +79,6 @@ pub fn check_response_header(line: &str) -> Result<String, HeaderError> {
         return Err(HeaderError::Managed { name, hint });
     }
     Ok(format!("{name}: {value}"))
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
