@@ -165,6 +165,18 @@ pub struct ServeArgs {
     /// With --dir: serve files and directories whose name starts with a dot.
     #[arg(long)]
     pub dotfiles: bool,
+    /// With --dir: serve a `FILE.br` or `FILE.gz` next to FILE, in place of FILE, to
+    /// clients whose Accept-Encoding allows it (br first at equal weight).
+    #[arg(long, requires = "dir")]
+    pub precompressed: bool,
+    /// With --dir: answer a directory without index.html with an HTML list of what it
+    /// serves (without it: 403 Forbidden).
+    #[arg(long, requires = "dir")]
+    pub list_dirs: bool,
+    /// Add a header field to every response (routes, files, redirects, errors), e.g.
+    /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
     /// per request [default: 64KiB on epoll, 4MiB on io_uring]
     #[arg(long, value_name = "BYTES")]
@@ -203,6 +215,9 @@ impl ServeArgs {
             route_types: self.route_types.clone(),
             dir: self.dir.clone(),
             dotfiles: self.dotfiles,
+            precompressed: self.precompressed,
+            list_dirs: self.list_dirs,
+            headers: self.headers.clone(),
             max_cached_file: self.max_cached_file.map_or_else(|| engine.default_max_cached_file(), |b| b.0),
             cache_budget: self.cache_budget.0,
             echoes: self.echoes.clone(),
@@ -278,7 +293,14 @@ pub fn report_clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let mut lines = text.lines();
+            let mut first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+            // "the following required arguments were not provided:" lists them on the
+            // next, indented lines: keep them on the one line.
+            if first.ends_with(':') {
+                let listed: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).map(str::trim).collect();
+                first = format!("{first} {}", listed.join(", "));
+            }
             eprintln!("duet: error: {first} (see duet --help)");
             ExitCode::from(2)
         }

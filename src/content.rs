@@ -10,10 +10,12 @@
 //!
 //! Only what is loaded can be served: the site is a table of the files found under
 //! `--dir` (symlinks that leave it refused, dotfiles skipped unless `--dotfiles`), so
-//! no request path, however encoded, can reach anything else.
+//! no request path, however encoded, can reach anything else. The same holds for what
+//! `--precompressed` and `--list-dirs` add: a variant is a served sibling file, and a
+//! listing names exactly the entries of the table.
 
 use bytes::Bytes;
-use duet_http::{Body, FileMeta, Site, SiteBuilder};
+use duet_http::{Body, Coding, FileMeta, Site, SiteBuilder, Variant};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
@@ -32,6 +34,12 @@ pub struct ContentConfig {
     pub route_types: Vec<String>,
     pub dir: Option<PathBuf>,
     pub dotfiles: bool,
+    /// Serve `FILE.br` / `FILE.gz` siblings as variants of FILE.
+    pub precompressed: bool,
+    /// An HTML index for a directory without index.html (else 403).
+    pub list_dirs: bool,
+    /// `--header` lines, `Name: value`.
+    pub headers: Vec<String>,
     pub max_cached_file: u64,
     pub cache_budget: u64,
     /// `--echo` paths.
@@ -59,6 +67,8 @@ pub struct Loaded {
     /// Bodies (files and `@FILE` routes) streamed from disk, and their total size.
     pub streamed: usize,
     pub streamed_bytes: u64,
+    /// Files served with a precompressed variant.
+    pub precompressed: usize,
 }
 
 impl Loaded {
@@ -72,7 +82,11 @@ impl Loaded {
             self.streamed,
             self.streamed_bytes,
             if self.echoes > 0 { format!("; {} echo routes", self.echoes) } else { String::new() }
-        )
+        ) + &if self.precompressed > 0 {
+            format!("; {} files with precompressed variants", self.precompressed)
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -81,8 +95,12 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
     for path in &cfg.echoes {
         check_path("--echo", path, path)?;
     }
+    let base = cfg
+        .headers
+        .iter()
+        .try_fold(Site::builder(), |b, line| b.header(line).map_err(|e| format!("--header {line:?}: {e}")))?;
     if cfg.is_default() {
-        let builder = cfg.echoes.iter().fold(Site::builder().hello(), |b, path| b.echo(path));
+        let builder = cfg.echoes.iter().fold(base.hello(), |b, path| b.echo(path));
         return Ok(Loaded {
             site: builder.build(),
             files: 0,
@@ -91,6 +109,7 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
             bytes: 13,
             streamed: 0,
             streamed_bytes: 0,
+            precompressed: 0,
         });
     }
     let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
@@ -100,7 +119,7 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         types.insert(path, mime);
     }
     let mut loader = Loader {
-        builder: Site::builder(),
+        builder: base,
         types,
         used_types: HashSet::new(),
         max_file: cfg.max_cached_file,
@@ -109,9 +128,10 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         files: 0,
         streamed: 0,
         streamed_bytes: 0,
+        precompressed: 0,
     };
     if let Some(dir) = &cfg.dir {
-        loader.load_dir(dir, cfg.dotfiles)?;
+        loader.load_dir(dir, cfg)?;
     }
     for (path, body) in &routes {
         loader.add_route(path, body)?;
@@ -130,6 +150,7 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         bytes: loader.used,
         streamed: loader.streamed,
         streamed_bytes: loader.streamed_bytes,
+        precompressed: loader.precompressed,
     })
 }
 
@@ -202,6 +223,18 @@ struct Loader {
     files: usize,
     streamed: usize,
     streamed_bytes: u64,
+    precompressed: usize,
+}
+
+/// The sibling suffixes `--precompressed` looks for, and their codings.
+const PRECOMPRESSED: [(&str, Coding); 2] = [(".br", Coding::Br), (".gz", Coding::Gzip)];
+
+/// A file of a directory, opened and ready to be served.
+struct DirFile {
+    name: String,
+    disk: PathBuf,
+    body: Body,
+    meta: FileMeta,
 }
 
 impl Loader {
@@ -262,7 +295,7 @@ impl Loader {
         Ok(())
     }
 
-    fn load_dir(&mut self, dir: &Path, dotfiles: bool) -> Result<(), String> {
+    fn load_dir(&mut self, dir: &Path, cfg: &ContentConfig) -> Result<(), String> {
         let root = fs::canonicalize(dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
         if !root.is_dir() {
             return Err(format!("--dir {}: not a directory", dir.display()));
@@ -276,13 +309,16 @@ impl Loader {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("cannot read directory {}: {e}", disk.display()))?;
             entries.sort_by_key(|e| e.file_name());
+            // What this directory serves, in name order: (name, is a directory).
+            let mut listed: Vec<(String, bool)> = Vec::new();
+            let mut files: Vec<DirFile> = Vec::new();
             for entry in entries {
                 let path = entry.path();
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                     warn!("not serving {}: the name is not UTF-8", path.display());
                     continue;
                 };
-                if name.starts_with('.') && !dotfiles {
+                if name.starts_with('.') && !cfg.dotfiles {
                     continue;
                 }
                 let file_type = entry.file_type().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -316,33 +352,114 @@ impl Loader {
                     stack.push((real, child_url.clone(), below));
                     let b = std::mem::replace(&mut self.builder, Site::builder());
                     self.builder = b.directory(&child_url);
+                    listed.push((name, true));
                 } else if meta.is_file() {
-                    self.add_file(&real, &child_url)?;
+                    let (body, meta) = self.open_body(&real)?;
+                    files.push(DirFile { meta: file_meta(&meta, body.len()), name: name.clone(), disk: real, body });
+                    listed.push((name, false));
                 }
                 // Sockets, FIFOs and devices are never served.
             }
-            let index = format!("{url}/index.html");
-            if self.builder.contains(&index) {
-                let b = std::mem::replace(&mut self.builder, Site::builder());
-                self.builder = b.alias(&format!("{url}/"), &index);
+            for file in &files {
+                let variants = if cfg.precompressed { precompressed_variants(&file.name, &files) } else { Vec::new() };
+                if !variants.is_empty() {
+                    self.precompressed += 1;
+                }
+                self.add_file(file, &format!("{url}/{}", file.name), variants);
             }
+            let index = format!("{url}/index.html");
+            let slashed = format!("{url}/");
+            let b = std::mem::replace(&mut self.builder, Site::builder());
+            self.builder = if b.contains(&index) {
+                b.alias(&slashed, &index)
+            } else if cfg.list_dirs {
+                b.route(&slashed, "text/html; charset=utf-8", Bytes::from(listing(&slashed, &listed)))
+            } else {
+                b.forbidden(&slashed)
+            };
         }
         Ok(())
     }
 
-    fn add_file(&mut self, path: &Path, url: &str) -> Result<(), String> {
-        let (body, meta) = self.open_body(path)?;
-        let content_type = self.content_type(url, || guess_type(path));
-        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-        let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
-        // Strong: it changes whenever the file is replaced (inode), rewritten (mtime)
-        // or resized, as nginx's and Apache's do.
-        let etag = format!("{:x}-{nanos:x}-{:x}", meta.ino(), body.len());
+    fn add_file(&mut self, file: &DirFile, url: &str, variants: Vec<Variant>) {
+        let content_type = self.content_type(url, || guess_type(&file.disk));
         let b = std::mem::replace(&mut self.builder, Site::builder());
-        self.builder = b.file(url, &content_type, body, &FileMeta { etag, modified });
+        self.builder = b.file_with_variants(url, &content_type, file.body.clone(), &file.meta, variants);
         self.files += 1;
-        Ok(())
     }
+}
+
+/// The validators of a file: a strong ETag that changes whenever the file is replaced
+/// (inode), rewritten (mtime) or resized, as nginx's and Apache's do.
+fn file_meta(meta: &fs::Metadata, len: u64) -> FileMeta {
+    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+    let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
+    FileMeta { etag: format!("{:x}-{nanos:x}-{len:x}", meta.ino()), modified }
+}
+
+/// The `NAME.br` and `NAME.gz` among the files of the same directory, as variants of
+/// `NAME` (the bodies are shared with the files served at their own paths).
+fn precompressed_variants(name: &str, files: &[DirFile]) -> Vec<Variant> {
+    PRECOMPRESSED
+        .iter()
+        .filter_map(|(suffix, coding)| {
+            let sibling = format!("{name}{suffix}");
+            let f = files.iter().find(|f| f.name == sibling)?;
+            Some(Variant { coding: *coding, body: f.body.clone(), meta: f.meta.clone() })
+        })
+        .collect()
+}
+
+/// The HTML index of the directory at URL path `dir` (with its trailing slash) that
+/// serves `entries` (name, is a directory), in that order: names HTML-escaped, links
+/// relative and percent-encoded (so a name like `a:b` or `#x` stays a path).
+fn listing(dir: &str, entries: &[(String, bool)]) -> String {
+    let title = html_escape(dir);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
+         <body>\n<h1>Index of {title}</h1>\n<ul>\n"
+    );
+    if dir != "/" {
+        html.push_str("<li><a href=\"../\">../</a></li>\n");
+    }
+    for (name, is_dir) in entries {
+        let slash = if *is_dir { "/" } else { "" };
+        html.push_str(&format!(
+            "<li><a href=\"{}{slash}\">{}{slash}</a></li>\n",
+            percent_encode(name),
+            html_escape(name)
+        ));
+    }
+    html.push_str("</ul>\n</body>\n</html>\n");
+    html
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every byte but the unreserved characters of RFC 3986 as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -362,6 +479,24 @@ mod tests {
         assert_eq!(parse_route_type("/a=application/json").unwrap().1, "application/json");
         assert!(parse_route_type("/a=").is_err());
         assert!(parse_route_type("/a").is_err());
+    }
+
+    #[test]
+    fn listing_escapes_names_and_encodes_links() {
+        let entries = [
+            ("a b&<c>.txt".to_string(), false),
+            ("d\"ir'".to_string(), true),
+            ("x:y#z?.html".to_string(), false),
+            ("été".to_string(), false),
+        ];
+        let html = listing("/s<p>/", &entries);
+        assert!(html.contains("<title>Index of /s&lt;p&gt;/</title>"), "{html}");
+        assert!(html.contains("<li><a href=\"../\">../</a></li>"), "{html}");
+        assert!(html.contains("<a href=\"a%20b%26%3Cc%3E.txt\">a b&amp;&lt;c&gt;.txt</a>"), "{html}");
+        assert!(html.contains("<a href=\"d%22ir%27/\">d&quot;ir&#39;/</a>"), "{html}");
+        assert!(html.contains("<a href=\"x%3Ay%23z%3F.html\">x:y#z?.html</a>"), "{html}");
+        assert!(html.contains("<a href=\"%C3%A9t%C3%A9\">été</a>"), "{html}");
+        assert!(!listing("/", &entries).contains("../"), "no parent link at the root");
     }
 
     #[test]

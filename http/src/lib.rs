@@ -29,11 +29,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accept_encoding;
 mod chunked;
 mod conn;
 mod context;
 mod date;
 mod echo;
+mod headers;
 mod limits;
 mod line;
 mod out;
@@ -42,9 +44,11 @@ mod request;
 mod site;
 mod static_files;
 
+pub use accept_encoding::Coding;
 pub use conn::{Connection, Timer};
 pub use context::{Context, HttpStats, MetricsSource};
 pub use date::DateCache;
+pub use headers::{check_response_header, HeaderError};
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
-pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder};
+pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder, Variant};

@@ -225,11 +225,16 @@ pub(crate) fn decide<'a>(
         (Method::Options, Some(Entry::Echo)) => Answer::Shared(site.options(Allow::Echo)),
         (Method::Options, Some(_)) => Answer::Shared(site.options(Allow::Static)),
         (Method::Get | Method::Head, Some(Entry::Fixed(r))) => Answer::Shared(r),
-        (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 => Answer::Shared(&f.ok),
-        (Method::Get | Method::Head, Some(Entry::File(f))) => {
-            static_files::conditional(f, known == Method::Get, conditional, req.headers)
+        // A file without variants and without validators or ranges asked for: its
+        // pre-rendered 200. (Accept-Encoding is not looked for here: browsers send it
+        // with every request, and only a file with variants needs it.)
+        (Method::Get | Method::Head, Some(Entry::File(f))) if conditional == 0 && f.variants.is_empty() => {
+            Answer::Shared(&f.ok)
         }
-        (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target),
+        (Method::Get | Method::Head, Some(Entry::File(f))) => {
+            static_files::serve(f, known == Method::Get, conditional, req.headers)
+        }
+        (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target, site.headers()),
         (Method::Get | Method::Head, Some(Entry::Echo)) => Answer::Owned(Box::new(echo::head(&head[..len]))),
         (Method::Echo, Some(Entry::Echo)) => Answer::Echo(echo::content_type(content_type)),
         (Method::Other | Method::Connect, Some(Entry::Echo)) => Answer::Shared(site.echo_405()),

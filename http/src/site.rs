@@ -13,7 +13,9 @@
 //! at once even on a worker with no traffic; responses in flight hold only the bodies
 //! they send. A file streamed by the old table is closed when the last of them is sent.
 
+use crate::accept_encoding::Coding;
 use crate::echo;
+use crate::headers::{check_response_header, HeaderError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs::File;
@@ -156,8 +158,10 @@ pub fn reason(status: u16) -> &'static str {
         301 => "Moved Permanently",
         304 => "Not Modified",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -181,7 +185,7 @@ const STATIC_ALLOW: &str = "Allow: GET, HEAD, OPTIONS";
 const FEW_ROUTES: usize = 8;
 
 /// A file served with validators: `ETag`, `Last-Modified`, conditional requests and
-/// byte ranges.
+/// byte ranges; and, when it has precompressed variants, content negotiation.
 #[derive(Debug)]
 pub(crate) struct FileEntry {
     /// The full `200` response (headers include ETag, Last-Modified, Accept-Ranges).
@@ -194,6 +198,28 @@ pub(crate) struct FileEntry {
     pub(crate) modified: u64,
     pub(crate) last_modified: Box<str>,
     pub(crate) content_type: Box<str>,
+    /// `Content-Encoding` of this representation (a precompressed variant).
+    pub(crate) coding: Option<Coding>,
+    /// Header lines every response about this file carries besides the validators:
+    /// `Vary: Accept-Encoding` when it has variants (or is one), and `--header` lines.
+    /// Used by the answers rendered per request (206, 416, 406).
+    pub(crate) lines: Box<[Box<str>]>,
+    /// The precompressed variants, br before gzip (the order of preference at equal
+    /// weight); empty when there are none, and then Accept-Encoding is never read.
+    pub(crate) variants: Box<[(Coding, FileEntry)]>,
+    /// The codings of `variants`, in the same order.
+    pub(crate) codings: Box<[Coding]>,
+}
+
+impl FileEntry {
+    /// The header lines of a response with this file's (possibly partial) content.
+    pub(crate) fn content_lines(&self) -> impl Iterator<Item = &str> {
+        let coding = self.coding.map(|c| match c {
+            Coding::Br => "Content-Encoding: br",
+            Coding::Gzip => "Content-Encoding: gzip",
+        });
+        coding.into_iter().chain(self.lines.iter().map(|l| &**l))
+    }
 }
 
 /// What a path maps to.
@@ -231,6 +257,8 @@ pub(crate) struct Snapshot {
     options: [Arc<Prerendered>; 3],
     /// `405` on an echo route, with its Allow list.
     echo_405: Arc<Prerendered>,
+    /// The `--header` lines, for the answers rendered per request (301, 206...).
+    headers: Box<[Box<str>]>,
 }
 
 impl Snapshot {
@@ -259,6 +287,11 @@ impl Snapshot {
     pub(crate) fn echo_405(&self) -> &Arc<Prerendered> {
         &self.echo_405
     }
+
+    /// The configured response header lines (`Name: value`).
+    pub(crate) fn headers(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|l| &**l)
+    }
 }
 
 /// What is served, shared by all worker threads. Read-only on the hot path; the whole
@@ -282,7 +315,7 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// Starts an empty site.
     pub fn builder() -> SiteBuilder {
-        SiteBuilder { routes: HashMap::new() }
+        SiteBuilder { routes: HashMap::new(), headers: Vec::new() }
     }
 
     /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
@@ -357,18 +390,47 @@ pub struct FileMeta {
     pub modified: SystemTime,
 }
 
+/// A precompressed variant of a file ([`SiteBuilder::file_with_variants`]): the same
+/// content in a content coding, with its own validators.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Its content coding.
+    pub coding: Coding,
+    /// The encoded bytes.
+    pub body: Body,
+    /// Its own validators (a distinct entity-tag from the identity's).
+    pub meta: FileMeta,
+}
+
 /// Builds a [`Site`].
 #[derive(Debug)]
 pub struct SiteBuilder {
     routes: HashMap<Box<[u8]>, Entry>,
+    /// `--header` lines, rendered into every response added after them.
+    headers: Vec<Box<str>>,
 }
 
 impl SiteBuilder {
+    /// Adds `line` (`Name: value`) to every response of the site: routes, files
+    /// (200, 206, 304, 416), redirects, OPTIONS and error responses. It is rendered
+    /// into the pre-rendered heads, so it costs a request nothing; it applies to what
+    /// is added after it, so add headers first. Refused: a malformed line, and the
+    /// fields duet sets itself ([`HeaderError`]).
+    pub fn header(mut self, line: &str) -> Result<Self, HeaderError> {
+        self.headers.push(check_response_header(line)?.into());
+        Ok(self)
+    }
+
+    /// The `--header` lines followed by `more`.
+    fn lines<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        more.iter().copied().chain(self.headers.iter().map(|l| &**l)).collect()
+    }
+
     /// Serves `body` with `content_type` and status 200 at `path` (decoded, starting
     /// with `/`). A later entry for the same path replaces an earlier one. The body is
     /// bytes in memory or a file streamed from disk ([`Body::file`]).
     pub fn route(mut self, path: &str, content_type: &str, body: impl Into<Body>) -> Self {
-        let resp = Prerendered::new(200, content_type, body, &[]);
+        let resp = Prerendered::new(200, content_type, body, &self.lines(&[]));
         self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
     }
@@ -382,25 +444,80 @@ impl SiteBuilder {
     /// `Accept-Ranges: bytes`; answers `If-None-Match`, `If-Modified-Since`, `Range` and
     /// `If-Range`. The body is bytes in memory or a file streamed from disk
     /// ([`Body::file`]); both are answered alike.
-    pub fn file(mut self, path: &str, content_type: &str, body: impl Into<Body>, meta: &FileMeta) -> Self {
+    pub fn file(self, path: &str, content_type: &str, body: impl Into<Body>, meta: &FileMeta) -> Self {
+        self.file_with_variants(path, content_type, body, meta, Vec::new())
+    }
+
+    /// Like [`SiteBuilder::file`], with precompressed `variants` (one per coding; a
+    /// later one for the same coding wins) chosen by the request's `Accept-Encoding`:
+    /// each is served with `Content-Encoding`, the file's Content-Type and its own
+    /// validators, and every response about the file says `Vary: Accept-Encoding`.
+    pub fn file_with_variants(
+        mut self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+        meta: &FileMeta,
+        variants: Vec<Variant>,
+    ) -> Self {
+        let mut by_coding: Vec<Variant> = Vec::new();
+        for v in variants {
+            by_coding.retain(|b| b.coding != v.coding);
+            by_coding.push(v);
+        }
+        by_coding.sort_by_key(|v| v.coding);
+        let vary = !by_coding.is_empty();
+        let variants: Box<[(Coding, FileEntry)]> = by_coding
+            .into_iter()
+            .map(|v| (v.coding, self.file_entry(content_type, v.body, &v.meta, Some(v.coding), true, Box::default())))
+            .collect();
+        let entry = self.file_entry(content_type, body.into(), meta, None, vary, variants);
+        self.routes.insert(path.as_bytes().into(), Entry::File(Arc::new(entry)));
+        self
+    }
+
+    fn file_entry(
+        &self,
+        content_type: &str,
+        body: Body,
+        meta: &FileMeta,
+        coding: Option<Coding>,
+        vary: bool,
+        variants: Box<[(Coding, FileEntry)]>,
+    ) -> FileEntry {
         let opaque: String = meta.etag.chars().filter(|&c| c.is_ascii_graphic() && c != '"').collect();
         let etag = format!("\"{opaque}\"");
         let modified = meta.modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(modified));
         let etag_line = format!("ETag: {etag}");
         let lm_line = format!("Last-Modified: {last_modified}");
-        let ok = Prerendered::new(200, content_type, body, &[&etag_line, &lm_line, "Accept-Ranges: bytes"]);
-        let not_modified = Prerendered::bodiless(304, &[&etag_line, &lm_line]);
-        let entry = FileEntry {
+        let lines: Box<[Box<str>]> = vary
+            .then_some("Vary: Accept-Encoding")
+            .into_iter()
+            .chain(self.headers.iter().map(|l| &**l))
+            .map(Box::from)
+            .collect();
+        let coding_line = coding.map(|c| format!("Content-Encoding: {}", c.name()));
+        let mut ok_lines = vec![etag_line.as_str(), lm_line.as_str(), "Accept-Ranges: bytes"];
+        ok_lines.extend(coding_line.as_deref());
+        ok_lines.extend(lines.iter().map(|l| &**l));
+        let ok = Prerendered::new(200, content_type, body, &ok_lines);
+        let mut nm_lines = vec![etag_line.as_str(), lm_line.as_str()];
+        nm_lines.extend(lines.iter().map(|l| &**l));
+        let not_modified = Prerendered::bodiless(304, &nm_lines);
+        let codings = variants.iter().map(|(c, _)| *c).collect();
+        FileEntry {
             ok: Arc::new(ok),
             not_modified: Arc::new(not_modified),
             etag: etag.into(),
             modified,
             last_modified: last_modified.into(),
             content_type: content_type.into(),
-        };
-        self.routes.insert(path.as_bytes().into(), Entry::File(Arc::new(entry)));
-        self
+            coding,
+            lines,
+            variants,
+            codings,
+        }
     }
 
     /// Serves at `path` whatever `existing` serves (a directory's `index.html` at the
@@ -419,6 +536,14 @@ impl SiteBuilder {
         if !path.is_empty() {
             self.routes.insert(path.as_bytes().into(), Entry::Redirect);
         }
+        self
+    }
+
+    /// Makes `path` (a directory's slashed path with no index) answer `403 Forbidden`,
+    /// as nginx does when listing is off.
+    pub fn forbidden(mut self, path: &str) -> Self {
+        let resp = Prerendered::error(403, &self.lines(&[]));
+        self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
     }
 
@@ -451,19 +576,20 @@ impl SiteBuilder {
             .iter()
             .map(|&s| {
                 let extra: &[&str] = if s == 405 { &[STATIC_ALLOW] } else { &[] };
-                Arc::new(Prerendered::error(s, extra))
+                Arc::new(Prerendered::error(s, &self.lines(extra)))
             })
             .collect();
         let any_echo = self.routes.values().any(|e| matches!(e, Entry::Echo));
-        let options = |allow| Arc::new(Prerendered::bodiless(204, &[allow]));
+        let options = |allow| Arc::new(Prerendered::bodiless(204, &self.lines(&[allow])));
         let options =
             [options(STATIC_ALLOW), options(echo::ALLOW), options(if any_echo { echo::ALLOW } else { STATIC_ALLOW })];
-        let echo_405 = Arc::new(Prerendered::error(405, &[echo::ALLOW]));
+        let echo_405 = Arc::new(Prerendered::error(405, &self.lines(&[echo::ALLOW])));
         let few = if self.routes.len() <= FEW_ROUTES {
             self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
         } else {
             Vec::new()
         };
-        Site::from_snapshot(Snapshot { routes: self.routes, few, errors, options, echo_405 })
+        let headers = self.headers.into_boxed_slice();
+        Site::from_snapshot(Snapshot { routes: self.routes, few, errors, options, echo_405, headers })
     }
 }

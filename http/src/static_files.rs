@@ -1,20 +1,50 @@
 //! Conditional requests, byte ranges and directory redirects for files (RFC 9110
 //! sections 13 and 14). Only reached when a file is asked for with one of the headers
-//! involved; a plain GET of a file is answered with its pre-rendered 200.
+//! involved; a plain GET of a file is answered with its pre-rendered 200. A file with
+//! precompressed variants is first negotiated (`Accept-Encoding`), then answered from
+//! the chosen representation's own validators.
 
+use crate::accept_encoding::{AcceptEncoding, Choice};
 use crate::request::{list_items, trim, Answer, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
 use crate::site::{FileEntry, Prerendered};
 use bytes::Bytes;
 use std::time::UNIX_EPOCH;
 
 /// The answer to a GET (`is_get`) or HEAD of `file` carrying some of the headers in
+/// `flags`, or of a file with precompressed variants.
+pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &[httparse::Header<'_>]) -> Answer<'a> {
+    let file = if file.variants.is_empty() {
+        file
+    } else {
+        let mut accept = AcceptEncoding::default();
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("accept-encoding")) {
+            accept.add(h.value);
+        }
+        // No Accept-Encoding: identity, as nginx and caddy do (RFC 9110 would allow
+        // any coding, but clients that decode nothing send none).
+        match accept.choose(&file.codings) {
+            Choice::Identity => file,
+            Choice::Encoded(c) => file.variants.iter().find(|(v, _)| *v == c).map_or(file, |(_, v)| v),
+            Choice::NotAcceptable => return not_acceptable(file),
+        }
+    };
+    if flags == 0 {
+        return Answer::Shared(&file.ok);
+    }
+    conditional(file, is_get, flags, headers)
+}
+
+/// `406`: the client refused identity and every variant.
+#[cold]
+fn not_acceptable(file: &FileEntry) -> Answer<'static> {
+    let body = Bytes::from_static(b"406 Not Acceptable\n");
+    let lines: Vec<&str> = file.lines.iter().map(|l| &**l).collect();
+    Answer::Owned(Box::new(Prerendered::new(406, "text/plain; charset=utf-8", body, &lines)))
+}
+
+/// The answer to a GET (`is_get`) or HEAD of `file` carrying some of the headers in
 /// `flags`, evaluated in the order of RFC 9110 13.2.2.
-pub(crate) fn conditional<'a>(
-    file: &'a FileEntry,
-    is_get: bool,
-    flags: u8,
-    headers: &[httparse::Header<'_>],
-) -> Answer<'a> {
+fn conditional<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &[httparse::Header<'_>]) -> Answer<'a> {
     let values =
         |name: &'static str| headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     if flags & HAS_IF_NONE_MATCH != 0 {
@@ -50,28 +80,37 @@ pub(crate) fn conditional<'a>(
         RangeSpec::Unsatisfiable => {
             let content_range = format!("Content-Range: bytes */{len}");
             let body = Bytes::from_static(b"416 Range Not Satisfiable\n");
-            Answer::Owned(Box::new(Prerendered::new(416, "text/plain; charset=utf-8", body, &[&content_range])))
+            // The body is plain text, not the file's coding: no Content-Encoding.
+            let mut extra = vec![content_range.as_str()];
+            extra.extend(file.lines.iter().map(|l| &**l));
+            Answer::Owned(Box::new(Prerendered::new(416, "text/plain; charset=utf-8", body, &extra)))
         }
         RangeSpec::Bytes(first, last) => {
             let body = file.ok.body().slice(first, last);
             let content_range = format!("Content-Range: bytes {first}-{last}/{len}");
             let etag = format!("ETag: {}", file.etag);
             let modified = format!("Last-Modified: {}", file.last_modified);
-            let extra = [content_range.as_str(), etag.as_str(), modified.as_str(), "Accept-Ranges: bytes"];
+            let mut extra = vec![content_range.as_str(), etag.as_str(), modified.as_str(), "Accept-Ranges: bytes"];
+            extra.extend(file.content_lines());
             Answer::Owned(Box::new(Prerendered::new(206, &file.content_type, body, &extra)))
         }
     }
 }
 
-/// `301` to the request's own path with a slash appended, query kept.
-pub(crate) fn redirect(raw_path: &[u8], target: &str) -> Answer<'static> {
+/// `301` to the request's own path with a slash appended, query kept, with the
+/// `--header` lines `headers`.
+pub(crate) fn redirect<'h>(raw_path: &[u8], target: &str, headers: impl Iterator<Item = &'h str>) -> Answer<'static> {
     let query = target.find('?').map_or("", |i| {
         let q = &target[i..];
         &q[..q.find('#').unwrap_or(q.len())]
     });
     let location = format!("Location: {}/{query}", String::from_utf8_lossy(raw_path));
     let body = Bytes::from_static(b"301 Moved Permanently\n");
-    Answer::Owned(Box::new(Prerendered::new(301, "text/plain; charset=utf-8", body, &[&location])))
+    let mut extra = vec![location.as_str()];
+    for h in headers {
+        extra.push(h);
+    }
+    Answer::Owned(Box::new(Prerendered::new(301, "text/plain; charset=utf-8", body, &extra)))
 }
 
 /// An HTTP date as whole seconds since the epoch.
@@ -239,10 +278,11 @@ mod tests {
 
     #[test]
     fn redirect_keeps_the_query() {
-        let a = redirect(b"/docs", "/docs?a=b#frag");
+        let a = redirect(b"/docs", "/docs?a=b#frag", std::iter::empty());
         let head = String::from_utf8_lossy(a.ready().unwrap().head()).into_owned();
         assert!(head.contains("Location: /docs/?a=b\r\n"), "{head}");
-        let a = redirect(b"/d%20s", "/d%20s");
-        assert!(String::from_utf8_lossy(a.ready().unwrap().head()).contains("Location: /d%20s/\r\n"));
+        let a = redirect(b"/d%20s", "/d%20s", std::iter::once("X-A: b"));
+        let head = String::from_utf8_lossy(a.ready().unwrap().head()).into_owned();
+        assert!(head.contains("Location: /d%20s/\r\nX-A: b\r\n"), "{head}");
     }
 }

@@ -53,6 +53,7 @@ mod echo;
 mod engine_risks;
 mod metrics;
 mod rejections;
+mod site_options;
 mod slow_readers;
 mod static_files;
 mod streaming;

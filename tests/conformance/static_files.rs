@@ -140,7 +140,7 @@ fn static_index_and_redirect(engine: &str) {
     assert_eq!(r.header("location"), Some("/sub/?a=1&b=2"));
     let r = fetch(&mut c, "/noindex", "");
     assert_eq!(r.header("location"), Some("/noindex/"));
-    assert_eq!(fetch(&mut c, "/noindex/", "").status, 404);
+    assert_eq!(fetch(&mut c, "/noindex/", "").status, 403, "a directory without index is forbidden, as in nginx");
     assert_eq!(fetch(&mut c, "/noindex/b.txt", "").body, b"b");
 }
 

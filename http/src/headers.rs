@@ -1,0 +1,116 @@
+//! Response header fields configured by the operator (`duet serve --header`), checked
+//! once when the site is built so that a request never pays for them: they are
+//! rendered into the pre-rendered heads.
+
+use crate::line::is_tchar;
+use std::fmt;
+
+/// Why a configured response header was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// No `:` between name and value.
+    NoColon,
+    /// The name is empty or holds a character that is not a token character
+    /// (RFC 9110 §5.1).
+    BadName,
+    /// The value holds CR, LF, NUL or another control character (RFC 9110 §5.5).
+    BadValue,
+    /// duet sets this field itself (framing, connection management, validators...).
+    Managed {
+        /// The field's name, as duet writes it.
+        name: &'static str,
+        /// What to do instead, when there is something.
+        hint: &'static str,
+    },
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::NoColon => write!(f, "expected 'Name: value'"),
+            HeaderError::BadName => {
+                write!(f, "the name must be a token (letters, digits and !#$%&'*+-.^_`|~)")
+            }
+            HeaderError::BadValue => write!(f, "the value may not contain CR, LF or other control characters"),
+            HeaderError::Managed { name, hint } => write!(f, "duet sets {name} itself{hint}"),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// The fields duet writes itself, lower-case, with the name as duet writes it and a
+/// hint. Another value would contradict the framing, the connection management or
+/// the validators duet computes.
+const MANAGED: &[(&str, &str, &str)] = &[
+    ("content-length", "Content-Length", ""),
+    ("transfer-encoding", "Transfer-Encoding", ""),
+    ("connection", "Connection", ""),
+    ("keep-alive", "Keep-Alive", ""),
+    ("proxy-connection", "Proxy-Connection", ""),
+    ("upgrade", "Upgrade", ""),
+    ("te", "TE", ""),
+    ("trailer", "Trailer", ""),
+    ("date", "Date", ""),
+    ("server", "Server", ""),
+    ("content-type", "Content-Type", " (set it per path with --route-type)"),
+    ("content-encoding", "Content-Encoding", " (see --precompressed)"),
+    ("content-range", "Content-Range", ""),
+    ("accept-ranges", "Accept-Ranges", ""),
+    ("etag", "ETag", ""),
+    ("last-modified", "Last-Modified", ""),
+    ("location", "Location", ""),
+    ("allow", "Allow", ""),
+];
+
+/// Checks `line` (`Name: value`) and returns it as it will be sent: `Name: value`
+/// with the whitespace around the value removed.
+pub fn check_response_header(line: &str) -> Result<String, HeaderError> {
+    let (name, value) = line.split_once(':').ok_or(HeaderError::NoColon)?;
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(HeaderError::BadName);
+    }
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    // field-content: VCHAR, SP, HTAB and obs-text; never CR, LF, NUL or DEL.
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HeaderError::BadValue);
+    }
+    if let Some(&(_, name, hint)) = MANAGED.iter().find(|(lower, _, _)| name.eq_ignore_ascii_case(lower)) {
+        return Err(HeaderError::Managed { name, hint });
+    }
+    Ok(format!("{name}: {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_headers_are_normalised() {
+        assert_eq!(check_response_header("Cache-Control: max-age=60").unwrap(), "Cache-Control: max-age=60");
+        assert_eq!(check_response_header("X-A:\t v \t").unwrap(), "X-A: v");
+        assert_eq!(check_response_header("X-Empty:").unwrap(), "X-Empty: ");
+        assert_eq!(check_response_header("Access-Control-Allow-Origin: *").unwrap(), "Access-Control-Allow-Origin: *");
+        assert_eq!(check_response_header("X-Utf8: café").unwrap(), "X-Utf8: café");
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        assert_eq!(check_response_header("no colon"), Err(HeaderError::NoColon));
+        for bad in [": v", "X A: v", "X(A): v", " X: v", "X : v", "Ä: v", "X\r\nY: v"] {
+            assert_eq!(check_response_header(bad), Err(HeaderError::BadName), "{bad:?}");
+        }
+        for bad in ["X: a\r\nInjected: 1", "X: a\nb", "X: a\rb", "X: a\0", "X: \x7f", "X: \x1b[0m"] {
+            assert_eq!(check_response_header(bad), Err(HeaderError::BadValue), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn managed_headers_are_refused_whatever_their_case() {
+        for name in ["Content-Length", "transfer-encoding", "CONNECTION", "Date", "Server", "ETag", "Content-Type"] {
+            let err = check_response_header(&format!("{name}: x")).unwrap_err();
+            assert!(matches!(err, HeaderError::Managed { .. }), "{name}");
+            assert!(err.to_string().contains("itself"), "{err}");
+        }
+    }
+}
