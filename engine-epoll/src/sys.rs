@@ -86,26 +86,57 @@ impl FdSet {
         FdSet([0; FD_SETSIZE / WORD_BITS])
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.0 = [0; FD_SETSIZE / WORD_BITS];
-    }
-
-    /// Adds `fd`; false (and no change) if it is not below FD_SETSIZE.
-    pub(crate) fn insert(&mut self, fd: i32) -> bool {
+    /// Adds (`on`) or removes `fd`; false (and no change) if it is not below FD_SETSIZE.
+    pub(crate) fn set(&mut self, fd: i32, on: bool) -> bool {
         match usize::try_from(fd) {
             Ok(d) if d < FD_SETSIZE => {
-                self.0[d / WORD_BITS] |= 1 << (d % WORD_BITS);
+                let bit = 1 << (d % WORD_BITS);
+                if on {
+                    self.0[d / WORD_BITS] |= bit;
+                } else {
+                    self.0[d / WORD_BITS] &= !bit;
+                }
                 true
             }
             _ => false,
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, fd: i32) -> bool {
         match usize::try_from(fd) {
             Ok(d) if d < FD_SETSIZE => self.0[d / WORD_BITS] & (1 << (d % WORD_BITS)) != 0,
             _ => false,
         }
+    }
+
+    /// The descriptors below `nfds` in `self` or `other`, lowest first, each with whether
+    /// it is in `self` and in `other`; a word at a time (an empty word costs one test).
+    pub(crate) fn iter_union<'a>(
+        &'a self,
+        other: &'a FdSet,
+        nfds: i32,
+    ) -> impl Iterator<Item = (i32, bool, bool)> + 'a {
+        let words = (nfds.max(0) as usize).div_ceil(WORD_BITS).min(self.0.len());
+        (0..words).flat_map(move |w| {
+            let (a, b) = (self.0[w], other.0[w]);
+            let mut bits = a | b;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits & bits.wrapping_neg();
+                bits &= bits - 1;
+                let fd = (w * WORD_BITS + bit.trailing_zeros() as usize) as i32;
+                Some((fd, a & bit != 0, b & bit != 0))
+            })
+        })
+    }
+
+    /// The highest descriptor in the set, if any.
+    pub(crate) fn highest(&self) -> Option<i32> {
+        let (w, &word) = self.0.iter().enumerate().rev().find(|(_, &word)| word != 0)?;
+        Some((w * WORD_BITS + (WORD_BITS - 1 - word.leading_zeros() as usize)) as i32)
     }
 }
 

@@ -1,8 +1,8 @@
-//! The registrations of `poll` and `select`: one `pollfd` array kept incrementally
+//! The registrations of `poll`: one `pollfd` array kept incrementally
 //! (appended at registration, removed by swapping the last entry in, changed in place),
 //! with each entry's token beside it and each descriptor's position in an index by
-//! descriptor number, so no change costs more than O(1) and nothing is rebuilt per wait.
-//! poll hands the array to the kernel as it is; select builds its `fd_set`s from it.
+//! descriptor number, so no change costs more than O(1) and nothing is rebuilt per wait:
+//! poll hands the array to the kernel as it is.
 
 use super::Interest;
 use std::os::fd::RawFd;
@@ -35,7 +35,7 @@ fn events(interest: Interest) -> i16 {
 }
 
 /// The descriptor of an entry, whether it is skipped or not.
-pub(super) fn real_fd(entry: &libc::pollfd) -> RawFd {
+fn real_fd(entry: &libc::pollfd) -> RawFd {
     if entry.fd < 0 {
         !entry.fd
     } else {
