@@ -186,11 +186,14 @@ impl Report {
             format_binary(s.bytes_read as f64 / self.duration.as_secs_f64().max(1e-9))
         );
         if let Some(sv) = &self.server {
+            let per_request = match finite(sv.cpu_us_per_req) {
+                Some(us) => format!("{us:.2}us/request"),
+                None => "n/a per request".into(),
+            };
             let _ = writeln!(
                 out,
-                "Server CPU:   {:.3}s, {:.2}us/request, peak RSS {}B",
+                "Server CPU:   {:.3}s, {per_request}, peak RSS {}B",
                 sv.cpu_s,
-                sv.cpu_us_per_req,
                 format_binary(sv.rss_peak_bytes as f64)
             );
         }
@@ -622,6 +625,7 @@ mod tests {
         assert!(v["server"]["cpu_us_per_req"].is_null(), "{v}");
         assert_eq!(v["server"]["cpu_s"], 0.5);
         assert_eq!(v["requests_per_sec"], 0.0, "no requests in a real window is a rate of 0");
+        assert!(r.text(false).contains("Server CPU:   0.500s, n/a per request, peak RSS"), "{}", r.text(false));
     }
 
     #[test]

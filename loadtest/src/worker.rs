@@ -520,11 +520,14 @@ impl Worker<'_> {
         if c.state != State::Open || !c.sent.is_empty() || c.write_to > 0 {
             return;
         }
-        let n = if c.kind == Kind::Idle { 1 } else { self.take_tickets(self.plan.depth) };
+        let idle = c.kind == Kind::Idle;
+        let n = if idle { 1 } else { self.take_tickets(self.plan.depth) };
         if n == 0 {
             return;
         }
-        let measured = self.measuring || self.shared.tickets.is_none();
+        // Under -n only the requests holding a ticket count: not the warm-up's, and not
+        // the one an idle connection makes when it reconnects.
+        let measured = self.shared.tickets.is_none() || (self.measuring && !idle);
         let c = &mut self.conns[i];
         for _ in 0..n {
             c.sent.push_back(Sent { intended: now, actual: now, measured });
