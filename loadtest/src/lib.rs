@@ -9,7 +9,14 @@
 //! Closed loop (the default) sends the next batch of `depth` pipelined requests when the
 //! last is answered. Open loop (`rate`) sends at fixed intended times and measures
 //! latency from those times, so a server stall shows up in the percentiles instead of
-//! silently slowing the client down (coordinated omission, as wrk2 corrects it).
+//! silently slowing the client down (coordinated omission, as wrk2 corrects it); a
+//! second histogram keeps the same responses timed from their actual send (wrk2 -U).
+//!
+//! The measured window lasts `duration`, or with `requests` (`-n`) until that many
+//! requests have been sent and answered: threads claim tickets in small chunks from one
+//! shared counter, so the hot path touches it about once per chunk. The report prints
+//! as wrk's text or as JSON (serde) carrying the serialized histograms, which
+//! [`Report::merge`] adds up exactly across runs.
 
 pub mod compare;
 mod framer;

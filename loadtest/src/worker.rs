@@ -56,7 +56,7 @@ pub(crate) struct Times {
     pub end: Instant,
 }
 
-/// Live counters the main thread reads for the progress line.
+/// Live counters the main thread reads for the progress bar.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     pub requests: AtomicU64,
