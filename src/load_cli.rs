@@ -6,11 +6,13 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Flags follow wrk's where wrk has them.
+/// Flags follow wrk's where wrk has them (and ab's `-n`).
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// Target, http://HOST[:PORT][/PATH] (https is not supported).
-    pub url: String,
+    /// Target, http://HOST[:PORT][/PATH] (https is not supported). Needed unless --merge.
+    // Checked in `run`, not by clap: clap's "required arguments were not provided" loses
+    // the argument's name when cut to one line.
+    pub url: Option<String>,
     /// Connections kept busy, spread evenly over the threads.
     #[arg(short, long, default_value_t = 10, value_name = "N")]
     pub connections: usize,
@@ -20,6 +22,11 @@ pub struct LoadArgs {
     /// Length of the measured window.
     #[arg(short, long, default_value = "10s", value_name = "DURATION")]
     pub duration: Seconds,
+    /// Stop after COUNT requests in total instead of after a duration (like ab -n): the
+    /// run ends once each has been answered or has failed (a failed connect counts as one).
+    #[arg(short = 'n', long = "requests", value_name = "COUNT", conflicts_with = "duration",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
     /// A request with no progress for this long counts as a timeout (the connection is reopened).
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub timeout: Seconds,
@@ -35,7 +42,8 @@ pub struct LoadArgs {
     /// Request body read from a file.
     #[arg(long, value_name = "PATH")]
     pub body_file: Option<PathBuf>,
-    /// Print the latency percentile table.
+    /// Print the latency distribution as wrk2 --latency does: summary percentiles and the
+    /// detailed HdrHistogram spectrum; with --rate, the uncorrected latency beside it (wrk2 -U).
     #[arg(long)]
     pub latency: bool,
     /// Requests pipelined per connection round trip.
@@ -57,6 +65,13 @@ pub struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Read these `--json` outputs (of runs side by side, say from several machines) and
+    /// print their combined report: counts added, latency histograms merged exactly.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = [
+        "url", "connections", "threads", "duration", "requests", "timeout", "headers", "method", "body",
+        "body_file", "depth", "rate", "idle", "warmup", "server_pid",
+    ])]
+    pub merge: Vec<PathBuf>,
 }
 
 pub fn load(args: LoadArgs) -> ExitCode {
@@ -70,6 +85,12 @@ pub fn load(args: LoadArgs) -> ExitCode {
 }
 
 fn run(args: LoadArgs) -> Result<(), String> {
+    if !args.merge.is_empty() {
+        return merge(&args);
+    }
+    let Some(url) = args.url else {
+        return Err("a URL is needed: duet load [OPTIONS] http://HOST[:PORT][/PATH] (or --merge FILE...)".into());
+    };
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Some(b.clone().into_bytes()),
         (None, Some(path)) => {
@@ -78,10 +99,11 @@ fn run(args: LoadArgs) -> Result<(), String> {
         (None, None) => None,
     };
     let config = duet_loadtest::Config {
-        url: args.url,
+        url,
         connections: args.connections,
         threads: args.threads,
         duration: args.duration.0,
+        requests: args.requests,
         timeout: args.timeout.0,
         headers: args.headers,
         method: args.method,
@@ -91,7 +113,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         idle: args.idle,
         warmup: args.warmup.0,
         server_pid: args.server_pid,
-        progress: !args.json && std::io::stdout().is_terminal(),
+        progress: std::io::stderr().is_terminal(),
         stop_on_loss: false,
     };
     let prepared = duet_loadtest::prepare(config)?;
@@ -103,6 +125,23 @@ fn run(args: LoadArgs) -> Result<(), String> {
         println!("{}", report.json());
     } else {
         print!("{}", report.text(args.latency));
+    }
+    Ok(())
+}
+
+/// `--merge`: the combined report of several `--json` outputs.
+fn merge(args: &LoadArgs) -> Result<(), String> {
+    let mut reports = Vec::with_capacity(args.merge.len());
+    for path in &args.merge {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        reports.push(duet_loadtest::Report::from_json(&name, &text)?);
+    }
+    let report = duet_loadtest::Report::merge(reports)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}{}", report.merged_header_text(), report.text(args.latency));
     }
     Ok(())
 }

@@ -77,6 +77,12 @@ fn f(v: &Value, path: &[&str]) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
 }
 
+/// The HdrHistogram serialized under `key`.
+fn histogram(v: &Value, key: &str) -> hdrhistogram::Histogram<u64> {
+    let text = v[key]["histogram"].as_str().unwrap_or_else(|| panic!("no {key}.histogram in {v}"));
+    duet_loadtest::decode_histogram(text).unwrap_or_else(|e| panic!("{key}.histogram: {e}"))
+}
+
 fn assert_no_errors(v: &Value) {
     for kind in ["connect", "read", "write", "timeout", "status"] {
         assert_eq!(u(v, &["errors", kind]), 0, "{kind} errors in {v}");
@@ -114,8 +120,15 @@ fn closed_loop_against_duet_serve(engine: &str) {
     assert!(u(&v, &["bytes_read"]) >= u(&v, &["requests"]) * 13, "every response carries Hello, World!");
     let lat = |k| u(&v, &["latency_us", k]);
     assert!(lat("p50") >= 1 && lat("p50") <= lat("p75") && lat("p75") <= lat("p90"));
-    assert!(lat("p90") <= lat("p99") && lat("p99") <= lat("p999") && lat("p999") <= lat("max"));
+    assert!(lat("p90") <= lat("p95") && lat("p95") <= lat("p99") && lat("p99") <= lat("p999"));
+    assert!(lat("p999") <= lat("p9999") && lat("p9999") <= lat("max"));
     assert!(f(&v, &["latency_us", "mean"]) > 0.0);
+    let h = histogram(&v, "latency_us");
+    assert_eq!(h.len(), u(&v, &["requests"]), "the histogram holds every response");
+    assert_eq!(h.value_at_quantile(0.99), lat("p99"));
+    assert_eq!(u(&v, &["status", "codes", "200"]), u(&v, &["requests"]), "{v}");
+    assert_eq!(u(&v, &["status", "2xx"]), u(&v, &["requests"]), "{v}");
+    assert!(v.get("uncorrected_latency_us").is_none(), "closed loop: one latency");
     assert!(v.get("server").is_none(), "no server figures without --server-pid");
 }
 
@@ -181,14 +194,204 @@ fn text_output_follows_wrk_and_has_no_progress_line_off_a_terminal() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Running 1.00s test @ http://"), "{text}");
-    for needle in ["  1 threads and 2 connections", "Thread Stats", "Latency Distribution", "     99%"] {
+    for needle in [
+        "  1 threads and 2 connections",
+        "Thread Stats",
+        "  Latency Distribution (HdrHistogram - Recorded Latency)\n 50.000%",
+        "\n 99.000%",
+        "\n100.000%",
+        "  Detailed Percentile spectrum:\n       Value   Percentile   TotalCount 1/(1-Percentile)\n",
+        "     1.000000 ",
+        "#[Buckets = ",
+        "  Status codes: 2xx ",
+    ] {
         assert!(text.contains(needle), "missing {needle:?}: {text}");
     }
+    assert!(!text.contains("Uncorrected"), "closed loop has no uncorrected latency: {text}");
     let rps_line = text.lines().find(|l| l.starts_with("Requests/sec:")).expect("Requests/sec line");
     let rps: f64 = rps_line["Requests/sec:".len()..].trim().parse().expect("a number after Requests/sec:");
     assert!(rps > 50.0, "{text}");
     assert!(text.lines().any(|l| l.starts_with("Transfer/sec:")), "{text}");
-    assert!(!text.contains('\x1b') && !text.contains('\r'), "no progress line when stdout is a pipe");
+    assert!(!text.contains('\x1b') && !text.contains('\r'), "no progress line on stdout");
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn progress_goes_to_stderr_on_a_terminal_with_the_warm_up_labelled() {
+    let Some(server) = serve("epoll") else { return };
+    // script(1) gives the command a terminal; stdout goes to a file, so what script
+    // prints is stderr alone.
+    let stdout_file = temp_path("progress-stdout.txt");
+    let command = format!("{DUET} load -c1 -t1 -d600ms --warmup 600ms {} > {}", url(&server), stdout_file.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1), from util-linux");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(terminal.contains("warm-up ["), "the warm-up is labelled: {terminal:?}");
+    assert!(terminal.contains("load ["), "then the measured window: {terminal:?}");
+    assert!(terminal.contains(" / 0.6s"), "elapsed of total: {terminal:?}");
+    let stdout = std::fs::read_to_string(&stdout_file).expect("stdout file");
+    let _ = std::fs::remove_file(&stdout_file);
+    assert!(stdout.starts_with("Running ") && stdout.contains("Requests/sec:"), "{stdout}");
+    assert!(!stdout.contains('\r') && !stdout.contains('\x1b') && !stdout.contains("warm-up"), "{stdout:?}");
+}
+
+/// A path in the temporary directory unique to this test process.
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("duet-load-test-{}-{name}", std::process::id()))
+}
+
+// ---------------------------------------------------------------------------------------
+// -n, status codes, open-loop latencies, --merge.
+
+fn request_count_against_duet_serve(engine: &str) {
+    let Some(server) = serve(engine) else { return };
+    let v = load_json(&["-c", "4", "-t", "2", "-n", "1500", &url(&server)]);
+    assert_eq!(u(&v, &["requests"]), 1500, "{v}");
+    assert_eq!(u(&v, &["requests_limit"]), 1500, "{v}");
+    assert_eq!(u(&v, &["status", "codes", "200"]), 1500, "{v}");
+    assert_eq!(histogram(&v, "latency_us").len(), 1500);
+    assert_no_errors(&v);
+}
+
+#[test]
+fn a_request_count_ends_the_run_against_epoll_engine() {
+    request_count_against_duet_serve("epoll");
+}
+
+#[test]
+fn a_request_count_ends_the_run_against_uring_engine() {
+    request_count_against_duet_serve("uring");
+}
+
+#[test]
+fn a_request_count_at_a_rate_follows_the_schedule_and_keeps_both_latencies() {
+    let Some(server) = serve("epoll") else { return };
+    let v = load_json(&["-c", "2", "-t", "1", "-n", "200", "--rate", "1000", &url(&server)]);
+    assert_eq!(u(&v, &["requests"]), 200, "{v}");
+    // The 200th request is scheduled 199 ms after the first: an open loop cannot be done sooner.
+    assert!(f(&v, &["duration_s"]) >= 0.199, "{v}");
+    let corrected = histogram(&v, "latency_us");
+    let uncorrected = histogram(&v, "uncorrected_latency_us");
+    assert_eq!((corrected.len(), uncorrected.len()), (200, 200));
+    // Each response is timed from its slot in the schedule and from its actual send,
+    // which is never earlier: the corrected latency is never below the uncorrected one.
+    assert!(corrected.max() >= uncorrected.max() && corrected.mean() >= uncorrected.mean(), "{v}");
+    assert_no_errors(&v);
+
+    let out = load(&["-c", "2", "-t", "1", "-n", "100", "--rate", "1000", "--latency", &url(&server)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Running 100 requests test @ "), "{text}");
+    let recorded = text.find("HdrHistogram - Recorded Latency").expect(&text);
+    let raw = text.find("HdrHistogram - Uncorrected Latency (measured without taking delayed starts into account)");
+    assert!(raw.is_some_and(|raw| raw > recorded), "wrk2 -U's second block: {text}");
+}
+
+#[test]
+fn nonsensical_request_counts_are_refused_by_the_parser() {
+    let err = load_error(&["-n", "10", "-d", "1s", "http://127.0.0.1:1/"]);
+    assert!(err.contains("--requests") && err.contains("--duration"), "{err}");
+    let err = load_error(&["-n", "0", "http://127.0.0.1:1/"]);
+    assert!(err.contains("--requests") && err.contains("0"), "{err}");
+    let err = load_error(&["--merge", "a.json", "-c", "4"]);
+    assert!(err.contains("--merge") && err.contains("--connections"), "{err}");
+    let err = load_error(&[]);
+    assert!(err.contains("URL") || err.contains("<URL>"), "{err}");
+}
+
+/// Answers 200, 404, 503, 200, 404, 503, ... on each connection.
+fn mixed_statuses(stream: TcpStream) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    let answers: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    let mut k = 0;
+    while read_request(&mut reader) {
+        if writer.write_all(answers[k % 3]).is_err() {
+            return;
+        }
+        k += 1;
+    }
+}
+
+#[test]
+fn status_codes_are_broken_down_by_class_and_code() {
+    let url = test_server(mixed_statuses);
+    // One connection, a count divisible by three: exactly a third of each.
+    let v = load_json(&["-c", "1", "-t", "1", "-n", "300", &url]);
+    assert_eq!(u(&v, &["requests"]), 300, "{v}");
+    for (code, class) in [("200", "2xx"), ("404", "4xx"), ("503", "5xx")] {
+        assert_eq!(u(&v, &["status", "codes", code]), 100, "{v}");
+        assert_eq!(u(&v, &["status", class]), 100, "{v}");
+    }
+    assert_eq!(u(&v, &["status", "3xx"]), 0, "{v}");
+    assert_eq!(u(&v, &["errors", "status"]), 200, "404s and 503s are status errors: {v}");
+
+    let out = load(&["-c", "1", "-t", "1", "-n", "30", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  Status codes: 2xx 10, 3xx 0, 4xx 10, 5xx 10; by code: 200 10, 404 10, 503 10\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn merged_runs_add_up_exactly_in_json_and_text() {
+    let Some(server) = serve("epoll") else { return };
+    let (a, b) = (temp_path("merge-a.json"), temp_path("merge-b.json"));
+    let run = |n: &str, path: &std::path::Path| {
+        let out = load(&["--json", "-c", "2", "-t", "1", "-n", n, &url(&server)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(path, &out.stdout).expect("write a --json output");
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let (va, vb) = (run("300", &a), run("500", &b));
+    let (pa, pb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let m = load_json(&["--merge", pa, pb]);
+    assert_eq!(u(&m, &["requests"]), 800, "{m}");
+    assert_eq!(u(&m, &["runs"]), 2);
+    assert_eq!(u(&m, &["connections"]), 4);
+    assert_eq!(u(&m, &["status", "codes", "200"]), 800);
+    assert_eq!(u(&m, &["bytes_read"]), u(&va, &["bytes_read"]) + u(&vb, &["bytes_read"]));
+    let mut both = histogram(&va, "latency_us");
+    both.add(histogram(&vb, "latency_us")).expect("same bounds");
+    let merged = histogram(&m, "latency_us");
+    assert_eq!(merged, both, "the merged distribution is exact");
+    assert_eq!(u(&m, &["latency_us", "p99"]), both.value_at_quantile(0.99));
+    let longest = f(&va, &["duration_s"]).max(f(&vb, &["duration_s"]));
+    assert!((f(&m, &["duration_s"]) - longest).abs() < 1e-9, "side by side: the longest window: {m}");
+
+    let out = load(&["--merge", pa, pb, "--latency"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("Merged 2 runs @ http://"), "{text}");
+    assert!(text.contains("\n  800 requests in ") && text.contains("Detailed Percentile spectrum"), "{text}");
+
+    // Runs that measured different things are refused; so is a file that is no report.
+    let open = temp_path("merge-open.json");
+    let out = load(&["--json", "-c", "1", "-t", "1", "-n", "20", "--rate", "1000", &url(&server)]);
+    std::fs::write(&open, &out.stdout).expect("write");
+    let err = load_error(&["--merge", pa, open.to_str().unwrap()]);
+    assert!(err.contains("open-loop"), "{err}");
+    std::fs::write(&open, "Requests/sec: 12\n").expect("write");
+    let err = load_error(&["--merge", pa, open.to_str().unwrap()]);
+    assert!(err.contains("not the JSON of duet load --json"), "{err}");
+    for p in [&a, &b, &open] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,7 +555,10 @@ fn a_server_that_never_answers_produces_timeouts() {
     let v = load_json(&["-c", "2", "-t", "1", "-d", "1s", "--timeout", "200ms", &url]);
     assert_eq!(u(&v, &["requests"]), 0, "{v}");
     assert!(u(&v, &["errors", "timeout"]) >= 4, "2 connections x ~5 timeouts each: {v}");
-    assert_eq!(u(&v, &["latency_us", "p99"]), 0, "{v}");
+    for key in ["p50", "p99", "max", "mean"] {
+        assert!(v["latency_us"][key].is_null(), "no response, no latency: null, not 0: {v}");
+    }
+    assert_eq!(histogram(&v, "latency_us").len(), 0);
 }
 
 #[test]

@@ -121,8 +121,15 @@ impl Framer {
     /// The connection ended. Returns the progress if that end completes a
     /// close-delimited body, `None` if a response was cut short (or none was pending).
     pub fn handle_eof(&mut self) -> Option<Progress> {
+        self.handle_eof_with(&mut |_| {})
+    }
+
+    /// [`Framer::handle_eof`], calling `on_response` with the status of the response
+    /// the end completes.
+    pub fn handle_eof_with(&mut self, on_response: &mut dyn FnMut(u16)) -> Option<Progress> {
         if self.state == State::UntilEof {
             self.state = State::Closed;
+            on_response(self.current_status);
             return Some(Progress {
                 complete: 1,
                 status_errors: u32::from(!(200..400).contains(&self.current_status)),
@@ -133,13 +140,19 @@ impl Framer {
     }
 
     /// Consumes `data`, returning what it completed.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<Progress, FrameError> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<Progress, FrameError> {
+        self.feed_with(data, &mut |_| {})
+    }
+
+    /// [`Framer::feed`], calling `on_response` with the status code of every response
+    /// completed (interim 1xx ones excepted), in order.
+    pub fn feed_with(&mut self, mut data: &[u8], on_response: &mut dyn FnMut(u16)) -> Result<Progress, FrameError> {
         let mut progress = Progress::default();
         while !data.is_empty() {
             match self.state {
                 State::Head => {
                     let used = if let Some(head) = self.cached.filter(|_| data.starts_with(&self.cached_head)) {
-                        self.start_body(head, &mut progress);
+                        self.start_body(head, &mut progress, on_response);
                         self.cached_head.len()
                     } else if self.head.is_empty() {
                         match find_head_end(data) {
@@ -150,7 +163,7 @@ impl Framer {
                                     self.cached_head.extend_from_slice(&data[..end]);
                                     self.cached = Some(head);
                                 }
-                                self.start_body(head, &mut progress);
+                                self.start_body(head, &mut progress, on_response);
                                 end
                             }
                             None => {
@@ -173,7 +186,7 @@ impl Framer {
                                 let end = from + end;
                                 let head = parse_head(&self.head[..end], self.head_request)?;
                                 self.head.clear();
-                                self.start_body(head, &mut progress);
+                                self.start_body(head, &mut progress, on_response);
                                 end - old
                             }
                             None => {
@@ -193,7 +206,7 @@ impl Framer {
                     let n = left.min(data.len() as u64);
                     data = &data[n as usize..];
                     if n == left {
-                        self.finish(&mut progress);
+                        self.finish(&mut progress, on_response);
                         if progress.close {
                             return Ok(progress);
                         }
@@ -211,7 +224,7 @@ impl Framer {
                 _ => {
                     let b = data[0];
                     data = &data[1..];
-                    self.chunk_byte(b, &mut progress)?;
+                    self.chunk_byte(b, &mut progress, on_response)?;
                     if progress.close && self.state == State::Closed {
                         return Ok(progress);
                     }
@@ -234,7 +247,7 @@ impl Framer {
         Ok(())
     }
 
-    fn start_body(&mut self, head: Head, progress: &mut Progress) {
+    fn start_body(&mut self, head: Head, progress: &mut Progress, on_response: &mut dyn FnMut(u16)) {
         self.current_status = head.status;
         self.current_close = head.close;
         if head.status < 200 {
@@ -243,15 +256,16 @@ impl Framer {
             return;
         }
         match head.framing {
-            Framing::None | Framing::Length(0) => self.finish(progress),
+            Framing::None | Framing::Length(0) => self.finish(progress, on_response),
             Framing::Length(n) => self.state = State::Body(n),
             Framing::Chunked => self.state = State::ChunkSize { size: 0, digits: 0 },
             Framing::UntilEof => self.state = State::UntilEof,
         }
     }
 
-    fn finish(&mut self, progress: &mut Progress) {
+    fn finish(&mut self, progress: &mut Progress, on_response: &mut dyn FnMut(u16)) {
         progress.complete += 1;
+        on_response(self.current_status);
         if !(200..400).contains(&self.current_status) {
             progress.status_errors += 1;
         }
@@ -263,7 +277,12 @@ impl Framer {
         }
     }
 
-    fn chunk_byte(&mut self, b: u8, progress: &mut Progress) -> Result<(), FrameError> {
+    fn chunk_byte(
+        &mut self,
+        b: u8,
+        progress: &mut Progress,
+        on_response: &mut dyn FnMut(u16),
+    ) -> Result<(), FrameError> {
         let bad = |what: &str| Err(FrameError(format!("bad chunked body: {what}")));
         self.state = match self.state {
             State::ChunkSize { size, digits } => match hex(b) {
@@ -297,14 +316,14 @@ impl Framer {
             State::TrailerLineStart => match b {
                 b'\r' => State::TrailerLineCr,
                 b'\n' => {
-                    self.finish(progress);
+                    self.finish(progress, on_response);
                     return Ok(());
                 }
                 _ => State::TrailerLine,
             },
             State::TrailerLineCr => match b {
                 b'\n' => {
-                    self.finish(progress);
+                    self.finish(progress, on_response);
                     return Ok(());
                 }
                 _ => return bad("stray CR in the trailer"),
@@ -494,6 +513,20 @@ mod tests {
         let mut f = Framer::new(true);
         let p = f.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n");
         assert_eq!(p.unwrap().complete, 2, "HEAD responses carry no body");
+    }
+
+    #[test]
+    fn every_final_status_is_reported_in_order_wherever_the_input_splits() {
+        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\nuntil eof";
+        for split in 0..=input.len() {
+            let mut f = Framer::new(false);
+            let mut seen = Vec::new();
+            f.feed_with(&input[..split], &mut |s| seen.push(s)).unwrap();
+            f.feed_with(&input[split..], &mut |s| seen.push(s)).unwrap();
+            assert_eq!(seen, [204, 404, 503], "split at {split}");
+            assert!(f.handle_eof_with(&mut |s| seen.push(s)).is_some());
+            assert_eq!(seen, [204, 404, 503, 200], "the close completes the last one");
+        }
     }
 
     #[test]

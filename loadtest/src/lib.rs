@@ -9,11 +9,19 @@
 //! Closed loop (the default) sends the next batch of `depth` pipelined requests when the
 //! last is answered. Open loop (`rate`) sends at fixed intended times and measures
 //! latency from those times, so a server stall shows up in the percentiles instead of
-//! silently slowing the client down (coordinated omission, as wrk2 corrects it).
+//! silently slowing the client down (coordinated omission, as wrk2 corrects it); a
+//! second histogram keeps the same responses timed from their actual send (wrk2 -U).
+//!
+//! The measured window lasts `duration`, or with `requests` (`-n`) until that many
+//! requests have been sent and answered: threads claim tickets in small chunks from one
+//! shared counter, so the hot path touches it about once per chunk. The report prints
+//! as wrk's text or as JSON (serde) carrying the serialized histograms, which
+//! [`Report::merge`] adds up exactly across runs.
 
 pub mod compare;
 mod framer;
 mod procstat;
+mod progress;
 mod report;
 mod stats;
 mod sys;
@@ -21,13 +29,14 @@ mod url;
 mod worker;
 
 pub use framer::{FrameError, Framer, Progress};
-pub use report::{Report, ServerUsage};
-pub use stats::{Errors, Stats};
+pub use report::{decode_histogram, encode_histogram, Report, ServerUsage};
+pub use stats::{latency_histogram, Errors, Stats, StatusCounts};
 pub use url::{Target, UrlError};
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use worker::{Live, Plan, Share, Shared, Times};
@@ -45,7 +54,11 @@ pub struct Config {
     pub url: String,
     pub connections: usize,
     pub threads: usize,
+    /// Length of the measured window, unless `requests` is set.
     pub duration: Duration,
+    /// `-n`: the measured window ends once this many requests have been sent and
+    /// answered (or have failed), instead of after `duration`.
+    pub requests: Option<u64>,
     pub timeout: Duration,
     /// Extra request header lines, `Name: value`.
     pub headers: Vec<String>,
@@ -59,7 +72,7 @@ pub struct Config {
     pub idle: usize,
     pub warmup: Duration,
     pub server_pid: Option<u32>,
-    /// Print a live progress line to stdout while running.
+    /// Draw a live progress bar on stderr while running (when stderr is a terminal).
     pub progress: bool,
     /// Stop the run at the first connection the server closes, resets or refuses (or
     /// that cannot connect), instead of reconnecting it: for a caller that needs the
@@ -74,6 +87,7 @@ impl Default for Config {
             connections: 10,
             threads: 2,
             duration: Duration::from_secs(10),
+            requests: None,
             timeout: Duration::from_secs(2),
             headers: Vec::new(),
             method: "GET".into(),
@@ -112,13 +126,12 @@ impl Prepared {
     /// wrk's opening lines.
     pub fn header_text(&self) -> String {
         let c = &self.config;
-        let mut s = format!(
-            "Running {} test @ {}\n  {} threads and {} connections",
-            report::format_duration(c.duration),
-            c.url,
-            c.threads,
-            c.connections
-        );
+        let length = match c.requests {
+            Some(n) => format!("{n} requests"),
+            None => report::format_duration(c.duration),
+        };
+        let mut s =
+            format!("Running {length} test @ {}\n  {} threads and {} connections", c.url, c.threads, c.connections);
         if c.idle > 0 {
             s.push_str(&format!(" (+{} idle)", c.idle));
         }
@@ -167,8 +180,11 @@ pub fn prepare(mut config: Config) -> Result<Prepared, String> {
     if config.depth == 0 {
         return Err("--depth must be at least 1".into());
     }
-    if config.duration.is_zero() {
+    if config.duration.is_zero() && config.requests.is_none() {
         return Err("--duration must be more than 0".into());
+    }
+    if config.requests == Some(0) {
+        return Err("--requests must be at least 1".into());
     }
     if config.timeout.is_zero() {
         return Err("--timeout must be more than 0".into());
@@ -299,9 +315,13 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
         total_connections: config.connections,
         stop_on_loss: config.stop_on_loss,
         sources,
+        ticket_chunk: ticket_chunk(config.requests.unwrap_or(0), config.connections),
     };
+    let (finished, finished_rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         plan,
+        tickets: config.requests.map(AtomicU64::new),
+        finished,
         times: OnceLock::new(),
         ready: Barrier::new(threads + 1),
         go: Barrier::new(threads + 1),
@@ -332,20 +352,34 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
 
     shared.ready.wait();
     let start = Instant::now();
-    let times = Times { start, measure_start: start + config.warmup, end: start + config.warmup + config.duration };
+    // Under -n the window ends when the threads are done; the end is only a backstop.
+    let window = if config.requests.is_some() { Duration::from_secs(86_400 * 365) } else { config.duration };
+    let times = Times { start, measure_start: start + config.warmup, end: start + config.warmup + window };
     let _ = shared.times.set(times);
     shared.go.wait();
 
     let ticks = sys::clock_ticks_per_sec();
-    let mut progress = ProgressLine::new(config.progress, start);
+    let mut progress = progress::Progress::new(config.progress, &config, start);
     sleep_until(times.measure_start, &shared, &mut progress);
     let measure_start = Instant::now();
+    progress.window_opens(measure_start);
     let first = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
     on_mark(Mark::WindowStart);
     let mut rss_peak = first.map_or(0, |s| s.rss_bytes);
     let mut server_gone = false;
-    while Instant::now() < times.end && !shared.abort.load(Ordering::Relaxed) {
-        std::thread::sleep((times.end - Instant::now().min(times.end)).min(Duration::from_millis(100)));
+    let mut finished = 0;
+    loop {
+        let now = Instant::now();
+        if now >= times.end || finished == threads || shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        // A thread that is done (under -n, or one that failed) wakes this at once, so
+        // the window closes when the last request does.
+        match finished_rx.recv_timeout((times.end - now).min(Duration::from_millis(100))) {
+            Ok(_) => finished += 1,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
         if let Some(pid) = config.server_pid {
             match procstat::sample(pid, ticks) {
                 Ok(s) => rss_peak = rss_peak.max(s.rss_bytes),
@@ -357,7 +391,7 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
     on_mark(Mark::WindowEnd);
     let last = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
     let measured = measure_start.elapsed();
-    progress.clear();
+    drop(progress);
 
     let mut stats = Stats::new();
     let mut idle_held = 0;
@@ -383,14 +417,21 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
             let cpu_s = (b.cpu_s - a.cpu_s).max(0.0);
             Some(ServerUsage {
                 cpu_s,
-                cpu_us_per_req: if stats.requests > 0 { cpu_s * 1e6 / stats.requests as f64 } else { 0.0 },
+                cpu_us_per_req: if stats.requests > 0 { cpu_s * 1e6 / stats.requests as f64 } else { f64::NAN },
                 rss_peak_bytes: rss_peak.max(b.rss_bytes),
                 rss_hwm_bytes: b.hwm_bytes,
             })
         }
         _ => None,
     };
-    Ok(Report { config, target, stats, duration: measured, server, idle_held, lost })
+    Ok(Report { config, target, stats, duration: measured, server, idle_held, lost, runs: 1 })
+}
+
+/// `-n`: how many tickets a thread claims at a time. Large enough that the shared
+/// counter is touched about once per many requests, small enough that with a small
+/// `-n` every thread still gets its part.
+fn ticket_chunk(requests: u64, connections: usize) -> u64 {
+    (requests / (connections as u64 * 4).max(1)).clamp(1, 64)
 }
 
 /// Share `t` of `total` spread over `parts`: the remainder goes to the first ones.
@@ -398,7 +439,7 @@ fn even_share(total: usize, parts: usize, t: usize) -> usize {
     total / parts + usize::from(t < total % parts)
 }
 
-fn sleep_until(when: Instant, shared: &Shared, progress: &mut ProgressLine) {
+fn sleep_until(when: Instant, shared: &Shared, progress: &mut progress::Progress) {
     loop {
         let now = Instant::now();
         if now >= when || shared.abort.load(Ordering::Relaxed) {
@@ -409,55 +450,10 @@ fn sleep_until(when: Instant, shared: &Shared, progress: &mut ProgressLine) {
     }
 }
 
-/// The live line on a terminal: elapsed time, current rate, errors.
-struct ProgressLine {
-    enabled: bool,
-    start: Instant,
-    last_at: Instant,
-    last_requests: u64,
-    shown: bool,
-}
-
-impl ProgressLine {
-    fn new(enabled: bool, start: Instant) -> ProgressLine {
-        ProgressLine { enabled, start, last_at: start, last_requests: 0, shown: false }
-    }
-
-    fn update(&mut self, shared: &Shared) {
-        let now = Instant::now();
-        if !self.enabled || now - self.last_at < Duration::from_millis(500) {
-            return;
-        }
-        let requests: u64 = shared.live.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
-        let errors: u64 = shared.live.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
-        let rate = requests.saturating_sub(self.last_requests) as f64 / (now - self.last_at).as_secs_f64();
-        let mut out = std::io::stdout().lock();
-        let _ = write!(
-            out,
-            "\r\x1b[K  {:.1}s  {} req/s  {} errors",
-            (now - self.start).as_secs_f64(),
-            report::format_metric(rate),
-            errors
-        );
-        let _ = out.flush();
-        self.shown = true;
-        self.last_at = now;
-        self.last_requests = requests;
-    }
-
-    fn clear(&mut self) {
-        if self.shown {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "\r\x1b[K");
-            let _ = out.flush();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// A server on 127.0.0.1 that hands each accepted connection (and its peer address)
@@ -504,6 +500,59 @@ mod tests {
         // Without it the connection is reopened and lost again and again.
         let report = run(prepare(quick(url)).unwrap()).unwrap();
         assert!(report.lost > 1, "{}", report.lost);
+    }
+
+    #[test]
+    fn a_request_count_ends_the_run_after_exactly_that_many_responses() {
+        let url = test_server(|stream, _| answer(stream));
+        let counted = |rate, warmup| Config {
+            connections: 5,
+            threads: 2,
+            requests: Some(1003),
+            rate,
+            warmup,
+            ..quick(url.clone())
+        };
+        for (rate, warmup) in
+            [(None, Duration::ZERO), (Some(5000.0), Duration::ZERO), (None, Duration::from_millis(200))]
+        {
+            let report = run(prepare(counted(rate, warmup)).unwrap()).unwrap();
+            assert_eq!(report.stats.requests, 1003, "rate {rate:?}, warm-up {warmup:?}");
+            assert_eq!(report.stats.status.class(200), 1003, "warm-up responses are not counted");
+            assert_eq!(report.stats.latency.len(), 1003);
+            assert_eq!(report.stats.uncorrected.len(), if rate.is_some() { 1003 } else { 0 });
+            assert!(!report.stats.rate_samples.is_empty(), "a short window still has a Req/Sec figure");
+        }
+    }
+
+    #[test]
+    fn a_request_count_ends_even_when_the_server_goes_away() {
+        // Accepts two connections, answers one request on each, then stops listening:
+        // reconnects are refused, and each refused connect uses up one of the count.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            // The connection check of prepare, then the run's two.
+            let _ = listener.accept();
+            for _ in 0..2 {
+                if let Ok((mut stream, _)) = listener.accept() {
+                    std::thread::spawn(move || {
+                        let _ = stream.read(&mut [0u8; 1024]);
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+                    });
+                }
+            }
+        });
+        let config = Config { connections: 2, requests: Some(50), ..quick(url) };
+        let prepared = prepare(config).unwrap();
+        // A watchdog, so that a regression fails here instead of hanging the suite.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run(prepared));
+        });
+        let report = rx.recv_timeout(Duration::from_secs(60)).expect("the count ends the run").unwrap();
+        assert!(report.stats.requests <= 2, "{:?}", report.stats);
+        assert!(report.stats.requests + report.stats.errors.connect >= 50, "{:?}", report.stats);
     }
 
     #[test]

@@ -29,11 +29,77 @@ impl Errors {
     }
 }
 
+/// Responses by status code. The framer only accepts three-digit codes, so a table of
+/// 1,000 counters holds every code without a map lookup per response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCounts(Box<[u64; 1000]>);
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        StatusCounts(Box::new([0; 1000]))
+    }
+}
+
+impl StatusCounts {
+    #[inline]
+    pub fn record(&mut self, status: u16) {
+        if let Some(n) = self.0.get_mut(usize::from(status)) {
+            *n += 1;
+        }
+    }
+
+    /// Adds `n` responses with `status`; false if the code is not three digits.
+    pub fn add(&mut self, status: u16, n: u64) -> bool {
+        match self.0.get_mut(usize::from(status)) {
+            Some(c) => {
+                *c += n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The codes seen, ascending, with their counts.
+    pub fn codes(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.0.iter().enumerate().filter(|(_, &n)| n > 0).map(|(code, &n)| (code as u16, n))
+    }
+
+    /// Responses whose code is in `first..first + 100` (200 for 2xx).
+    pub fn class(&self, first: u16) -> u64 {
+        self.codes().filter(|(code, _)| (first..first + 100).contains(code)).map(|(_, n)| n).sum()
+    }
+
+    /// Responses outside 2xx-5xx (final 1xx codes are not counted: they are interim).
+    pub fn other(&self) -> u64 {
+        self.codes().filter(|(code, _)| !(200..600).contains(code)).map(|(_, n)| n).sum()
+    }
+
+    fn merge(&mut self, other: &StatusCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// A latency histogram as every part of the load generator keeps it: microseconds, 1 us
+/// to an hour, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that the crate accepts, so this cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
 /// What one thread measured.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    /// Latency of each completed request, in microseconds.
+    /// Latency of each completed request, in microseconds. In open loop it counts from
+    /// the request's intended send time (corrected for coordinated omission).
     pub latency: Histogram<u64>,
+    /// Open loop only: the same responses timed from their actual send, the server's
+    /// service time as a closed loop would see it (wrk2's uncorrected latency). Empty
+    /// in closed loop, where both are the same.
+    pub uncorrected: Histogram<u64>,
+    /// Responses by status code.
+    pub status: StatusCounts,
     pub requests: u64,
     pub bytes_read: u64,
     pub errors: Errors,
@@ -52,9 +118,9 @@ impl Default for Stats {
 impl Stats {
     pub fn new() -> Stats {
         Stats {
-            // 1 us to an hour with 3 significant digits: the bounds are constants that
-            // the crate accepts, so this cannot fail.
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+            latency: latency_histogram(),
+            uncorrected: latency_histogram(),
+            status: StatusCounts::default(),
             requests: 0,
             bytes_read: 0,
             errors: Errors::default(),
@@ -68,8 +134,15 @@ impl Stats {
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
+    #[inline]
+    pub fn record_uncorrected_us(&mut self, us: u64) {
+        self.uncorrected.saturating_record(us.clamp(1, MAX_LATENCY_US));
+    }
+
     pub fn reset(&mut self) {
         self.latency.reset();
+        self.uncorrected.reset();
+        self.status = StatusCounts::default();
         self.requests = 0;
         self.bytes_read = 0;
         self.errors = Errors::default();
@@ -80,6 +153,8 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.uncorrected.add(&other.uncorrected);
+        self.status.merge(&other.status);
         self.requests += other.requests;
         self.bytes_read += other.bytes_read;
         self.errors.add(&other.errors);
@@ -126,4 +201,43 @@ pub fn sample_spread(samples: &[f64]) -> Spread {
     let max = samples.iter().copied().fold(0.0, f64::max);
     let within = samples.iter().filter(|&&x| x >= mean - stdev && x <= mean + stdev).count() as f64;
     Spread { mean, stdev, max, within_stdev_pct: 100.0 * within / n }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_counted_by_code_and_class_and_merged() {
+        let mut a = Stats::new();
+        for code in [200, 200, 204, 301, 404, 503, 999] {
+            a.status.record(code);
+        }
+        let mut b = Stats::new();
+        b.status.record(200);
+        b.status.record(500);
+        a.merge(&b);
+        assert_eq!(
+            a.status.codes().collect::<Vec<_>>(),
+            [(200, 3), (204, 1), (301, 1), (404, 1), (500, 1), (503, 1), (999, 1)]
+        );
+        assert_eq!((a.status.class(200), a.status.class(300), a.status.class(400), a.status.class(500)), (4, 1, 1, 2));
+        assert_eq!(a.status.other(), 1);
+        assert!(!a.status.add(1000, 1), "not a three-digit code");
+        a.reset();
+        assert_eq!(a.status.codes().count(), 0);
+    }
+
+    #[test]
+    fn both_latency_histograms_merge_and_reset() {
+        let mut a = Stats::new();
+        a.record_us(900);
+        a.record_uncorrected_us(100);
+        let mut b = Stats::new();
+        b.record_us(0); // clamped to the 1 us floor
+        a.merge(&b);
+        assert_eq!((a.latency.len(), a.latency.min(), a.uncorrected.len()), (2, 1, 1));
+        a.reset();
+        assert!(a.latency.is_empty() && a.uncorrected.is_empty());
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ pub(crate) struct Plan {
     pub stop_on_loss: bool,
     /// Source addresses, used round-robin by global connection index (empty: the kernel's).
     pub sources: Vec<IpAddr>,
+    /// `-n`: tickets a thread takes from [`Shared::tickets`] at a time.
+    pub ticket_chunk: u64,
 }
 
 /// The run's time line, fixed once every thread has set up its idle connections.
@@ -53,7 +56,7 @@ pub(crate) struct Times {
     pub end: Instant,
 }
 
-/// Live counters the main thread reads for the progress line.
+/// Live counters the main thread reads for the progress bar.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     pub requests: AtomicU64,
@@ -62,6 +65,11 @@ pub(crate) struct Live {
 
 pub(crate) struct Shared {
     pub plan: Plan,
+    /// `-n`: requests (and failed connects) of the measured window not yet claimed by a
+    /// thread. `None`: the window is timed instead.
+    pub tickets: Option<AtomicU64>,
+    /// Each load thread sends its index here when it leaves the load.
+    pub finished: Sender<usize>,
     pub times: OnceLock<Times>,
     /// Every load thread and the main thread: idle connections are set up.
     pub ready: Barrier,
@@ -100,6 +108,19 @@ pub(crate) struct Outcome {
     pub lost: u64,
 }
 
+/// A request sent and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// When it was meant to go: its actual send time in closed loop, its slot in the
+    /// schedule in open loop. Latency counts from here.
+    intended: Instant,
+    /// When it was written (the uncorrected latency counts from here).
+    actual: Instant,
+    /// Whether its answer is measured: false for a request sent during the warm-up
+    /// under `-n`, which holds no ticket.
+    measured: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Active,
@@ -128,8 +149,8 @@ struct Conn {
     kind: Kind,
     state: State,
     framer: Framer,
-    /// Send time (open loop: intended send time) of each request awaiting its response.
-    sent: VecDeque<Instant>,
+    /// Each request awaiting its response, in order.
+    sent: VecDeque<Sent>,
     /// Unsent part of the last write, as a range of `Plan::batch`.
     write_from: usize,
     write_to: usize,
@@ -149,6 +170,12 @@ struct Worker<'a> {
     /// the thread started (unlike `stats`, never reset at the measured window).
     lost: u64,
     buf: Vec<u8>,
+    /// Status codes of the responses the last read completed, in order.
+    statuses: Vec<u16>,
+    /// The measured window is open.
+    measuring: bool,
+    /// `-n`: tickets this thread has claimed and not used yet.
+    tickets: u64,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
@@ -179,7 +206,18 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             next_due: now,
         })
         .collect();
-    let mut w = Worker { shared: &shared, plan, epoll, conns, stats: Stats::new(), lost: 0, buf: vec![0; READ_BUF] };
+    let mut w = Worker {
+        shared: &shared,
+        plan,
+        epoll,
+        conns,
+        stats: Stats::new(),
+        lost: 0,
+        buf: vec![0; READ_BUF],
+        statuses: Vec::with_capacity(plan.depth),
+        measuring: false,
+        tickets: 0,
+    };
     let mut events: Vec<Event> = Vec::with_capacity(1024);
 
     // Phase 1: open the idle connections and let each make its one request.
@@ -209,6 +247,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
     shared.ready.wait();
     shared.go.wait();
     let Some(&times) = shared.times.get() else {
+        let _ = shared.finished.send(share.thread);
         return Outcome { stats: w.stats, idle_held: 0, lost: w.lost };
     };
 
@@ -227,22 +266,21 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
         w.connect(i, start);
     }
     let live = &shared.live[share.thread];
-    let mut measuring = false;
     let mut next_scan = start;
     let mut next_sample = times.measure_start + RATE_SAMPLE_EVERY;
     let mut sampled_requests = 0u64;
     loop {
         let now = Instant::now();
-        if now >= times.end || shared.abort.load(Ordering::Relaxed) {
+        if now >= times.end || shared.abort.load(Ordering::Relaxed) || w.count_done(share.active) {
             break;
         }
-        if !measuring && now >= times.measure_start {
+        if !w.measuring && now >= times.measure_start {
             w.stats.reset();
-            measuring = true;
+            w.measuring = true;
             sampled_requests = 0;
             next_sample = now + RATE_SAMPLE_EVERY;
         }
-        if measuring && now >= next_sample {
+        if w.measuring && now >= next_sample {
             let late = now - (next_sample - RATE_SAMPLE_EVERY);
             let done = w.stats.requests - sampled_requests;
             w.stats.rate_samples.push(done as f64 / late.as_secs_f64());
@@ -254,7 +292,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             next_scan = now + SCAN_EVERY;
         }
         let mut wake = next_scan.min(times.end);
-        if !measuring {
+        if !w.measuring {
             wake = wake.min(times.measure_start);
         }
         if plan.interval.is_some() {
@@ -268,6 +306,13 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
         live.requests.store(w.stats.requests, Ordering::Relaxed);
         live.errors.store(w.stats.errors.socket_total() + w.stats.errors.status, Ordering::Relaxed);
     }
+    // A window shorter than one sample (a small -n) still gets its Req/Sec figure.
+    let sampled_since = next_sample - RATE_SAMPLE_EVERY;
+    if w.measuring && w.stats.rate_samples.is_empty() && w.stats.requests > 0 {
+        let window = Instant::now().saturating_duration_since(sampled_since).as_secs_f64().max(1e-6);
+        w.stats.rate_samples.push(w.stats.requests as f64 / window);
+    }
+    let _ = shared.finished.send(share.thread);
     let idle_held = w.conns[share.active..].iter().filter(|c| c.state == State::Parked).count();
     Outcome { stats: w.stats, idle_held, lost: w.lost }
 }
@@ -277,6 +322,58 @@ fn token(index: usize, generation: u32) -> u64 {
 }
 
 impl Worker<'_> {
+    /// `-n`: takes up to `want` tickets, first from this thread's claim, then in chunks
+    /// from the shared pool. Without `-n` (and during the warm-up) every request may go.
+    fn take_tickets(&mut self, want: usize) -> usize {
+        let Some(pool) = self.shared.tickets.as_ref().filter(|_| self.measuring) else { return want };
+        let want = want as u64;
+        if self.tickets < want {
+            let chunk = self.plan.ticket_chunk.max(want - self.tickets);
+            let got = match pool.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                if left == 0 {
+                    None
+                } else {
+                    Some(left - left.min(chunk))
+                }
+            }) {
+                Ok(left) => left.min(chunk),
+                Err(_) => 0,
+            };
+            self.tickets += got;
+        }
+        let granted = self.tickets.min(want);
+        self.tickets -= granted;
+        granted as usize
+    }
+
+    /// Whether a request may still be sent: always without `-n`; under it, while a
+    /// ticket is left.
+    fn may_send(&self) -> bool {
+        match self.shared.tickets.as_ref() {
+            Some(pool) if self.measuring => self.tickets > 0 || pool.load(Ordering::Relaxed) > 0,
+            _ => true,
+        }
+    }
+
+    /// `-n`: every ticket is used and no measured request is in flight.
+    fn count_done(&self, active: usize) -> bool {
+        let Some(pool) = self.shared.tickets.as_ref() else { return false };
+        self.measuring
+            && self.tickets == 0
+            && pool.load(Ordering::Relaxed) == 0
+            && self.conns[..active].iter().all(|c| c.sent.is_empty())
+    }
+
+    /// A connect failed: under `-n` that attempt uses a ticket, as ab and oha count it,
+    /// so a server that went away cannot keep the run going for ever.
+    fn connect_failed(&mut self, i: usize) {
+        self.stats.errors.connect += 1;
+        if self.conns[i].kind == Kind::Active {
+            self.take_tickets(1);
+        }
+        self.lose();
+    }
+
     fn dispatch(&mut self, events: &[Event]) {
         if events.is_empty() {
             return;
@@ -302,8 +399,7 @@ impl Worker<'_> {
             let failed = flags & (sys::ERR | sys::HUP) != 0
                 || !matches!(self.conns[i].socket.as_ref().map(Socket::take_error), Some(Ok(None)));
             if failed {
-                self.stats.errors.connect += 1;
-                self.lose();
+                self.connect_failed(i);
                 self.close(i, now + RECONNECT_BACKOFF);
                 return;
             }
@@ -329,7 +425,9 @@ impl Worker<'_> {
             let Some(socket) = c.socket.as_ref() else { return false };
             match (&*socket).read(&mut self.buf) {
                 Ok(0) => {
-                    match c.framer.handle_eof() {
+                    let statuses = &mut self.statuses;
+                    statuses.clear();
+                    match c.framer.handle_eof_with(&mut |s| statuses.push(s)) {
                         Some(p) => self.complete(i, p, now),
                         None if !c.sent.is_empty() || !c.framer.is_idle() => self.stats.errors.read += 1,
                         None => {}
@@ -342,7 +440,9 @@ impl Worker<'_> {
                 Ok(n) => {
                     self.stats.bytes_read += n as u64;
                     c.last_progress = now;
-                    let progress = match c.framer.feed(&self.buf[..n]) {
+                    let statuses = &mut self.statuses;
+                    statuses.clear();
+                    let progress = match c.framer.feed_with(&self.buf[..n], &mut |s| statuses.push(s)) {
                         Ok(p) => p,
                         Err(e) => {
                             self.garbage(e);
@@ -392,14 +492,23 @@ impl Worker<'_> {
     /// Records the responses `p` completed.
     fn complete(&mut self, i: usize, p: Progress, now: Instant) {
         let c = &mut self.conns[i];
-        for _ in 0..p.complete {
+        let open_loop = self.plan.interval.is_some();
+        for &status in &self.statuses {
             // A response nobody asked for (say a 408 on an idle connection) has no latency.
-            if let Some(sent) = c.sent.pop_front() {
-                self.stats.record_us(now.saturating_duration_since(sent).as_micros() as u64);
-                self.stats.requests += 1;
+            let Some(sent) = c.sent.pop_front() else { continue };
+            if !sent.measured {
+                continue;
+            }
+            self.stats.record_us(now.saturating_duration_since(sent.intended).as_micros() as u64);
+            if open_loop {
+                self.stats.record_uncorrected_us(now.saturating_duration_since(sent.actual).as_micros() as u64);
+            }
+            self.stats.requests += 1;
+            self.stats.status.record(status);
+            if !(200..400).contains(&status) {
+                self.stats.errors.status += 1;
             }
         }
-        self.stats.errors.status += u64::from(p.status_errors);
         if c.kind == Kind::Idle && c.sent.is_empty() && p.complete > 0 && !p.close {
             c.state = State::Parked;
         }
@@ -407,13 +516,21 @@ impl Worker<'_> {
 
     /// Closed loop (and idle connections): send the next batch once the last is answered.
     fn send(&mut self, i: usize, now: Instant) {
-        let c = &mut self.conns[i];
+        let c = &self.conns[i];
         if c.state != State::Open || !c.sent.is_empty() || c.write_to > 0 {
             return;
         }
-        let n = if c.kind == Kind::Idle { 1 } else { self.plan.depth };
+        let idle = c.kind == Kind::Idle;
+        let n = if idle { 1 } else { self.take_tickets(self.plan.depth) };
+        if n == 0 {
+            return;
+        }
+        // Under -n only the requests holding a ticket count: not the warm-up's, and not
+        // the one an idle connection makes when it reconnects.
+        let measured = self.shared.tickets.is_none() || (self.measuring && !idle);
+        let c = &mut self.conns[i];
         for _ in 0..n {
-            c.sent.push_back(now);
+            c.sent.push_back(Sent { intended: now, actual: now, measured });
         }
         c.write_from = 0;
         c.write_to = n * self.plan.request_len;
@@ -423,15 +540,22 @@ impl Worker<'_> {
     /// Open loop: send every request whose intended time has come, up to `depth` in flight.
     fn send_open_loop(&mut self, i: usize, now: Instant) {
         let Some(interval) = self.plan.interval else { return };
-        let c = &mut self.conns[i];
-        if c.state != State::Open || c.write_to > 0 {
+        let c = &self.conns[i];
+        if c.state != State::Open || c.write_to > 0 || c.sent.len() >= self.plan.depth || c.next_due > now {
             return;
         }
-        let mut n = 0;
-        while c.sent.len() < self.plan.depth && c.next_due <= now {
-            c.sent.push_back(c.next_due);
+        let mut due = 0;
+        let mut at = c.next_due;
+        while c.sent.len() + due < self.plan.depth && at <= now {
+            at += interval;
+            due += 1;
+        }
+        let n = self.take_tickets(due);
+        let measured = self.measuring || self.shared.tickets.is_none();
+        let c = &mut self.conns[i];
+        for _ in 0..n {
+            c.sent.push_back(Sent { intended: c.next_due, actual: now, measured });
             c.next_due += interval;
-            n += 1;
         }
         if n > 0 {
             c.write_from = 0;
@@ -446,6 +570,10 @@ impl Worker<'_> {
         let mut next = now + SCAN_EVERY;
         for i in 0..active {
             self.send_open_loop(i, now);
+            if !self.may_send() {
+                // `-n`: the schedule ends here; waking at a past slot would spin.
+                return next;
+            }
             let c = &self.conns[i];
             if c.state == State::Open && c.write_to == 0 && c.sent.len() < self.plan.depth {
                 next = next.min(c.next_due);
@@ -485,8 +613,7 @@ impl Worker<'_> {
             match c.state {
                 State::Closed { retry_at } if now >= retry_at => self.connect(i, now),
                 State::Connecting { since } if now - since >= self.plan.timeout => {
-                    self.stats.errors.connect += 1;
-                    self.lose();
+                    self.connect_failed(i);
                     self.close(i, now);
                     self.connect(i, now);
                 }
@@ -533,8 +660,7 @@ impl Worker<'_> {
                 c.last_progress = now;
             }
             Err(_) => {
-                self.stats.errors.connect += 1;
-                self.lose();
+                self.connect_failed(i);
                 self.close(i, now + RECONNECT_BACKOFF);
             }
         }

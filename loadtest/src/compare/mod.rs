@@ -664,16 +664,11 @@ fn measure_duet(
     let usage = report
         .server
         .ok_or_else(|| Cell::Failed(Failure::new("no CPU figures", "the server's CPU could not be sampled")))?;
-    let percentile = |p: f64| {
-        if report.stats.latency.is_empty() {
-            0.0
-        } else {
-            report.stats.latency.value_at_quantile(p / 100.0) as f64
-        }
-    };
+    // No response, no latency: NaN (reported as n/a and null), never 0.
+    let percentile = |p: f64| report.percentile(p).map_or(f64::NAN, |us| us as f64);
     let mut figures = Figures {
         requests_per_sec: report.requests_per_sec(),
-        mean_us: if report.stats.latency.is_empty() { 0.0 } else { report.stats.latency.mean() },
+        mean_us: crate::report::mean(&report.stats.latency).unwrap_or(f64::NAN),
         p50_us: percentile(50.0),
         p99_us: percentile(99.0),
         p999_us: percentile(99.9),
