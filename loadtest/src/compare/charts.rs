@@ -204,6 +204,13 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
         })
         .collect();
     let x_max = r.scenarios.iter().map(|s| s.scenario.total()).max().unwrap_or(1) as f64;
+    let x_min = r.scenarios.iter().map(|s| s.scenario.total()).min().unwrap_or(1).max(1) as f64;
+    // Connection counts span decades (100 to 19,000): a log axis gives each its room.
+    let (x_from, x_to) = (x_min / 1.25, x_max * 1.25);
+    // A tick at each count measured.
+    let mut counts: Vec<f64> = r.scenarios.iter().map(|s| s.scenario.total() as f64).collect();
+    counts.sort_by(f64::total_cmp);
+    counts.dedup();
     let y_data = lines.iter().flatten().map(|&(_, y)| y).fold(0.0f64, f64::max);
     // One CPU fully busy serving `rate` requests a second costs 1e6 / rate µs each: a
     // server that reaches it is saturated, and its line flattens there for that reason.
@@ -237,11 +244,11 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
         .margin_top(6)
         .x_label_area_size(48)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max * 1.04, 0f64..y_top)?;
+        .build_cartesian_2d((x_from..x_to).log_scale().with_key_points(counts), 0f64..y_top)?;
     let decimals = axis_decimals(y_top);
     chart
         .configure_mesh()
-        .x_desc("connections held open (active and idle)")
+        .x_desc("connections held open, active and idle (log scale)")
         .y_desc("server CPU µs per request")
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 13))
@@ -253,14 +260,14 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
         .draw()?;
     if let Some(level) = shown_ceiling {
         chart.draw_series(DashedLineSeries::new(
-            [(0.0, level), (x_max * 1.04, level)],
+            [(x_from, level), (x_to, level)],
             6,
             4,
             RGBColor(120, 120, 120).stroke_width(1),
         ))?;
         // Just above the line, so the dashes do not cross the words.
         chart.draw_series(std::iter::once(
-            EmptyElement::at((x_max * 0.02, level))
+            EmptyElement::at((x_from * 1.05, level))
                 + Text::new(
                     format!("CPU saturated: {} µs/request at this rate", tick(level)),
                     (0, -16),
@@ -268,7 +275,8 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
                 ),
         ))?;
     }
-    for (i, points) in lines.iter().enumerate() {
+    // The oldest engine last, on top: select's short line would hide under poll's.
+    for (i, points) in lines.iter().enumerate().rev() {
         chart.draw_series(LineSeries::new(points.iter().copied(), color(i).stroke_width(3)))?;
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color(i).filled())))?;
     }
@@ -327,11 +335,14 @@ mod tests {
         let path = dir.join("cpu_by_connections.svg");
         assert!(written.contains(&path), "{written:?}");
         let svg = std::fs::read_to_string(&path).unwrap();
+        if let Ok(keep) = std::env::var("DUET_KEEP_CHART") {
+            let _ = std::fs::copy(&path, keep);
+        }
         let _ = std::fs::remove_dir_all(&dir);
         // plotters writes each text on a line of its own.
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
         for text in [
-            "connections held open (active and idle)",
+            "connections held open, active and idle (log scale)",
             "server CPU µs per request",
             "10% of the connections active, open loop at 5,000 requests/s in total; server on 1 CPU",
             "select",
