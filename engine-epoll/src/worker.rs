@@ -610,32 +610,23 @@ mod tests {
         panic!("the awaited state never came; bytes per turn: {per_turn:?}");
     }
 
-    /// A client that asked for 4 MiB and reads nothing, on a socket whose buffers take
-    /// far more than one share: no turn sends it more than a full share, it waits in
-    /// the queue while its socket would take more, and once the socket is full it waits
-    /// for EPOLLOUT instead (no busy loop).
-    /// Each test, once per selector.
+    /// Each test, once per selector: `TEST::epoll`, `TEST::epoll_lt`, ...
     macro_rules! per_selector {
         ($($test:ident),*) => {
-            $(mod $test {
-                use crate::selector::{Epoll, EpollLt, Poll, Select};
-                #[test]
-                fn epoll() {
-                    super::$test::<Epoll>();
-                }
-                #[test]
-                fn epoll_lt() {
-                    super::$test::<EpollLt>();
-                }
-                #[test]
-                fn poll() {
-                    super::$test::<Poll>();
-                }
-                #[test]
-                fn select() {
-                    super::$test::<Select>();
-                }
-            })*
+            $(selector_tests!($test: epoll = Epoll, epoll_lt = EpollLt, poll = Poll, select = Select);)*
+        };
+    }
+
+    macro_rules! selector_tests {
+        ($test:ident: $($name:ident = $selector:ident),*) => {
+            mod $test {
+                $(
+                    #[test]
+                    fn $name() {
+                        super::$test::<crate::selector::$selector>();
+                    }
+                )*
+            }
         };
     }
 
@@ -644,6 +635,10 @@ mod tests {
         a_turn_sends_at_most_its_budget_and_a_new_client_is_answered_in_it
     );
 
+    /// A client that asked for 4 MiB and reads nothing, on a socket whose buffers take
+    /// far more than one share: no turn sends it more than a full share, it waits in
+    /// the queue while its socket would take more, and once the socket is full it waits
+    /// for EPOLLOUT instead (no busy loop).
     fn a_turn_sends_one_connection_at_most_its_share<S: Selector>() {
         let (mut w, addr) = worker::<S>();
         let mut big = TcpStream::connect(addr).expect("connect");

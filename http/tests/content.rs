@@ -49,16 +49,6 @@ fn site() -> Arc<Site> {
     )
 }
 
-fn req(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: example.com\r\n");
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
 fn one_of(site: &Arc<Site>, input: &[u8], head_only: bool) -> Response {
     let o = check_with(site, &Limits::default(), input);
     let mut rs = parse_responses(&o.out, if head_only { &[0] } else { &[] });

@@ -38,17 +38,6 @@ fn site() -> Arc<Site> {
     )
 }
 
-/// A GET (or `method`) of `path` with extra header lines.
-fn req(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: example.com\r\n");
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
 /// Parses responses where 304 and HEAD answers (indexes in `head_only`) carry no body.
 /// Every response must have Date and Server; all but 304 a Content-Length.
 fn parse(mut out: &[u8], head_only: &[usize]) -> Vec<Response> {

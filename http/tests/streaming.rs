@@ -43,16 +43,6 @@ fn site(tag: &str) -> Arc<Site> {
     )
 }
 
-fn req(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: h\r\n");
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
 #[test]
 fn streamed_bodies_are_sent_whole_and_in_order_between_memory_responses() {
     let data = pattern();

@@ -386,3 +386,14 @@ pub fn get(path: &str) -> Vec<u8> {
 pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
+
+/// A `method` request for `path` with Host `example.com` and the extra header lines.
+pub fn req(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: example.com\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
