@@ -231,7 +231,9 @@ impl<S: Selector> Worker<S> {
             // close of the listener reset them.
             self.accept_from(&listener);
             self.stats.syscalls += 1; // close
-            if self.listener_watched {
+            // Out of the selector before it closes (an unwatched listener is out of an
+            // epoll set already; poll and select still hold its entry).
+            if self.listener_watched || !S::CLOSE_REMOVES {
                 self.count_ctl();
                 let _ = self.selector.remove(listener.as_fd());
             }

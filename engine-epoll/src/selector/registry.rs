@@ -51,7 +51,8 @@ impl Registry {
         }
         if self.pos[index] != ABSENT {
             // Registered already (cannot happen: a descriptor is removed before it is
-            // closed, so its number is reused only after); keep one entry.
+            // closed, so its number is reused only after); keep one entry, the new one.
+            self.tokens[self.pos[index] as usize] = token;
             self.set(fd, interest);
             return;
         }
@@ -123,5 +124,8 @@ mod tests {
         // A reused number registers afresh.
         r.add(3, 31, Interest::READ);
         assert_eq!(watched(&r), [(3, rd, 31)]);
+        // Registered twice: one entry, the new token and interest.
+        r.add(3, 32, Interest { read: false, write: true });
+        assert_eq!(watched(&r), [(3, wr, 32)]);
     }
 }
