@@ -26,12 +26,17 @@ fn color(i: usize) -> RGBColor {
 /// Writes the charts into `dir` and returns their paths.
 pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
-    for (file, title, get) in [
-        ("requests_per_sec.svg", "requests per second (higher is better)", (|f| f.requests_per_sec) as super::Getter),
-        ("cpu_us_per_req.svg", "server CPU µs per request (lower is better)", |f: &Figures| f.cpu_us_per_req),
+    for (file, title, get, mark) in [
+        (
+            "requests_per_sec.svg",
+            "requests per second (higher is better)",
+            (|f| f.requests_per_sec) as super::Getter,
+            false,
+        ),
+        ("cpu_us_per_req.svg", "server CPU µs per request (lower is better)", |f: &Figures| f.cpu_us_per_req, true),
     ] {
         let path = dir.join(file);
-        bars(r, &path, title, get).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        bars(r, &path, title, get, mark).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
         written.push(path);
     }
     let path = dir.join("latency.svg");
@@ -148,9 +153,19 @@ where
     Ok(())
 }
 
-fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult {
+/// `mark_load_bound`: a † after a value measured while the load generator was the limit
+/// (see `output::load_bound`), and a note in the header saying so.
+fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bound: bool) -> DrawResult {
     let servers = r.config.servers();
     let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
+    let bound = |f: &Figures| mark_load_bound && super::output::load_bound(&r.config, f);
+    if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(|f| bound(f))) {
+        let note = format!(
+            "†: CPU util under {:.0}% in a closed loop, the load generator was the limit: not comparable",
+            super::output::LOAD_BOUND_UTIL * 100.0
+        );
+        root.draw(&Text::new(note, (10, 62), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))?;
+    }
     for (s, area) in r.scenarios.iter().zip(&areas) {
         let values: Vec<(usize, f64)> = servers
             .iter()
@@ -184,7 +199,9 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult
         // others their ratio to the first server's.
         let first = values.iter().find(|(i, _)| *i == 0).map(|&(_, v)| v).filter(|&v| v > 0.0);
         chart.draw_series(values.iter().map(|&(i, v)| {
-            EmptyElement::at((i as f64 + 0.5, v)) + Text::new(tick(v), (0, -3), centred(12, VPos::Bottom, false))
+            let marked = s.figures(&servers[i]).is_some_and(|f| bound(f));
+            let label = format!("{}{}", tick(v), if marked { "†" } else { "" });
+            EmptyElement::at((i as f64 + 0.5, v)) + Text::new(label, (0, -3), centred(12, VPos::Bottom, false))
         }))?;
         if let Some(base) = first {
             chart.draw_series(values.iter().filter(|(i, _)| *i > 0).map(|&(i, v)| {
@@ -510,6 +527,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         write(r, &dir).unwrap();
         let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        // To look at them: DUET_KEEP_CHARTS=DIR keeps a copy of each.
+        if let Ok(keep) = std::env::var("DUET_KEEP_CHARTS") {
+            let _ = std::fs::copy(dir.join(file), std::path::Path::new(&keep).join(file));
+        }
         let _ = std::fs::remove_dir_all(&dir);
         svg.lines().map(|l| l.trim().to_string()).collect()
     }
@@ -583,6 +604,25 @@ mod tests {
         assert_eq!(axis_label(0.0), "0");
         assert_eq!(latency_unit(1999.0), (1.0, "µs"));
         assert_eq!(latency_unit(2000.0), (1000.0, "ms"));
+    }
+
+    #[test]
+    fn the_cpu_chart_marks_figures_measured_while_the_load_generator_was_the_limit() {
+        let mut r = two_depths();
+        r.config.rate = None;
+        for s in &mut r.scenarios {
+            for e in &mut s.engines {
+                e.median.cpu_util = if e.engine == "epoll" { 0.4 } else { 0.97 };
+            }
+        }
+        let texts = chart_texts(&r, "cpu_us_per_req.svg");
+        let has = |t: &str| texts.iter().any(|x| x == t);
+        assert!(has("10.0†") && has("6.67"), "epoll marked, uring not: {texts:?}");
+        assert!(texts.iter().any(|t| t.starts_with("†: CPU util under 60% in a closed loop")), "{texts:?}");
+        // Requests per second are what they are: never marked.
+        assert!(!chart_texts(&r, "requests_per_sec.svg").iter().any(|t| t.contains('†')));
+        r.config.rate = Some(1000.0);
+        assert!(!chart_texts(&r, "cpu_us_per_req.svg").iter().any(|t| t.contains('†')), "open loop");
     }
 
     #[test]
