@@ -159,7 +159,7 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bou
     let servers = r.config.servers();
     let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
     let bound = |f: &Figures| mark_load_bound && super::output::load_bound(&r.config, f);
-    if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(|f| bound(f))) {
+    if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(&bound)) {
         let note = format!(
             "†: CPU util under {:.0}% in a closed loop, the load generator was the limit: not comparable",
             super::output::LOAD_BOUND_UTIL * 100.0
@@ -199,7 +199,7 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bou
         // others their ratio to the first server's.
         let first = values.iter().find(|(i, _)| *i == 0).map(|&(_, v)| v).filter(|&v| v > 0.0);
         chart.draw_series(values.iter().map(|&(i, v)| {
-            let marked = s.figures(&servers[i]).is_some_and(|f| bound(f));
+            let marked = s.figures(&servers[i]).is_some_and(&bound);
             let label = format!("{}{}", tick(v), if marked { "†" } else { "" });
             EmptyElement::at((i as f64 + 0.5, v)) + Text::new(label, (0, -3), centred(12, VPos::Bottom, false))
         }))?;

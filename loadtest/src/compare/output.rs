@@ -255,8 +255,9 @@ fn load_bound_note(r: &Results, out: &mut String) {
     if any {
         let _ = writeln!(
             out,
-            "\n{LOAD_BOUND_MARK} CPU util under {:.0}% of the server's {} CPU(s) in a closed loop: the load \
-             generator was the limit, and part of this CPU per request is the cost of idling and waking up. \
+            "\n{LOAD_BOUND_MARK} CPU util under {:.0}% of the server's {} CPU(s) in a closed loop: the server \
+             waited for work (the load generator was the limit, or another process held the load's CPU), and \
+             part of this CPU per request is the cost of idling and waking up. \
              Not comparable with a saturated server's; give the load more CPUs (--load-cpus) or compare at a \
              fixed --rate.",
             LOAD_BOUND_UTIL * 100.0,
