@@ -121,6 +121,29 @@ fn check(v: &Value, engines: &[&str], load_with: &str) {
     }
 }
 
+/// The `run` object: this machine, this build, a date and the command as it was typed.
+fn check_run(run: &Value, out: &std::path::Path) {
+    let text = |key: &str| run[key].as_str().unwrap_or_else(|| panic!("run.{key} missing: {run}")).to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(text("kernel"), kernel.trim());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let model = text("cpu_model");
+    assert!(!model.is_empty() && (cpuinfo.contains(&model) || model == "unknown"), "{model}");
+    let cpus = run["cpus"].as_u64().expect("run.cpus");
+    assert_eq!(cpus as usize, cpuinfo.lines().filter(|l| l.starts_with("processor")).count());
+    assert_eq!(text("version"), env!("CARGO_PKG_VERSION"));
+    let commit = text("commit");
+    assert!(commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{commit}");
+    // 2026-11-28T13:05:00Z
+    let date = text("date");
+    let shape: String = date.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    assert_eq!(shape, "9999-99-99T99:99:99Z", "{date}");
+    let command = text("command");
+    let tail =
+        format!("compare --json --quick --duration 1s --engines {} --out {}", engines().join(","), out.display());
+    assert!(command.ends_with(&tail), "{command}");
+}
+
 #[test]
 fn quick_compare_with_duet_load() {
     let engines = engines();
@@ -131,6 +154,16 @@ fn quick_compare_with_duet_load() {
     assert_eq!(serde_json::from_str::<Value>(&saved).unwrap(), v);
     let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
     assert!(md.contains("| epoll |") && md.contains("syscalls/req"), "{md}");
+    check_run(&v["run"], &dir);
+    let run = &v["run"];
+    let header = format!(
+        "duet {} ({}), {}",
+        run["version"].as_str().unwrap(),
+        run["commit"].as_str().unwrap(),
+        run["date"].as_str().unwrap()
+    );
+    assert!(md.starts_with(&header), "{md}");
+    assert!(md.contains(&format!("command: `{}`", run["command"].as_str().unwrap())), "{md}");
     for chart in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg"] {
         let svg = std::fs::read_to_string(dir.join(chart)).expect(chart);
         assert!(svg.starts_with("<svg") && svg.contains("epoll"), "{chart}");

@@ -3,8 +3,9 @@
 //! and for a ladder over several connection counts, one line chart of server CPU per
 //! request against the number of connections.
 
-use super::{Figures, Results};
+use super::{Figures, Getter, Results};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
 const COLORS: [RGBColor; 8] = [
@@ -25,12 +26,17 @@ fn color(i: usize) -> RGBColor {
 /// Writes the charts into `dir` and returns their paths.
 pub fn write(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
-    for (file, title, get) in [
-        ("requests_per_sec.svg", "requests per second (higher is better)", (|f| f.requests_per_sec) as super::Getter),
-        ("cpu_us_per_req.svg", "server CPU µs per request (lower is better)", |f: &Figures| f.cpu_us_per_req),
+    for (file, title, get, mark) in [
+        (
+            "requests_per_sec.svg",
+            "requests per second (higher is better)",
+            (|f| f.requests_per_sec) as super::Getter,
+            false,
+        ),
+        ("cpu_us_per_req.svg", "server CPU µs per request (lower is better)", |f: &Figures| f.cpu_us_per_req, true),
     ] {
         let path = dir.join(file);
-        bars(r, &path, title, get).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        bars(r, &path, title, get, mark).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
         written.push(path);
     }
     let path = dir.join("latency.svg");
@@ -78,27 +84,88 @@ fn canvas<'a>(
     servers: &[String],
     panels: usize,
 ) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
+    let legend: Vec<(String, RGBColor)> = servers.iter().enumerate().map(|(i, s)| (s.clone(), color(i))).collect();
+    canvas_with(path, title, &legend, panels, PANEL.0)
+}
+
+/// The canvas with any legend entries and panels `panel_width` wide.
+fn canvas_with<'a>(
+    path: &'a Path,
+    title: &str,
+    legend: &[(String, RGBColor)],
+    panels: usize,
+    panel_width: u32,
+) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
     let (rows, cols) = grid(panels);
     // Wide enough for the title and the legend even with one panel.
-    let size = ((PANEL.0 * cols as u32).max(MIN_WIDTH), PANEL.1 * rows as u32 + HEADER);
+    let size = ((panel_width * cols as u32).max(MIN_WIDTH), PANEL.1 * rows as u32 + HEADER);
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
     header.draw(&Text::new(title.to_string(), (10, 8), ("sans-serif", 20).into_font()))?;
-    // The legend: a swatch and a name per server, left to right.
+    // The legend: a swatch and a name per entry, left to right.
     let mut x = 10;
-    for (i, server) in servers.iter().enumerate() {
-        header.draw(&Rectangle::new([(x, 44), (x + 14, 56)], color(i).filled()))?;
-        header.draw(&Text::new(server.clone(), (x + 20, 43), ("sans-serif", 14).into_font()))?;
-        x += 34 + 8 * server.chars().count() as i32;
+    for (name, colour) in legend {
+        header.draw(&Rectangle::new([(x, 44), (x + 14, 56)], colour.filled()))?;
+        header.draw(&Text::new(name.clone(), (x + 20, 43), ("sans-serif", 14).into_font()))?;
+        x += 34 + 8 * name.chars().count() as i32;
     }
     let areas = body.split_evenly((rows, cols));
     Ok((root, areas))
 }
 
-fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult {
+/// An axis label: no trailing zeros, metric prefixes above 1,000 ("150k", "1.5M").
+fn axis_label(y: f64) -> String {
+    let trim = |x: f64, suffix: &str| {
+        let t = format!("{x:.2}");
+        let t = t.trim_end_matches('0').trim_end_matches('.');
+        format!("{t}{suffix}")
+    };
+    match y.abs() {
+        a if a >= 1e6 => trim(y / 1e6, "M"),
+        a if a >= 1e3 => trim(y / 1e3, "k"),
+        _ => trim(y, ""),
+    }
+}
+
+/// Text centred on a point, its top (`VPos::Top`) or bottom there.
+fn centred(size: u32, v: VPos, grey: bool) -> TextStyle<'static> {
+    const GREY: RGBColor = RGBColor(90, 90, 90);
+    let colour = if grey { &GREY } else { &BLACK };
+    TextStyle::from(("sans-serif", size).into_font()).color(colour).pos(Pos::new(HPos::Center, v))
+}
+
+/// The server names centred under their slots, one unit wide each from 0.
+fn name_slots<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    servers: &[String],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart.draw_series(servers.iter().enumerate().map(|(i, name)| {
+        EmptyElement::at((i as f64 + 0.5, 0.0)) + Text::new(name.clone(), (0, 5), centred(12, VPos::Top, false))
+    }))?;
+    Ok(())
+}
+
+/// `mark_load_bound`: a † after a value measured while the load generator was the limit
+/// (see `output::load_bound`), and a note in the header saying so.
+fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bound: bool) -> DrawResult {
     let servers = r.config.servers();
     let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
+    let bound = |f: &Figures| mark_load_bound && super::output::load_bound(&r.config, f);
+    if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(&bound)) {
+        let note = format!(
+            "†: CPU util under {:.0}% in a closed loop, the load generator was the limit: not comparable",
+            super::output::LOAD_BOUND_UTIL * 100.0
+        );
+        root.draw(&Text::new(note, (10, 62), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))?;
+    }
     for (s, area) in r.scenarios.iter().zip(&areas) {
         let values: Vec<(usize, f64)> = servers
             .iter()
@@ -106,69 +173,165 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter) -> DrawResult
             .filter_map(|(i, name)| Some((i, get(s.figures(name)?))))
             .filter(|(_, v)| v.is_finite())
             .collect();
-        let top = values.iter().map(|(_, v)| *v).fold(0.0f64, f64::max).max(1e-9) * 1.2;
-        let mut chart = ChartBuilder::on(area)
-            .caption(s.scenario.label(), ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(6)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0f64..servers.len().max(1) as f64, 0f64..top)?;
-        chart.configure_mesh().disable_x_mesh().x_labels(0).y_labels(5).y_label_formatter(&|y| tick(*y)).draw()?;
-        chart.draw_series(
-            values
-                .iter()
-                .map(|&(i, v)| Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, v)], color(i).filled())),
-        )?;
-        // The value over each bar, so the panel is read without the axis.
-        chart.draw_series(
-            values
-                .iter()
-                .map(|&(i, v)| Text::new(tick(v), (i as f64 + 0.15, v * 1.08), ("sans-serif", 11).into_font())),
-        )?;
-    }
-    root.present()?;
-    Ok(())
-}
-
-fn latency(r: &Results, path: &Path) -> DrawResult {
-    let servers = r.config.servers();
-    let title = "latency percentiles p50 / p99 / p99.9, µs (lower is better)";
-    let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
-    let points = |f: &Figures| -> Vec<(f64, f64)> {
-        [(0.0, f.p50_us), (1.0, f.p99_us), (2.0, f.p999_us)].into_iter().filter(|(_, y)| y.is_finite()).collect()
-    };
-    for (s, area) in r.scenarios.iter().zip(&areas) {
-        let top = servers
-            .iter()
-            .filter_map(|name| s.figures(name))
-            .flat_map(points)
-            .map(|(_, y)| y)
-            .fold(0.0f64, f64::max)
-            .max(1.0)
-            * 1.15;
+        // Room above the tallest bar for its value and ratio.
+        let top = values.iter().map(|(_, v)| *v).fold(0.0f64, f64::max).max(1e-9) * 1.3;
         let mut chart = ChartBuilder::on(area)
             .caption(s.scenario.label(), ("sans-serif", 15))
             .margin(8)
             .x_label_area_size(22)
             .y_label_area_size(52)
-            .build_cartesian_2d(-0.15f64..2.15f64, 0f64..top)?;
+            .build_cartesian_2d(0f64..servers.len().max(1) as f64, 0f64..top)?;
         chart
             .configure_mesh()
-            .x_labels(3)
+            .disable_x_mesh()
+            .x_labels(0)
             .y_labels(5)
-            .y_label_formatter(&|y| tick(*y))
-            .x_label_formatter(&|x| match x.round() as i64 {
-                0 => "p50".into(),
-                1 => "p99".into(),
-                2 => "p99.9".into(),
-                _ => String::new(),
-            })
+            .y_label_formatter(&|y| axis_label(*y))
+            .light_line_style(WHITE)
             .draw()?;
-        for (i, name) in servers.iter().enumerate() {
-            let Some(f) = s.figures(name) else { continue };
-            let style = color(i).stroke_width(2);
-            chart.draw_series(LineSeries::new(points(f), style))?;
-            chart.draw_series(points(f).into_iter().map(|p| Circle::new(p, 3, color(i).filled())))?;
+        chart.draw_series(
+            values
+                .iter()
+                .map(|&(i, v)| Rectangle::new([(i as f64 + 0.12, 0.0), (i as f64 + 0.88, v)], color(i).filled())),
+        )?;
+        name_slots(&mut chart, &servers)?;
+        // The value over each bar, so the panel is read without the axis, and over the
+        // others their ratio to the first server's.
+        let first = values.iter().find(|(i, _)| *i == 0).map(|&(_, v)| v).filter(|&v| v > 0.0);
+        chart.draw_series(values.iter().map(|&(i, v)| {
+            let marked = s.figures(&servers[i]).is_some_and(&bound);
+            let label = format!("{}{}", tick(v), if marked { "†" } else { "" });
+            EmptyElement::at((i as f64 + 0.5, v)) + Text::new(label, (0, -3), centred(12, VPos::Bottom, false))
+        }))?;
+        if let Some(base) = first {
+            chart.draw_series(values.iter().filter(|(i, _)| *i > 0).map(|&(i, v)| {
+                let ratio = format!("{:.2}× {}", v / base, servers[0]);
+                EmptyElement::at((i as f64 + 0.5, v)) + Text::new(ratio, (0, -17), centred(10, VPos::Bottom, true))
+            }))?;
+        }
+        let missing = servers.iter().enumerate().filter(|(i, _)| !values.iter().any(|(j, _)| j == i));
+        chart.draw_series(missing.map(|(i, name)| {
+            let why = if s.engine(name).is_some_and(|e| e.failed.is_some()) { "failed" } else { "n/a" };
+            EmptyElement::at((i as f64 + 0.5, 0.0)) + Text::new(why, (0, -3), centred(11, VPos::Bottom, true))
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The three latency percentiles, light to dark: one bar each per server.
+const PERCENTILES: [(&str, RGBColor, Getter); 3] = [
+    ("p50", RGBColor(158, 202, 225), |f| f.p50_us),
+    ("p99", RGBColor(49, 130, 189), |f| f.p99_us),
+    ("p99.9", RGBColor(8, 48, 107), |f| f.p999_us),
+];
+
+/// The unit of a latency axis reaching `top_us`: µs below 2 ms, ms above, so the labels
+/// are plain numbers (never "100.0k"); the divisor from µs and the name.
+fn latency_unit(top_us: f64) -> (f64, &'static str) {
+    if top_us >= 2000.0 {
+        (1000.0, "ms")
+    } else {
+        (1.0, "µs")
+    }
+}
+
+/// Small multiples again, and in each panel one group of three bars (p50, p99, p99.9)
+/// per server, the servers named under their groups. A scenario whose latency was not
+/// measured (wrk with pipelining) says so in its panel.
+fn latency(r: &Results, path: &Path) -> DrawResult {
+    let servers = r.config.servers();
+    let title = "latency percentiles (lower is better)";
+    let legend: Vec<(String, RGBColor)> = PERCENTILES.iter().map(|(name, c, _)| (name.to_string(), *c)).collect();
+    // Each group needs room for its name under it.
+    let panel_width = PANEL.0.max(70 + 80 * servers.len() as u32);
+    let (root, areas) = canvas_with(path, title, &legend, r.scenarios.len(), panel_width)?;
+    let missing = r.scenarios.iter().any(|s| {
+        servers
+            .iter()
+            .filter_map(|name| s.figures(name))
+            .any(|f| PERCENTILES.iter().any(|(_, _, get)| !get(f).is_finite()))
+    });
+    if missing {
+        let note = "n/a: not reported (wrk with pipelining; use --load-with duet)";
+        let style = ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90));
+        root.draw(&Text::new(note, (250, 43), style))?;
+    }
+    let n = servers.len().max(1) as f64;
+    for (s, area) in r.scenarios.iter().zip(&areas) {
+        let bars: Vec<(usize, usize, f64)> = servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| Some((i, s.figures(name)?)))
+            .flat_map(|(i, f)| PERCENTILES.iter().enumerate().map(move |(k, (_, _, get))| (i, k, get(f))))
+            .filter(|(_, _, v)| v.is_finite())
+            .collect();
+        let top_us = bars.iter().map(|b| b.2).fold(0.0f64, f64::max);
+        let (div, unit) = latency_unit(top_us);
+        let top = (top_us / div).max(1e-3) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(s.scenario.label(), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(22)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..n, 0f64..top)?;
+        let decimals = axis_decimals(top);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_labels(6)
+            .y_desc(unit)
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
+            .light_line_style(WHITE)
+            .draw()?;
+        let slot = |i: usize, k: usize| i as f64 + 0.14 + 0.24 * k as f64;
+        chart.draw_series(bars.iter().map(|&(i, k, v)| {
+            Rectangle::new([(slot(i, k), 0.0), (slot(i, k) + 0.22, v / div)], PERCENTILES[k].1.filled())
+        }))?;
+        // Each value over its bar in the axis's unit: p50 is often a sliver next to p99.9.
+        chart.draw_series(bars.iter().map(|&(i, k, v)| {
+            EmptyElement::at((slot(i, k) + 0.11, v / div))
+                + Text::new(tick(v / div), (0, -2), centred(10, VPos::Bottom, false))
+        }))?;
+        name_slots(&mut chart, &servers)?;
+        // A server with no percentiles says so over its group; a panel with none at all
+        // says why in words.
+        let grey = ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90));
+        let measured: Vec<bool> = servers
+            .iter()
+            .map(|name| s.figures(name).is_some_and(|f| PERCENTILES.iter().any(|(_, _, get)| get(f).is_finite())))
+            .collect();
+        if !measured.contains(&true) {
+            for (k, line) in
+                ["latency n/a: not measured", "(wrk reports no percentiles with pipelining;", "use --load-with duet)"]
+                    .iter()
+                    .enumerate()
+            {
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at((0.06 * n, top * 0.7))
+                        + Text::new(line.to_string(), (0, 16 * k as i32), grey.clone()),
+                ))?;
+            }
+        } else {
+            // A server that failed says so over its group; a percentile wrk did not
+            // report (pipelining) is n/a in its slot.
+            for (i, name) in servers.iter().enumerate() {
+                let failed = s.engine(name).is_some_and(|e| e.failed.is_some());
+                if failed || !measured[i] {
+                    let why = if failed { "failed" } else { "n/a" };
+                    let at = EmptyElement::at((i as f64 + 0.5, 0.0));
+                    chart
+                        .draw_series(std::iter::once(at + Text::new(why, (0, -3), centred(11, VPos::Bottom, true))))?;
+                    continue;
+                }
+                for k in (0..PERCENTILES.len()).filter(|&k| !bars.iter().any(|b| b.0 == i && b.1 == k)) {
+                    let at = EmptyElement::at((slot(i, k) + 0.11, 0.0));
+                    chart.draw_series(std::iter::once(
+                        at + Text::new("n/a", (0, -3), centred(10, VPos::Bottom, true)),
+                    ))?;
+                }
+            }
         }
     }
     root.present()?;
@@ -356,6 +519,110 @@ mod tests {
         }
         // The rate's saturation level is drawn only when the data come near it.
         assert!(!svg.contains("CPU saturated"));
+    }
+
+    /// The texts of `file` drawn from `r` (plotters writes each text on a line of its own).
+    fn chart_texts(r: &Results, file: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("duet-chart-texts-{}-{file}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(r, &dir).unwrap();
+        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        // To look at them: DUET_KEEP_CHARTS=DIR keeps a copy of each.
+        if let Ok(keep) = std::env::var("DUET_KEEP_CHARTS") {
+            let _ = std::fs::copy(dir.join(file), std::path::Path::new(&keep).join(file));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        svg.lines().map(|l| l.trim().to_string()).collect()
+    }
+
+    /// epoll and uring, with duet at depth 1 (all percentiles, in ms) and wrk's
+    /// pipelining at depth 16 (none).
+    fn two_depths() -> Results {
+        let mut r = crate::compare::fixture::ladder();
+        r.config.engines = vec!["epoll".into(), "uring".into()];
+        let figures = |rps: f64, p: [f64; 3]| Figures {
+            requests_per_sec: rps,
+            p50_us: p[0],
+            p99_us: p[1],
+            p999_us: p[2],
+            cpu_us_per_req: 1e6 / rps,
+            ..Figures::default()
+        };
+        let result = |engine: &str, median: Figures| crate::compare::EngineResult {
+            engine: engine.into(),
+            rounds: vec![median],
+            median,
+            failed: None,
+        };
+        let scenario = |depth| crate::compare::Scenario { connections: 16, depth, body_size: 13, idle: 0 };
+        let nan = [f64::NAN; 3];
+        r.scenarios = vec![
+            crate::compare::ScenarioResult {
+                scenario: scenario(1),
+                engines: vec![
+                    result("epoll", figures(100_000.0, [120.0, 2_740.0, 5_430.0])),
+                    result("uring", figures(150_000.0, [90.0, 360.0, 3_760.0])),
+                ],
+            },
+            crate::compare::ScenarioResult {
+                scenario: scenario(16),
+                engines: vec![result("epoll", figures(1e6, nan)), result("uring", figures(2e6, nan))],
+            },
+        ];
+        r
+    }
+
+    #[test]
+    fn the_latency_chart_has_a_bar_per_percentile_and_server_in_each_scenario() {
+        let texts = chart_texts(&two_depths(), "latency.svg");
+        let has = |t: &str| texts.iter().any(|x| x == t);
+        // The legend names the percentiles, not the servers; the servers are under their groups.
+        for t in ["p50", "p99", "p99.9", "epoll", "uring", "c=16 d=1 13 B", "c=16 d=16 13 B"] {
+            assert!(has(t), "{t} missing: {texts:?}");
+        }
+        // Milliseconds where the panel reaches them, each bar's value over it.
+        assert!(has("ms") && has("5.43") && has("0.12") && has("3.76"), "{texts:?}");
+        assert!(!texts.iter().any(|t| t.ends_with('k')), "no metric prefixes on a latency axis: {texts:?}");
+        // The depth-16 panel says why it has no bars.
+        assert!(has("latency n/a: not measured"), "{texts:?}");
+        assert!(has("n/a: not reported (wrk with pipelining; use --load-with duet)"), "{texts:?}");
+    }
+
+    #[test]
+    fn the_bar_charts_label_each_value_and_its_ratio_to_the_first_server() {
+        let texts = chart_texts(&two_depths(), "requests_per_sec.svg");
+        let has = |t: &str| texts.iter().any(|x| x == t);
+        for t in ["100.0k", "150.0k", "1.50× epoll", "1.00M", "2.00M", "2.00× epoll"] {
+            assert!(has(t), "{t} missing: {texts:?}");
+        }
+        // Axis labels carry no trailing zeros.
+        assert!(has("150k") || has("100k"), "{texts:?}");
+        assert!(!has("1.00× epoll"), "no ratio of the first server to itself");
+        assert_eq!(axis_label(150_000.0), "150k");
+        assert_eq!(axis_label(2_500_000.0), "2.5M");
+        assert_eq!(axis_label(0.25), "0.25");
+        assert_eq!(axis_label(0.0), "0");
+        assert_eq!(latency_unit(1999.0), (1.0, "µs"));
+        assert_eq!(latency_unit(2000.0), (1000.0, "ms"));
+    }
+
+    #[test]
+    fn the_cpu_chart_marks_figures_measured_while_the_load_generator_was_the_limit() {
+        let mut r = two_depths();
+        r.config.rate = None;
+        for s in &mut r.scenarios {
+            for e in &mut s.engines {
+                e.median.cpu_util = if e.engine == "epoll" { 0.4 } else { 0.97 };
+            }
+        }
+        let texts = chart_texts(&r, "cpu_us_per_req.svg");
+        let has = |t: &str| texts.iter().any(|x| x == t);
+        assert!(has("10.0†") && has("6.67"), "epoll marked, uring not: {texts:?}");
+        assert!(texts.iter().any(|t| t.starts_with("†: CPU util under 60% in a closed loop")), "{texts:?}");
+        // Requests per second are what they are: never marked.
+        assert!(!chart_texts(&r, "requests_per_sec.svg").iter().any(|t| t.contains('†')));
+        r.config.rate = Some(1000.0);
+        assert!(!chart_texts(&r, "cpu_us_per_req.svg").iter().any(|t| t.contains('†')), "open loop");
     }
 
     #[test]

@@ -15,9 +15,11 @@
 
 mod charts;
 mod output;
+mod run_info;
 mod server;
 pub mod wrk;
 
+pub use run_info::RunInfo;
 pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening, split_command};
 
 use std::io::{IsTerminal, Write};
@@ -323,6 +325,8 @@ impl ScenarioResult {
 #[derive(Debug, Clone)]
 pub struct Results {
     pub config: CompareConfig,
+    /// The machine, the build and the command line.
+    pub run: RunInfo,
     pub scenarios: Vec<ScenarioResult>,
 }
 
@@ -354,6 +358,8 @@ impl Drop for TempDir {
 /// Runs the comparison. Errors are one line for the user; an engine that fails (does
 /// not start, exits, or cannot hold the connections) is a result, not an error.
 pub fn run(config: CompareConfig) -> Result<Results, String> {
+    // The date is when the comparison started.
+    let run = RunInfo::collect();
     if config.engines.is_empty() {
         return Err("--engines needs at least one engine".into());
     }
@@ -576,7 +582,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
                 .collect(),
         })
         .collect();
-    Ok(Results { config, scenarios })
+    Ok(Results { config, run, scenarios })
 }
 
 /// One column of the comparison: an engine or a peer, running or failed for good.
@@ -799,6 +805,18 @@ pub(crate) mod fixture {
         }
     }
 
+    pub fn run_info() -> RunInfo {
+        RunInfo {
+            kernel: "6.1.0-test".into(),
+            cpu_model: "Test CPU @ 3.00GHz".into(),
+            cpus: 2,
+            version: "0.1.0".into(),
+            commit: "abc1234".into(),
+            date: "2026-11-28T13:00:00Z".into(),
+            command: "duet compare --ladder --out 'my results'".into(),
+        }
+    }
+
     fn ok(engine: &str, mean_us: f64, p99_us: f64) -> EngineResult {
         let median = Figures { mean_us, p99_us, cpu_us_per_req: 12.5, requests_per_sec: 5000.0, ..Figures::default() };
         EngineResult { engine: engine.into(), rounds: vec![median], median, failed: None }
@@ -820,6 +838,7 @@ pub(crate) mod fixture {
         let no_poll = "the poll server did not start: invalid value 'poll'";
         Results {
             config: config(&["select", "poll", "epoll"], &[1000, 10_000], Some(0.1)),
+            run: run_info(),
             scenarios: vec![
                 ScenarioResult {
                     scenario: scenario(1000),

@@ -4,6 +4,24 @@ use super::{Figures, Results, ScenarioResult, FIGURES};
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
+/// A closed-loop server whose CPUs were busy less than this share of the time was waiting
+/// on the load generator. A server that is the limit runs its CPUs near 100 % (above
+/// 90 % in our closed-loop runs with the load on its own CPU); at 60 % it sleeps 40 % of
+/// the time, and each wakeup finds fewer requests, so part of its CPU per request is the
+/// cost of going idle and waking again. That figure measures the generator's pace, not
+/// the server, and it is marked rather than compared. (Open loop, `--rate`, is below
+/// saturation by design: every server gets the same load, so there it is comparable.)
+pub const LOAD_BOUND_UTIL: f64 = 0.6;
+
+/// The marker next to a CPU-per-request figure that is not comparable.
+const LOAD_BOUND_MARK: &str = "†";
+
+/// Whether `f` was measured with the server's CPUs well below saturation in a closed
+/// loop: the load generator, not the server, was the limit.
+pub fn load_bound(c: &super::CompareConfig, f: &Figures) -> bool {
+    c.rate.is_none() && f.cpu_util < LOAD_BOUND_UTIL * c.server_cpus.len().max(1) as f64
+}
+
 fn figures_json(f: &Figures) -> Value {
     let mut m = Map::new();
     for (name, get) in FIGURES {
@@ -59,6 +77,7 @@ pub fn json(r: &Results) -> String {
                     Some(f) => json!({"failed": f.reason, "detail": f.detail}),
                     None => json!({
                         "median": figures_json(&e.median),
+                        "load_bound": load_bound(c, &e.median),
                         "rounds": e.rounds.iter().map(figures_json).collect::<Vec<_>>(),
                     }),
                 };
@@ -90,7 +109,17 @@ pub fn json(r: &Results) -> String {
         }),
         None => Value::Null,
     };
+    let run = &r.run;
     json!({
+        "run": {
+            "kernel": run.kernel,
+            "cpu_model": run.cpu_model,
+            "cpus": run.cpus,
+            "version": run.version,
+            "commit": run.commit,
+            "date": run.date,
+            "command": run.command,
+        },
         "load_with": c.load_with.name(),
         "engines": c.engines,
         "peers": c.peers.iter().map(|p| json!({"name": p.name, "command": p.argv, "port": p.port})).collect::<Vec<_>>(),
@@ -210,7 +239,31 @@ fn ladder_tables(r: &Results, share: f64, out: &mut String) {
         &format!("The ladder: mean / p99 latency, {}% of the connections active, {load}, medians", format_share(share)),
         &|f| format!("{} / {}", micros(f.mean_us), micros(f.p99_us)),
     );
-    table(out, "Server CPU µs per request", &|f| format!("{:.2}", f.cpu_us_per_req));
+    table(out, "Server CPU µs per request", &|f| cpu_cell(c, f));
+}
+
+/// CPU µs per request, marked when the server was not the limit.
+fn cpu_cell(c: &super::CompareConfig, f: &Figures) -> String {
+    let mark = if load_bound(c, f) { LOAD_BOUND_MARK } else { "" };
+    format!("{:.2}{mark}", f.cpu_us_per_req)
+}
+
+/// The note under a table that has marked CPU figures.
+fn load_bound_note(r: &Results, out: &mut String) {
+    let c = &r.config;
+    let any = r.scenarios.iter().flat_map(|s| &s.engines).any(|e| e.failed.is_none() && load_bound(c, &e.median));
+    if any {
+        let _ = writeln!(
+            out,
+            "\n{LOAD_BOUND_MARK} CPU util under {:.0}% of the server's {} CPU(s) in a closed loop: the server \
+             waited for work (the load generator was the limit, or another process held the load's CPU), and \
+             part of this CPU per request is the cost of idling and waking up. \
+             Not comparable with a saturated server's; give the load more CPUs (--load-cpus) or compare at a \
+             fixed --rate.",
+            LOAD_BOUND_UTIL * 100.0,
+            c.server_cpus.len().max(1),
+        );
+    }
 }
 
 /// `10` for 0.1, `2.5` for 0.025.
@@ -246,6 +299,10 @@ fn failure_notes(r: &Results, out: &mut String) {
 pub fn markdown(r: &Results) -> String {
     let c = &r.config;
     let mut out = String::new();
+    let run = &r.run;
+    let _ = writeln!(out, "duet {} ({}), {}", run.version, run.commit, run.date);
+    let _ = writeln!(out, "machine: {}, {} CPUs, Linux {}", run.cpu_model, run.cpus, run.kernel);
+    let _ = writeln!(out, "command: `{}`\n", run.command);
     let _ = write!(
         out,
         "duet compare: load with {}, server CPUs {:?}, load CPUs {:?}, {} round(s) of {:.1}s",
@@ -282,14 +339,14 @@ pub fn markdown(r: &Results) -> String {
             let f = &e.median;
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} |",
                 e.engine,
                 metric(f.requests_per_sec),
                 micros(f.mean_us),
                 micros(f.p50_us),
                 micros(f.p99_us),
                 micros(f.p999_us),
-                f.cpu_us_per_req,
+                cpu_cell(c, f),
                 f.cpu_util * 100.0,
                 bytes(f.rss_peak_bytes),
                 ratio(f.syscalls_per_req),
@@ -303,6 +360,7 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "| {label} | uring/epoll | {} | |", cells.join(" | "));
         }
     }
+    load_bound_note(r, &mut out);
     failure_notes(r, &mut out);
     let missing =
         r.scenarios.iter().flat_map(|s| &s.engines).filter(|e| e.failed.is_none()).any(|e| {
@@ -353,6 +411,68 @@ mod tests {
         // Notes: the story of each failure, once per engine when it is the same everywhere.
         assert_eq!(md.matches("- poll: the poll server did not start").count(), 1, "{md}");
         assert!(md.contains("- select: 9000 connections lost"), "{md}");
+    }
+
+    #[test]
+    fn the_machine_and_the_command_head_the_results() {
+        let r = ladder();
+        let v: Value = serde_json::from_str(&json(&r)).unwrap();
+        let run = &v["run"];
+        assert_eq!(run["kernel"], "6.1.0-test");
+        assert_eq!(run["cpu_model"], "Test CPU @ 3.00GHz");
+        assert_eq!(run["cpus"], 2);
+        assert_eq!(run["version"], "0.1.0");
+        assert_eq!(run["commit"], "abc1234");
+        assert_eq!(run["date"], "2026-11-28T13:00:00Z");
+        assert_eq!(run["command"], "duet compare --ladder --out 'my results'");
+        let md = markdown(&r);
+        let head: Vec<&str> = md.lines().take(3).collect();
+        assert_eq!(
+            head,
+            [
+                "duet 0.1.0 (abc1234), 2026-11-28T13:00:00Z",
+                "machine: Test CPU @ 3.00GHz, 2 CPUs, Linux 6.1.0-test",
+                "command: `duet compare --ladder --out 'my results'`",
+            ]
+        );
+    }
+
+    /// The ladder fixture in a closed loop, epoll's CPUs busy `util` of the time.
+    fn closed_loop(util: f64) -> Results {
+        let mut r = ladder();
+        r.config.rate = None;
+        for s in &mut r.scenarios {
+            for e in s.engines.iter_mut().filter(|e| e.failed.is_none()) {
+                e.median.cpu_util = if e.engine == "epoll" { util } else { 0.95 };
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn cpu_per_request_is_marked_when_the_load_generator_was_the_limit() {
+        let r = closed_loop(0.35);
+        let md = markdown(&r);
+        assert!(md.contains("| epoll | 12.50† | 12.50† |"), "the ladder's CPU table: {md}");
+        assert!(md.contains("| select | 12.50 | FAILED"), "a saturated server is not marked: {md}");
+        let row = md.lines().find(|l| l.starts_with("| c=100 d=1 13 B +900 idle | epoll |")).expect(&md);
+        assert!(row.contains("| 12.50† | 35% |"), "{row}");
+        assert!(md.contains("† CPU util under 60% of the server's 1 CPU(s) in a closed loop"), "{md}");
+        let v: Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["scenarios"][0]["engines"]["epoll"]["load_bound"], true);
+        assert_eq!(v["scenarios"][0]["engines"]["select"]["load_bound"], false);
+
+        // Busy enough, or open loop (below saturation by design): no mark, no note.
+        for r in [closed_loop(0.75), { ladder() }] {
+            let md = markdown(&r);
+            assert!(!md.contains('†'), "{md}");
+            let v: Value = serde_json::from_str(&json(&r)).unwrap();
+            assert_eq!(v["scenarios"][0]["engines"]["epoll"]["load_bound"], false);
+        }
+        // Two server CPUs: saturation is 200%, so 100% is half of it.
+        let mut r = closed_loop(1.0);
+        r.config.server_cpus = vec![0, 2];
+        assert!(markdown(&r).contains("| epoll | 12.50† |"));
     }
 
     #[test]
