@@ -279,32 +279,22 @@ impl FromStr for Seconds {
     }
 }
 
-/// Help and version go to stdout as usual; a usage error is one line on stderr.
+/// Help and version go to stdout (exit 0); a usage error is clap's full text on stderr
+/// (what is wrong, suggestions, possible values, the usage line), exit 2, with its hint
+/// naming the subcommand: `try 'duet load --help'` rather than `try '--help'`.
 pub fn report_clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        _ => {
-            let text = e.render().to_string();
-            let mut lines = text.lines();
-            let mut first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
-            // "the following required arguments were not provided:" lists them on the
-            // next, indented lines: keep them on the one line.
-            if first.ends_with(':') {
-                let listed: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).map(str::trim).collect();
-                first = format!("{first} {}", listed.join(", "));
-            }
-            eprintln!("duet: error: {first} (see duet --help)");
-            ExitCode::from(2)
-        }
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
+        e.exit();
     }
+    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare"));
+    let text = e.render().to_string();
+    let text = match subcommand {
+        Some(sub) => text.replace("try '--help'", &format!("try 'duet {sub} --help'")),
+        None => text.replace("try '--help'", "try 'duet --help'"),
+    };
+    eprint!("{text}");
+    ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -1,18 +1,41 @@
-//! The command line of `duet serve` (not per engine): one-line errors, and a server that
-//! outlives its log reader.
+//! The command line of `duet` (not per engine): clap's full usage errors, duet's own
+//! one-line errors, the pid file, and a server that outlives its log reader.
 
 mod common;
 
 use common::{run_duet, Server};
 use std::net::TcpListener;
 
+/// A usage error is clap's whole text, exit 2: what is wrong, the usage line of the
+/// subcommand, and a hint that names it.
+fn usage_error(args: &[&str], want: &[&str]) {
+    let (status, stderr) = run_duet(args);
+    assert_eq!(status.code(), Some(2), "exit status {status}; stderr:\n{stderr}");
+    for w in want {
+        assert!(stderr.contains(w), "{args:?}: expected {w:?} on stderr, got:\n{stderr}");
+    }
+}
+
 #[test]
-fn cli_unknown_flag_is_one_line_and_fails() {
-    let (status, stderr) = run_duet(&["serve", "--no-such-flag"]);
-    assert!(!status.success(), "exit status {status}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
-    assert!(lines[0].contains("no-such-flag"), "the line should name the flag: {stderr}");
+fn cli_unknown_flag_names_it_and_the_similar_one() {
+    usage_error(
+        &["serve", "--prot", "1"],
+        &["'--prot'", "a similar argument exists: '--port'", "Usage: duet serve", "duet serve --help"],
+    );
+    usage_error(&["serve", "--no-such-flag"], &["'--no-such-flag'", "duet serve --help"]);
+}
+
+#[test]
+fn cli_load_without_a_url_names_the_missing_argument() {
+    usage_error(&["load"], &["required arguments were not provided", "<URL>", "Usage: duet load", "duet load --help"]);
+}
+
+#[test]
+fn cli_bad_engine_lists_the_possible_values() {
+    usage_error(
+        &["serve", "--engine", "nope"],
+        &["invalid value 'nope'", "possible values: auto, epoll, uring, epoll-lt, poll, select", "duet serve --help"],
+    );
 }
 
 #[test]
