@@ -188,6 +188,10 @@ pub struct ServeArgs {
     /// default. A --route or file at the same path wins.
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<String>,
+    /// Write the server's process id to PATH once it listens (for `kill -HUP $(cat PATH)`);
+    /// removed when the server exits cleanly.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
     #[arg(long)]
     pub log_level: Option<String>,

@@ -90,6 +90,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
     let listeners = listen::bind_listeners(SocketAddr::new(args.bind, args.port), threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
@@ -131,6 +132,25 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         report.refused,
     );
     Ok(())
+}
+
+/// `--pid-file`: holds this process's id while the server runs; removed on the way out.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write --pid-file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!("cannot remove --pid-file {}: {e}", self.0.display());
+        }
+    }
 }
 
 fn reload(site: &Site, content: &content::ContentConfig) {

@@ -102,3 +102,47 @@ fn cli_closed_stderr_neither_kills_the_server_nor_blocks_shutdown() {
     let status = server.wait_exit();
     assert!(status.success(), "graceful shutdown should exit 0, got {status}");
 }
+
+/// `--pid-file`: written once the server listens with its pid, which `kill -HUP` can use
+/// to reload it; removed at a clean exit. An unwritable path is one line and exit 1.
+#[test]
+fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
+    let dir = std::env::temp_dir().join(format!("duet-pidfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_path = dir.join("duet.pid");
+    let body = dir.join("body.txt");
+    std::fs::write(&body, "old").unwrap();
+    let route = format!("/x=@{}", body.display());
+    let mut server = Server::start("epoll", &["--pid-file", pid_path.to_str().unwrap(), "--route", &route]);
+    let text = std::fs::read_to_string(&pid_path).expect("the pid file exists once the server listens");
+    let pid: i32 = text.trim().parse().unwrap_or_else(|_| panic!("not a pid: {text:?}"));
+    assert_eq!(pid as u32, server.pid());
+
+    std::fs::write(&body, "new").unwrap();
+    // SAFETY: kill(2) with the pid of the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let mut c = server.connect();
+    let deadline = std::time::Instant::now() + common::READ_TIMEOUT;
+    loop {
+        c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        if r.body_str() == "new" {
+            break;
+        }
+        assert_eq!(r.body_str(), "old");
+        assert!(std::time::Instant::now() < deadline, "SIGHUP through the pid file did not reload");
+    }
+    drop(c);
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    assert!(!pid_path.exists(), "the pid file should be removed at exit");
+
+    let bad = dir.join("no-such-dir").join("duet.pid");
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--port", "0", "--threads", "1", "--pid-file", bad.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    assert!(lines[0].contains("cannot write --pid-file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
