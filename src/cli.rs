@@ -87,113 +87,113 @@ impl EngineChoice {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// I/O engine.
-    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
     pub engine: EngineChoice,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", help_heading = "Listening")]
     pub bind: IpAddr,
     /// Port to listen on (0 picks a free one; the log says which).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_name = "N", help_heading = "Listening")]
     pub port: u16,
     /// Worker threads, each with its own loop and SO_REUSEPORT listener [default: CPUs available].
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Listening")]
     pub threads: Option<usize>,
     /// Share the port with other processes started with --reuse-port (the kernel spreads
     /// connections over all of them). Without it, a port another process listens on is
     /// an error.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub reuse_port: bool,
     /// Pin worker thread i to CPU i.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub pin: bool,
-    /// Largest request head (request line + headers): 414/431 beyond.
-    #[arg(long, default_value = "8KiB", value_name = "BYTES")]
-    pub max_head_size: ByteSize,
-    /// Most header fields in a request (431 beyond; at most 256).
-    #[arg(long, default_value_t = 64)]
-    pub max_headers: usize,
-    /// Largest request body read (discarded, or echoed by --echo); 413 beyond.
-    #[arg(long, default_value = "1MiB", value_name = "BYTES")]
-    pub max_body_size: ByteSize,
-    /// Time allowed from a request's first byte to the end of its head (408 after),
-    /// and the longest pause while reading a body.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub header_timeout: Seconds,
-    /// Time allowed from the end of a request's head to the end of its body (408 after).
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub body_timeout: Seconds,
-    /// How long an idle keep-alive connection is kept.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub keepalive_timeout: Seconds,
-    /// How long queued output may make no progress before the connection is dropped.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub send_timeout: Seconds,
-    /// Queued output per connection above which it stops reading (pipelining backpressure).
-    #[arg(long, default_value = "256KiB", value_name = "BYTES")]
-    pub max_output: ByteSize,
-    /// How long a graceful shutdown waits for in-flight requests.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub drain_timeout: Seconds,
-    /// io_uring: submission queue entries per ring.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub uring_entries: u32,
-    /// io_uring: buffers in the provided buffer ring (a power of two).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub uring_buffers: u16,
-    /// io_uring: size of each provided buffer.
-    #[arg(long, default_value = "16KiB", value_name = "BYTES")]
-    pub uring_buffer_size: ByteSize,
-    /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
-    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000")]
-    pub sqpoll: Option<u32>,
+    /// Write the server's process id to PATH once it listens (for `kill -HUP $(cat PATH)`);
+    /// removed when the server exits cleanly.
+    #[arg(long, value_name = "PATH", help_heading = "Listening")]
+    pub pid_file: Option<PathBuf>,
     /// Serve a fixed response at PATH: `PATH=TEXT` (text/plain) or `PATH=@FILE` (type from
     /// the extension; `@@` starts a literal `@`). Repeatable; wins over --dir.
-    #[arg(long = "route", value_name = "PATH=TEXT|@FILE")]
+    #[arg(long = "route", value_name = "PATH=TEXT|@FILE", help_heading = "Content")]
     pub routes: Vec<String>,
     /// Answer at PATH with what was received: POST, PUT, PATCH and DELETE get their body
     /// back (with its Content-Type), GET and HEAD the request line and header fields.
     /// Repeatable; wins over --route and --dir.
-    #[arg(long = "echo", value_name = "PATH")]
+    #[arg(long = "echo", value_name = "PATH", help_heading = "Content")]
     pub echoes: Vec<String>,
     /// Override the Content-Type of a path served by --route or --dir. Repeatable.
-    #[arg(long = "route-type", value_name = "PATH=MIME")]
+    #[arg(long = "route-type", value_name = "PATH=MIME", help_heading = "Content")]
     pub route_types: Vec<String>,
     /// Serve the files under DIR, loaded at start (and on SIGHUP): into memory, or kept
     /// open and streamed from disk when over --max-cached-file or past --cache-budget.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Content")]
     pub dir: Option<PathBuf>,
     /// With --dir: serve files and directories whose name starts with a dot.
-    #[arg(long)]
+    #[arg(long, help_heading = "Content")]
     pub dotfiles: bool,
     /// With --dir: serve a `FILE.br` or `FILE.gz` next to FILE, in place of FILE, to
     /// clients whose Accept-Encoding allows it (br first at equal weight).
-    #[arg(long, requires = "dir")]
+    #[arg(long, requires = "dir", help_heading = "Content")]
     pub precompressed: bool,
     /// With --dir: answer a directory without index.html with an HTML list of what it
     /// serves (without it: 403 Forbidden).
-    #[arg(long, requires = "dir")]
+    #[arg(long, requires = "dir", help_heading = "Content")]
     pub list_dirs: bool,
     /// Add a header field to every response (routes, files, redirects, errors), e.g.
     /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
-    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
     /// per request [default: 64KiB on epoll, 4MiB on io_uring]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", help_heading = "Content")]
     pub max_cached_file: Option<ByteSize>,
     /// Total size of the files and routes held in memory; files past it are streamed from disk.
-    #[arg(long, default_value = "256MiB", value_name = "BYTES")]
+    #[arg(long, default_value = "256MiB", value_name = "BYTES", help_heading = "Content")]
     pub cache_budget: ByteSize,
+    /// Largest request head (request line + headers): 414/431 beyond.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_head_size: ByteSize,
+    /// Most header fields in a request (431 beyond; at most 256).
+    #[arg(long, default_value_t = 64, value_name = "N", help_heading = "Limits and timeouts")]
+    pub max_headers: usize,
+    /// Largest request body read (discarded, or echoed by --echo); 413 beyond.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_body_size: ByteSize,
+    /// Time allowed from a request's first byte to the end of its head (408 after),
+    /// and the longest pause while reading a body.
+    #[arg(long, default_value = "10s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub header_timeout: Seconds,
+    /// Time allowed from the end of a request's head to the end of its body (408 after).
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub body_timeout: Seconds,
+    /// How long an idle keep-alive connection is kept.
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub keepalive_timeout: Seconds,
+    /// How long queued output may make no progress before the connection is dropped.
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub send_timeout: Seconds,
+    /// Queued output per connection above which it stops reading (pipelining backpressure).
+    #[arg(long, default_value = "256KiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_output: ByteSize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[arg(long, default_value = "10s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub drain_timeout: Seconds,
+    /// io_uring: submission queue entries per ring.
+    #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
+    pub uring_entries: u32,
+    /// io_uring: buffers in the provided buffer ring (a power of two).
+    #[arg(long, default_value_t = 1024, value_name = "N", help_heading = "io_uring")]
+    pub uring_buffers: u16,
+    /// io_uring: size of each provided buffer.
+    #[arg(long, default_value = "16KiB", value_name = "BYTES", help_heading = "io_uring")]
+    pub uring_buffer_size: ByteSize,
+    /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", help_heading = "io_uring")]
+    pub sqpoll: Option<u32>,
     /// Serve the engine counters in Prometheus text format at PATH (e.g. /metrics); off by
     /// default. A --route or file at the same path wins.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Logging and metrics")]
     pub metrics: Option<String>,
-    /// Write the server's process id to PATH once it listens (for `kill -HUP $(cat PATH)`);
-    /// removed when the server exits cleanly.
-    #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
-    #[arg(long)]
+    #[arg(long, value_name = "LEVEL", help_heading = "Logging and metrics")]
     pub log_level: Option<String>,
 }
 

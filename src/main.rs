@@ -105,7 +105,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(path) = args.metrics.as_deref() {
         info!("metrics at http://{addr}{path}");
     }
-    info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
+    info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread"));
     let report = match engine.readiness() {
         Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
         None => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),

@@ -146,3 +146,36 @@ fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
     assert!(lines[0].contains("cannot write --pid-file"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The start-up lines count in English: `1 thread`, `1 route`.
+#[test]
+fn cli_start_up_log_says_one_thread_and_one_route() {
+    let server = Server::start("epoll", &["--route", "/x=y"]);
+    let log = server.stderr_lines().join("\n");
+    assert!(log.contains("(engine epoll, 1 thread)"), "{log}");
+    assert!(log.contains("0 files and 1 route: 1 body cached (1 byte in memory)"), "{log}");
+}
+
+fn help(sub: &str) -> String {
+    let out = common::duet_command().args([sub, "--help"]).output().unwrap();
+    assert!(out.status.success(), "duet {sub} --help: {}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `duet serve --help` groups its flags, content before tuning; `duet compare --help`
+/// shows what each flag defaults to.
+#[test]
+fn cli_help_groups_serve_flags_and_shows_compare_defaults() {
+    let text = help("serve");
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
+    let order = ["Listening:", "--bind <ADDR>", "--pid-file <PATH>", "Content:", "--dir <DIR>", "Limits and timeouts:"];
+    let order =
+        [&order[..], &["--max-headers <N>", "io_uring:", "--uring-buffers <N>", "Logging and metrics:"]].concat();
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
+    }
+    let text = help("compare");
+    for want in ["[default: 16,256", "[default: 1,16", "[default: 3", "[default: 5s", "[default: duet]"] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
