@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use duet_engine_uring::UringOptions;
 use duet_http::Limits;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -89,9 +89,9 @@ pub struct ServeArgs {
     /// I/O engine.
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
     pub engine: EngineChoice,
-    /// Address to listen on.
+    /// Address to listen on: an IP address or a host name (resolved at start, IPv4 first).
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", help_heading = "Listening")]
-    pub bind: IpAddr,
+    pub bind: String,
     /// Port to listen on (0 picks a free one; the log says which).
     #[arg(long, default_value_t = 8080, value_name = "N", help_heading = "Listening")]
     pub port: u16,
@@ -179,8 +179,9 @@ pub struct ServeArgs {
     /// io_uring: submission queue entries per ring.
     #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
     pub uring_entries: u32,
-    /// io_uring: buffers in the provided buffer ring (a power of two).
-    #[arg(long, default_value_t = 1024, value_name = "N", help_heading = "io_uring")]
+    /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
+    /// whatever --engine says, so a bad value is never a silent fall-back to epoll).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = uring_buffers, help_heading = "io_uring")]
     pub uring_buffers: u16,
     /// io_uring: size of each provided buffer.
     #[arg(long, default_value = "16KiB", value_name = "BYTES", help_heading = "io_uring")]
@@ -236,6 +237,32 @@ impl ServeArgs {
             sqpoll_idle_ms: self.sqpoll,
         }
     }
+}
+
+/// `--uring-buffers`: the kernel's provided buffer ring takes a power of two entries,
+/// at most 32768.
+fn uring_buffers(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(n) if n.is_power_of_two() && n <= 32768 => Ok(n),
+        _ => Err(format!("'{s}' is not a power of two between 1 and 32768 (try 1024)")),
+    }
+}
+
+/// The address `--bind HOST --port PORT` names: an IP address as given, or the first
+/// IPv4 address a host name resolves to (else its first address). One line when it
+/// does not resolve.
+pub fn resolve_bind(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("--bind {host}: cannot resolve the name: {e}"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("--bind {host}: the name has no address"))
 }
 
 /// A byte count: `4096`, `8k`, `8KiB`, `1m`, `1MiB`, `1g`.
@@ -316,5 +343,24 @@ mod tests {
         assert_eq!("1m".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert!("-1s".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn uring_buffers_must_be_a_power_of_two() {
+        assert_eq!(uring_buffers("1024"), Ok(1024));
+        assert_eq!(uring_buffers("1"), Ok(1));
+        assert_eq!(uring_buffers("32768"), Ok(32768));
+        for bad in ["1000", "0", "65535", "65536", "x"] {
+            assert!(uring_buffers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bind_takes_addresses_and_host_names() {
+        assert_eq!(resolve_bind("0.0.0.0", 80), Ok("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(resolve_bind("::1", 80), Ok("[::1]:80".parse().unwrap()));
+        assert!(resolve_bind("localhost", 80).is_ok_and(|a| a.ip().is_loopback() && a.port() == 80));
+        let err = resolve_bind("no-such-host.invalid", 80).unwrap_err();
+        assert!(err.starts_with("--bind no-such-host.invalid: cannot resolve") && !err.contains('\n'), "{err}");
     }
 }

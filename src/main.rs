@@ -10,7 +10,6 @@ use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
 use duet_engine::{Metrics, ServeConfig, Shutdown};
 use duet_http::Site;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -88,7 +87,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info!("loaded {}", loaded.summary());
     }
 
-    let listeners = listen::bind_listeners(SocketAddr::new(args.bind, args.port), threads, args.reuse_port)?;
+    let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
     raise_nofile_limit();

@@ -179,3 +179,32 @@ fn cli_help_groups_serve_flags_and_shows_compare_defaults() {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
 }
+
+/// `--bind` takes a host name; one that does not resolve is one line and exit 1.
+#[test]
+fn cli_bind_accepts_a_host_name() {
+    let server = Server::start("epoll", &["--bind", "localhost"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--port", "0", "--threads", "1", "--bind", "no-such-host.invalid"]);
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("duet: error: --bind no-such-host.invalid: cannot resolve"), "{stderr}");
+}
+
+/// A bad `--uring-buffers` is a usage error whatever the engine, never a silent fall-back
+/// from io_uring to epoll under `--engine auto`.
+#[test]
+fn cli_uring_buffers_not_a_power_of_two_is_rejected_at_parse_time() {
+    for engine in ["auto", "epoll", "uring"] {
+        usage_error(
+            &["serve", "--engine", engine, "--port", "0", "--uring-buffers", "1000"],
+            &["invalid value '1000' for '--uring-buffers <N>'", "power of two", "duet serve --help"],
+        );
+    }
+}
