@@ -110,7 +110,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
-    info!("stopped: {} connections, {} requests ({} errors)", report.accepted, report.requests, report.errors);
+    info!(
+        "stopped: {}, {} ({})",
+        content::count(report.accepted as usize, "connection"),
+        content::count(report.requests as usize, "request"),
+        content::count(report.errors as usize, "error")
+    );
     info!(
         "counters: requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
          bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={} interest_changes={} \

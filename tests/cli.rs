@@ -147,13 +147,21 @@ fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The start-up lines count in English: `1 thread`, `1 route`.
+/// The log counts in English: `1 thread`, `1 route`, `1 connection`.
 #[test]
 fn cli_start_up_log_says_one_thread_and_one_route() {
-    let server = Server::start("epoll", &["--route", "/x=y"]);
+    let mut server = Server::start("epoll", &["--route", "/x=y"]);
     let log = server.stderr_lines().join("\n");
     assert!(log.contains("(engine epoll, 1 thread)"), "{log}");
     assert!(log.contains("0 files and 1 route: 1 body cached (1 byte in memory)"), "{log}");
+    let mut c = server.connect();
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    drop(c);
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    let log = server.stderr_lines().join("\n");
+    assert!(log.contains("stopped: 1 connection, 1 request (0 errors)"), "{log}");
 }
 
 fn help(sub: &str) -> String {
