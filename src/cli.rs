@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use duet_engine_uring::UringOptions;
 use duet_http::Limits;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -87,109 +87,114 @@ impl EngineChoice {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// I/O engine.
-    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
     pub engine: EngineChoice,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
+    /// Address to listen on: an IP address or a host name (resolved at start, IPv4 first).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", help_heading = "Listening")]
+    pub bind: String,
     /// Port to listen on (0 picks a free one; the log says which).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_name = "N", help_heading = "Listening")]
     pub port: u16,
     /// Worker threads, each with its own loop and SO_REUSEPORT listener [default: CPUs available].
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Listening")]
     pub threads: Option<usize>,
     /// Share the port with other processes started with --reuse-port (the kernel spreads
     /// connections over all of them). Without it, a port another process listens on is
     /// an error.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub reuse_port: bool,
     /// Pin worker thread i to CPU i.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub pin: bool,
-    /// Largest request head (request line + headers): 414/431 beyond.
-    #[arg(long, default_value = "8KiB", value_name = "BYTES")]
-    pub max_head_size: ByteSize,
-    /// Most header fields in a request (431 beyond; at most 256).
-    #[arg(long, default_value_t = 64)]
-    pub max_headers: usize,
-    /// Largest request body read (discarded, or echoed by --echo); 413 beyond.
-    #[arg(long, default_value = "1MiB", value_name = "BYTES")]
-    pub max_body_size: ByteSize,
-    /// Time allowed from a request's first byte to the end of its head (408 after),
-    /// and the longest pause while reading a body.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub header_timeout: Seconds,
-    /// Time allowed from the end of a request's head to the end of its body (408 after).
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub body_timeout: Seconds,
-    /// How long an idle keep-alive connection is kept.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub keepalive_timeout: Seconds,
-    /// How long queued output may make no progress before the connection is dropped.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub send_timeout: Seconds,
-    /// Queued output per connection above which it stops reading (pipelining backpressure).
-    #[arg(long, default_value = "256KiB", value_name = "BYTES")]
-    pub max_output: ByteSize,
-    /// How long a graceful shutdown waits for in-flight requests.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub drain_timeout: Seconds,
-    /// io_uring: submission queue entries per ring.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub uring_entries: u32,
-    /// io_uring: buffers in the provided buffer ring (a power of two).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub uring_buffers: u16,
-    /// io_uring: size of each provided buffer.
-    #[arg(long, default_value = "16KiB", value_name = "BYTES")]
-    pub uring_buffer_size: ByteSize,
-    /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
-    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000")]
-    pub sqpoll: Option<u32>,
+    /// Write the server's process id to PATH once it listens (for `kill -HUP $(cat PATH)`);
+    /// removed when the server exits cleanly.
+    #[arg(long, value_name = "PATH", help_heading = "Listening")]
+    pub pid_file: Option<PathBuf>,
     /// Serve a fixed response at PATH: `PATH=TEXT` (text/plain) or `PATH=@FILE` (type from
     /// the extension; `@@` starts a literal `@`). Repeatable; wins over --dir.
-    #[arg(long = "route", value_name = "PATH=TEXT|@FILE")]
+    #[arg(long = "route", value_name = "PATH=TEXT|@FILE", help_heading = "Content")]
     pub routes: Vec<String>,
     /// Answer at PATH with what was received: POST, PUT, PATCH and DELETE get their body
     /// back (with its Content-Type), GET and HEAD the request line and header fields.
     /// Repeatable; wins over --route and --dir.
-    #[arg(long = "echo", value_name = "PATH")]
+    #[arg(long = "echo", value_name = "PATH", help_heading = "Content")]
     pub echoes: Vec<String>,
     /// Override the Content-Type of a path served by --route or --dir. Repeatable.
-    #[arg(long = "route-type", value_name = "PATH=MIME")]
+    #[arg(long = "route-type", value_name = "PATH=MIME", help_heading = "Content")]
     pub route_types: Vec<String>,
     /// Serve the files under DIR, loaded at start (and on SIGHUP): into memory, or kept
     /// open and streamed from disk when over --max-cached-file or past --cache-budget.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Content")]
     pub dir: Option<PathBuf>,
     /// With --dir: serve files and directories whose name starts with a dot.
-    #[arg(long)]
+    #[arg(long, help_heading = "Content")]
     pub dotfiles: bool,
     /// With --dir: serve a `FILE.br` or `FILE.gz` next to FILE, in place of FILE, to
     /// clients whose Accept-Encoding allows it (br first at equal weight).
-    #[arg(long, requires = "dir")]
+    #[arg(long, requires = "dir", help_heading = "Content")]
     pub precompressed: bool,
     /// With --dir: answer a directory without index.html with an HTML list of what it
     /// serves (without it: 403 Forbidden).
-    #[arg(long, requires = "dir")]
+    #[arg(long, requires = "dir", help_heading = "Content")]
     pub list_dirs: bool,
     /// Add a header field to every response (routes, files, redirects, errors), e.g.
     /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
-    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
     /// per request [default: 64KiB on epoll, 4MiB on io_uring]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", help_heading = "Content")]
     pub max_cached_file: Option<ByteSize>,
     /// Total size of the files and routes held in memory; files past it are streamed from disk.
-    #[arg(long, default_value = "256MiB", value_name = "BYTES")]
+    #[arg(long, default_value = "256MiB", value_name = "BYTES", help_heading = "Content")]
     pub cache_budget: ByteSize,
+    /// Largest request head (request line + headers): 414/431 beyond.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_head_size: ByteSize,
+    /// Most header fields in a request (431 beyond; at most 256).
+    #[arg(long, default_value_t = 64, value_name = "N", help_heading = "Limits and timeouts")]
+    pub max_headers: usize,
+    /// Largest request body read (discarded, or echoed by --echo); 413 beyond.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_body_size: ByteSize,
+    /// Time allowed from a request's first byte to the end of its head (408 after),
+    /// and the longest pause while reading a body.
+    #[arg(long, default_value = "10s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub header_timeout: Seconds,
+    /// Time allowed from the end of a request's head to the end of its body (408 after).
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub body_timeout: Seconds,
+    /// How long an idle keep-alive connection is kept.
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub keepalive_timeout: Seconds,
+    /// How long queued output may make no progress before the connection is dropped.
+    #[arg(long, default_value = "60s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub send_timeout: Seconds,
+    /// Queued output per connection above which it stops reading (pipelining backpressure).
+    #[arg(long, default_value = "256KiB", value_name = "BYTES", help_heading = "Limits and timeouts")]
+    pub max_output: ByteSize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[arg(long, default_value = "10s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub drain_timeout: Seconds,
+    /// io_uring: submission queue entries per ring.
+    #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
+    pub uring_entries: u32,
+    /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
+    /// whatever --engine says, so a bad value is never a silent fall-back to epoll).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = uring_buffers, help_heading = "io_uring")]
+    pub uring_buffers: u16,
+    /// io_uring: size of each provided buffer.
+    #[arg(long, default_value = "16KiB", value_name = "BYTES", help_heading = "io_uring")]
+    pub uring_buffer_size: ByteSize,
+    /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", help_heading = "io_uring")]
+    pub sqpoll: Option<u32>,
     /// Serve the engine counters in Prometheus text format at PATH (e.g. /metrics); off by
     /// default. A --route or file at the same path wins.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Logging and metrics")]
     pub metrics: Option<String>,
     /// Log level (error, warn, info, debug, trace, or a RUST_LOG-style filter); overrides RUST_LOG.
-    #[arg(long)]
+    #[arg(long, value_name = "LEVEL", help_heading = "Logging and metrics")]
     pub log_level: Option<String>,
 }
 
@@ -232,6 +237,32 @@ impl ServeArgs {
             sqpoll_idle_ms: self.sqpoll,
         }
     }
+}
+
+/// `--uring-buffers`: the kernel's provided buffer ring takes a power of two entries,
+/// at most 32768.
+fn uring_buffers(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(n) if n.is_power_of_two() && n <= 32768 => Ok(n),
+        _ => Err(format!("'{s}' is not a power of two between 1 and 32768 (try 1024)")),
+    }
+}
+
+/// The address `--bind HOST --port PORT` names: an IP address as given, or the first
+/// IPv4 address a host name resolves to (else its first address). One line when it
+/// does not resolve.
+pub fn resolve_bind(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("--bind {host}: cannot resolve the name: {e}"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("--bind {host}: the name has no address"))
 }
 
 /// A byte count: `4096`, `8k`, `8KiB`, `1m`, `1MiB`, `1g`.
@@ -279,32 +310,22 @@ impl FromStr for Seconds {
     }
 }
 
-/// Help and version go to stdout as usual; a usage error is one line on stderr.
+/// Help and version go to stdout (exit 0); a usage error is clap's full text on stderr
+/// (what is wrong, suggestions, possible values, the usage line), exit 2, with its hint
+/// naming the subcommand: `try 'duet load --help'` rather than `try '--help'`.
 pub fn report_clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        _ => {
-            let text = e.render().to_string();
-            let mut lines = text.lines();
-            let mut first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
-            // "the following required arguments were not provided:" lists them on the
-            // next, indented lines: keep them on the one line.
-            if first.ends_with(':') {
-                let listed: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).map(str::trim).collect();
-                first = format!("{first} {}", listed.join(", "));
-            }
-            eprintln!("duet: error: {first} (see duet --help)");
-            ExitCode::from(2)
-        }
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
+        e.exit();
     }
+    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare"));
+    let text = e.render().to_string();
+    let text = match subcommand {
+        Some(sub) => text.replace("try '--help'", &format!("try 'duet {sub} --help'")),
+        None => text.replace("try '--help'", "try 'duet --help'"),
+    };
+    eprint!("{text}");
+    ExitCode::from(2)
 }
 
 #[cfg(test)]
@@ -322,5 +343,24 @@ mod tests {
         assert_eq!("1m".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert!("-1s".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn uring_buffers_must_be_a_power_of_two() {
+        assert_eq!(uring_buffers("1024"), Ok(1024));
+        assert_eq!(uring_buffers("1"), Ok(1));
+        assert_eq!(uring_buffers("32768"), Ok(32768));
+        for bad in ["1000", "0", "65535", "65536", "x"] {
+            assert!(uring_buffers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bind_takes_addresses_and_host_names() {
+        assert_eq!(resolve_bind("0.0.0.0", 80), Ok("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(resolve_bind("::1", 80), Ok("[::1]:80".parse().unwrap()));
+        assert!(resolve_bind("localhost", 80).is_ok_and(|a| a.ip().is_loopback() && a.port() == 80));
+        let err = resolve_bind("no-such-host.invalid", 80).unwrap_err();
+        assert!(err.starts_with("--bind no-such-host.invalid: cannot resolve") && !err.contains('\n'), "{err}");
     }
 }

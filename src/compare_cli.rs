@@ -65,7 +65,8 @@ pub struct CompareArgs {
     #[arg(long, value_name = "LIST")]
     pub load_cpus: Option<String>,
     /// Connections per scenario: all active, or with --active the total of which that
-    /// share is active and the rest idle.
+    /// share is active and the rest idle [default: 16,256; 16 with --quick; with --ladder
+    /// 1000,10000, 100,200 with --quick].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub connections: Option<Vec<usize>>,
     /// Share of --connections that sends requests, e.g. 10% (at least one connection); the
@@ -77,7 +78,7 @@ pub struct CompareArgs {
     pub active: Option<Share>,
     /// Open loop: the active connections send R requests/s in total, latency measured from
     /// each request's intended send time (coordinated omission corrected). Without it:
-    /// closed loop (duet load only).
+    /// closed loop (duet load only) [default: none; with --ladder 5000, 1000 with --quick].
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
     /// Load this long before each measured window, unmeasured [default: 0s; with --ladder 1s, 0.2s with --quick].
@@ -88,19 +89,22 @@ pub struct CompareArgs {
     /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
     #[arg(long)]
     pub ladder: bool,
-    /// Requests pipelined per connection.
+    /// Requests pipelined per connection [default: 1,16; 1 with --ladder].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub depth: Option<Vec<usize>>,
-    /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files).
+    /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files)
+    /// [default: 13].
     #[arg(long, value_delimiter = ',', value_name = "BYTES,..")]
     pub body_size: Option<Vec<ByteSize>>,
-    /// Idle keep-alive connections held open on top of the active ones (duet load only; see --active).
+    /// Idle keep-alive connections held open on top of the active ones (duet load only; see
+    /// --active) [default: 0].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub idle: Option<Vec<usize>>,
-    /// Rounds; engines alternate within each round and medians are reported.
+    /// Rounds; engines alternate within each round and medians are reported [default: 3; 1
+    /// with --quick].
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
-    /// Measured window of each run.
+    /// Measured window of each run [default: 5s; 1s with --quick, 0.5s with --ladder --quick].
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<Seconds>,
     /// A small matrix that finishes in well under a minute: 1 round of 1 s, 16 connections, depth 1 and 16.
@@ -110,7 +114,8 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = LoadWithArg::Duet)]
     pub load_with: LoadWithArg,
     /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency;
-    /// with --active over several connection counts also cpu_by_connections.svg) into DIR.
+    /// with --active over several connection counts also cpu_by_connections.svg) into DIR
+    /// [default: print only].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Another server to compare, run pinned to the server CPUs, e.g.

@@ -71,19 +71,28 @@ pub struct Loaded {
     pub precompressed: usize,
 }
 
+/// `1 thread`, `2 threads`, `1 body`, `0 bodies`.
+pub fn count(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 impl Loaded {
     pub fn summary(&self) -> String {
         format!(
-            "{} files and {} routes: {} bodies cached ({} bytes in memory), {} streamed from disk ({} bytes){}",
-            self.files,
-            self.routes,
-            self.files + self.routes - self.streamed,
-            self.bytes,
+            "{} and {}: {} cached ({} in memory), {} streamed from disk ({}){}",
+            count(self.files, "file"),
+            count(self.routes, "route"),
+            count(self.files + self.routes - self.streamed, "body"),
+            count(self.bytes as usize, "byte"),
             self.streamed,
-            self.streamed_bytes,
-            if self.echoes > 0 { format!("; {} echo routes", self.echoes) } else { String::new() }
+            count(self.streamed_bytes as usize, "byte"),
+            if self.echoes > 0 { format!("; {}", count(self.echoes, "echo route")) } else { String::new() }
         ) + &if self.precompressed > 0 {
-            format!("; {} files with precompressed variants", self.precompressed)
+            format!("; {} with precompressed variants", count(self.precompressed, "file"))
         } else {
             String::new()
         }
@@ -464,6 +473,15 @@ fn percent_encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1, "thread"), "1 thread");
+        assert_eq!(count(2, "thread"), "2 threads");
+        assert_eq!(count(0, "route"), "0 routes");
+        assert_eq!(count(1, "body"), "1 body");
+        assert_eq!(count(3, "body"), "3 bodies");
+    }
+
     use super::*;
 
     #[test]

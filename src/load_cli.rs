@@ -9,9 +9,8 @@ use std::process::ExitCode;
 /// Flags follow wrk's where wrk has them (and ab's `-n`).
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// Target, http://HOST[:PORT][/PATH] (https is not supported). Needed unless --merge.
-    // Checked in `run`, not by clap: clap's "required arguments were not provided" loses
-    // the argument's name when cut to one line.
+    /// Target, `http://HOST[:PORT][/PATH]` (https is not supported). Needed unless --merge.
+    #[arg(required_unless_present = "merge")]
     pub url: Option<String>,
     /// Connections kept busy, spread evenly over the threads.
     #[arg(short, long, default_value_t = 10, value_name = "N")]
@@ -88,8 +87,9 @@ fn run(args: LoadArgs) -> Result<(), String> {
     if !args.merge.is_empty() {
         return merge(&args);
     }
+    // clap requires the URL unless --merge is given.
     let Some(url) = args.url else {
-        return Err("a URL is needed: duet load [OPTIONS] http://HOST[:PORT][/PATH] (or --merge FILE...)".into());
+        return Err("a URL is needed (see duet load --help)".into());
     };
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Some(b.clone().into_bytes()),

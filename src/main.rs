@@ -10,7 +10,6 @@ use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
 use duet_engine::{Metrics, ServeConfig, Shutdown};
 use duet_http::Site;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -88,8 +87,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info!("loaded {}", loaded.summary());
     }
 
-    let listeners = listen::bind_listeners(SocketAddr::new(args.bind, args.port), threads, args.reuse_port)?;
+    let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
@@ -104,13 +104,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(path) = args.metrics.as_deref() {
         info!("metrics at http://{addr}{path}");
     }
-    info!("listening on http://{addr} (engine {}, {threads} threads)", engine.name());
+    info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread"));
     let report = match engine.readiness() {
         Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
         None => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
-    info!("stopped: {} connections, {} requests ({} errors)", report.accepted, report.requests, report.errors);
+    info!(
+        "stopped: {}, {} ({})",
+        content::count(report.accepted as usize, "connection"),
+        content::count(report.requests as usize, "request"),
+        content::count(report.errors as usize, "error")
+    );
     info!(
         "counters: requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
          bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={} interest_changes={} \
@@ -131,6 +136,25 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         report.refused,
     );
     Ok(())
+}
+
+/// `--pid-file`: holds this process's id while the server runs; removed on the way out.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write --pid-file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!("cannot remove --pid-file {}: {e}", self.0.display());
+        }
+    }
 }
 
 fn reload(site: &Site, content: &content::ContentConfig) {

@@ -1,18 +1,41 @@
-//! The command line of `duet serve` (not per engine): one-line errors, and a server that
-//! outlives its log reader.
+//! The command line of `duet` (not per engine): clap's full usage errors, duet's own
+//! one-line errors, the pid file, and a server that outlives its log reader.
 
 mod common;
 
 use common::{run_duet, Server};
 use std::net::TcpListener;
 
+/// A usage error is clap's whole text, exit 2: what is wrong, the usage line of the
+/// subcommand, and a hint that names it.
+fn usage_error(args: &[&str], want: &[&str]) {
+    let (status, stderr) = run_duet(args);
+    assert_eq!(status.code(), Some(2), "exit status {status}; stderr:\n{stderr}");
+    for w in want {
+        assert!(stderr.contains(w), "{args:?}: expected {w:?} on stderr, got:\n{stderr}");
+    }
+}
+
 #[test]
-fn cli_unknown_flag_is_one_line_and_fails() {
-    let (status, stderr) = run_duet(&["serve", "--no-such-flag"]);
-    assert!(!status.success(), "exit status {status}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
-    assert!(lines[0].contains("no-such-flag"), "the line should name the flag: {stderr}");
+fn cli_unknown_flag_names_it_and_the_similar_one() {
+    usage_error(
+        &["serve", "--prot", "1"],
+        &["'--prot'", "a similar argument exists: '--port'", "Usage: duet serve", "duet serve --help"],
+    );
+    usage_error(&["serve", "--no-such-flag"], &["'--no-such-flag'", "duet serve --help"]);
+}
+
+#[test]
+fn cli_load_without_a_url_names_the_missing_argument() {
+    usage_error(&["load"], &["required arguments were not provided", "<URL>", "Usage: duet load", "duet load --help"]);
+}
+
+#[test]
+fn cli_bad_engine_lists_the_possible_values() {
+    usage_error(
+        &["serve", "--engine", "nope"],
+        &["invalid value 'nope'", "possible values: auto, epoll, uring, epoll-lt, poll, select", "duet serve --help"],
+    );
 }
 
 #[test]
@@ -78,4 +101,118 @@ fn cli_closed_stderr_neither_kills_the_server_nor_blocks_shutdown() {
     // Bounded: the harness kills the server and fails the test if it does not exit.
     let status = server.wait_exit();
     assert!(status.success(), "graceful shutdown should exit 0, got {status}");
+}
+
+/// `--pid-file`: written once the server listens with its pid, which `kill -HUP` can use
+/// to reload it; removed at a clean exit. An unwritable path is one line and exit 1.
+#[test]
+fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
+    let dir = std::env::temp_dir().join(format!("duet-pidfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_path = dir.join("duet.pid");
+    let body = dir.join("body.txt");
+    std::fs::write(&body, "old").unwrap();
+    let route = format!("/x=@{}", body.display());
+    let mut server = Server::start("epoll", &["--pid-file", pid_path.to_str().unwrap(), "--route", &route]);
+    let text = std::fs::read_to_string(&pid_path).expect("the pid file exists once the server listens");
+    let pid: i32 = text.trim().parse().unwrap_or_else(|_| panic!("not a pid: {text:?}"));
+    assert_eq!(pid as u32, server.pid());
+
+    std::fs::write(&body, "new").unwrap();
+    // SAFETY: kill(2) with the pid of the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let mut c = server.connect();
+    let deadline = std::time::Instant::now() + common::READ_TIMEOUT;
+    loop {
+        c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        if r.body_str() == "new" {
+            break;
+        }
+        assert_eq!(r.body_str(), "old");
+        assert!(std::time::Instant::now() < deadline, "SIGHUP through the pid file did not reload");
+    }
+    drop(c);
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    assert!(!pid_path.exists(), "the pid file should be removed at exit");
+
+    let bad = dir.join("no-such-dir").join("duet.pid");
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--port", "0", "--threads", "1", "--pid-file", bad.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    assert!(lines[0].contains("cannot write --pid-file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The log counts in English: `1 thread`, `1 route`, `1 connection`.
+#[test]
+fn cli_start_up_log_says_one_thread_and_one_route() {
+    let mut server = Server::start("epoll", &["--route", "/x=y"]);
+    let log = server.stderr_lines().join("\n");
+    assert!(log.contains("(engine epoll, 1 thread)"), "{log}");
+    assert!(log.contains("0 files and 1 route: 1 body cached (1 byte in memory)"), "{log}");
+    let mut c = server.connect();
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    drop(c);
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    let log = server.stderr_lines().join("\n");
+    assert!(log.contains("stopped: 1 connection, 1 request (0 errors)"), "{log}");
+}
+
+fn help(sub: &str) -> String {
+    let out = common::duet_command().args([sub, "--help"]).output().unwrap();
+    assert!(out.status.success(), "duet {sub} --help: {}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `duet serve --help` groups its flags, content before tuning; `duet compare --help`
+/// shows what each flag defaults to.
+#[test]
+fn cli_help_groups_serve_flags_and_shows_compare_defaults() {
+    let text = help("serve");
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
+    let order = ["Listening:", "--bind <ADDR>", "--pid-file <PATH>", "Content:", "--dir <DIR>", "Limits and timeouts:"];
+    let order =
+        [&order[..], &["--max-headers <N>", "io_uring:", "--uring-buffers <N>", "Logging and metrics:"]].concat();
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
+    }
+    let text = help("compare");
+    for want in ["[default: 16,256", "[default: 1,16", "[default: 3", "[default: 5s", "[default: duet]"] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
+
+/// `--bind` takes a host name; one that does not resolve is one line and exit 1.
+#[test]
+fn cli_bind_accepts_a_host_name() {
+    let server = Server::start("epoll", &["--bind", "localhost"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+
+    let (status, stderr) =
+        run_duet(&["serve", "--engine", "epoll", "--port", "0", "--threads", "1", "--bind", "no-such-host.invalid"]);
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("duet: error: --bind no-such-host.invalid: cannot resolve"), "{stderr}");
+}
+
+/// A bad `--uring-buffers` is a usage error whatever the engine, never a silent fall-back
+/// from io_uring to epoll under `--engine auto`.
+#[test]
+fn cli_uring_buffers_not_a_power_of_two_is_rejected_at_parse_time() {
+    for engine in ["auto", "epoll", "uring"] {
+        usage_error(
+            &["serve", "--engine", engine, "--port", "0", "--uring-buffers", "1000"],
+            &["invalid value '1000' for '--uring-buffers <N>'", "power of two", "duet serve --help"],
+        );
+    }
 }

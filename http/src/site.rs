@@ -318,7 +318,7 @@ impl Site {
         SiteBuilder { routes: HashMap::new(), headers: Vec::new() }
     }
 
-    /// The default site: `GET /` answers `200 text/plain` `Hello, World!`.
+    /// The default site: `GET /` answers `200 text/plain; charset=utf-8` `Hello, World!`.
     pub fn hello() -> Self {
         Site::builder().hello().build()
     }
@@ -435,9 +435,10 @@ impl SiteBuilder {
         self
     }
 
-    /// Adds the default route: `GET /` answers `200 text/plain` `Hello, World!`.
+    /// Adds the default route: `GET /` answers `200 text/plain; charset=utf-8`
+    /// `Hello, World!` (typed as a `--route` text is).
     pub fn hello(self) -> Self {
-        self.route("/", "text/plain", Bytes::from_static(b"Hello, World!"))
+        self.route("/", "text/plain; charset=utf-8", Bytes::from_static(b"Hello, World!"))
     }
 
     /// Serves a file at `path`: `200` with `ETag`, `Last-Modified` and

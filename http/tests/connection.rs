@@ -10,7 +10,8 @@ use duet_http::{Connection, Limits, Site, Timer};
 use std::sync::Arc;
 use std::time::Duration;
 
-const HELLO: &str = "HTTP/1.1 200 OK\r\nServer: duet\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\
+const HELLO: &str =
+    "HTTP/1.1 200 OK\r\nServer: duet\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\n\
                      Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nHello, World!";
 
 fn secs(s: u64) -> Duration {

@@ -67,6 +67,7 @@ fn header_flag_on_every_response(engine: &str) {
     let mut c = server.connect();
     let r = fetch(&mut c, "/", "");
     assert_eq!(r.body, b"Hello, World!");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"), "the hello names its charset like a route");
     assert_configured(&r, "hello");
 }
 

@@ -113,7 +113,7 @@ fn files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring(engine:
     let server = Server::start(engine, &["--dir", &t.path("site")]);
     let want = match engine {
         "epoll" | "epoll-lt" | "poll" | "select" => {
-            "2 files and 0 routes: 1 bodies cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)"
+            "2 files and 0 routes: 1 body cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)"
         }
         _ => "2 files and 0 routes: 2 bodies cached (165536 bytes in memory), 0 streamed from disk (0 bytes)",
     };

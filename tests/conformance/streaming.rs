@@ -212,7 +212,7 @@ fn streaming_past_the_budget_and_routes(engine: &str) {
     );
     let lines = server.stderr_lines();
     assert!(
-        lines.iter().any(|l| l.contains("6 files and 1 routes: 2 bodies cached") && l.contains("5 streamed from disk")),
+        lines.iter().any(|l| l.contains("6 files and 1 route: 2 bodies cached") && l.contains("5 streamed from disk")),
         "{lines:?}"
     );
     let mut c = server.connect();
