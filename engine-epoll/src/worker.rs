@@ -230,9 +230,9 @@ impl<S: Selector> Worker<S> {
             // requests: take them in (draining from the start) rather than let the
             // close of the listener reset them.
             self.accept_from(&listener);
-            self.stats.syscalls += 1; // close
             // Out of the selector before it closes (an unwatched listener is out of an
             // epoll set already; poll and select still hold its entry).
+            self.stats.syscalls += 1; // the close
             if self.listener_watched || !S::CLOSE_REMOVES {
                 self.count_ctl();
                 let _ = self.selector.remove(listener.as_fd());
