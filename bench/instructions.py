@@ -15,16 +15,7 @@ e.g.
 """
 import argparse, os, re, shlex, signal, socket, subprocess, sys, tempfile, time
 
-
-def wait_port(port, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
+from benchlib import wait_port
 
 
 def read_responses(sock, buf, n):

@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+from benchlib import wait_port
+
 FILES_DIR = "/tmp/duet-bench-files"  # bench/nginx.conf serves /files/ from here
 BIG = "big.bin"
 SMALL = "small.txt"
@@ -54,17 +56,6 @@ def write_files(big_size):
             f.write(os.urandom(big_size))
     with open(os.path.join(FILES_DIR, SMALL), "w") as f:
         f.write("small file for the good client\n")
-
-
-def wait_port(port, t=10):
-    end = time.time() + t
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def probe(port, path, timeout):
