@@ -77,9 +77,10 @@ impl EngineChoice {
     /// streamed file through a buffer and sends that (two copies), so memory wins up to
     /// 4 MiB.
     pub fn default_max_cached_file(self) -> u64 {
-        match self {
-            EngineChoice::Epoll | EngineChoice::EpollLt | EngineChoice::Poll | EngineChoice::Select => 64 << 10,
-            EngineChoice::Uring | EngineChoice::Auto => 4 << 20,
+        if self.readiness().is_some() {
+            64 << 10
+        } else {
+            4 << 20
         }
     }
 }

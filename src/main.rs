@@ -61,7 +61,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
 
     let engine = match args.engine {
-        e @ (EngineChoice::Epoll | EngineChoice::EpollLt | EngineChoice::Poll | EngineChoice::Select) => e,
         EngineChoice::Uring => {
             duet_engine_uring::probe(&args.uring_options(), threads)
                 .map_err(|e| format!("io_uring engine unavailable: {e}"))?;
@@ -74,6 +73,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 EngineChoice::Epoll
             }
         },
+        // A readiness engine: epoll or one of its baselines.
+        readiness => readiness,
     };
 
     if let Some(path) = args.metrics.as_deref() {
