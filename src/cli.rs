@@ -138,12 +138,13 @@ pub struct ServeArgs {
     /// serves (without it: 403 Forbidden).
     #[arg(long, requires = "dir", help_heading = "Content")]
     pub list_dirs: bool,
-    /// Add a header field to every response (routes, files, redirects, errors), e.g.
+    /// Add a header field to every response (routes, files, redirects, errors; not --echo
+    /// or --metrics answers), e.g.
     /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
     #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
-    /// per request [default: 64KiB on epoll, 4MiB on io_uring]
+    /// per request [default: 64KiB on the readiness engines, 4MiB on io_uring]
     #[arg(long, value_name = "BYTES", help_heading = "Content")]
     pub max_cached_file: Option<ByteSize>,
     /// Total size of the files and routes held in memory; files past it are streamed from disk.

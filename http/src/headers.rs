@@ -65,7 +65,7 @@ const MANAGED: &[(&str, &str, &str)] = &[
 
 /// Checks `line` (`Name: value`) and returns it as it will be sent: `Name: value`
 /// with the whitespace around the value removed.
-pub fn check_response_header(line: &str) -> Result<String, HeaderError> {
+pub(crate) fn check_response_header(line: &str) -> Result<String, HeaderError> {
     let (name, value) = line.split_once(':').ok_or(HeaderError::NoColon)?;
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(HeaderError::BadName);

@@ -48,7 +48,7 @@ pub use accept_encoding::Coding;
 pub use conn::{Connection, Timer};
 pub use context::{Context, HttpStats, MetricsSource};
 pub use date::DateCache;
-pub use headers::{check_response_header, HeaderError};
+pub use headers::HeaderError;
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
 pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder, Variant};
