@@ -118,6 +118,8 @@ impl Framer {
         self.state == State::Head && self.head.is_empty()
     }
 
+    /// (Tests only: the worker calls the `_with` form.)
+    #[cfg(test)]
     /// The connection ended. Returns the progress if that end completes a
     /// close-delimited body, `None` if a response was cut short (or none was pending).
     pub fn handle_eof(&mut self) -> Option<Progress> {
@@ -139,6 +141,8 @@ impl Framer {
         None
     }
 
+    /// (Tests only: the worker calls the `_with` form.)
+    #[cfg(test)]
     /// Consumes `data`, returning what it completed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Progress, FrameError> {
         self.feed_with(data, &mut |_| {})
