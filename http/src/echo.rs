@@ -6,7 +6,7 @@
 //! Bodies are bounded by `Limits::max_body` like any other, and the response is queued
 //! like any other, so output backpressure bounds what one connection holds.
 
-use crate::site::Prerendered;
+use crate::site::{Prerendered, NO_LINES};
 use bytes::Bytes;
 
 /// The type given to an echoed body whose request named none (or one that cannot be
@@ -20,7 +20,7 @@ pub(crate) const ALLOW: &str = "Allow: GET, HEAD, OPTIONS, POST, PUT, PATCH, DEL
 /// line.
 pub(crate) fn head(head: &[u8]) -> Prerendered {
     let end = head.len() - if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\r\n") { 2 } else { 1 };
-    Prerendered::new(200, "text/plain", Bytes::copy_from_slice(&head[..end]), &[])
+    Prerendered::new(200, "text/plain", Bytes::copy_from_slice(&head[..end]), NO_LINES)
 }
 
 /// The Content-Type to answer an echoed body with: the request's, when it is visible
@@ -35,7 +35,7 @@ pub(crate) fn content_type(value: &[u8]) -> Box<str> {
 
 /// The answer to a request with a body: `200`, the body as received.
 pub(crate) fn body(content_type: &str, body: Vec<u8>) -> Prerendered {
-    Prerendered::new(200, content_type, Bytes::from(body), &[])
+    Prerendered::new(200, content_type, Bytes::from(body), NO_LINES)
 }
 
 #[cfg(test)]

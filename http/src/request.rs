@@ -391,7 +391,7 @@ fn metrics_answer(metrics: &dyn MetricsSource, worker: usize, own: &HttpStats) -
         200,
         "text/plain; version=0.0.4; charset=utf-8",
         bytes::Bytes::from(text),
-        &["Cache-Control: no-store"],
+        ["Cache-Control: no-store"],
     )))
 }
 

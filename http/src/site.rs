@@ -97,10 +97,18 @@ pub struct Prerendered {
     status: u16,
 }
 
+/// No extra header lines, for [`Prerendered::new`].
+pub(crate) const NO_LINES: [&str; 0] = [];
+
 impl Prerendered {
     /// Renders a response with `Server`, `Content-Type`, `Content-Length` and `extra`
     /// header lines (each `Name: value`).
-    pub fn new(status: u16, content_type: &str, body: impl Into<Body>, extra: &[&str]) -> Self {
+    pub fn new(
+        status: u16,
+        content_type: &str,
+        body: impl Into<Body>,
+        extra: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Self {
         let body = body.into();
         let mut head = status_and_server(status);
         if !content_type.is_empty() {
@@ -108,23 +116,23 @@ impl Prerendered {
         }
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         for line in extra {
-            head.push_str(line);
+            head.push_str(line.as_ref());
             head.push_str("\r\n");
         }
         Prerendered { head: head.into_bytes().into_boxed_slice(), body, status }
     }
 
     /// A response without a body and without `Content-Length` (204, 304).
-    fn bodiless(status: u16, extra: &[&str]) -> Self {
+    fn bodiless(status: u16, extra: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
         let mut head = status_and_server(status);
         for line in extra {
-            head.push_str(line);
+            head.push_str(line.as_ref());
             head.push_str("\r\n");
         }
         Prerendered { head: head.into_bytes().into_boxed_slice(), body: Body::Memory(Bytes::new()), status }
     }
 
-    pub(crate) fn error(status: u16, extra: &[&str]) -> Self {
+    pub(crate) fn error(status: u16, extra: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
         let body = format!("{status} {}\n", reason(status));
         Prerendered::new(status, "text/plain; charset=utf-8", Bytes::from(body), extra)
     }
@@ -430,7 +438,7 @@ impl SiteBuilder {
     /// with `/`). A later entry for the same path replaces an earlier one. The body is
     /// bytes in memory or a file streamed from disk ([`Body::file`]).
     pub fn route(mut self, path: &str, content_type: &str, body: impl Into<Body>) -> Self {
-        let resp = Prerendered::new(200, content_type, body, &self.lines(&[]));
+        let resp = Prerendered::new(200, content_type, body, self.lines(&[]));
         self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
     }
@@ -543,7 +551,7 @@ impl SiteBuilder {
     /// Makes `path` (a directory's slashed path with no index) answer `403 Forbidden`,
     /// as nginx does when listing is off.
     pub fn forbidden(mut self, path: &str) -> Self {
-        let resp = Prerendered::error(403, &self.lines(&[]));
+        let resp = Prerendered::error(403, self.lines(&[]));
         self.routes.insert(path.as_bytes().into(), Entry::Fixed(Arc::new(resp)));
         self
     }
@@ -577,14 +585,14 @@ impl SiteBuilder {
             .iter()
             .map(|&s| {
                 let extra: &[&str] = if s == 405 { &[STATIC_ALLOW] } else { &[] };
-                Arc::new(Prerendered::error(s, &self.lines(extra)))
+                Arc::new(Prerendered::error(s, self.lines(extra)))
             })
             .collect();
         let any_echo = self.routes.values().any(|e| matches!(e, Entry::Echo));
-        let options = |allow| Arc::new(Prerendered::bodiless(204, &self.lines(&[allow])));
+        let options = |allow| Arc::new(Prerendered::bodiless(204, self.lines(&[allow])));
         let options =
             [options(STATIC_ALLOW), options(echo::ALLOW), options(if any_echo { echo::ALLOW } else { STATIC_ALLOW })];
-        let echo_405 = Arc::new(Prerendered::error(405, &self.lines(&[echo::ALLOW])));
+        let echo_405 = Arc::new(Prerendered::error(405, self.lines(&[echo::ALLOW])));
         let few = if self.routes.len() <= FEW_ROUTES {
             self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
         } else {
