@@ -1,7 +1,7 @@
 //! Command-line interface.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use duet_engine_uring::UringOptions;
+use duet_engine_uring::{Features, UringOptions};
 use duet_http::Limits;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -181,13 +181,24 @@ pub struct ServeArgs {
     /// io_uring: submission queue entries per ring.
     #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
     pub uring_entries: u32,
+    /// io_uring: the optional features to use where the kernel has them: `all`, `none`,
+    /// or a comma-separated list applied left to right from all, each item NAME (add) or
+    /// no-NAME (remove): direct, ring-fd, flat-sq, send, bundle, zc, inc. One log line at
+    /// start says which are on and why each other one is off.
+    #[arg(long, default_value = "all", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
+    pub uring_features: Features,
     /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
-    /// whatever --engine says, so a bad value is never a silent fall-back to epoll).
-    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = uring_buffers, help_heading = "io_uring")]
-    pub uring_buffers: u16,
-    /// io_uring: size of each provided buffer.
-    #[arg(long, default_value = "16KiB", value_name = "BYTES", help_heading = "io_uring")]
-    pub uring_buffer_size: ByteSize,
+    /// whatever --engine says, so a bad value is never a silent fall-back to epoll)
+    /// [default: 64 with incremental consumption (inc), 1024 without]
+    #[arg(long, value_name = "N", value_parser = uring_buffers, help_heading = "io_uring")]
+    pub uring_buffers: Option<u16>,
+    /// io_uring: size of each provided buffer [default: 32KiB with inc, 16KiB without]
+    #[arg(long, value_name = "BYTES", help_heading = "io_uring")]
+    pub uring_buffer_size: Option<ByteSize>,
+    /// io_uring: responses whose next bytes are a shared body (a cached file or route) of
+    /// at least this size go out with a zero-copy send (feature zc).
+    #[arg(long, default_value = "64KiB", value_name = "BYTES", help_heading = "io_uring")]
+    pub uring_zc_threshold: ByteSize,
     /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", help_heading = "io_uring")]
     pub sqpoll: Option<u32>,
@@ -235,10 +246,17 @@ impl ServeArgs {
         UringOptions {
             ring_entries: self.uring_entries,
             buf_count: self.uring_buffers,
-            buf_size: self.uring_buffer_size.0.min(u32::MAX as u64) as u32,
+            buf_size: self.uring_buffer_size.map(|b| b.0.min(u32::MAX as u64) as u32),
             sqpoll_idle_ms: self.sqpoll,
+            features: self.uring_features,
+            zc_threshold: self.uring_zc_threshold.0.min(usize::MAX as u64) as usize,
         }
     }
+}
+
+/// `--uring-features`: see [`Features::parse`].
+fn uring_features(s: &str) -> Result<Features, String> {
+    Features::parse(s)
 }
 
 /// `--uring-buffers`: the kernel's provided buffer ring takes a power of two entries,

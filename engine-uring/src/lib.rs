@@ -29,9 +29,12 @@
 //! `worker::timeout` (the loop's one timeout), `worker::file` (file streaming),
 //! `worker::complete` (one handler per completion) and `worker::token` (user_data).
 
+mod features;
 mod probe;
 mod sys;
 mod worker;
+
+pub use features::{Feature, Features};
 
 use duet_engine::{run_workers, ServeConfig, Shutdown, Stats};
 use duet_http::Site;
@@ -44,17 +47,48 @@ use std::sync::Arc;
 pub struct UringOptions {
     /// Submission queue entries per ring (the completion queue is sized from it).
     pub ring_entries: u32,
-    /// Buffers in the provided buffer ring (a power of two).
-    pub buf_count: u16,
-    /// Size of each provided buffer.
-    pub buf_size: u32,
+    /// Buffers in the provided buffer ring (a power of two); `None`: the default for
+    /// the way buffers are consumed ([`RECV_POOL_INC`] or [`RECV_POOL_WHOLE`]).
+    pub buf_count: Option<u16>,
+    /// Size of each provided buffer; `None` as for `buf_count`.
+    pub buf_size: Option<u32>,
     /// Kernel submission-queue polling, with this idle time in milliseconds.
     pub sqpoll_idle_ms: Option<u32>,
+    /// The optional features asked for (each is used only if the kernel has it).
+    pub features: Features,
+    /// Responses whose front segment is a shared body of at least this many bytes go
+    /// out with a zero-copy send (with [`Feature::ZeroCopy`]).
+    pub zc_threshold: usize,
 }
+
+/// The receive pool by default with incremental consumption: (buffers, bytes each).
+/// A receive takes only what it needs from the head buffer, so 2 MiB serve a turn of
+/// thousands of small receives.
+pub const RECV_POOL_INC: (u16, u32) = (64, 32 * 1024);
+/// The receive pool by default without it: every receive takes a whole buffer, so the
+/// pool needs a buffer per connection that receives in one turn.
+pub const RECV_POOL_WHOLE: (u16, u32) = (1024, 16 * 1024);
+/// The default zero-copy threshold (see [`UringOptions::zc_threshold`]).
+pub const ZC_THRESHOLD: usize = 64 * 1024;
 
 impl Default for UringOptions {
     fn default() -> Self {
-        UringOptions { ring_entries: 4096, buf_count: 1024, buf_size: 16 * 1024, sqpoll_idle_ms: None }
+        UringOptions {
+            ring_entries: 4096,
+            buf_count: None,
+            buf_size: None,
+            sqpoll_idle_ms: None,
+            features: Features::all(),
+            zc_threshold: ZC_THRESHOLD,
+        }
+    }
+}
+
+impl UringOptions {
+    /// The receive pool, (buffers, bytes each), with incremental consumption or not.
+    pub(crate) fn recv_pool(&self, incremental: bool) -> (u16, u32) {
+        let (count, size) = if incremental { RECV_POOL_INC } else { RECV_POOL_WHOLE };
+        (self.buf_count.unwrap_or(count), self.buf_size.unwrap_or(size))
     }
 }
 
@@ -80,8 +114,14 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
 
 /// Serves until `shutdown` (see the engine contract in `duet_engine`), with the
 /// io_uring tuning `uring`.
+///
+/// The optional features are probed once, here, and logged in one line: which are on,
+/// and why each other one is off.
 pub fn serve(config: ServeConfig, uring: UringOptions, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Stats> {
-    run_workers("uring", config, site, &shutdown, move |setup| worker::run(setup, &uring))
+    let resolved = probe::features(&uring);
+    tracing::info!("{}", resolved.summary());
+    let on = resolved.on;
+    run_workers("uring", config, site, &shutdown, move |setup| worker::run(setup, &uring, on))
 }
 
 #[cfg(test)]
@@ -101,7 +141,7 @@ mod tests {
 
     #[test]
     fn probe_rejects_a_buffer_count_that_is_not_a_power_of_two() {
-        let opts = super::UringOptions { buf_count: 1000, ..Default::default() };
+        let opts = super::UringOptions { buf_count: Some(1000), ..Default::default() };
         let msg = super::probe(&opts, 1).expect_err("1000 buffers accepted").to_string();
         assert!(msg.contains("power of two"), "{msg}");
     }

@@ -2,7 +2,8 @@
 //!
 //! Each failure becomes one line naming the cause and the fix.
 
-use crate::sys::{check_multishot_recv, Ring};
+use crate::features::{Feature, Features, Off, Resolved};
+use crate::sys::{check_multishot_recv, check_unread_bytes_command, BufMode, Ring};
 use crate::ProbeError;
 use crate::UringOptions;
 use io_uring::{cqueue, opcode};
@@ -53,7 +54,8 @@ fn has_ipc_lock() -> bool {
 /// per SQE, the SQ index array, the buffer ring entries, and a few pages of headers).
 fn memlock_per_worker(opts: &UringOptions) -> u64 {
     let sq = opts.ring_entries.next_power_of_two() as u64;
-    sq * 64 + 4 * sq * 16 + sq * 4 + opts.buf_count as u64 * 16 + 4 * 4096
+    let (buffers, _) = opts.recv_pool(false);
+    sq * 64 + 4 * sq * 16 + sq * 4 + buffers as u64 * 16 + 4 * 4096
 }
 
 /// Without CAP_IPC_LOCK the kernel charges every ring to RLIMIT_MEMLOCK (per user); a
@@ -138,15 +140,15 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
             )));
         }
     }
-    if opts.buf_count == 0 || !opts.buf_count.is_power_of_two() || opts.buf_count > 32768 {
-        return Err(fail(format!("--uring-buffers {} must be a power of two between 1 and 32768", opts.buf_count)));
+    if let Some(count) = opts.buf_count.filter(|&n| n == 0 || !n.is_power_of_two() || n > 32768) {
+        return Err(fail(format!("--uring-buffers {count} must be a power of two between 1 and 32768")));
     }
-    if opts.buf_size == 0 {
+    if opts.buf_size == Some(0) {
         return Err(fail("--uring-buffer-size must be above 0"));
     }
 
     check_memlock(opts, threads)?;
-    let mut ring = Ring::new(8, opts.sqpoll_idle_ms).map_err(|e| setup_error(&e, opts))?;
+    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| setup_error(&e, opts))?;
     let probe = ring
         .probe()
         .map_err(|e| fail(format!("cannot probe io_uring opcodes ({e}): the kernel is too old; {EPOLL_HINT}")))?;
@@ -170,7 +172,7 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
         )));
     }
 
-    let group = ring.add_buf_ring(2, 64).map_err(|e| match e.raw_os_error() {
+    let group = ring.add_buf_ring(2, 64, BufMode::default()).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOMEM) => fail(format!(
             "cannot register a provided buffer ring (ENOMEM): the locked-memory limit is {}; raise it with \
              `ulimit -l unlimited`, {EPOLL_HINT}",
@@ -213,5 +215,100 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
             }
             Err(fail(msg))
         }
+    }
+}
+
+/// Which of the features `opts` asks for this kernel has, each checked for real on a
+/// small ring of its own (see [`crate::Feature::kernel`] for the versions); the
+/// others are off with the reason. Called once at start, after [`probe`] passed.
+pub fn features(opts: &UringOptions) -> Resolved {
+    let asked = opts.features;
+    let mut on = Features::none();
+    let mut off = Vec::new();
+    let flat = asked.has(Feature::FlatSq);
+    let ring = Ring::new(8, opts.sqpoll_idle_ms, flat);
+    let mut ring = match ring {
+        Ok(ring) => ring,
+        Err(e) => {
+            let why = format!("cannot set up a ring to probe it: {e}");
+            let off = Feature::ALL
+                .into_iter()
+                .map(|f| (f, if asked.has(f) { Off::Kernel(why.clone()) } else { Off::Flag }))
+                .collect();
+            return Resolved { on, off };
+        }
+    };
+    let supported = ring.probe().ok();
+    let has_op = |code: u8| supported.as_ref().is_some_and(|p| p.is_supported(code));
+    for feature in Feature::ALL {
+        if !asked.has(feature) {
+            off.push((feature, Off::Flag));
+            continue;
+        }
+        let check: Result<(), String> = match feature {
+            Feature::FlatSq if ring.flat_sq() => Ok(()),
+            Feature::FlatSq => Err("IORING_SETUP_NO_SQARRAY refused".into()),
+            Feature::RingFd => ring.register_ring_fd().map_err(|e| format!("IORING_REGISTER_RING_FDS failed: {e}")),
+            Feature::Send if has_op(opcode::Send::CODE) => Ok(()),
+            Feature::Send => Err("no IORING_OP_SEND".into()),
+            Feature::ZeroCopy if has_op(opcode::SendZc::CODE) && has_op(opcode::SendMsgZc::CODE) => Ok(()),
+            Feature::ZeroCopy => Err("no IORING_OP_SEND_ZC/SENDMSG_ZC".into()),
+            Feature::Bundle if ring.has_recv_bundles() => Ok(()),
+            Feature::Bundle => Err("no IORING_FEAT_RECVSEND_BUNDLE".into()),
+            Feature::Incremental => check_incremental(opts),
+            Feature::Direct => check_direct(&mut ring, &has_op),
+        };
+        match check {
+            Ok(()) => on = on.with(feature),
+            Err(how) => off.push((feature, Off::Kernel(how))),
+        }
+    }
+    Resolved { on, off }
+}
+
+/// A buffer ring registered with `IOU_PBUF_RING_INC` (on a ring of its own: a ring has
+/// one buffer group at most).
+fn check_incremental(opts: &UringOptions) -> Result<(), String> {
+    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| format!("cannot set up a ring: {e}"))?;
+    let mode = BufMode { incremental: true, bundles: false };
+    ring.add_buf_ring(2, 64, mode).map(drop).map_err(|e| format!("IOU_PBUF_RING_INC refused: {e}"))
+}
+
+/// Direct descriptors: a sparse file table, the opcodes used on its slots, and a socket
+/// command through the ring (the drain's unread-bytes check, which cannot be an ioctl
+/// without an fd).
+fn check_direct(ring: &mut Ring, has_op: &dyn Fn(u8) -> bool) -> Result<(), String> {
+    let needed =
+        [(opcode::Close::CODE, "CLOSE"), (opcode::Shutdown::CODE, "SHUTDOWN"), (opcode::UringCmd16::CODE, "URING_CMD")];
+    if let Some((_, name)) = needed.iter().find(|(code, _)| !has_op(*code)) {
+        return Err(format!("no IORING_OP_{name}"));
+    }
+    ring.register_files_sparse(4).map_err(|e| format!("cannot register a sparse file table: {e}"))?;
+    check_unread_bytes_command(ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On this kernel every feature is there (DUET_REQUIRE_URING says so); each one a
+    /// flag turns off is off for that reason, and the others stay on.
+    #[test]
+    fn each_feature_asked_is_on_and_each_turned_off_says_so() {
+        let all = features(&UringOptions::default());
+        if std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
+            assert_eq!(all.on, Features::all(), "{}", all.summary());
+        }
+        for feature in Feature::ALL {
+            let opts = UringOptions { features: Features::all().without(feature), ..Default::default() };
+            let resolved = features(&opts);
+            assert!(!resolved.on.has(feature));
+            assert!(resolved.off.contains(&(feature, Off::Flag)), "{}", resolved.summary());
+            assert_eq!(resolved.on, all.on.without(feature), "{}", resolved.summary());
+            assert!(resolved.summary().contains(&format!("{} (--uring-features)", feature.name())));
+        }
+        let none = features(&UringOptions { features: Features::none(), ..Default::default() });
+        assert_eq!(none.on, Features::none());
+        assert_eq!(none.off.len(), Feature::ALL.len());
     }
 }

@@ -48,10 +48,33 @@ pub struct Ring {
     /// `io_uring_enter` calls made by [`Ring::push`] on a full submission queue, not
     /// yet taken by [`Ring::take_extra_enters`].
     extra_enters: u64,
+    /// Set up with `IORING_SETUP_NO_SQARRAY`.
+    flat_sq: bool,
+    /// The ring's index among this thread's registered ring fds
+    /// ([`Ring::register_ring_fd`]): `io_uring_enter` names it instead of the fd.
+    ring_index: Option<u32>,
+    /// Not `Send`: a registered ring index is valid on the registering thread only.
+    _thread_bound: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        if let Some(index) = self.ring_index.take() {
+            // The registration holds a reference to the ring: drop it so closing the fd
+            // below really ends the ring. (Registered on this thread, which drops it.)
+            let up = RsrcUpdate { offset: index, resv: 0, data: 0 };
+            // SAFETY: io_uring_register reads one `io_uring_rsrc_update` from `up`,
+            // which lives across the call; the fd is this ring's, still open.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    self.uring.as_raw_fd(),
+                    IORING_UNREGISTER_RING_FDS,
+                    &up as *const RsrcUpdate,
+                    1,
+                )
+            };
+        }
         if self.in_flight > 0 {
             // An operation (an armed receive) may still write the buffers after the
             // ring fd is closed: leak them rather than unmap memory the kernel may use.
@@ -85,6 +108,41 @@ const SQPOLL_SETUPS: &[Setup] = &[
     ("SQPOLL", |_| {}),
 ];
 
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_SQ_WAKEUP: u32 = 1 << 1;
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+const IORING_REGISTER_RING_FDS: u32 = 20;
+const IORING_UNREGISTER_RING_FDS: u32 = 21;
+/// `io_uring_buf_reg.flags`: consume each buffer incrementally (6.12).
+const IOU_PBUF_RING_INC: u16 = 2;
+/// A completion's buffer is only partly used: later completions continue in it.
+pub const IORING_CQE_F_BUF_MORE: u32 = 1 << 4;
+
+/// `struct io_uring_rsrc_update`.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+/// `struct io_uring_getevents_arg`.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
 /// Errors of `io_uring_enter` after which the caller simply reaps and comes back.
 fn transient(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME))
@@ -95,16 +153,22 @@ impl Ring {
     /// large (so multishot bursts do not overflow it), trying
     /// `SINGLE_ISSUER|DEFER_TASKRUN` first and falling back when the kernel refuses
     /// (`EINVAL`). With `sqpoll_idle_ms` a kernel thread polls the submission queue.
-    pub fn new(entries: u32, sqpoll_idle_ms: Option<u32>) -> io::Result<Ring> {
+    /// With `flat_sq` each setup is tried with `IORING_SETUP_NO_SQARRAY` first
+    /// ([`Ring::flat_sq`] says whether it was accepted).
+    pub fn new(entries: u32, sqpoll_idle_ms: Option<u32>, flat_sq: bool) -> io::Result<Ring> {
         let entries = entries.clamp(8, 32768).next_power_of_two();
         let cq_entries = entries.saturating_mul(4).min(65536);
         let setups = if sqpoll_idle_ms.is_some() { SQPOLL_SETUPS } else { PLAIN_SETUPS };
+        let flat_choices: &[bool] = if flat_sq { &[true, false] } else { &[false] };
         let mut last_err = io::Error::from_raw_os_error(libc::EINVAL);
-        for (mode, apply) in setups {
+        for ((mode, apply), &flat) in setups.iter().flat_map(|setup| flat_choices.iter().map(move |f| (setup, f))) {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(cq_entries).setup_clamp();
             if let Some(idle) = sqpoll_idle_ms {
                 builder.setup_sqpoll(idle);
+            }
+            if flat {
+                builder.setup_no_sqarray();
             }
             apply(&mut builder);
             match builder.build(entries) {
@@ -117,6 +181,9 @@ impl Ring {
                         mode,
                         sqpoll: sqpoll_idle_ms.is_some(),
                         extra_enters: 0,
+                        flat_sq: flat,
+                        ring_index: None,
+                        _thread_bound: std::marker::PhantomData,
                     })
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = e,
@@ -129,6 +196,55 @@ impl Ring {
     /// Which setup flags the kernel accepted, for the log.
     pub fn mode(&self) -> &'static str {
         self.mode
+    }
+
+    /// Whether the ring was set up with `IORING_SETUP_NO_SQARRAY`.
+    pub fn flat_sq(&self) -> bool {
+        self.flat_sq
+    }
+
+    /// Registers the ring's fd with the kernel for this thread
+    /// (`IORING_REGISTER_RING_FDS`): from now on `io_uring_enter` names the ring by
+    /// its index, and the kernel skips the fd lookup (and its reference count) on every
+    /// call. The registration is per thread: only the thread that registers may enter
+    /// this way, and it is dropped with the ring.
+    pub fn register_ring_fd(&mut self) -> io::Result<()> {
+        if self.ring_index.is_some() {
+            return Ok(());
+        }
+        let mut up = RsrcUpdate { offset: u32::MAX, resv: 0, data: self.uring.as_raw_fd() as u64 };
+        // SAFETY: io_uring_register reads and writes one `io_uring_rsrc_update` at `up`,
+        // which lives across the call (offset -1: the kernel picks a free index and
+        // writes it back); the fd is this ring's, open.
+        let registered = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.uring.as_raw_fd(),
+                IORING_REGISTER_RING_FDS,
+                &mut up as *mut RsrcUpdate,
+                1,
+            )
+        };
+        match registered {
+            1 => {
+                self.ring_index = Some(up.offset);
+                Ok(())
+            }
+            n if n < 0 => Err(io::Error::last_os_error()),
+            n => Err(io::Error::other(format!("registered {n} ring fds instead of one"))),
+        }
+    }
+
+    /// Whether the kernel fills several provided buffers per receive completion
+    /// (`IORING_FEAT_RECVSEND_BUNDLE`, 6.10).
+    pub fn has_recv_bundles(&self) -> bool {
+        self.uring.params().is_feature_recvsend_bundle()
+    }
+
+    /// Registers an empty file table of `slots` entries: accepts then install their
+    /// sockets in free slots (direct descriptors), and operations name the slot.
+    pub fn register_files_sparse(&mut self, slots: u32) -> io::Result<()> {
+        self.uring.submitter().register_files_sparse(slots)
     }
 
     /// Submission and completion queue sizes.
@@ -206,21 +322,66 @@ impl Ring {
     /// Submits everything queued and waits for at least `want` completions, in one
     /// `io_uring_enter`. Interruptions and a full completion queue are not errors: the
     /// caller reaps and comes back.
-    pub fn submit_and_wait(&self, want: usize) -> io::Result<()> {
-        match self.uring.submit_and_wait(want) {
-            Err(e) if !transient(&e) => Err(e),
-            _ => Ok(()),
-        }
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        self.enter(want as u32, None)
     }
 
     /// Like [`Ring::submit_and_wait`], but returns after `timeout` at the latest.
-    pub fn submit_and_wait_timeout(&self, want: usize, timeout: Duration) -> io::Result<()> {
-        let ts = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.uring.submitter().submit_with_args(want, &args) {
-            Err(e) if !transient(&e) => Err(e),
-            _ => Ok(()),
+    pub fn submit_and_wait_timeout(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        self.enter(want as u32, Some(timeout))
+    }
+
+    /// One `io_uring_enter`: submits what is queued and waits for `want` completions
+    /// (or `timeout`), naming the ring by its registered index when there is one.
+    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
+        let (to_submit, cq_overflow, need_wakeup) = {
+            let sq = self.uring.submission();
+            (sq.len() as u32, sq.cq_overflow(), sq.need_wakeup())
+        };
+        let mut flags = 0;
+        if want > 0 || cq_overflow {
+            flags |= IORING_ENTER_GETEVENTS;
         }
+        if self.sqpoll && need_wakeup {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        }
+        let fd = match self.ring_index {
+            Some(index) => {
+                flags |= IORING_ENTER_REGISTERED_RING;
+                index as libc::c_int
+            }
+            None => self.uring.as_raw_fd(),
+        };
+        let ts;
+        let arg;
+        let (arg_ptr, arg_size) = match timeout {
+            Some(t) => {
+                ts = KernelTimespec { tv_sec: t.as_secs() as i64, tv_nsec: i64::from(t.subsec_nanos()) };
+                arg = GeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 8,
+                    min_wait_usec: 0,
+                    ts: &ts as *const KernelTimespec as u64,
+                };
+                flags |= IORING_ENTER_EXT_ARG;
+                (&arg as *const GeteventsArg as *const libc::c_void, std::mem::size_of::<GeteventsArg>())
+            }
+            None => (ptr::null(), 0),
+        };
+        // SAFETY: io_uring_enter on this ring (its fd, or its index registered by this
+        // thread: `Ring` is not `Send`, so the thread that registered is the one that
+        // enters). With EXT_ARG the kernel reads one `io_uring_getevents_arg` and the
+        // timespec it points to, both alive across the call; without it no argument.
+        // The submissions it consumes were queued by `push`, whose callers keep what
+        // they name alive.
+        let entered = unsafe { libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, want, flags, arg_ptr, arg_size) };
+        if entered < 0 {
+            let e = io::Error::last_os_error();
+            if !transient(&e) {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Moves up to `max` completions into `out` (cleared first): the backlog first,
@@ -263,17 +424,21 @@ impl Ring {
     /// ring owns them from now on. A ring has one group at most: a completion names its
     /// buffer by id only, so with two groups a [`BufId`] could be given back to the
     /// wrong one.
-    pub fn add_buf_ring(&mut self, count: u16, size: u32) -> io::Result<BufGroup> {
+    ///
+    /// `mode` says how the kernel consumes the buffers and so how completions are read:
+    /// see [`BufMode`]. Incremental consumption needs Linux 6.12 (`EINVAL` before).
+    pub fn add_buf_ring(&mut self, count: u16, size: u32, mode: BufMode) -> io::Result<BufGroup> {
         if !self.buf_rings.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a ring has one buffer group at most"));
         }
         let bgid = 0;
-        let bufs = BufRing::new(count, size)?;
+        let bufs = BufRing::new(count, size, mode)?;
+        let flags = if mode.incremental { IOU_PBUF_RING_INC } else { 0 };
         // SAFETY: `bufs.entries` is the page-aligned mapping of `count` entries, stored
         // below in `self.buf_rings`, so it stays mapped until after the ring fd is
         // closed (see `Drop for Ring`).
         unsafe {
-            self.uring.submitter().register_buf_ring_with_flags(bufs.entries.ptr as u64, count, bgid, 0)?;
+            self.uring.submitter().register_buf_ring_with_flags(bufs.entries.ptr as u64, count, bgid, flags)?;
         }
         bufs.publish();
         self.buf_rings.push(bufs);
@@ -410,10 +575,42 @@ impl Drop for Mapping {
     }
 }
 
+/// How the kernel consumes a buffer ring, and so how a receive completion is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufMode {
+    /// `IOU_PBUF_RING_INC`: a receive takes only the bytes it needs from the head
+    /// buffer; the next one continues where it stopped (`IORING_CQE_F_BUF_MORE` while
+    /// the buffer is not used up).
+    pub incremental: bool,
+    /// Receive bundles: one completion's bytes may span several buffers, which follow
+    /// the named one in ring order.
+    pub bundles: bool,
+}
+
+impl BufMode {
+    /// Completions are read by walking the ring from its head: where a completion's
+    /// data starts, and which buffers follow, is known only from the order in which the
+    /// kernel consumes the ring.
+    fn walked(self) -> bool {
+        self.incremental || self.bundles
+    }
+}
+
+/// A receive completion's buffers did not match the ring as the engine tracks it: its
+/// bytes cannot be placed, and the connection must go.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Untracked;
+
 /// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks from
 /// for multishot receives, owned by the [`Ring`] it is registered on. A buffer is the
 /// engine's from the completion that names it (a [`BufId`]) until
 /// [`BufRing::consume`] hands it back.
+///
+/// The kernel always takes buffers from the head of the ring, in ring order, under the
+/// ring's lock; completions are reaped in the order it posted them. So, when
+/// completions are walked ([`BufMode::walked`]), the engine's copy of the head (and,
+/// with incremental consumption, of the bytes used in the head buffer) says where each
+/// completion's bytes are; the buffer id a completion names is checked against it.
 pub struct BufRing {
     /// `count` `io_uring_buf` entries; the tail overlays `resv` of entry 0.
     entries: Mapping,
@@ -422,10 +619,17 @@ pub struct BufRing {
     size: u32,
     /// Our copy of the tail; published to the kernel after each recycle.
     tail: u16,
+    mode: BufMode,
+    /// The buffer written at each ring position (walked mode).
+    order: Box<[u16]>,
+    /// The kernel's head, as the completions walked so far show it.
+    head: u16,
+    /// Bytes of the head buffer the kernel has used (incremental mode).
+    used: u32,
 }
 
 impl BufRing {
-    fn new(count: u16, size: u32) -> io::Result<BufRing> {
+    fn new(count: u16, size: u32, mode: BufMode) -> io::Result<BufRing> {
         if count == 0 || !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -438,7 +642,8 @@ impl BufRing {
         // Zeroed by mmap, so every entry is initialized (BufRingEntry::tail needs that).
         let entries = Mapping::new(count as usize * std::mem::size_of::<types::BufRingEntry>(), true)?;
         let buffers = Mapping::new(count as usize * size as usize, true)?;
-        let mut ring_bufs = BufRing { entries, buffers, count, size, tail: 0 };
+        let order = vec![0; if mode.walked() { count as usize } else { 0 }].into_boxed_slice();
+        let mut ring_bufs = BufRing { entries, buffers, count, size, tail: 0, mode, order, head: 0, used: 0 };
         for bid in 0..count {
             ring_bufs.write_entry(bid);
         }
@@ -464,6 +669,9 @@ impl BufRing {
         entry.set_addr(self.buffers.ptr.wrapping_add(bid as usize * self.size as usize) as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
+        if let Some(slot) = self.order.get_mut(idx) {
+            *slot = bid;
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -477,25 +685,95 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Runs `f` on the first `len` bytes (what the receive wrote) of buffer `bid`, then
-    /// gives the buffer back to the kernel. Returns `None` if `bid` is not a buffer of
-    /// this ring.
-    pub fn consume<R>(&mut self, bid: BufId, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let bid = bid.into_raw();
-        if bid >= self.count {
-            return None;
+    /// `len` bytes of buffer `bid` from byte `from`.
+    ///
+    /// Only for a buffer the kernel has handed over by a completion and not been given
+    /// back yet (or, incremental, the part a completion said it wrote), within the
+    /// buffer.
+    fn bytes(&self, bid: u16, from: u32, len: usize) -> &[u8] {
+        debug_assert!(bid < self.count && from as usize + len <= self.size as usize);
+        // SAFETY: `bid < count` and `from + len <= size` (callers cut `len` to the
+        // buffer), so the range is inside the buffer mapping. The caller passes only
+        // bytes a reaped completion says the kernel wrote: the kernel is done with them
+        // and will not write them again until the buffer is recycled, which needs
+        // `&mut self`, so not while this slice lives.
+        unsafe {
+            std::slice::from_raw_parts(self.buffers.ptr.add(bid as usize * self.size as usize + from as usize), len)
         }
-        let len = len.min(self.size as usize);
-        // SAFETY: a `BufId` comes only from a completion naming `bid`, and a ring has a
-        // single buffer group (`Ring::add_buf_ring`), so `bid` is this ring's. The kernel
-        // has finished writing it and will not pick it again until it is recycled below
-        // (and `BufId` is consumed here, so that happens once); `len` bytes within the
-        // buffer were written by the receive. The slice does not outlive `f`.
-        let bytes = unsafe { std::slice::from_raw_parts(self.buffers.ptr.add(bid as usize * self.size as usize), len) };
-        let result = f(bytes);
-        self.write_entry(bid);
+    }
+
+    /// Hands the `len` bytes a receive completion carries to `f`, in order (one call per
+    /// buffer they span), and gives back to the kernel every buffer the completion
+    /// finished. `first` is the buffer the completion names; `flags` its flags.
+    /// A completion without data (`len` 0) delivers nothing.
+    ///
+    /// Errors when `first` is not a buffer of this ring or, walking, is not where the
+    /// ring says the kernel's head is (the bytes cannot be placed).
+    pub fn consume(&mut self, first: BufId, len: usize, flags: u32, mut f: impl FnMut(&[u8])) -> Result<(), Untracked> {
+        let bid = first.into_raw();
+        if bid >= self.count {
+            return Err(Untracked);
+        }
+        if !self.mode.walked() {
+            // One buffer per completion, used from its start and given back whole.
+            if len > 0 {
+                f(self.bytes(bid, 0, len.min(self.size as usize)));
+            }
+            self.write_entry(bid);
+            self.publish();
+            return Ok(());
+        }
+        if len == 0 {
+            // Nothing was written. Incremental: the kernel did not move its head. Whole
+            // buffers: it may have consumed this one; if it did, the next completion's
+            // buffer shows it, and `catch_up` gives this one back then.
+            return Ok(());
+        }
+        self.catch_up(bid)?;
+        let mask = self.count - 1;
+        let mut left = len;
+        loop {
+            let at = self.order[usize::from(self.head & mask)];
+            let from = if self.mode.incremental { self.used } else { 0 };
+            let take = left.min((self.size - from) as usize);
+            f(self.bytes(at, from, take));
+            left -= take;
+            // A buffer the bytes go past is used up; the last one is kept by the kernel
+            // if it said so (incremental), and is done otherwise.
+            let done = !self.mode.incremental || left > 0 || flags & IORING_CQE_F_BUF_MORE == 0;
+            if done {
+                self.head = self.head.wrapping_add(1);
+                self.used = 0;
+                self.write_entry(at);
+            } else {
+                self.used += take as u32;
+            }
+            if left == 0 {
+                break;
+            }
+            if !self.mode.bundles || self.head == self.tail {
+                self.publish();
+                return Err(Untracked);
+            }
+        }
         self.publish();
-        Some(result)
+        Ok(())
+    }
+
+    /// Moves our head to the position of `bid`, the buffer the kernel's head is at:
+    /// buffers before it were consumed by completions without data and are free.
+    fn catch_up(&mut self, bid: u16) -> Result<(), Untracked> {
+        let mask = self.count - 1;
+        let queued = self.tail.wrapping_sub(self.head);
+        let skip =
+            (0..queued).find(|&k| self.order[usize::from(self.head.wrapping_add(k) & mask)] == bid).ok_or(Untracked)?;
+        for _ in 0..skip {
+            let at = self.order[usize::from(self.head & mask)];
+            self.head = self.head.wrapping_add(1);
+            self.used = 0;
+            self.write_entry(at);
+        }
+        Ok(())
     }
 
     /// How many buffers the ring holds.
@@ -549,10 +827,100 @@ impl SendHeader {
         self.total
     }
 
-    /// A `sendmsg` entry for `fd` with this header (MSG_NOSIGNAL: a closed peer is an
-    /// error, not a SIGPIPE).
-    pub fn entry(&self, fd: RawFd) -> squeue::Entry {
-        io_uring::opcode::SendMsg::new(types::Fd(fd), &self.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+    /// The entry that sends what the header holds to `target` (MSG_NOSIGNAL: a closed
+    /// peer is an error, not a SIGPIPE): a plain `send` when it is one segment and
+    /// `plain_send` allows (the kernel then copies no `msghdr` and no iovec array), a
+    /// `sendmsg` otherwise.
+    pub fn entry(&self, target: Target, plain_send: bool) -> squeue::Entry {
+        use io_uring::opcode::{Send, SendMsg};
+        if plain_send && self.msg.msg_iovlen == 1 {
+            let (buf, len) = (self.iov[0].iov_base as *const u8, self.iov[0].iov_len as u32);
+            return on_sock!(target, t => Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build());
+        }
+        on_sock!(target, t => SendMsg::new(t, &self.msg).flags(libc::MSG_NOSIGNAL as u32).build())
+    }
+}
+
+/// What an entry names to reach a socket: a process descriptor, or a slot of the
+/// ring's registered file table (a direct descriptor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Fd(RawFd),
+    Direct(u32),
+}
+
+/// Builds an entry for a socket [`Target`]: `on_sock!(target, t => opcode::X::new(t, ..))`
+/// with `t` a `types::Fd` or a `types::Fixed`, as the target is.
+macro_rules! on_sock {
+    ($target:expr, $t:ident => $entry:expr) => {
+        match $target {
+            $crate::sys::Target::Fd(fd) => {
+                let $t = io_uring::types::Fd(fd);
+                $entry
+            }
+            $crate::sys::Target::Direct(slot) => {
+                let $t = io_uring::types::Fixed(slot);
+                $entry
+            }
+        }
+    };
+}
+pub(crate) use on_sock;
+
+/// The open-file soft limit (`None` if unreadable).
+pub fn nofile_soft_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into `limit`, which lives across the call.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (got == 0).then_some(limit.rlim_cur)
+}
+
+/// `SOCKET_URING_OP_SIOCINQ`: the unread bytes of a socket, as a completion's result.
+pub const SOCKET_URING_OP_SIOCINQ: u32 = 0;
+
+/// The probe's test of socket commands through the ring: on a loopback TCP connection
+/// holding 4 unread bytes, `SOCKET_URING_OP_SIOCINQ` must answer 4.
+pub fn check_unread_bytes_command(ring: &mut Ring) -> Result<(), String> {
+    use io_uring::opcode;
+    use std::net::{TcpListener, TcpStream};
+    let pair = || -> io::Result<(TcpStream, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        Ok((client, server))
+    };
+    let (mut client, server) = pair().map_err(|e| format!("cannot open a loopback connection to test it: {e}"))?;
+    client.write_all(b"ping").map_err(|e| format!("cannot write on a loopback connection: {e}"))?;
+    // Wait until the bytes are there (peek blocks until then, 2 s at most).
+    let _ = server.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut peeked = [0u8; 4];
+    if !matches!(server.peek(&mut peeked), Ok(4)) {
+        return Err("a loopback connection did not deliver 4 bytes".into());
+    }
+    let entry = opcode::UringCmd16::new(types::Fd(server.as_raw_fd()), SOCKET_URING_OP_SIOCINQ).build().user_data(7);
+    // SAFETY: the command refers to no memory; `server` stays open until its completion
+    // is reaped below, or is leaked with the ring if it never comes.
+    unsafe { ring.push(&entry) }.map_err(|e| format!("cannot submit: {e}"))?;
+    let server = ManuallyDrop::new(server);
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let mut cqes = Vec::new();
+    loop {
+        if Instant::now() >= give_up {
+            return Err("no completion for SOCKET_URING_OP_SIOCINQ within 2 s".into());
+        }
+        ring.submit_and_wait_timeout(1, Duration::from_millis(100)).map_err(|e| format!("io_uring_enter: {e}"))?;
+        ring.reap(&mut cqes, 4);
+        if let Some(cqe) = cqes.iter().find(|c| c.user_data() == 7) {
+            let res = cqe.result();
+            drop(ManuallyDrop::into_inner(server));
+            return match res {
+                4 => Ok(()),
+                res if res < 0 => {
+                    Err(format!("SOCKET_URING_OP_SIOCINQ failed: {}", io::Error::from_raw_os_error(-res)))
+                }
+                res => Err(format!("SOCKET_URING_OP_SIOCINQ answered {res} for 4 unread bytes")),
+            };
+        }
     }
 }
 
@@ -604,7 +972,12 @@ fn multishot_recv_ping(
         for cqe in &mut cqes {
             let buffer = cqe.take_buffer();
             let len = cqe.result().max(0) as usize;
-            let right = buffer.and_then(|bid| ring.buffers(group).consume(bid, len, |bytes| bytes == b"ping"));
+            let mut right = None;
+            if let Some(bid) = buffer {
+                let mut got = Vec::new();
+                let placed = ring.buffers(group).consume(bid, len, cqe.flags(), |bytes| got.extend_from_slice(bytes));
+                right = Some(placed.is_ok() && got == b"ping");
+            }
             if cqe.user_data() != 1 {
                 cancel_done = true;
                 continue;
@@ -635,7 +1008,7 @@ mod tests {
 
     /// A ring, or `None` (with a note) where io_uring is unavailable and not required.
     fn ring(entries: u32) -> Option<Ring> {
-        match Ring::new(entries, None) {
+        match Ring::new(entries, None, false) {
             Ok(ring) => Some(ring),
             Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
                 eprintln!("io_uring unavailable here ({e}): skipped");
@@ -692,9 +1065,10 @@ mod tests {
     #[test]
     fn a_ring_has_one_buffer_group_at_most() {
         let Some(mut ring) = ring(8) else { return };
-        let group = ring.add_buf_ring(2, 64).expect("the first group");
+        let group = ring.add_buf_ring(2, 64, BufMode::default()).expect("the first group");
         assert_eq!(ring.buffers(group).count(), 2);
-        let err = ring.add_buf_ring(2, 64).expect_err("a second group would make buffer ids ambiguous");
+        let err =
+            ring.add_buf_ring(2, 64, BufMode::default()).expect_err("a second group would make buffer ids ambiguous");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 

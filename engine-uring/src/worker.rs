@@ -24,11 +24,12 @@
 mod accept;
 mod complete;
 mod file;
+mod sock;
 mod timeout;
 mod token;
 
-use crate::sys::{BufGroup, Completion, Ring, SendHeader};
-use crate::UringOptions;
+use crate::sys::{BufGroup, BufMode, Completion, Ring, SendHeader, SOCKET_URING_OP_SIOCINQ};
+use crate::{Feature, Features, UringOptions};
 use duet_engine::{
     socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
     TurnBudget, Waker, WorkerSetup, WriteLimits, TICK,
@@ -36,9 +37,10 @@ use duet_engine::{
 use duet_http::{Connection, Context};
 use file::FileChunk;
 use io_uring::{opcode, types};
+use sock::{on_sock, Sock, Target};
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use token::{loop_token, token, Op};
@@ -69,12 +71,14 @@ struct Slot {
     stream: Option<Box<FileChunk>>,
     /// Its live deadline entry.
     armed: Armed,
-    /// The connection's socket. Closing it is dropping it, which only
-    /// [`Worker::close`] does, once `ops` is zero: every completion of every operation
-    /// naming it has been reaped, so the kernel never acts on a reused fd number.
-    fd: OwnedFd,
+    /// The connection's socket. Only [`Worker::close`] closes it, once `ops` is zero:
+    /// every completion of every operation naming it has been reaped, so the kernel
+    /// never acts on a reused fd number or table slot.
+    sock: Sock,
     /// Operations whose last completion is still to come.
     ops: u8,
+    /// An unread-bytes check through the ring is in flight (direct descriptors).
+    input_check: bool,
     recv_armed: bool,
     recv_cancelled: bool,
     shut_wr: bool,
@@ -92,14 +96,15 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(conn: Connection, fd: OwnedFd) -> Slot {
+    fn new(conn: Connection, sock: Sock) -> Slot {
         Slot {
             conn,
             send: None,
             stream: None,
             armed: Armed::default(),
-            fd,
+            sock,
             ops: 0,
+            input_check: false,
             recv_armed: false,
             recv_cancelled: false,
             shut_wr: false,
@@ -120,9 +125,9 @@ impl Slot {
         }
     }
 
-    /// The socket's number, for an entry.
-    fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// What an entry names to reach the socket.
+    fn target(&self) -> Target {
+        self.sock.target()
     }
 }
 
@@ -154,19 +159,33 @@ fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot
 }
 
 /// Runs one worker until shutdown; returns its counters.
-pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
+/// Runs one worker until shutdown, with the optional features `features` (probed:
+/// the kernel has them); returns its counters.
+pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::Result<Stats> {
     let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher } = setup;
-    let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot create the io_uring of worker {index}: {e}")))?;
+    let failed = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("worker {index}: {what}: {e}"));
+    let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms, features.has(Feature::FlatSq))
+        .map_err(|e| failed("cannot create its io_uring", e))?;
+    if features.has(Feature::RingFd) {
+        ring.register_ring_fd().map_err(|e| failed("cannot register its ring fd", e))?;
+    }
+    let direct = features.has(Feature::Direct);
+    if direct {
+        ring.register_files_sparse(sock::direct_slots()).map_err(|e| failed("cannot register its file table", e))?;
+    }
+    let mode = BufMode { incremental: features.has(Feature::Incremental), bundles: features.has(Feature::Bundle) };
+    let (buf_count, buf_size) = uring.recv_pool(mode.incremental);
     let buf_group = ring
-        .add_buf_ring(uring.buf_count, uring.buf_size)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot register the receive buffer ring: {e}")))?;
+        .add_buf_ring(buf_count, buf_size, mode)
+        .map_err(|e| failed("cannot register the receive buffer ring", e))?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (contract rule 3): no
+    // setsockopt per connection, and none is possible on a direct descriptor.
+    socket::set_nodelay(listener.as_fd()).map_err(|e| failed("cannot set TCP_NODELAY on the listener", e))?;
     let (sq, cq) = ring.sizes();
     let msg = format!(
-        "io_uring worker {index}: {} ring, {sq} SQ / {cq} CQ entries, {} x {} B receive buffers{}",
+        "io_uring worker {index}: {} ring, {sq} SQ / {cq} CQ entries, {buf_count} x {buf_size} B receive buffers{}{}",
         ring.mode(),
-        uring.buf_count,
-        uring.buf_size,
+        if mode.incremental { " (incremental)" } else { "" },
         uring.sqpoll_idle_ms.map_or(String::new(), |ms| format!(", SQPOLL idle {ms} ms")),
     );
     if index == 0 {
@@ -190,6 +209,7 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
     let now = ctx.now();
     let mut worker = Worker {
         ring,
+        features,
         buf_group,
         ctx,
         stats: Stats::default(),
@@ -236,6 +256,8 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
 struct Worker {
     /// Owns the receive buffers; on drop it closes the ring before it unmaps them.
     ring: Ring,
+    /// The optional features in use.
+    features: Features,
     /// The receive buffers' group on `ring`.
     buf_group: BufGroup,
     ctx: Context,
@@ -454,16 +476,15 @@ impl Worker {
             self.check_pending_input(id)?;
         }
         let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        let fd = s.raw_fd();
+        let target = s.target();
         if s.dead || s.conn.is_closed() {
             s.closing = true;
             if s.ops == 0 {
                 self.close(id);
             } else {
                 s.ops += 1;
-                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-                    .build()
-                    .user_data(token(Op::Cancel, id));
+                let cancel = on_sock!(target, t => types::CancelBuilder::fd(t).all());
+                let entry = opcode::AsyncCancel2::new(cancel).build().user_data(token(Op::Cancel, id));
                 // SAFETY: a cancellation refers to no memory. It names the connection's
                 // socket, which stays open: the cancellation is counted in `ops`, and the
                 // socket closes only once `ops` is back to zero.
@@ -475,8 +496,13 @@ impl Worker {
             if !s.recv_armed && !s.starved {
                 s.recv_armed = true;
                 s.ops += 1;
-                let entry =
-                    opcode::RecvMulti::new(types::Fd(fd), self.buf_group.id()).build().user_data(token(Op::Recv, id));
+                let group = self.buf_group.id();
+                let entry = if self.features.has(Feature::Bundle) {
+                    on_sock!(target, t => opcode::RecvMultiBundle::new(t, group).build())
+                } else {
+                    on_sock!(target, t => opcode::RecvMulti::new(t, group).build())
+                };
+                let entry = entry.user_data(token(Op::Recv, id));
                 // SAFETY: the receive writes only into buffers of `buf_group`, which
                 // `self.ring` owns (mapped for as long as the ring exists). It names the
                 // connection's socket, kept open until `ops` (counting this receive) is
@@ -514,8 +540,26 @@ impl Worker {
         if !s.conn.wants_input_check() {
             return Ok(());
         }
+        let fd = match &s.sock {
+            Sock::Fd(fd) => fd.as_fd(),
+            Sock::Direct(slot) => {
+                // No fd to ask: ask through the ring, after the receives it has done.
+                if !s.input_check {
+                    s.input_check = true;
+                    s.ops += 1;
+                    let entry = opcode::UringCmd16::new(types::Fixed(*slot), SOCKET_URING_OP_SIOCINQ)
+                        .build()
+                        .user_data(token(Op::InputCheck, id));
+                    // SAFETY: the command refers to no memory. It names the connection's
+                    // table slot, which stays open until `ops` (counting this command)
+                    // is back to zero.
+                    unsafe { self.ring.push(&entry) }?;
+                }
+                return Ok(());
+            }
+        };
         self.stats.syscalls += 1;
-        match socket::unread_bytes(s.fd.as_fd()) {
+        match socket::unread_bytes(fd) {
             Ok(0) => {}
             // Bytes wait in the socket: the receive brings them and drives it again (a
             // starved receive is re-armed in its turn).
@@ -565,7 +609,7 @@ impl Worker {
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
                 self.budget.spend(header.load(out, share));
-                let entry = header.entry(s.raw_fd()).user_data(token(Op::Send, id));
+                let entry = header.entry(s.target(), self.features.has(Feature::Send)).user_data(token(Op::Send, id));
                 s.send = Some(header);
                 s.ops += 1;
                 // SAFETY: the `msghdr` and `iovec`s are in the boxed header, which stays
@@ -579,8 +623,23 @@ impl Worker {
             }
             if s.conn.should_close_after_flush() && !s.shut_wr {
                 s.shut_wr = true;
-                self.stats.syscalls += 1;
-                let _ = socket::shutdown_write(s.fd.as_fd());
+                match &s.sock {
+                    Sock::Fd(fd) => {
+                        self.stats.syscalls += 1;
+                        let _ = socket::shutdown_write(fd.as_fd());
+                    }
+                    Sock::Direct(slot) => {
+                        s.ops += 1;
+                        let entry = opcode::Shutdown::new(types::Fixed(*slot), libc::SHUT_WR)
+                            .build()
+                            .user_data(token(Op::Shutdown, id));
+                        // SAFETY: a shutdown refers to no memory. It names the
+                        // connection's table slot, open until `ops` (counting it) is
+                        // back to zero. Sends complete before this is queued (one at a
+                        // time, and none in flight here), so the FIN follows them.
+                        unsafe { self.ring.push(&entry) }?;
+                    }
+                }
                 s.conn.handle_write_shutdown(&mut self.ctx);
                 continue;
             }
@@ -597,8 +656,23 @@ impl Worker {
         }
         let Some(s) = self.slots.remove(id) else { return };
         // Closes the socket: `ops` is zero, so no operation names it any more.
-        drop(s.fd);
-        self.stats.syscalls += 1;
+        match s.sock {
+            Sock::Fd(fd) => {
+                drop(fd);
+                self.stats.syscalls += 1;
+            }
+            // Tearing down, the ring's file table closes it with the ring.
+            Sock::Direct(_) if self.stopping => {}
+            Sock::Direct(slot) => {
+                let entry = opcode::Close::new(types::Fixed(slot)).build().user_data(loop_token(Op::CloseDirect));
+                // SAFETY: a close refers to no memory; no operation names the slot any
+                // more (`ops` is zero) and the connection is gone, so nothing names it
+                // until the kernel frees it for a later accept. Should the push fail,
+                // the slot stays taken until the ring goes: a slot lost, never reused
+                // early.
+                let _ = unsafe { self.ring.push(&entry) };
+            }
+        }
         if let Some(header) = s.send {
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
@@ -651,7 +725,9 @@ mod tests {
 
     #[test]
     fn idle_slot_stays_small() {
+        // 160 until the socket became a process fd or a direct descriptor (8 bytes
+        // with its tag, not 4).
         let size = std::mem::size_of::<Slot>();
-        assert!(size <= 160, "Slot is {size} bytes");
+        assert!(size <= 168, "Slot is {size} bytes");
     }
 }

@@ -87,14 +87,14 @@ impl Server {
     /// Like [`Server::start`], on `port` instead of an ephemeral one.
     pub fn try_start_on_port(engine: &str, port: u16, extra: &[&str]) -> Result<Server, StartFailure> {
         let mut cmd = duet_command();
-        cmd.args(["serve", "--engine", engine, "--port", &port.to_string(), "--threads", "1"]).args(extra);
+        cmd.args(serve_args(engine)).args(["--port", &port.to_string(), "--threads", "1"]).args(extra);
         Server::spawn(cmd, engine, false)
     }
 
     /// Like [`Server::start`], with `threads` worker threads instead of one.
     pub fn start_with_threads(engine: &str, threads: usize, extra: &[&str]) -> Server {
         let mut cmd = duet_command();
-        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", &threads.to_string()]).args(extra);
+        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", &threads.to_string()]).args(extra);
         match Server::spawn(cmd, engine, false) {
             Ok(s) => s,
             Err(f) => panic!(
@@ -108,7 +108,7 @@ impl Server {
     /// Like [`Server::start`], but reports a start-up failure instead of panicking.
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
         let mut cmd = duet_command();
-        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"]).args(extra);
+        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
         Server::spawn(cmd, engine, false)
     }
 
@@ -118,7 +118,7 @@ impl Server {
     /// process instead of on the end of its stderr.
     pub fn start_then_close_stderr(engine: &str, extra: &[&str]) -> Server {
         let mut cmd = duet_command();
-        cmd.args(["serve", "--engine", engine, "--port", "0", "--threads", "1"]).args(extra);
+        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
         match Server::spawn(cmd, engine, true) {
             Ok(s) => s,
             Err(f) => panic!(
@@ -136,7 +136,8 @@ impl Server {
         cmd.arg(format!("--nofile={nofile}:{nofile}"))
             .arg("--")
             .arg(duet_bin())
-            .args(["serve", "--engine", engine, "--port", "0", "--threads", "1"])
+            .args(serve_args(engine))
+            .args(["--port", "0", "--threads", "1"])
             .args(extra)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -380,6 +381,23 @@ impl Drop for Server {
     }
 }
 
+/// `serve --engine ENGINE`, for an engine as the suite names it: an engine, or
+/// `uring:FEATURES`, the io_uring engine with `--uring-features FEATURES` (as `duet
+/// compare` names its rows).
+pub fn serve_args(engine: &str) -> Vec<String> {
+    let mut args = vec!["serve".to_string(), "--engine".to_string()];
+    match engine.split_once(':') {
+        Some((name, features)) => args.extend([name.to_string(), "--uring-features".to_string(), features.to_string()]),
+        None => args.push(engine.to_string()),
+    }
+    args
+}
+
+/// Whether `engine` (as the suite names it) is the io_uring engine, whatever its features.
+pub fn is_uring(engine: &str) -> bool {
+    engine == "uring" || engine.starts_with("uring:")
+}
+
 /// Whether the tests of `engine` should be skipped, and why. Only an engine that
 /// exits at start-up saying it is unavailable or not built is skipped; with
 /// `DUET_REQUIRE_URING=1` that is a failure instead. Probed once per test process.
@@ -409,7 +427,7 @@ pub fn skip_reason(engine: &str) -> Option<String> {
         .clone();
     drop(probes);
     let reason = reason?;
-    if engine == "uring" && std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
+    if is_uring(engine) && std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
         panic!("DUET_REQUIRE_URING=1 but the {engine} engine is unavailable: {reason}");
     }
     Some(reason)

@@ -30,7 +30,7 @@ per_engine!(
 
 /// `flags` for the io_uring engine (which has them), nothing for the others.
 fn uring_only<'a>(engine: &str, flags: &'a [&'a str]) -> &'a [&'a str] {
-    if engine == "uring" {
+    if crate::common::is_uring(engine) {
         flags
     } else {
         &[]

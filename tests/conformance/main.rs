@@ -23,6 +23,7 @@ macro_rules! per_engine {
     ($($tests:tt)*) => {
         engine_tests!(epoll, "epoll"; $($tests)*);
         engine_tests!(uring, "uring"; $($tests)*);
+        engine_tests!(uring_plain, "uring:none"; $($tests)*);
         engine_tests!(epoll_lt, "epoll-lt"; $($tests)*);
         engine_tests!(poll, "poll"; $($tests)*);
         engine_tests!(select, "select"; $($tests)*);

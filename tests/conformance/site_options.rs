@@ -82,7 +82,10 @@ fn header_flag_refuses_bad_and_managed_fields(engine: &str) {
         ("Date: today", "sets Date itself"),
         ("Content-Type: text/html", "--route-type"),
     ] {
-        let (status, stderr) = run_duet(&["serve", "--engine", engine, "--port", "0", "--header", value]);
+        let serve = crate::common::serve_args(engine);
+        let mut args: Vec<&str> = serve.iter().map(String::as_str).collect();
+        args.extend(["--port", "0", "--header", value]);
+        let (status, stderr) = run_duet(&args);
         assert!(!status.success(), "--header {value:?} started; stderr:\n{stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("duet: error:")).collect();
         assert_eq!(lines.len(), 1, "--header {value:?}: expected one error line, got:\n{stderr}");
@@ -90,7 +93,10 @@ fn header_flag_refuses_bad_and_managed_fields(engine: &str) {
         assert!(!stderr.contains("listening on"), "{stderr}");
     }
     for flag in ["--list-dirs", "--precompressed"] {
-        let (status, stderr) = run_duet(&["serve", "--engine", engine, "--port", "0", flag]);
+        let serve = crate::common::serve_args(engine);
+        let mut args: Vec<&str> = serve.iter().map(String::as_str).collect();
+        args.extend(["--port", "0", flag]);
+        let (status, stderr) = run_duet(&args);
         assert!(!status.success(), "{flag} without --dir started");
         assert!(stderr.contains("--dir"), "{flag}: {stderr}");
     }

@@ -271,7 +271,9 @@ fn static_startup_errors(engine: &str) {
         (vec!["--route-type", "/nothing=text/plain"], "--route-type"),
     ];
     for (extra, needle) in cases {
-        let mut args = vec!["serve", "--engine", engine, "--port", "0", "--threads", "1"];
+        let serve = crate::common::serve_args(engine);
+        let mut args: Vec<&str> = serve.iter().map(String::as_str).collect();
+        args.extend(["--port", "0", "--threads", "1"]);
         args.extend(&extra);
         let (status, stderr) = run_duet(&args);
         assert!(!status.success(), "{extra:?} started; stderr:\n{stderr}");

@@ -4,8 +4,10 @@
 //! re-armed at once: Linux fails an accept with `EMFILE` before it looks at the
 //! backlog, so re-arming would spin.
 
+use super::sock::Sock;
 use super::token::{loop_token, Op};
 use super::{Slot, Worker};
+use crate::Feature;
 use duet_engine::{socket, Next};
 use duet_http::Connection;
 use io_uring::{opcode, types};
@@ -20,8 +22,12 @@ impl Worker {
             return Ok(());
         }
         let Some(listener) = self.listener.as_ref() else { return Ok(()) };
+        // Direct: each socket goes into a free slot of the ring's file table (no process
+        // fd, so no close-on-exec flag, which the kernel refuses there).
+        let direct = self.features.has(Feature::Direct);
         let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .allocate_file_index(direct)
+            .flags(if direct { libc::SOCK_NONBLOCK } else { libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK })
             .build()
             .user_data(loop_token(Op::Accept));
         // SAFETY: the accept refers to no memory (no address buffer). The listener stays
@@ -89,6 +95,14 @@ impl Worker {
             self.accept_armed = false;
             self.release_listener();
         }
+        if res >= 0 && self.features.has(Feature::Direct) {
+            // The slot of the ring's file table the socket was installed in. Tearing
+            // down, the table closes it with the ring.
+            if !self.stopping {
+                self.adopt(Sock::Direct(res as u32));
+            }
+            return;
+        }
         if res >= 0 {
             // SAFETY: a successful accept completion's result is a socket the kernel has
             // just installed in this process's table for this worker; nothing else owns
@@ -99,7 +113,7 @@ impl Worker {
                 drop(fd);
                 return;
             }
-            self.adopt(fd);
+            self.adopt(Sock::Fd(fd));
             return;
         }
         if -res == libc::ECANCELED || self.stopping || self.drain.is_draining() {
@@ -123,14 +137,14 @@ impl Worker {
     /// Takes an accepted connection in. One accepted while draining (the kernel took it
     /// before the listener closed, and its client may have sent a request) drains from
     /// the start: what it sent is answered, then it closes.
-    fn adopt(&mut self, fd: OwnedFd) {
+    fn adopt(&mut self, sock: Sock) {
         self.accept.on_accepted();
-        let _ = socket::set_nodelay(fd.as_fd());
+        // TCP_NODELAY comes from the listener (set once in `run`).
         let mut conn = Connection::new(&self.ctx);
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }
-        let id = self.slots.insert(Slot::new(conn, fd));
+        let id = self.slots.insert(Slot::new(conn, sock));
         self.mark_dirty(id);
         self.stats.accepted += 1;
     }
@@ -143,7 +157,7 @@ impl Worker {
         loop {
             self.stats.syscalls += 1;
             match socket::accept(listener.as_fd()) {
-                Ok(fd) => self.adopt(fd),
+                Ok(fd) => self.adopt(Sock::Fd(fd)),
                 // EAGAIN: none left. Anything else: the listener closes anyway.
                 Err(_) => break,
             }

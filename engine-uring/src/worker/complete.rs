@@ -25,11 +25,11 @@ impl Worker {
         // back to the ring in `on_recv` on every path.
         let buffer = cqe.take_buffer();
         if op == Some(Op::Recv) {
-            return self.on_recv(id, res, more, buffer);
+            return self.on_recv(id, res, cqe.flags(), buffer);
         }
         if let Some(bid) = buffer {
             // No other operation selects a buffer; should one, it still goes back.
-            self.ring.buffers(self.buf_group).consume(bid, 0, |_| ());
+            let _ = self.ring.buffers(self.buf_group).consume(bid, 0, 0, |_| ());
         }
         match op {
             Some(Op::Accept) => self.on_accept(res, more),
@@ -41,17 +41,20 @@ impl Worker {
             Some(Op::Cancel) => self.on_cancel(id, more),
             Some(Op::FileRead) => self.on_file_read(id, res, more),
             Some(Op::FileSend) => self.on_file_send(id, res, more),
-            Some(Op::Recv | Op::Global) | None => {}
+            Some(Op::InputCheck) => self.on_input_check(id, res, more),
+            Some(Op::Shutdown) => self.on_cancel(id, more),
+            Some(Op::Recv | Op::Global | Op::CloseDirect) | None => {}
         }
     }
 
-    fn on_recv(&mut self, id: ConnId, res: i32, more: bool, buffer: Option<BufId>) {
+    fn on_recv(&mut self, id: ConnId, res: i32, flags: u32, buffer: Option<BufId>) {
+        let more = io_uring::cqueue::more(flags);
         let bufs = self.ring.buffers(self.buf_group);
         let Some(s) = conn_slot(&mut self.slots, id, more) else {
             // Cannot happen while ops are counted per slot, but a buffer must never be
             // lost.
             if let Some(bid) = buffer {
-                bufs.consume(bid, 0, |_| ());
+                let _ = bufs.consume(bid, 0, 0, |_| ());
             }
             return;
         };
@@ -65,8 +68,8 @@ impl Worker {
         // no data still goes back (current kernels recycle it themselves).
         let deliver = res > 0 && !s.closing && !s.dead && !self.stopping;
         let ctx = &mut self.ctx;
-        let delivered = buffer.and_then(|bid| {
-            bufs.consume(bid, res.max(0) as usize, |bytes| {
+        let delivered = buffer.map(|bid| {
+            bufs.consume(bid, res.max(0) as usize, flags, |bytes| {
                 if deliver {
                     conn.handle_input(ctx, bytes);
                 }
@@ -74,7 +77,8 @@ impl Worker {
         });
         if res > 0 {
             self.stats.bytes_read += res as u64;
-            if delivered.is_none() {
+            if !matches!(delivered, Some(Ok(()))) {
+                untracked_buffer(res);
                 s.dead = true;
             }
         } else {
@@ -126,12 +130,43 @@ impl Worker {
         }
     }
 
-    /// A cancellation issued for the connection completed.
+    /// The unread-bytes check through the ring completed: every receive the ring did
+    /// before it has been reaped (completions are handed out in the order they were
+    /// posted), so with nothing unread the connection has no pending input.
+    fn on_input_check(&mut self, id: ConnId, res: i32, more: bool) {
+        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
+        s.input_check = false;
+        if s.closing || self.stopping {
+            return;
+        }
+        if res < 0 {
+            s.dead = true;
+        } else if res == 0 && s.conn.wants_input_check() {
+            s.conn.handle_no_pending_input(&mut self.ctx);
+        }
+        s.mark_dirty(id, &mut self.dirty);
+    }
+
+    /// A cancellation (or a shutdown) issued for the connection completed.
     fn on_cancel(&mut self, id: ConnId, more: bool) {
         if let Some(s) = conn_slot(&mut self.slots, id, more).filter(|_| !self.stopping) {
             s.mark_dirty(id, &mut self.dirty);
         }
     }
+}
+
+/// A receive's buffers could not be placed in the ring as tracked: the connection goes
+/// (its bytes are unknown). Logged once: it means the ring's order is not what the
+/// engine relies on.
+#[cold]
+fn untracked_buffer(res: i32) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        tracing::error!(
+            "a receive of {res} bytes named a buffer the engine did not expect; its connection was dropped \
+             (run with --uring-features no-inc,no-bundle and report this)"
+        )
+    });
 }
 
 #[cfg(test)]

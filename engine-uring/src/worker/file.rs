@@ -2,6 +2,7 @@
 //! the segment's offset into the connection's chunk buffer, send it, report the bytes
 //! with `handle_sent`, repeat.
 
+use super::sock::on_sock;
 use super::token::{token, Op};
 use super::{conn_slot, Worker};
 use duet_engine::ConnId;
@@ -52,16 +53,15 @@ impl Worker {
     /// `share` bytes of it (the connection's share of the turn).
     pub(super) fn send_chunk(&mut self, id: ConnId, share: usize) -> io::Result<()> {
         let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        let fd = s.raw_fd();
+        let target = s.target();
         let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
         // What is left of the chunk past the share goes next time.
         let end = chunk.filled.min(chunk.sent + share);
         let rest = &mut chunk.buf[chunk.sent..end];
         chunk.offered = rest.len();
         self.budget.spend(rest.len());
-        let entry = opcode::Send::new(types::Fd(fd), rest.as_mut_ptr(), rest.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
+        let (buf, len) = (rest.as_mut_ptr(), rest.len() as u32);
+        let entry = on_sock!(target, t => opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
             .user_data(token(Op::FileSend, id));
         chunk.busy = true;
         s.ops += 1;

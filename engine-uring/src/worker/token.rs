@@ -25,6 +25,12 @@ pub(super) enum Op {
     /// A one-shot poll on the listener: wait until it is readable before accepting
     /// again (out of descriptors, see `duet_engine::accept`).
     AcceptPoll = 11,
+    /// An unread-bytes check through the ring (direct descriptors).
+    InputCheck = 12,
+    /// A write-side shutdown through the ring (direct descriptors).
+    Shutdown = 13,
+    /// The close of a connection's table slot (the connection is gone by then).
+    CloseDirect = 14,
 }
 
 /// Bits of the user_data below the op: a connection's [`ConnId::token`], or zero.
@@ -56,6 +62,9 @@ pub(super) fn decode(user_data: u64) -> (Option<Op>, ConnId) {
         9 => Some(Op::FileRead),
         10 => Some(Op::FileSend),
         11 => Some(Op::AcceptPoll),
+        12 => Some(Op::InputCheck),
+        13 => Some(Op::Shutdown),
+        14 => Some(Op::CloseDirect),
         _ => None,
     };
     (op, ConnId::from_token(user_data))
@@ -79,6 +88,9 @@ mod tests {
             Op::FileRead,
             Op::FileSend,
             Op::AcceptPoll,
+            Op::InputCheck,
+            Op::Shutdown,
+            Op::CloseDirect,
         ];
         let max_generation = (1 << duet_engine::GENERATION_BITS) - 1;
         for op in ops {
