@@ -1018,6 +1018,178 @@ mod tests {
         }
     }
 
+    /// One socket pair's multishot receive on a ring, read as the worker reads it.
+    struct Receiver {
+        local: UnixStream,
+        peer: UnixStream,
+        user_data: u64,
+        armed: bool,
+        got: Vec<u8>,
+        /// The largest completion seen, and whether one said the buffer goes on.
+        largest: usize,
+        buf_more_seen: bool,
+        eof: bool,
+    }
+
+    impl Receiver {
+        fn new(user_data: u64) -> Receiver {
+            let (local, peer) = UnixStream::pair().expect("socket pair");
+            Receiver {
+                local,
+                peer,
+                user_data,
+                armed: false,
+                got: Vec::new(),
+                largest: 0,
+                buf_more_seen: false,
+                eof: false,
+            }
+        }
+
+        fn arm(&mut self, ring: &mut Ring, group: BufGroup, bundles: bool) {
+            let fd = types::Fd(self.local.as_raw_fd());
+            let entry = if bundles {
+                opcode::RecvMultiBundle::new(fd, group.id()).build()
+            } else {
+                opcode::RecvMulti::new(fd, group.id()).build()
+            };
+            // SAFETY: the receive writes only into `group`'s buffers, owned by `ring`;
+            // `drain` reaps its last completion before the socket or the ring goes.
+            unsafe { ring.push(&entry.user_data(self.user_data)) }.expect("push");
+            self.armed = true;
+        }
+    }
+
+    /// Reaps completions into `receivers` until each has `want[i]` bytes (or its EOF),
+    /// re-arming a receive that ended (ENOBUFS) as the worker does.
+    fn receive(ring: &mut Ring, group: BufGroup, mode: BufMode, receivers: &mut [Receiver], want: &[usize]) {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        let mut cqes = Vec::new();
+        while receivers.iter().zip(want).any(|(r, &w)| r.got.len() < w && !r.eof) {
+            assert!(Instant::now() < give_up, "receiving timed out");
+            for r in receivers.iter_mut().filter(|r| !r.armed && !r.eof) {
+                r.arm(ring, group, mode.bundles);
+            }
+            ring.submit_and_wait_timeout(1, Duration::from_millis(100)).expect("enter");
+            ring.reap(&mut cqes, 64);
+            for cqe in &mut cqes {
+                let r = receivers.iter_mut().find(|r| r.user_data == cqe.user_data()).expect("ours");
+                let (res, flags) = (cqe.result(), cqe.flags());
+                if !cqe.more() {
+                    r.armed = false;
+                }
+                if let Some(bid) = cqe.take_buffer() {
+                    let got = &mut r.got;
+                    ring.buffers(group)
+                        .consume(bid, res.max(0) as usize, flags, |b| got.extend_from_slice(b))
+                        .expect("placed");
+                }
+                r.largest = r.largest.max(res.max(0) as usize);
+                r.buf_more_seen |= flags & IORING_CQE_F_BUF_MORE != 0;
+                if res == 0 {
+                    r.eof = true;
+                } else if res < 0 {
+                    assert_eq!(-res, libc::ENOBUFS, "receive failed");
+                }
+            }
+        }
+    }
+
+    /// Cancels what is armed and reaps until nothing is in flight.
+    fn drain(ring: &mut Ring, group: BufGroup) {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(999);
+        // SAFETY: a cancellation refers to no memory and no fd.
+        unsafe { ring.push(&cancel) }.expect("push");
+        let mut cqes = Vec::new();
+        while ring.in_flight() > 0 {
+            ring.submit_and_wait_timeout(1, Duration::from_millis(100)).expect("enter");
+            ring.reap(&mut cqes, 64);
+            for cqe in &mut cqes {
+                if let Some(bid) = cqe.take_buffer() {
+                    let _ = ring.buffers(group).consume(bid, cqe.result().max(0) as usize, cqe.flags(), |_| ());
+                }
+            }
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    /// Sends `writes` one at a time (each received before the next) and returns what the
+    /// receive delivered, with the receiver's observations.
+    fn stream_through(mode: BufMode, count: u16, size: u32, writes: &[usize]) -> Option<Receiver> {
+        let mut ring = ring(64)?;
+        let group = ring.add_buf_ring(count, size, mode).expect("buffer ring");
+        let mut r = [Receiver::new(1)];
+        let mut sent = Vec::new();
+        for (i, &len) in writes.iter().enumerate() {
+            let data = pattern(len, i as u8);
+            r[0].peer.write_all(&data).expect("write");
+            sent.extend_from_slice(&data);
+            receive(&mut ring, group, mode, &mut r, &[sent.len()]);
+        }
+        drain(&mut ring, group);
+        let [r] = r;
+        assert_eq!(r.got, sent, "{mode:?}: the bytes arrive whole and in order");
+        Some(r)
+    }
+
+    #[test]
+    fn incremental_buffers_serve_many_small_receives_and_are_given_back() {
+        let mode = BufMode { incremental: true, bundles: false };
+        // 2 buffers of 16 bytes carry 200 bytes: each is reused many times.
+        let Some(r) = stream_through(mode, 2, 16, &[5; 40]) else { return };
+        assert!(r.buf_more_seen, "no completion left its buffer to the next one");
+    }
+
+    #[test]
+    fn a_bundle_spans_several_buffers_in_ring_order() {
+        for incremental in [false, true] {
+            let mode = BufMode { incremental, bundles: true };
+            // A write larger than a buffer, between small ones, and more than the whole
+            // pool in all.
+            let Some(r) = stream_through(mode, 4, 8, &[3, 20, 5, 30, 1, 7, 24]) else { return };
+            assert!(r.largest > 8, "{mode:?}: no completion spanned two buffers (largest {})", r.largest);
+        }
+    }
+
+    #[test]
+    fn whole_buffers_are_used_once_each() {
+        let Some(_) = stream_through(BufMode::default(), 4, 8, &[5, 8, 3, 8, 1]) else { return };
+    }
+
+    /// A receive that ends at EOF does not confuse where the next one's bytes are, in any
+    /// mode: another connection's bytes still arrive whole.
+    #[test]
+    fn an_eof_between_receives_keeps_the_ring_in_step() {
+        let modes = [(false, false), (true, false), (false, true), (true, true)];
+        for mode in modes.map(|(incremental, bundles)| BufMode { incremental, bundles }) {
+            let Some(mut ring) = ring(64) else { return };
+            let group = ring.add_buf_ring(4, 16, mode).expect("buffer ring");
+            let mut rs = [Receiver::new(1), Receiver::new(2)];
+            let mut sent = Vec::new();
+            for round in 0..6u8 {
+                let data = pattern(11, round);
+                rs[1].peer.write_all(&data).expect("write");
+                sent.extend_from_slice(&data);
+                if round == 2 {
+                    rs[0].peer.write_all(b"bye").expect("write");
+                    rs[0].peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                }
+                let want = [if round >= 2 { 3 } else { 0 }, sent.len()];
+                receive(&mut ring, group, mode, &mut rs, &want);
+            }
+            // Wait for the EOF too.
+            while !rs[0].eof {
+                receive(&mut ring, group, mode, &mut rs, &[usize::MAX, 0]);
+            }
+            drain(&mut ring, group);
+            assert_eq!(rs[0].got, b"bye", "{mode:?}");
+            assert_eq!(rs[1].got, sent, "{mode:?}");
+        }
+    }
+
     fn push_nop(ring: &mut Ring, user_data: u64) {
         let nop = opcode::Nop::new().build().user_data(user_data);
         // SAFETY: a no-op refers to no memory and no fd.
