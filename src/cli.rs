@@ -181,11 +181,12 @@ pub struct ServeArgs {
     /// io_uring: submission queue entries per ring.
     #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
     pub uring_entries: u32,
-    /// io_uring: the optional features to use where the kernel has them: `all`, `none`,
-    /// or a comma-separated list applied left to right from all, each item NAME (add) or
-    /// no-NAME (remove): direct, ring-fd, flat-sq, send, bundle, zc, inc. One log line at
-    /// start says which are on and why each other one is off.
-    #[arg(long, default_value = "all", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
+    /// io_uring: the optional features to use where the kernel has them, a comma-separated
+    /// list applied left to right from the default set: default, all, none, NAME (add) or
+    /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc. The
+    /// default is all but zc. One log line at start says which are on and why each other
+    /// one is off.
+    #[arg(long, default_value = "default", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
     pub uring_features: Features,
     /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
     /// whatever --engine says, so a bad value is never a silent fall-back to epoll)
@@ -195,8 +196,7 @@ pub struct ServeArgs {
     /// io_uring: size of each provided buffer [default: 32KiB with inc, 16KiB without]
     #[arg(long, value_name = "BYTES", help_heading = "io_uring")]
     pub uring_buffer_size: Option<ByteSize>,
-    /// io_uring: responses whose next bytes are a shared body (a cached file or route) of
-    /// at least this size go out with a zero-copy send (feature zc).
+    /// io_uring: with feature zc, sends of at least this many bytes are zero-copy.
     #[arg(long, default_value = "64KiB", value_name = "BYTES", help_heading = "io_uring")]
     pub uring_zc_threshold: ByteSize,
     /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.

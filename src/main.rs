@@ -88,6 +88,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         info!("loaded {}", loaded.summary());
     }
 
+    let mut uring = args.uring_options();
+    if engine == EngineChoice::Uring {
+        let resolved = duet_engine_uring::features(&uring);
+        info!("{}", resolved.summary());
+        uring.features = resolved.on;
+    }
+
     let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
@@ -108,7 +115,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread"));
     let report = match engine.readiness() {
         Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
-        None => duet_engine_uring::serve(config, args.uring_options(), site, shutdown),
+        None => duet_engine_uring::serve(config, uring, site, shutdown),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
     info!(

@@ -34,7 +34,7 @@ mod probe;
 mod sys;
 mod worker;
 
-pub use features::{Feature, Features};
+pub use features::{Feature, Features, Resolved};
 
 use duet_engine::{run_workers, ServeConfig, Shutdown, Stats};
 use duet_http::Site;
@@ -78,7 +78,7 @@ impl Default for UringOptions {
             buf_count: None,
             buf_size: None,
             sqpoll_idle_ms: None,
-            features: Features::all(),
+            features: Features::default(),
             zc_threshold: ZC_THRESHOLD,
         }
     }
@@ -115,13 +115,19 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
 /// Serves until `shutdown` (see the engine contract in `duet_engine`), with the
 /// io_uring tuning `uring`.
 ///
-/// The optional features are probed once, here, and logged in one line: which are on,
-/// and why each other one is off.
+/// The workers use the optional features in `uring.features` as they are: narrow them
+/// to what the kernel has with [`features()`] first.
 pub fn serve(config: ServeConfig, uring: UringOptions, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Stats> {
-    let resolved = probe::features(&uring);
-    tracing::info!("{}", resolved.summary());
-    let on = resolved.on;
+    let on = uring.features;
     run_workers("uring", config, site, &shutdown, move |setup| worker::run(setup, &uring, on))
+}
+
+/// Which of the optional features `opts` asks for this kernel has, each checked for
+/// real on a small ring of its own, and why each other one is off
+/// ([`Resolved::summary`] is the one line to log). Call once at start, after
+/// [`probe()`] passed.
+pub fn features(opts: &UringOptions) -> Resolved {
+    probe::features(opts)
 }
 
 #[cfg(test)]

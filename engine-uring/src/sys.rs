@@ -792,7 +792,16 @@ pub struct SendHeader {
     iov: [libc::iovec; MAX_IOV],
     /// Bytes the loaded segments hold.
     total: usize,
+    /// The result of a zero-copy send whose notification has not come yet: the bytes
+    /// are reported sent (and the segments released) only then.
+    zc_result: Option<i32>,
 }
+
+/// A zero-copy send's notification result: the kernel copied the data after all (on
+/// loopback it must: the receiver gets the pages).
+pub const IORING_NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+/// `zc_flags`: report in the notification whether the data was copied.
+const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 
 impl SendHeader {
     /// An empty header.
@@ -801,7 +810,7 @@ impl SendHeader {
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid
         // value (null pointers, zero lengths).
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0 })
+        Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0, zc_result: None })
     }
 
     /// Points the header at the unsent segments of `out`, at most `max` bytes of them
@@ -819,7 +828,18 @@ impl SendHeader {
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = n as _;
         self.total = total;
+        self.zc_result = None;
         total
+    }
+
+    /// Keeps a zero-copy send's result until its notification.
+    pub fn set_zc_result(&mut self, res: i32) {
+        self.zc_result = Some(res);
+    }
+
+    /// The result kept by [`SendHeader::set_zc_result`].
+    pub fn zc_result(&self) -> Option<i32> {
+        self.zc_result
     }
 
     /// Bytes offered by the last [`SendHeader::load`].
@@ -831,13 +851,26 @@ impl SendHeader {
     /// peer is an error, not a SIGPIPE): a plain `send` when it is one segment and
     /// `plain_send` allows (the kernel then copies no `msghdr` and no iovec array), a
     /// `sendmsg` otherwise.
-    pub fn entry(&self, target: Target, plain_send: bool) -> squeue::Entry {
-        use io_uring::opcode::{Send, SendMsg};
+    ///
+    /// With `zero_copy` it is `SEND_ZC`/`SENDMSG_ZC`: the kernel sends from the segments
+    /// themselves and posts a second completion (`IORING_CQE_F_NOTIF`) once it no longer
+    /// uses them; until then they must stay unchanged, so the caller reports the bytes
+    /// sent only at that notification.
+    pub fn entry(&self, target: Target, plain_send: bool, zero_copy: bool) -> squeue::Entry {
+        use io_uring::opcode::{Send, SendMsg, SendMsgZc, SendZc};
+        let nosignal = libc::MSG_NOSIGNAL;
+        let usage = IORING_SEND_ZC_REPORT_USAGE;
         if plain_send && self.msg.msg_iovlen == 1 {
             let (buf, len) = (self.iov[0].iov_base as *const u8, self.iov[0].iov_len as u32);
-            return on_sock!(target, t => Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build());
+            if zero_copy {
+                return on_sock!(target, t => SendZc::new(t, buf, len).flags(nosignal).zc_flags(usage).build());
+            }
+            return on_sock!(target, t => Send::new(t, buf, len).flags(nosignal).build());
         }
-        on_sock!(target, t => SendMsg::new(t, &self.msg).flags(libc::MSG_NOSIGNAL as u32).build())
+        if zero_copy {
+            return on_sock!(target, t => SendMsgZc::new(t, &self.msg).flags(nosignal as u32).ioprio(usage).build());
+        }
+        on_sock!(target, t => SendMsg::new(t, &self.msg).flags(nosignal as u32).build())
     }
 }
 
@@ -1232,6 +1265,35 @@ mod tests {
         }
         assert!(sends > 2 * (4 << 20) / (FULL_SHARE + MIN_WRITE_SHARE), "{sends} sends");
         assert!(sent.ends_with(&body), "the body arrives whole and in order");
+    }
+
+    /// A ring without the SQ index array, entered by its registered index, submits and
+    /// completes like any other (and drops cleanly, unregistering the index).
+    #[test]
+    fn a_flat_registered_ring_submits_and_completes() {
+        for (flat, registered) in [(true, true), (true, false), (false, true)] {
+            let mut ring = match Ring::new(8, None, flat) {
+                Ok(ring) => ring,
+                Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
+                    eprintln!("io_uring unavailable here ({e}): skipped");
+                    return;
+                }
+                Err(e) => panic!("DUET_REQUIRE_URING=1 but no ring: {e}"),
+            };
+            assert_eq!(ring.flat_sq(), flat, "this kernel (6.6+) takes IORING_SETUP_NO_SQARRAY");
+            if registered {
+                ring.register_ring_fd().expect("IORING_REGISTER_RING_FDS");
+                assert!(ring.ring_index.is_some());
+            }
+            for user_data in 1..=20 {
+                push_nop(&mut ring, user_data);
+            }
+            ring.submit_and_wait(20).expect("enter");
+            let mut got = reaped(&mut ring, 64);
+            got.sort_unstable();
+            assert_eq!(got, (1..=20).collect::<Vec<u64>>(), "flat {flat}, registered {registered}");
+            ring.submit_and_wait_timeout(1, Duration::ZERO).expect("a zero timeout is not an error");
+        }
     }
 
     #[test]

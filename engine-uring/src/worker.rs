@@ -210,6 +210,9 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::
     let mut worker = Worker {
         ring,
         features,
+        zc_threshold: uring.zc_threshold,
+        zc_sends: 0,
+        zc_copied: 0,
         buf_group,
         ctx,
         stats: Stats::default(),
@@ -244,6 +247,12 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::
     };
     let result = worker.serve();
     let clean = worker.teardown();
+    if worker.zc_sends > 0 {
+        info!(
+            "worker {index}: {} zero-copy sends, {} of them copied by the kernel after all",
+            worker.zc_sends, worker.zc_copied
+        );
+    }
     let mut stats = worker.stats.clone();
     stats.set_http(&worker.ctx.stats);
     if !clean {
@@ -258,6 +267,11 @@ struct Worker {
     ring: Ring,
     /// The optional features in use.
     features: Features,
+    /// Sends of at least this many bytes are zero-copy (with [`Feature::ZeroCopy`]).
+    zc_threshold: usize,
+    /// Zero-copy sends notified, and how many of them the kernel copied anyway.
+    zc_sends: u64,
+    zc_copied: u64,
     /// The receive buffers' group on `ring`.
     buf_group: BufGroup,
     ctx: Context,
@@ -608,16 +622,22 @@ impl Worker {
                     file::recycle(&mut self.chunks, chunk);
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
-                self.budget.spend(header.load(out, share));
-                let entry = header.entry(s.target(), self.features.has(Feature::Send)).user_data(token(Op::Send, id));
+                let total = header.load(out, share);
+                self.budget.spend(total);
+                let zero_copy = self.features.has(Feature::ZeroCopy) && total >= self.zc_threshold;
+                let entry = header
+                    .entry(s.target(), self.features.has(Feature::Send), zero_copy)
+                    .user_data(token(Op::Send, id));
                 s.send = Some(header);
                 s.ops += 1;
                 // SAFETY: the `msghdr` and `iovec`s are in the boxed header, which stays
-                // in the slot until this send's completion (`on_send` takes it). The
-                // segments they point to are held unchanged by `conn` until
-                // `handle_sent` (contract rule 5: Output), called only from that completion, or
-                // until it is dropped, which `close` does only at `ops == 0`. The
-                // socket stays open until `ops` (counting this send) is back to zero.
+                // in the slot until this send's last completion (`on_send` takes it; for
+                // a zero-copy send that is its notification, after which the kernel no
+                // longer reads the segments). The segments they point to are held
+                // unchanged by `conn` until `handle_sent` (contract rule 5: Output),
+                // called only from that last completion, or until it is dropped, which
+                // `close` does only at `ops == 0`. The socket stays open until `ops`
+                // (counting this send) is back to zero.
                 unsafe { self.ring.push(&entry) }?;
                 return Ok(());
             }

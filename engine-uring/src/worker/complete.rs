@@ -5,7 +5,7 @@
 use super::conn_slot;
 use super::token::{decode, Op};
 use super::{Worker, HEADER_POOL_MAX};
-use crate::sys::{BufId, Completion};
+use crate::sys::{BufId, Completion, IORING_NOTIF_USAGE_ZC_COPIED};
 use duet_engine::ConnId;
 
 /// A send that completes with `EAGAIN` sent nothing and lost nothing: the kernel woke it
@@ -37,7 +37,7 @@ impl Worker {
             Some(Op::Wake) => self.wake_armed = false,
             Some(Op::Timer) => self.on_loop_timeout(),
             Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
-            Some(Op::Send) => self.on_send(id, res, more),
+            Some(Op::Send) => self.on_send(id, res, cqe.flags()),
             Some(Op::Cancel) => self.on_cancel(id, more),
             Some(Op::FileRead) => self.on_file_read(id, res, more),
             Some(Op::FileSend) => self.on_file_send(id, res, more),
@@ -105,8 +105,26 @@ impl Worker {
         }
     }
 
-    fn on_send(&mut self, id: ConnId, res: i32, more: bool) {
+    fn on_send(&mut self, id: ConnId, res: i32, flags: u32) {
+        let more = io_uring::cqueue::more(flags);
         let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
+        if more {
+            // A zero-copy send's result; its notification follows. The segments stay the
+            // kernel's until then, so the bytes are reported sent only then.
+            if let Some(header) = s.send.as_mut() {
+                header.set_zc_result(res);
+            }
+            return;
+        }
+        let res = if io_uring::cqueue::notif(flags) {
+            self.zc_sends += 1;
+            if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
+                self.zc_copied += 1;
+            }
+            s.send.as_ref().and_then(|h| h.zc_result()).unwrap_or(-libc::ECANCELED)
+        } else {
+            res
+        };
         let mut offered = 0;
         if let Some(header) = s.send.take() {
             offered = header.total();

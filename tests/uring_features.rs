@@ -1,0 +1,166 @@
+//! The io_uring engine's optional features (`--uring-features`): each one turned off
+//! leaves a working engine and says so in the one features line; and what each one
+//! changes that a client or the process can see. (The whole conformance suite runs with
+//! every feature on, `uring`, and every one off, `uring:none`.)
+
+mod common;
+
+use common::{Client, Server};
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+const FEATURES: [&str; 7] = ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc"];
+
+/// The io_uring engine is here, or the test is skipped (unless DUET_REQUIRE_URING=1).
+fn uring_here() -> bool {
+    match common::skip_reason("uring") {
+        Some(reason) => {
+            eprintln!("skipped: {reason}");
+            false
+        }
+        None => true,
+    }
+}
+
+fn features_line(server: &Server) -> String {
+    let lines = server.stderr_lines();
+    let found: Vec<&String> = lines.iter().filter(|l| l.contains("io_uring features on:")).collect();
+    assert_eq!(found.len(), 1, "expected one features line in:\n{}", lines.join("\n"));
+    found[0].clone()
+}
+
+fn assert_serves(server: &Server, what: &str) {
+    let mut c = server.connect();
+    for _ in 0..3 {
+        c.send(GET);
+        let r = c.read_response();
+        assert!(r.status == 200 && r.body == b"Hello, World!", "{what}: status {}", r.status);
+    }
+}
+
+#[test]
+fn uring_features_all_are_on_here_and_each_turned_off_is_named() {
+    if !uring_here() {
+        return;
+    }
+    let server = Server::start("uring:all", &[]);
+    let line = features_line(&server);
+    let on = line.split("io_uring features on: ").nth(1).unwrap_or_default();
+    assert_eq!(on.split(',').collect::<Vec<_>>(), FEATURES, "{line}");
+    assert_serves(&server, "all features");
+    let server = Server::start("uring", &[]);
+    let line = features_line(&server);
+    assert!(line.ends_with("on: direct,ring-fd,flat-sq,send,bundle,inc; off: zc (--uring-features)"), "{line}");
+    for feature in FEATURES {
+        let server = Server::start(&format!("uring:all,no-{feature}"), &[]);
+        let line = features_line(&server);
+        assert!(line.contains(&format!("off: {feature} (--uring-features)")), "{feature}: {line}");
+        assert_serves(&server, feature);
+    }
+    let server = Server::start("uring:none", &[]);
+    let line = features_line(&server);
+    assert!(line.contains("io_uring features on: none; off: direct (--uring-features), ring-fd"), "{line}");
+    assert_serves(&server, "no feature");
+}
+
+#[test]
+fn uring_features_a_bad_list_is_a_usage_error_naming_the_valid_ones() {
+    let (status, stderr) = common::run_duet(&["serve", "--uring-features", "no-direct,turbo"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown io_uring feature 'turbo'") && stderr.contains("ring-fd"), "{stderr}");
+}
+
+/// Direct descriptors live in the ring's file table, not the process's: holding 40
+/// connections opens no descriptor; without them it opens one each.
+#[test]
+fn uring_features_direct_descriptors_take_no_process_descriptor() {
+    if !uring_here() {
+        return;
+    }
+    for (engine, direct) in [("uring", true), ("uring:no-direct", false)] {
+        let server = Server::start(engine, &[]);
+        let before = server.fd_count();
+        let clients: Vec<Client> = (0..40)
+            .map(|_| {
+                let mut c = server.connect();
+                c.send(GET);
+                assert_eq!(c.read_response().status, 200);
+                c
+            })
+            .collect();
+        let held = server.fd_count() - before;
+        if direct {
+            assert!(held < 5, "{engine}: {held} descriptors for 40 connections");
+        } else {
+            assert!(held >= 40, "{engine}: {held} descriptors for 40 connections");
+        }
+        drop(clients);
+    }
+}
+
+/// A response of at least `--uring-zc-threshold` bytes goes out zero-copy (the count is
+/// logged at exit), arrives whole, and one below it does not.
+#[test]
+fn uring_features_large_responses_are_sent_zero_copy_and_arrive_whole() {
+    if !uring_here() {
+        return;
+    }
+    let dir = tempdir("zc");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &body).expect("write");
+    let route = format!("/big=@{}", dir.join("big.bin").display());
+    for (threshold, zero_copy) in [("64KiB", true), ("1MiB", false)] {
+        let mut server = Server::start("uring:zc", &["--route", &route, "--uring-zc-threshold", threshold]);
+        let mut c = server.connect();
+        for _ in 0..3 {
+            c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+            let r = c.read_response();
+            assert!(r.status == 200 && r.body == body, "threshold {threshold}: the body arrives whole");
+        }
+        drop(c);
+        server.sigterm();
+        assert!(server.wait_exit().success());
+        let lines = server.stderr_lines();
+        let zc = lines.iter().find(|l| l.contains("zero-copy sends"));
+        match (zero_copy, zc) {
+            (true, Some(line)) => {
+                let sends: u64 =
+                    line.split(": ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+                assert!(sends >= 3, "three 300 KB responses, {sends} zero-copy sends: {line}");
+            }
+            (true, None) => panic!("no zero-copy send logged:\n{}", lines.join("\n")),
+            (false, Some(line)) => panic!("threshold {threshold}: {line}"),
+            (false, None) => {}
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With incremental consumption the receive pool is 64 x 32 KiB (2 MiB) by default;
+/// without it, 1024 x 16 KiB; `--uring-buffers` and `--uring-buffer-size` still win.
+#[test]
+fn uring_features_the_receive_pool_follows_incremental_consumption() {
+    if !uring_here() {
+        return;
+    }
+    for (engine, extra, want) in [
+        ("uring", &[][..], "64 x 32768 B receive buffers (incremental)"),
+        ("uring:no-inc", &[][..], "1024 x 16384 B receive buffers"),
+        (
+            "uring",
+            &["--uring-buffers", "16", "--uring-buffer-size", "4KiB"][..],
+            "16 x 4096 B receive buffers (incremental)",
+        ),
+    ] {
+        let server = Server::start(engine, extra);
+        assert_serves(&server, engine);
+        let lines = server.stderr_lines();
+        let pool = lines.iter().find(|l| l.contains("receive buffers")).expect("the worker's line");
+        assert!(pool.ends_with(want), "{engine} {extra:?}: want {want:?} in {pool}");
+    }
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("duet-uring-features-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
