@@ -20,7 +20,7 @@ mod server;
 pub mod wrk;
 
 pub use run_info::RunInfo;
-pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening, split_command};
+pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ impl Peer {
         }
         let (cmd, port) = rest.rsplit_once('@').ok_or_else(|| bad("no '@PORT'"))?;
         let port: u16 = port.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"))?;
-        let argv = split_command(cmd).map_err(|e| bad(&e))?;
+        let argv = shell_words::split(cmd).map_err(|e| bad(&format!("{e} in '{cmd}'")))?;
         if argv.is_empty() {
             return Err(bad("no command"));
         }
@@ -937,6 +937,11 @@ mod tests {
         assert!(!p.fixed_body);
         // The last '@' separates the port, so the command may contain one.
         assert_eq!(Peer::parse("x=srv --at a@b@80").unwrap().argv, ["srv", "--at", "a@b"]);
+        // The command splits as a POSIX shell would, without expansions.
+        let argv = |cmd: &str| Peer::parse(&format!("x={cmd}@80")).unwrap().argv;
+        assert_eq!(argv("  nginx   -g 'master_process off;' "), ["nginx", "-g", "master_process off;"]);
+        assert_eq!(argv(r#"a "b \"c\" \d" e\ f ''"#), ["a", r#"b "c" \d"#, "e f", ""]);
+        assert!(Peer::parse("n=srv \"x@80").unwrap_err().contains("missing closing quote"));
         for bad in ["nginx", "nginx=nginx", "=nginx@80", "n=nginx@0", "n=nginx@http", "n=@80", "n='x@80"] {
             assert!(Peer::parse(bad).is_err(), "{bad}");
         }
