@@ -346,15 +346,6 @@ impl Results {
     }
 }
 
-/// Temporary payload files and wrk scripts, removed at the end.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs the comparison. Errors are one line for the user; an engine that fails (does
 /// not start, exits, or cannot hold the connections) is a result, not an error.
 pub fn run(config: CompareConfig) -> Result<Results, String> {
@@ -436,8 +427,11 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         check_client_limits(most, config.load_cpus.len())?;
     }
 
-    let tmp = TempDir(std::env::temp_dir().join(format!("duet-compare-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).map_err(|e| format!("cannot create {}: {e}", tmp.0.display()))?;
+    // Payload files and wrk scripts, removed at the end.
+    let tmp = tempfile::Builder::new()
+        .prefix("duet-compare-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory in {}: {e}", std::env::temp_dir().display()))?;
     let mut routes = Vec::new();
     let mut sizes: Vec<u64> = config.body_sizes.iter().copied().filter(|&s| s != DEFAULT_BODY).collect();
     sizes.sort_unstable();
@@ -447,7 +441,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         routes.push("/=Hello, World!".to_string());
     }
     for size in sizes {
-        let path = tmp.0.join(format!("payload-{size}.bin"));
+        let path = tmp.path().join(format!("payload-{size}.bin"));
         std::fs::write(&path, vec![b'x'; size as usize])
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         routes.push(format!("/payload-{size}=@{}", path.display()));
@@ -455,7 +449,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     let mut scripts = Vec::new();
     if config.load_with == LoadWith::Wrk {
         for &d in &config.depths {
-            scripts.push((d, wrk::write_script(&tmp.0, d)?));
+            scripts.push((d, wrk::write_script(tmp.path(), d)?));
         }
     }
 
