@@ -149,6 +149,16 @@ pub struct Scenario {
     pub idle: usize,
 }
 
+/// `share` if it is an active share: above 0 and at most 1 (100 %). The one check of it,
+/// for the command line's parser and for [`run`].
+pub fn active_share(share: f64) -> Result<f64, String> {
+    if share > 0.0 && share <= 1.0 {
+        Ok(share)
+    } else {
+        Err(format!("{}% is not a share above 0 and at most 100%", share * 100.0))
+    }
+}
+
 /// The active connections among `total` for an active `share`: rounded, at least one.
 pub fn active_of(total: usize, share: f64) -> usize {
     ((total as f64 * share).round() as usize).clamp(1, total.max(1))
@@ -378,9 +388,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         return Err("--duration must be more than 0".into());
     }
     if let Some(share) = config.active {
-        if !(share > 0.0 && share <= 1.0) {
-            return Err("--active must be a share above 0 and at most 100%".into());
-        }
+        active_share(share).map_err(|e| format!("--active: {e}"))?;
         if config.idle.iter().any(|&i| i > 0) {
             return Err("--active makes --connections the total (the rest is idle): drop --idle".into());
         }
