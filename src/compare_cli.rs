@@ -33,11 +33,7 @@ impl FromStr for Share {
         };
         let share =
             num.parse::<f64>().map(|n| n / scale).map_err(|_| format!("'{s}' is not a share (try 10% or 0.1)"))?;
-        if share > 0.0 && share <= 1.0 {
-            Ok(Share(share))
-        } else {
-            Err(format!("'{s}' is not a share above 0 and at most 100%"))
-        }
+        compare::active_share(share).map(Share)
     }
 }
 
@@ -132,6 +128,57 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
+/// What each flag left out means, for the plain comparison, `--quick`, `--ladder` and
+/// `--ladder --quick`: the one place of the defaults the flags' help texts state.
+#[derive(Debug, PartialEq)]
+struct Defaults {
+    engines: &'static [&'static str],
+    connections: &'static [usize],
+    depths: &'static [usize],
+    rounds: usize,
+    duration: Duration,
+    warmup: Duration,
+    active: Option<f64>,
+    rate: Option<f64>,
+}
+
+impl Defaults {
+    fn new(ladder: bool, quick: bool) -> Defaults {
+        let plain = Defaults {
+            engines: &["epoll", "uring"],
+            connections: &[16, 256],
+            depths: &[1, 16],
+            rounds: 3,
+            duration: Duration::from_secs(5),
+            warmup: Duration::ZERO,
+            active: None,
+            rate: None,
+        };
+        let ladder_full = Defaults {
+            engines: &LADDER_ENGINES,
+            connections: &[1000, 10_000],
+            depths: &[1],
+            warmup: Duration::from_secs(1),
+            active: Some(0.1),
+            rate: Some(LADDER_RATE),
+            ..plain
+        };
+        match (ladder, quick) {
+            (false, false) => plain,
+            (false, true) => Defaults { connections: &[16], rounds: 1, duration: Duration::from_secs(1), ..plain },
+            (true, false) => ladder_full,
+            (true, true) => Defaults {
+                connections: &[100, 200],
+                rounds: 1,
+                duration: Duration::from_millis(500),
+                warmup: Duration::from_millis(200),
+                rate: Some(1000.0),
+                ..ladder_full
+            },
+        }
+    }
+}
+
 pub fn compare(args: CompareArgs) -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,35 +193,12 @@ fn run(args: CompareArgs) -> Result<(), String> {
     let (default_server, default_load) = compare::default_split(&compare::allowed_cpus());
     let cpus =
         |flag: &Option<String>, default: Vec<usize>| flag.as_deref().map_or(Ok(default), compare::parse_cpu_list);
-    let (quick, ladder) = (args.quick, args.ladder);
+    let d = Defaults::new(args.ladder, args.quick);
     let duet_exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
-    let engines = match &args.engines {
+    let engines: Vec<String> = match &args.engines {
         Some(list) => list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
-        None if ladder => LADDER_ENGINES.iter().map(|e| e.to_string()).collect(),
-        None => vec!["epoll".to_string(), "uring".to_string()],
+        None => d.engines.iter().map(|e| e.to_string()).collect(),
     };
-    let connections = args.connections.unwrap_or_else(|| match (ladder, quick) {
-        (true, true) => vec![100, 200],
-        (true, false) => vec![1000, 10_000],
-        (false, true) => vec![16],
-        (false, false) => vec![16, 256],
-    });
-    let duration = args.duration.map_or(
-        match (ladder, quick) {
-            (true, true) => Duration::from_millis(500),
-            (_, true) => Duration::from_secs(1),
-            (_, false) => Duration::from_secs(5),
-        },
-        |d| d.0,
-    );
-    let warmup = args.warmup.map_or(
-        match (ladder, quick) {
-            (true, true) => Duration::from_millis(200),
-            (true, false) => Duration::from_secs(1),
-            (false, _) => Duration::ZERO,
-        },
-        |d| d.0,
-    );
     let mut peers = args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>()?;
     if args.floors {
         peers.extend(Peer::floors(&duet_exe, &engines)?);
@@ -185,24 +209,20 @@ fn run(args: CompareArgs) -> Result<(), String> {
         peers,
         server_cpus: cpus(&args.server_cpus, default_server)?,
         load_cpus: cpus(&args.load_cpus, default_load)?,
-        connections,
-        depths: args.depth.unwrap_or_else(|| if ladder { vec![1] } else { vec![1, 16] }),
+        connections: args.connections.unwrap_or_else(|| d.connections.to_vec()),
+        depths: args.depth.unwrap_or_else(|| d.depths.to_vec()),
         body_sizes: args.body_size.map_or_else(|| vec![compare::DEFAULT_BODY], |v| v.iter().map(|b| b.0).collect()),
         idle: args.idle.unwrap_or_else(|| vec![0]),
-        rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }),
-        duration,
+        rounds: args.rounds.unwrap_or(d.rounds),
+        duration: args.duration.map_or(d.duration, |s| s.0),
         load_with: match args.load_with {
             LoadWithArg::Duet => LoadWith::Duet,
             LoadWithArg::Wrk => LoadWith::Wrk,
         },
         progress: std::io::stderr().is_terminal(),
-        active: args.active.map(|s| s.0).or(if ladder { Some(0.1) } else { None }),
-        rate: args.rate.or(match (ladder, quick) {
-            (true, true) => Some(1000.0),
-            (true, false) => Some(LADDER_RATE),
-            (false, _) => None,
-        }),
-        warmup,
+        active: args.active.map(|s| s.0).or(d.active),
+        rate: args.rate.or(d.rate),
+        warmup: args.warmup.map_or(d.warmup, |s| s.0),
     };
     let results = compare::run(config)?;
     let markdown = results.markdown();
@@ -236,5 +256,38 @@ mod tests {
         for bad in ["0", "0%", "101%", "1.5", "-10%", "ten", "%", "NaN"] {
             assert!(bad.parse::<Share>().is_err(), "{bad}");
         }
+        assert_eq!("1.5".parse::<Share>(), Err("150% is not a share above 0 and at most 100%".to_string()));
+    }
+
+    /// The defaults the flags' help texts and the README state, for each preset.
+    #[test]
+    fn each_preset_has_the_documented_defaults() {
+        let plain = Defaults::new(false, false);
+        assert_eq!(
+            (plain.engines, plain.connections, plain.depths),
+            (&["epoll", "uring"][..], &[16, 256][..], &[1, 16][..])
+        );
+        assert_eq!((plain.rounds, plain.duration, plain.warmup), (3, Duration::from_secs(5), Duration::ZERO));
+        assert_eq!((plain.active, plain.rate), (None, None));
+        let quick = Defaults::new(false, true);
+        assert_eq!((quick.connections, quick.depths), (&[16][..], &[1, 16][..]));
+        assert_eq!((quick.rounds, quick.duration), (1, Duration::from_secs(1)));
+        let ladder = Defaults::new(true, false);
+        assert_eq!(
+            (ladder.engines, ladder.connections, ladder.depths),
+            (&LADDER_ENGINES[..], &[1000, 10_000][..], &[1][..])
+        );
+        assert_eq!(
+            (ladder.rounds, ladder.duration, ladder.warmup),
+            (3, Duration::from_secs(5), Duration::from_secs(1))
+        );
+        assert_eq!((ladder.active, ladder.rate), (Some(0.1), Some(5000.0)));
+        let ladder_quick = Defaults::new(true, true);
+        assert_eq!((ladder_quick.engines, ladder_quick.connections), (&LADDER_ENGINES[..], &[100, 200][..]));
+        assert_eq!((ladder_quick.rounds, ladder_quick.duration), (1, Duration::from_millis(500)));
+        assert_eq!(
+            (ladder_quick.warmup, ladder_quick.active, ladder_quick.rate),
+            (Duration::from_millis(200), Some(0.1), Some(1000.0))
+        );
     }
 }

@@ -407,13 +407,15 @@ fn file_meta(meta: &fs::Metadata, len: u64) -> FileMeta {
 }
 
 /// The `NAME.br` and `NAME.gz` among the files of the same directory, as variants of
-/// `NAME` (the bodies are shared with the files served at their own paths).
+/// `NAME` (the bodies are shared with the files served at their own paths). `files` is in
+/// name order, so each sibling is a binary search: a directory of n files costs
+/// O(n log n), not the O(n²) of a scan per file.
 fn precompressed_variants(name: &str, files: &[DirFile]) -> Vec<Variant> {
     PRECOMPRESSED
         .iter()
         .filter_map(|(suffix, coding)| {
             let sibling = format!("{name}{suffix}");
-            let f = files.iter().find(|f| f.name == sibling)?;
+            let f = &files[files.binary_search_by(|f| f.name.as_str().cmp(&sibling)).ok()?];
             Some(Variant { coding: *coding, body: f.body.clone(), meta: f.meta.clone() })
         })
         .collect()

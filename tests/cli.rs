@@ -107,10 +107,9 @@ fn cli_closed_stderr_neither_kills_the_server_nor_blocks_shutdown() {
 /// to reload it; removed at a clean exit. An unwritable path is one line and exit 1.
 #[test]
 fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
-    let dir = std::env::temp_dir().join(format!("duet-pidfile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pid_path = dir.join("duet.pid");
-    let body = dir.join("body.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_path = dir.path().join("duet.pid");
+    let body = dir.path().join("body.txt");
     std::fs::write(&body, "old").unwrap();
     let route = format!("/x=@{}", body.display());
     let mut server = Server::start("epoll", &["--pid-file", pid_path.to_str().unwrap(), "--route", &route]);
@@ -137,14 +136,13 @@ fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
     assert!(server.wait_exit().success());
     assert!(!pid_path.exists(), "the pid file should be removed at exit");
 
-    let bad = dir.join("no-such-dir").join("duet.pid");
+    let bad = dir.path().join("no-such-dir").join("duet.pid");
     let (status, stderr) =
         run_duet(&["serve", "--engine", "epoll", "--port", "0", "--threads", "1", "--pid-file", bad.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
     assert!(lines[0].contains("cannot write --pid-file"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The log counts in English: `1 thread`, `1 route`, `1 connection`.

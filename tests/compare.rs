@@ -147,14 +147,15 @@ fn check_run(run: &Value, out: &std::path::Path) {
 #[test]
 fn quick_compare_with_duet_load() {
     let engines = engines();
-    let dir = std::env::temp_dir().join(format!("duet-compare-test-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let v = compare_json(&engines, &["--out", dir.to_str().unwrap()]);
     check(&v, &engines, "duet");
     let saved = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     assert_eq!(serde_json::from_str::<Value>(&saved).unwrap(), v);
     let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
     assert!(md.contains("| epoll |") && md.contains("syscalls/req"), "{md}");
-    check_run(&v["run"], &dir);
+    check_run(&v["run"], dir);
     let run = &v["run"];
     let header = format!(
         "duet {} ({}), {}",
@@ -168,7 +169,6 @@ fn quick_compare_with_duet_load() {
         let svg = std::fs::read_to_string(dir.join(chart)).expect(chart);
         assert!(svg.starts_with("<svg") && svg.contains("epoll"), "{chart}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -239,7 +239,8 @@ fn positive(cell: &Value, name: &str) -> f64 {
 
 #[test]
 fn quick_ladder_has_every_engine_with_figures_or_the_reason_it_cannot_run() {
-    let dir = std::env::temp_dir().join(format!("duet-ladder-test-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let v = run_compare(&["--ladder", "--quick", "--out", dir.to_str().unwrap()]);
     assert_eq!(v["active_share"], 0.1, "{v}");
     assert!(v["rate"].as_f64().unwrap_or(0.0) > 0.0, "--ladder is open loop: {v}");
@@ -282,7 +283,6 @@ fn quick_ladder_has_every_engine_with_figures_or_the_reason_it_cannot_run() {
     }
     let svg = std::fs::read_to_string(dir.join("cpu_by_connections.svg")).expect("the O(n) chart");
     assert!(svg.contains("server CPU µs per request"), "{svg}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

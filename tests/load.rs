@@ -235,7 +235,8 @@ fn progress_goes_to_stderr_on_a_terminal_with_the_warm_up_labelled() {
     let Some(server) = serve("epoll") else { return };
     // script(1) gives the command a terminal; stdout goes to a file, so what script
     // prints is stderr alone.
-    let stdout_file = temp_path("progress-stdout.txt");
+    let tmp = tempfile::tempdir().unwrap();
+    let stdout_file = tmp.path().join("progress-stdout.txt");
     let command = format!("{DUET} load -c1 -t1 -d600ms --warmup 600ms {} > {}", url(&server), stdout_file.display());
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
@@ -248,14 +249,8 @@ fn progress_goes_to_stderr_on_a_terminal_with_the_warm_up_labelled() {
     assert!(terminal.contains("load ["), "then the measured window: {terminal:?}");
     assert!(terminal.contains(" / 0.6s"), "elapsed of total: {terminal:?}");
     let stdout = std::fs::read_to_string(&stdout_file).expect("stdout file");
-    let _ = std::fs::remove_file(&stdout_file);
     assert!(stdout.starts_with("Running ") && stdout.contains("Requests/sec:"), "{stdout}");
     assert!(!stdout.contains('\r') && !stdout.contains('\x1b') && !stdout.contains("warm-up"), "{stdout:?}");
-}
-
-/// A path in the temporary directory unique to this test process.
-fn temp_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("duet-load-test-{}-{name}", std::process::id()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -361,7 +356,8 @@ fn status_codes_are_broken_down_by_class_and_code() {
 #[test]
 fn merged_runs_add_up_exactly_in_json_and_text() {
     let Some(server) = serve("epoll") else { return };
-    let (a, b) = (temp_path("merge-a.json"), temp_path("merge-b.json"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("merge-a.json"), tmp.path().join("merge-b.json"));
     let run = |n: &str, path: &std::path::Path| {
         let out = load(&["--json", "-c", "2", "-t", "1", "-n", n, &url(&server)]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -391,7 +387,7 @@ fn merged_runs_add_up_exactly_in_json_and_text() {
     assert!(text.contains("\n  800 requests in ") && text.contains("Detailed Percentile spectrum"), "{text}");
 
     // Runs that measured different things are refused; so is a file that is no report.
-    let open = temp_path("merge-open.json");
+    let open = tmp.path().join("merge-open.json");
     let out = load(&["--json", "-c", "1", "-t", "1", "-n", "20", "--rate", "1000", &url(&server)]);
     std::fs::write(&open, &out.stdout).expect("write");
     let err = load_error(&["--merge", pa, open.to_str().unwrap()]);
@@ -399,9 +395,6 @@ fn merged_runs_add_up_exactly_in_json_and_text() {
     std::fs::write(&open, "Requests/sec: 12\n").expect("write");
     let err = load_error(&["--merge", pa, open.to_str().unwrap()]);
     assert!(err.contains("not the JSON of duet load --json"), "{err}");
-    for p in [&a, &b, &open] {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -103,29 +103,27 @@ const SUB_A: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
 
 /// A directory tree under the system temp dir, removed on drop.
 struct TempTree {
-    root: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TempTree {
     fn new(tag: &str) -> TempTree {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!("duet-static-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        TempTree { root }
+        TempTree { dir: tempfile::Builder::new().prefix(&format!("duet-static-{tag}-")).tempdir().unwrap() }
+    }
+
+    fn root(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     fn write(&self, rel: &str, data: &[u8]) -> std::path::PathBuf {
-        let p = self.root.join(rel);
+        let p = self.root().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, data).unwrap();
         p
     }
 
     fn path(&self, rel: &str) -> String {
-        self.root.join(rel).to_str().unwrap().to_string()
+        self.root().join(rel).to_str().unwrap().to_string()
     }
 
     /// The standard site: `site/` is served; `secret.txt` lies outside it.
@@ -143,17 +141,11 @@ impl TempTree {
         t.write("site/noindex/b.txt", b"b");
         t.write("site/.hidden.txt", b"hidden");
         t.write("site/.git/config", b"[core]");
-        std::os::unix::fs::symlink("../secret.txt", t.root.join("site/escape.txt")).unwrap();
-        std::os::unix::fs::symlink(t.root.join("secret.txt"), t.root.join("site/escape-abs.txt")).unwrap();
-        std::os::unix::fs::symlink("..", t.root.join("site/up")).unwrap();
-        std::os::unix::fs::symlink("sub/a.txt", t.root.join("site/inside.txt")).unwrap();
+        std::os::unix::fs::symlink("../secret.txt", t.root().join("site/escape.txt")).unwrap();
+        std::os::unix::fs::symlink(t.root().join("secret.txt"), t.root().join("site/escape-abs.txt")).unwrap();
+        std::os::unix::fs::symlink("..", t.root().join("site/up")).unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", t.root().join("site/inside.txt")).unwrap();
         t
-    }
-}
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -245,7 +245,7 @@ fn list_dirs_lists_what_is_served(engine: &str) {
     t.write("site/noindex/we<ird> & \"name\".txt", b"weird");
     t.write("site/noindex/deeper/x.txt", b"x");
     t.write("site/noindex/.secret", b"dot");
-    std::os::unix::fs::symlink(t.path("secret.txt"), t.root.join("site/noindex/out.txt")).unwrap();
+    std::os::unix::fs::symlink(t.path("secret.txt"), t.root().join("site/noindex/out.txt")).unwrap();
     let server = Server::start(engine, &["--dir", &t.path("site"), "--list-dirs"]);
     let mut c = server.connect();
     let r = fetch(&mut c, "/noindex/", "");

@@ -250,7 +250,7 @@ fn streaming_validators_and_reload(engine: &str) {
     // Replace the file (a new inode) and reload: the new content is streamed.
     let new = pattern(150_000).split_off(7);
     let tmp = t.write("big.tmp", &new);
-    std::fs::rename(&tmp, t.root.join("site/big.bin")).unwrap();
+    std::fs::rename(&tmp, t.root().join("site/big.bin")).unwrap();
     server.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + common::READ_TIMEOUT;
     loop {

@@ -4,6 +4,7 @@
 //! request against the number of connections.
 
 use super::{Figures, Getter, Results};
+use indicatif::HumanCount;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
@@ -386,7 +387,7 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
     let (header, body) = root.split_vertically(HEADER);
     let (plot_area, legend) = body.split_horizontally(LINE_CHART.0 - LEGEND_WIDTH);
     let load = c.rate.map_or(String::from("closed loop"), |r| {
-        format!("open loop at {} requests/s in total", super::output::thousands(r.round() as usize))
+        format!("open loop at {} requests/s in total", HumanCount(r.round() as u64))
     });
     let cpus = match c.server_cpus.len() {
         1 => "1 CPU".to_string(),
@@ -417,7 +418,7 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
         .label_style(("sans-serif", 13))
         .x_labels(8)
         .y_labels(8)
-        .x_label_formatter(&|x| super::output::thousands(x.round().max(0.0) as usize))
+        .x_label_formatter(&|x| HumanCount(x.round().max(0.0) as u64).to_string())
         .y_label_formatter(&|y| format!("{y:.decimals$}"))
         .light_line_style(RGBColor(240, 240, 240))
         .draw()?;
@@ -480,7 +481,7 @@ fn legend_failure(r: &Results, name: &str) -> Option<String> {
     if r.scenarios.iter().all(|s| s.figures(name).is_none()) {
         Some(format!("FAILED: {}", failure.reason))
     } else {
-        Some(format!("FAILED from {}: {}", super::output::thousands(first.scenario.total()), failure.reason))
+        Some(format!("FAILED from {}: {}", HumanCount(first.scenario.total() as u64), failure.reason))
     }
 }
 
@@ -492,16 +493,14 @@ mod tests {
     fn the_connections_chart_names_every_engine_its_axes_and_its_failures() {
         let r = crate::compare::fixture::ladder();
         assert!(by_connections_applies(&r));
-        let dir = std::env::temp_dir().join(format!("duet-chart-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let written = write(&r, &dir).unwrap();
-        let path = dir.join("cpu_by_connections.svg");
+        let dir = tempfile::tempdir().unwrap();
+        let written = write(&r, dir.path()).unwrap();
+        let path = dir.path().join("cpu_by_connections.svg");
         assert!(written.contains(&path), "{written:?}");
         let svg = std::fs::read_to_string(&path).unwrap();
         if let Ok(keep) = std::env::var("DUET_KEEP_CHART") {
             let _ = std::fs::copy(&path, keep);
         }
-        let _ = std::fs::remove_dir_all(&dir);
         // plotters writes each text on a line of its own.
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
         for text in [
@@ -523,15 +522,13 @@ mod tests {
 
     /// The texts of `file` drawn from `r` (plotters writes each text on a line of its own).
     fn chart_texts(r: &Results, file: &str) -> Vec<String> {
-        let dir = std::env::temp_dir().join(format!("duet-chart-texts-{}-{file}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        write(r, &dir).unwrap();
-        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write(r, dir.path()).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join(file)).unwrap();
         // To look at them: DUET_KEEP_CHARTS=DIR keeps a copy of each.
         if let Ok(keep) = std::env::var("DUET_KEEP_CHARTS") {
-            let _ = std::fs::copy(dir.join(file), std::path::Path::new(&keep).join(file));
+            let _ = std::fs::copy(dir.path().join(file), std::path::Path::new(&keep).join(file));
         }
-        let _ = std::fs::remove_dir_all(&dir);
         svg.lines().map(|l| l.trim().to_string()).collect()
     }
 

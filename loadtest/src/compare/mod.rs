@@ -20,7 +20,7 @@ mod server;
 pub mod wrk;
 
 pub use run_info::RunInfo;
-pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening, split_command};
+pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ impl Peer {
         }
         let (cmd, port) = rest.rsplit_once('@').ok_or_else(|| bad("no '@PORT'"))?;
         let port: u16 = port.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"))?;
-        let argv = split_command(cmd).map_err(|e| bad(&e))?;
+        let argv = shell_words::split(cmd).map_err(|e| bad(&format!("{e} in '{cmd}'")))?;
         if argv.is_empty() {
             return Err(bad("no command"));
         }
@@ -147,6 +147,16 @@ pub struct Scenario {
     pub body_size: u64,
     /// Idle connections, each opened and answered once before the load starts.
     pub idle: usize,
+}
+
+/// `share` if it is an active share: above 0 and at most 1 (100 %). The one check of it,
+/// for the command line's parser and for [`run`].
+pub fn active_share(share: f64) -> Result<f64, String> {
+    if share > 0.0 && share <= 1.0 {
+        Ok(share)
+    } else {
+        Err(format!("{}% is not a share above 0 and at most 100%", share * 100.0))
+    }
 }
 
 /// The active connections among `total` for an active `share`: rounded, at least one.
@@ -346,15 +356,6 @@ impl Results {
     }
 }
 
-/// Temporary payload files and wrk scripts, removed at the end.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs the comparison. Errors are one line for the user; an engine that fails (does
 /// not start, exits, or cannot hold the connections) is a result, not an error.
 pub fn run(config: CompareConfig) -> Result<Results, String> {
@@ -387,9 +388,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         return Err("--duration must be more than 0".into());
     }
     if let Some(share) = config.active {
-        if !(share > 0.0 && share <= 1.0) {
-            return Err("--active must be a share above 0 and at most 100%".into());
-        }
+        active_share(share).map_err(|e| format!("--active: {e}"))?;
         if config.idle.iter().any(|&i| i > 0) {
             return Err("--active makes --connections the total (the rest is idle): drop --idle".into());
         }
@@ -436,8 +435,11 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         check_client_limits(most, config.load_cpus.len())?;
     }
 
-    let tmp = TempDir(std::env::temp_dir().join(format!("duet-compare-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).map_err(|e| format!("cannot create {}: {e}", tmp.0.display()))?;
+    // Payload files and wrk scripts, removed at the end.
+    let tmp = tempfile::Builder::new()
+        .prefix("duet-compare-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory in {}: {e}", std::env::temp_dir().display()))?;
     let mut routes = Vec::new();
     let mut sizes: Vec<u64> = config.body_sizes.iter().copied().filter(|&s| s != DEFAULT_BODY).collect();
     sizes.sort_unstable();
@@ -447,7 +449,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         routes.push("/=Hello, World!".to_string());
     }
     for size in sizes {
-        let path = tmp.0.join(format!("payload-{size}.bin"));
+        let path = tmp.path().join(format!("payload-{size}.bin"));
         std::fs::write(&path, vec![b'x'; size as usize])
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         routes.push(format!("/payload-{size}=@{}", path.display()));
@@ -455,7 +457,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     let mut scripts = Vec::new();
     if config.load_with == LoadWith::Wrk {
         for &d in &config.depths {
-            scripts.push((d, wrk::write_script(&tmp.0, d)?));
+            scripts.push((d, wrk::write_script(tmp.path(), d)?));
         }
     }
 
@@ -937,6 +939,11 @@ mod tests {
         assert!(!p.fixed_body);
         // The last '@' separates the port, so the command may contain one.
         assert_eq!(Peer::parse("x=srv --at a@b@80").unwrap().argv, ["srv", "--at", "a@b"]);
+        // The command splits as a POSIX shell would, without expansions.
+        let argv = |cmd: &str| Peer::parse(&format!("x={cmd}@80")).unwrap().argv;
+        assert_eq!(argv("  nginx   -g 'master_process off;' "), ["nginx", "-g", "master_process off;"]);
+        assert_eq!(argv(r#"a "b \"c\" \d" e\ f ''"#), ["a", r#"b "c" \d"#, "e f", ""]);
+        assert!(Peer::parse("n=srv \"x@80").unwrap_err().contains("missing closing quote"));
         for bad in ["nginx", "nginx=nginx", "=nginx@80", "n=nginx@0", "n=nginx@http", "n=@80", "n='x@80"] {
             assert!(Peer::parse(bad).is_err(), "{bad}");
         }

@@ -1,6 +1,7 @@
 //! The results as a markdown table and as JSON.
 
 use super::{Figures, Results, ScenarioResult, FIGURES};
+use indicatif::HumanCount;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
@@ -171,22 +172,6 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
-/// `12,345`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    // The leading group has one to three digits; the rest have three each.
-    let lead = match digits.len() % 3 {
-        0 => 3.min(digits.len()),
-        r => r,
-    };
-    let mut out = digits[..lead].to_string();
-    for group in digits.as_bytes()[lead..].chunks(3) {
-        out.push(',');
-        out.push_str(std::str::from_utf8(group).unwrap_or_default());
-    }
-    out
-}
-
 fn failed_cell(reason: &str) -> String {
     format!("FAILED ({reason})")
 }
@@ -194,7 +179,11 @@ fn failed_cell(reason: &str) -> String {
 /// The column heading of a scenario in the ladder tables; depth and body size only when
 /// they vary between scenarios.
 fn ladder_heading(r: &Results, s: &ScenarioResult) -> String {
-    let mut h = format!("{} conns ({} active)", thousands(s.scenario.total()), thousands(s.scenario.connections));
+    let mut h = format!(
+        "{} conns ({} active)",
+        HumanCount(s.scenario.total() as u64),
+        HumanCount(s.scenario.connections as u64)
+    );
     if r.config.depths.len() > 1 {
         h.push_str(&format!(", depth {}", s.scenario.depth));
     }
@@ -209,7 +198,7 @@ fn ladder_heading(r: &Results, s: &ScenarioResult) -> String {
 fn ladder_tables(r: &Results, share: f64, out: &mut String) {
     let c = &r.config;
     let load = match c.rate {
-        Some(rate) => format!("open loop at {} requests/s in total", thousands(rate.round() as usize)),
+        Some(rate) => format!("open loop at {} requests/s in total", HumanCount(rate.round() as u64)),
         None => "closed loop".to_string(),
     };
     let headings: Vec<String> = r.scenarios.iter().map(|s| ladder_heading(r, s)).collect();
@@ -379,21 +368,6 @@ pub fn markdown(r: &Results) -> String {
 mod tests {
     use super::*;
     use crate::compare::fixture::ladder;
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        let cases = [
-            (0, "0"),
-            (999, "999"),
-            (1000, "1,000"),
-            (19_000, "19,000"),
-            (100_000, "100,000"),
-            (1_234_567, "1,234,567"),
-        ];
-        for (n, want) in cases {
-            assert_eq!(thousands(n), want);
-        }
-    }
 
     #[test]
     fn the_ladder_prints_the_classic_table_with_failures_in_place() {

@@ -39,7 +39,7 @@ impl RunInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             commit: env!("DUET_COMMIT").to_string(),
             date: iso8601_utc(seconds),
-            command: shell_join(&args),
+            command: shell_words::join(&args),
         }
     }
 }
@@ -76,16 +76,6 @@ pub fn iso8601_utc(seconds: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
-/// The arguments as one line a POSIX shell splits back into the same words: plain words
-/// as they are, anything else in single quotes (a quote inside as `'\''`).
-pub fn shell_join(args: &[String]) -> String {
-    let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-    args.iter()
-        .map(|a| if plain(a) { a.clone() } else { format!("'{}'", a.replace('\'', r"'\''")) })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,16 +86,6 @@ mod tests {
         assert_eq!(iso8601_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso8601_utc(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(iso8601_utc(1_798_761_600), "2027-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn commands_are_quoted_for_a_shell() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(shell_join(&args(&["duet", "compare", "--out", "/tmp/x/"])), "duet compare --out /tmp/x/");
-        assert_eq!(
-            shell_join(&args(&["duet", "--peer", "n=nginx -g 'daemon off;'@80", ""])),
-            r"duet --peer 'n=nginx -g '\''daemon off;'\''@80' ''"
-        );
     }
 
     #[test]
@@ -124,5 +104,7 @@ mod tests {
         assert!(!run.kernel.is_empty() && run.cpus >= 1, "{run:?}");
         assert!(!run.commit.is_empty() && run.date.ends_with('Z'), "{run:?}");
         assert_eq!(run.version, env!("CARGO_PKG_VERSION"));
+        // The command line, quoted: a shell splits it back into the same words.
+        assert_eq!(shell_words::split(&run.command).unwrap(), std::env::args().collect::<Vec<_>>());
     }
 }

@@ -322,66 +322,6 @@ fn fetch(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     }
 }
 
-/// Splits a command line like a shell would, without expansions: whitespace separates
-/// words; '...' keeps everything literally; "..." keeps everything but `\"` and `\\`;
-/// a backslash outside quotes escapes the next character.
-pub fn split_command(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => return Err(format!("unterminated ' in '{line}'")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => return Err(format!("unterminated \" in '{line}'")),
-                        },
-                        Some(c) => word.push(c),
-                        None => return Err(format!("unterminated \" in '{line}'")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.push(chars.next().ok_or_else(|| format!("trailing \\ in '{line}'"))?);
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
-}
-
 /// The address in `... listening on http://127.0.0.1:PORT (engine epoll, 1 threads)`, the
 /// line `duet serve` logs once it listens. The one parser of that line in the repository:
 /// the integration tests' harness uses it too.
@@ -467,16 +407,5 @@ mod tests {
         let l = "2026-01-01T00:00:00Z  INFO listening on http://127.0.0.1:4321 (engine epoll, 1 threads)";
         assert_eq!(parse_listening(l), Some("127.0.0.1:4321".parse().unwrap()));
         assert_eq!(parse_listening("nothing"), None);
-    }
-
-    #[test]
-    fn commands_split_like_a_shell() {
-        let w = |s: &str| split_command(s).unwrap();
-        assert_eq!(w("nginx -c /a/b.conf"), ["nginx", "-c", "/a/b.conf"]);
-        assert_eq!(w("  nginx   -g 'master_process off;' "), ["nginx", "-g", "master_process off;"]);
-        assert_eq!(w(r#"a "b \"c\" \d" e\ f ''"#), ["a", r#"b "c" \d"#, "e f", ""]);
-        assert!(split_command("a 'b").is_err());
-        assert!(split_command("a \"b").is_err());
-        assert!(w("").is_empty());
     }
 }

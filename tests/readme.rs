@@ -1,0 +1,279 @@
+//! Every shell example in README.md runs as written.
+//!
+//! Each ```sh block is run by `bash -e -o pipefail` in an empty temporary directory, with
+//! the `duet` under test first on `PATH`, so a command that fails fails the block. A block
+//! that cannot run here (a release build, minutes of benchmarks, a server in the
+//! foreground until Ctrl-C) says so in the README source with an HTML comment on the line
+//! before its fence, `<!-- not run: REASON -->`, which readers do not see. Every other block
+//! runs, so a new example that cannot run fails this test instead of escaping it.
+//!
+//! The one change made to a block: its port 8080 becomes a free port picked for that block
+//! (every block its own), so the test does not depend on 8080 being free on the machine and
+//! no block waits for the previous block's server to let go of its port. Each block runs in
+//! a process group of its own, killed when the block ends, fails or times out, so servers an
+//! example starts never outlive it.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long one block may run. The runnable examples take a few seconds (the longest has a
+/// 5 s load run); this only turns a hang into a failure on a busy machine.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What the runnable examples call besides duet and coreutils; checked up front so a
+/// missing one is one clear line rather than a failed block.
+const TOOLS: &[&str] = &["bash", "curl", "jq", "gzip", "cmp"];
+
+const MARKER_START: &str = "<!-- not run:";
+const MARKER_END: &str = "-->";
+
+/// One fenced shell block of the README.
+#[derive(Debug)]
+struct Block {
+    /// The line of its opening fence (1-based).
+    line: usize,
+    text: String,
+    /// The reason given by a `<!-- not run: ... -->` marker, if it has one.
+    not_run: Option<String>,
+}
+
+/// The shell blocks of `readme`, with their markers. A marker that is not on the line just
+/// before a shell block's fence, or that gives no reason, is an error: it would otherwise
+/// exempt nothing, or exempt a block without saying why.
+fn shell_blocks(readme: &str) -> Result<Vec<Block>, String> {
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines().enumerate().peekable();
+    let mut pending: Option<(usize, String)> = None;
+    while let Some((i, line)) = lines.next() {
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed.strip_prefix(MARKER_START) {
+            if let Some((at, _)) = pending.take() {
+                return Err(format!("README.md:{}: a not-run marker with no shell block after it", at + 1));
+            }
+            let reason = rest.strip_suffix(MARKER_END).map(str::trim).unwrap_or_default();
+            if reason.is_empty() {
+                return Err(format!(
+                    "README.md:{}: `{trimmed}` needs a reason and a closing `-->` on the same line",
+                    i + 1
+                ));
+            }
+            pending = Some((i, reason.to_string()));
+            continue;
+        }
+        let Some(info) = trimmed.strip_prefix("```") else {
+            if let Some((at, _)) = pending.take() {
+                return Err(format!(
+                    "README.md:{}: a not-run marker must be the line just before a ```sh fence",
+                    at + 1
+                ));
+            }
+            continue;
+        };
+        let marker = pending.take();
+        let is_shell = matches!(info.trim(), "sh" | "bash" | "shell" | "console");
+        if marker.is_some() && !is_shell {
+            return Err(format!("README.md:{}: a not-run marker before a ```{info} block, which is never run", i + 1));
+        }
+        let mut text = String::new();
+        let mut closed = false;
+        for (_, body) in lines.by_ref() {
+            if body.trim_start().starts_with("```") {
+                closed = true;
+                break;
+            }
+            text.push_str(body);
+            text.push('\n');
+        }
+        if !closed {
+            return Err(format!("README.md:{}: a code block that is never closed", i + 1));
+        }
+        if is_shell {
+            blocks.push(Block { line: i + 1, text, not_run: marker.map(|(_, reason)| reason) });
+        }
+    }
+    match pending {
+        Some((at, _)) => Err(format!("README.md:{}: a not-run marker at the end of the file", at + 1)),
+        None => Ok(blocks),
+    }
+}
+
+/// The first command of `script` (continuation lines joined) that starts `duet serve`
+/// without `--port`.
+fn serve_without_port(script: &str) -> Option<String> {
+    let joined = script.replace("\\\n", " ");
+    joined.lines().map(str::trim).find(|l| l.contains("duet serve") && !l.contains("--port")).map(str::to_string)
+}
+
+/// A port nothing listens on now (the kernel's pick for port 0, let go at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// Kills a process group with SIGKILL when dropped: whatever a block left running goes,
+/// also when the block failed or the test panicked.
+struct GroupGuard(libc::pid_t);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a process group id (negated) and a signal; the group is the
+        // one the block's bash leads, created for it. Failure (ESRCH, the group is gone)
+        // is fine.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
+/// What a finished block did.
+struct Outcome {
+    /// `None` when it did not finish within [`BLOCK_TIMEOUT`].
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `script` with `bash -e -o pipefail` in `dir` with `bin_dir` first on `PATH`.
+fn run_block(script: &str, dir: &Path, bin_dir: &Path) -> Outcome {
+    // Output goes to files, not pipes: a server a block leaves behind would hold a pipe
+    // open and keep a reader waiting.
+    let out = dir.join("..").join("stdout.txt");
+    let err = dir.join("..").join("stderr.txt");
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("a PATH");
+    let child = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err).expect("create stderr file"))
+        .process_group(0)
+        .spawn()
+        .expect("spawn bash");
+    let _group = GroupGuard(child.id() as libc::pid_t);
+    let (tx, rx) = mpsc::channel();
+    let mut child = child;
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx.recv_timeout(BLOCK_TIMEOUT).ok().map(|r| r.expect("wait for bash"));
+    drop(_group);
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    Outcome { status, stdout: read(&out), stderr: read(&err) }
+}
+
+/// The last `n` lines of `s`, for a failure message.
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn readme_markers_parse_and_need_a_reason_and_servers_name_their_port() {
+    let ok = "text\n<!-- not run: forever -->\n```sh\nduet serve\n```\n```sh\necho hi\n```\n```text\nnot shell\n```\n";
+    let blocks = shell_blocks(ok).expect("parses");
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0].not_run.as_deref(), Some("forever"));
+    assert_eq!((blocks[0].line, blocks[0].text.as_str()), (3, "duet serve\n"));
+    assert_eq!(blocks[1].not_run, None);
+    assert_eq!(serve_without_port("duet serve \\\n  --port 8080 &\n"), None);
+    assert_eq!(serve_without_port("duet load -c1 x\nduet serve --dir . &\n").as_deref(), Some("duet serve --dir . &"));
+    for bad in [
+        "<!-- not run: -->\n```sh\nx\n```\n",
+        "<!-- not run: why -->\n\n```sh\nx\n```\n",
+        "<!-- not run: why -->\n```text\nx\n```\n",
+        "<!-- not run: why\n```sh\nx\n```\n",
+        "```sh\nx\n",
+        "<!-- not run: why -->\n",
+    ] {
+        assert!(shell_blocks(bad).is_err(), "accepted {bad:?}");
+    }
+}
+
+#[test]
+fn every_readme_example_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("read README.md");
+    let blocks = shell_blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the README examples need {} on PATH (apt-get install {})",
+        missing.join(", "),
+        missing.join(" ")
+    );
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_duet")).parent().expect("the binary's directory");
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for block in &blocks {
+        // Even blocks that are not run must at least be shell a reader can paste.
+        let syntax =
+            Command::new("bash").args(["-n", "-c", &block.text]).stderr(Stdio::piped()).output().expect("bash -n");
+        if !syntax.status.success() {
+            failures.push(format!(
+                "README.md:{}: not valid shell: {}",
+                block.line,
+                String::from_utf8_lossy(&syntax.stderr)
+            ));
+            continue;
+        }
+        if block.not_run.is_some() {
+            continue;
+        }
+        if let Some(line) = serve_without_port(&block.text) {
+            failures.push(format!(
+                "README.md:{}: `{line}` listens on the default port: write `--port 8080` so this test can move it to a free one",
+                block.line
+            ));
+            continue;
+        }
+        if block.text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == "sleep") {
+            failures.push(format!(
+                "README.md:{}: a sleep is a guess at how long the machine takes: wait for the port \
+                 (`curl -s --retry 5 --retry-connrefused ...`)",
+                block.line
+            ));
+            continue;
+        }
+        ran += 1;
+        let script = block.text.replace("8080", &free_port().to_string());
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).expect("create the work directory");
+        let outcome = run_block(&script, &work, bin_dir);
+        let verdict = match outcome.status {
+            Some(status) if status.success() => continue,
+            Some(status) => format!("exited with {status}"),
+            None => format!(
+                "did not finish within {BLOCK_TIMEOUT:?}: a block that runs long or until stopped needs \
+                 `<!-- not run: REASON -->` on the line before its fence"
+            ),
+        };
+        failures.push(format!(
+            "README.md:{}: the example {verdict}\n--- script ---\n{script}--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
+            block.line,
+            tail(&outcome.stdout, 20),
+            tail(&outcome.stderr, 20)
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // A parser that lost the blocks would pass vacuously.
+    assert!(ran >= 4, "only {ran} README blocks ran; expected the serving, headers, echo and merge examples");
+}
