@@ -29,6 +29,7 @@ mod token;
 
 use crate::sys::{BufGroup, Completion, Ring, SendHeader};
 use crate::UringOptions;
+use duet_engine::AccessLogWriter;
 use duet_engine::{
     socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
     TurnBudget, Waker, WorkerSetup, WriteLimits, TICK,
@@ -155,7 +156,7 @@ fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot
 
 /// Runs one worker until shutdown; returns its counters.
 pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
-    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher } = setup;
+    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher, access_log } = setup;
     let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create the io_uring of worker {index}: {e}")))?;
     let buf_group = ring
@@ -194,6 +195,7 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
         ctx,
         stats: Stats::default(),
         publisher,
+        access_log,
         slots: Slab::new(),
         dirty: Vec::new(),
         starved: std::collections::VecDeque::new(),
@@ -224,6 +226,8 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions) -> io::Result<Stats> {
     };
     let result = worker.serve();
     let clean = worker.teardown();
+    // Every line of an answered request, however the loop ended.
+    worker.access_log.finish(&mut worker.ctx);
     let mut stats = worker.stats.clone();
     stats.set_http(&worker.ctx.stats);
     if !clean {
@@ -241,6 +245,7 @@ struct Worker {
     ctx: Context,
     stats: Stats,
     publisher: Publisher,
+    access_log: AccessLogWriter,
     /// Every connection, closing ones included (until their last completion).
     slots: Slab<Slot>,
     /// Connections to drive at the end of the turn.
@@ -307,6 +312,7 @@ impl Worker {
             }
             self.arm_loop_ops()?;
             self.publisher.publish(&self.stats, &self.ctx.stats);
+            self.access_log.turn_end(&mut self.ctx);
             if self.waiting.is_empty() {
                 self.ring.submit_and_wait(1)?;
             } else {

@@ -122,6 +122,7 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+mod access_log;
 mod budget;
 mod deadline;
 mod shutdown;
@@ -134,6 +135,7 @@ mod wheel;
 mod workers;
 
 pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use access_log::{AccessLog, AccessLogWriter};
 pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
 pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};
 pub use shutdown::{Drain, Shutdown, ShutdownState};

@@ -127,6 +127,10 @@ impl Worker {
         self.accept.on_accepted();
         let _ = socket::set_nodelay(fd.as_fd());
         let mut conn = Connection::new(&self.ctx);
+        if self.ctx.access_log_enabled() {
+            self.stats.syscalls += 1; // getpeername
+            conn.set_peer(socket::peer_addr(fd.as_fd()));
+        }
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }
