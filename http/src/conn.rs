@@ -148,8 +148,10 @@ pub struct Connection {
     /// Unconsumed input: an incomplete head, or requests held back by backpressure.
     /// Empty (and unallocated) the rest of the time.
     carry: Vec<u8>,
-    /// Where the search for the end of the head in `carry` resumes.
-    scan_from: usize,
+    /// Where the search for the end of the head in `carry` resumes. A `u32` (it packs
+    /// with the small fields above, keeping an idle connection small); a head longer
+    /// than 4 GiB would only resume its search earlier.
+    scan_from: u32,
     /// Responses queued since the last `poll_output`.
     pending: Option<Box<OutBuf>>,
     /// Responses handed to the engine and not yet fully sent.
@@ -372,10 +374,10 @@ impl Connection {
                         // new line end has arrived. So a bad field is answered when its
                         // line is complete, however the input was cut, and a head
                         // trickled byte by byte costs linear time, not quadratic.
-                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from..]) {
+                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from as usize..]) {
                             None => None,
                             Some(i) => {
-                                let lines = &window[..self.scan_from + i + 1];
+                                let lines = &window[..self.scan_from as usize + i + 1];
                                 let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
                                 request::decide(site, limits, lines, metrics).transpose()
                             }
@@ -393,7 +395,7 @@ impl Connection {
                             return buf.len();
                         }
                         None => {
-                            self.scan_from = window.len();
+                            self.scan_from = u32::try_from(window.len()).unwrap_or(u32::MAX);
                             return pos;
                         }
                     };
