@@ -16,6 +16,7 @@ per_engine!(
     access_log_escapes_hostile_input_so_no_line_can_be_forged,
     access_log_logs_refused_requests_with_what_is_known_and_silent_connections_not,
     access_log_lines_are_all_written_by_a_graceful_shutdown,
+    access_log_lines_of_the_last_loop_turn_are_written_at_exit,
     access_log_dash_writes_to_standard_output,
     access_log_is_reopened_on_sighup,
 );
@@ -31,6 +32,12 @@ fn start(engine: &str, tree: &TempTree, extra: &[&str]) -> (Server, String) {
 /// Stops the server gracefully and returns the lines of the log at `path`.
 fn stop_and_read(server: &mut Server, path: &str) -> Vec<String> {
     server.sigterm();
+    read_after_exit(server, path)
+}
+
+/// Waits for the server (already asked to stop) to exit cleanly, and returns the lines
+/// of the log at `path`.
+fn read_after_exit(server: &mut Server, path: &str) -> Vec<String> {
     let status = server.wait_exit();
     assert!(status.success(), "graceful shutdown should exit 0, got {status}");
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -194,6 +201,33 @@ fn access_log_lines_are_all_written_by_a_graceful_shutdown(engine: &str) {
     assert_eq!(lines.len(), CLIENTS * EACH);
     assert!(lines.iter().all(|l| parse(l).1 == "GET / HTTP/1.1"));
     drop(clients);
+}
+
+/// A request completed during the shutdown, in the loop turn after which the server
+/// stops (its client half-closes with the last body bytes, so the connection closes in
+/// that turn too): its line is written on the way out.
+fn access_log_lines_of_the_last_loop_turn_are_written_at_exit(engine: &str) {
+    let tree = TempTree::new("access-last-turn");
+    let (mut server, path) = start(engine, &tree, &[]);
+    let mut c = server.connect();
+    c.send(b"POST /last HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345");
+    server.sigterm();
+    // The drain has begun once the listener is closed: new connections are refused.
+    let deadline = std::time::Instant::now() + crate::common::READ_TIMEOUT;
+    while std::net::TcpStream::connect(server.addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start draining");
+    }
+    // The rest of the body and the FIN reach the server together.
+    server.pause();
+    c.send(b"67890");
+    c.shutdown_write();
+    server.resume();
+    let r = c.read_response();
+    assert_eq!(r.status, 404, "{}", r.raw_head);
+    c.expect_closed();
+    let lines = read_after_exit(&mut server, &path);
+    let requests: Vec<String> = lines.iter().map(|l| parse(l).1).collect();
+    assert_eq!(requests, ["POST /last HTTP/1.1"]);
 }
 
 /// `--access-log -` writes the lines to standard output.
