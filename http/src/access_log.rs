@@ -107,13 +107,28 @@ impl ConnLog {
     /// The head of the current request, complete and valid: its request line, Referer
     /// and User-Agent (the first of each).
     pub(crate) fn capture_head(&mut self, head: &[u8]) {
-        let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let mut rest = head;
+        let mut lines = std::iter::from_fn(|| {
+            let end = memchr::memchr(b'\n', rest)?;
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            Some(line.strip_suffix(b"\r").unwrap_or(line))
+        });
         self.request.clear();
         escape_into(&mut self.request, lines.next().unwrap_or_default());
         self.referer.clear();
         self.user_agent.clear();
         let (mut referer, mut user_agent) = (false, false);
         for line in lines.take_while(|l| !l.is_empty()) {
+            // Only the names of the two fields wanted are looked at further.
+            let wanted = match line[0] | 0x20 {
+                b'r' => !referer,
+                b'u' => !user_agent,
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
             let Some(colon) = memchr::memchr(b':', line) else { continue };
             let (name, value) = (&line[..colon], crate::request::trim(&line[colon + 1..]));
             if !referer && name.eq_ignore_ascii_case(b"referer") {
@@ -145,6 +160,8 @@ impl ConnLog {
     /// Appends the line of the response just queued to `log`.
     pub(crate) fn write(&mut self, log: &mut AccessLog, status: u16, body_bytes: u64) {
         let out = &mut log.lines;
+        // The fixed parts and the numbers take well under 100 bytes.
+        out.reserve(self.peer.len() + self.request.len() + self.referer.len() + self.user_agent.len() + 100);
         out.extend_from_slice(&self.peer);
         out.extend_from_slice(b" - - [");
         out.extend_from_slice(&log.time);
@@ -155,7 +172,15 @@ impl ConnLog {
         };
         field(out, &self.request);
         out.extend_from_slice(b"\" ");
-        push_decimal(out, u64::from(status));
+        if (100..1000).contains(&status) {
+            out.extend_from_slice(&[
+                b'0' + (status / 100) as u8,
+                b'0' + (status / 10 % 10) as u8,
+                b'0' + (status % 10) as u8,
+            ]);
+        } else {
+            push_decimal(out, u64::from(status));
+        }
         out.push(b' ');
         push_decimal(out, body_bytes);
         out.extend_from_slice(b" \"");
@@ -164,17 +189,21 @@ impl ConnLog {
         field(out, &self.user_agent);
         out.extend_from_slice(b"\" ");
         let elapsed = log.now.saturating_duration_since(self.start);
-        push_decimal(out, elapsed.as_secs());
-        out.push(b'.');
-        let micros = elapsed.subsec_micros();
-        let mut digits = [b'0'; 6];
-        let mut m = micros;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (m % 10) as u8;
-            m /= 10;
+        if elapsed.is_zero() {
+            // Read and answered in one loop turn: the common case.
+            out.extend_from_slice(b"0.000000\n");
+        } else {
+            push_decimal(out, elapsed.as_secs());
+            out.push(b'.');
+            let mut digits = [b'0'; 6];
+            let mut m = elapsed.subsec_micros();
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (m % 10) as u8;
+                m /= 10;
+            }
+            out.extend_from_slice(&digits);
+            out.push(b'\n');
         }
-        out.extend_from_slice(&digits);
-        out.push(b'\n');
         self.captured = false;
     }
 }
@@ -183,16 +212,33 @@ impl ConnLog {
 /// `"` and `\`; everything else (controls, DEL, non-ASCII) as `\xHH`.
 pub(crate) fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        }
+    let mut rest = bytes;
+    // Runs of plain bytes (nearly all of them) are copied at once.
+    while let Some(i) = rest.iter().position(|&b| !PLAIN[b as usize]) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
+        out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
+/// The bytes written as they are: printable ASCII but `"` and `\`.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
