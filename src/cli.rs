@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// io_uring: let a kernel thread poll the submission queue, idling after MS milliseconds.
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "1000", help_heading = "io_uring")]
     pub sqpoll: Option<u32>,
+    /// Append a line per response to PATH (`-`: standard output) in nginx's combined format
+    /// plus the request time; off by default. Reopened on SIGHUP (log rotation).
+    #[arg(long, value_name = "PATH|-", help_heading = "Logging and metrics")]
+    pub access_log: Option<PathBuf>,
     /// Serve the engine counters in Prometheus text format at PATH (e.g. /metrics); off by
     /// default. A --route or file at the same path wins.
     #[arg(long, value_name = "PATH", help_heading = "Logging and metrics")]

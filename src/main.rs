@@ -8,7 +8,7 @@ mod load_cli;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
-use duet_engine::{Metrics, ServeConfig, Shutdown};
+use duet_engine::{AccessLog, Metrics, ServeConfig, Shutdown};
 use duet_http::Site;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -90,24 +90,37 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
     let mut uring = args.uring_options();
     if engine == EngineChoice::Uring {
-        let resolved = duet_engine_uring::features(&uring);
+        let mut resolved = duet_engine_uring::features(&uring);
+        if args.access_log.is_some() {
+            resolved.exclude(
+                duet_engine_uring::Feature::Direct,
+                "--access-log: a direct descriptor has no fd to read the peer address from",
+            );
+        }
         info!("{}", resolved.summary());
         uring.features = resolved.on;
     }
 
     let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let access_log = match args.access_log.as_deref() {
+        Some(path) => {
+            Some(AccessLog::open(path).map_err(|e| format!("cannot open --access-log {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
-    spawn_signal_thread(shutdown.clone(), Arc::clone(&site), content)?;
+    spawn_signal_thread(shutdown.clone(), Arc::clone(&site), content, access_log.clone())?;
     let config = ServeConfig {
         listeners,
         pin: args.pin,
         limits,
         drain_timeout: args.drain_timeout.0,
         metrics: args.metrics.as_deref().map(|path| Metrics::new(path, engine.name(), threads)),
+        access_log,
     };
     if let Some(path) = args.metrics.as_deref() {
         info!("metrics at http://{addr}{path}");
@@ -180,6 +193,13 @@ fn reload(site: &Site, content: &content::ContentConfig) {
     }
 }
 
+fn reopen(log: &AccessLog) {
+    match log.reopen() {
+        Ok(()) => info!("SIGHUP: reopened the access log {}", log.target()),
+        Err(e) => warn!("SIGHUP: cannot reopen the access log {}: {e}; still writing to the old file", log.target()),
+    }
+}
+
 fn raise_nofile_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => info!("open file limit: {n}"),
@@ -188,9 +208,15 @@ fn raise_nofile_limit() {
 }
 
 /// SIGINT/SIGTERM: the first asks for a graceful shutdown, the second exits at once.
-/// SIGHUP: reload `--route` and `--dir` and swap the site; a failed reload keeps the
-/// site being served.
-fn spawn_signal_thread(shutdown: Shutdown, site: Arc<Site>, content: content::ContentConfig) -> Result<(), String> {
+/// SIGHUP: reopen `--access-log` (after a rotation), reload `--route` and `--dir` and
+/// swap the site; a failed reload keeps the site being served, a failed reopen the log
+/// file in use.
+fn spawn_signal_thread(
+    shutdown: Shutdown,
+    site: Arc<Site>,
+    content: content::ContentConfig,
+    access_log: Option<Arc<AccessLog>>,
+) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -200,6 +226,10 @@ fn spawn_signal_thread(shutdown: Shutdown, site: Arc<Site>, content: content::Co
             let mut seen = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    // Standard output is not reopened.
+                    if let Some(log) = access_log.as_ref().filter(|log| log.target() != "-") {
+                        reopen(log);
+                    }
                     reload(&site, &content);
                     continue;
                 }

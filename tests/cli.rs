@@ -145,6 +145,29 @@ fn cli_pid_file_holds_the_pid_reloads_through_it_and_goes_at_exit() {
     assert!(lines[0].contains("cannot write --pid-file"), "{stderr}");
 }
 
+/// `--access-log` to a path that cannot be opened: one error line naming the flag and
+/// the path, exit 1, before the server listens.
+#[test]
+fn cli_access_log_that_cannot_be_opened_is_one_line_and_fails() {
+    let bad = std::env::temp_dir().join(format!("duet-no-such-dir-{}", std::process::id())).join("access.log");
+    let (status, stderr) = run_duet(&[
+        "serve",
+        "--engine",
+        "epoll",
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--access-log",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    assert!(lines[0].contains("cannot open --access-log") && lines[0].contains(bad.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
 /// The log counts in English: `1 thread`, `1 route`, `1 connection`.
 #[test]
 fn cli_start_up_log_says_one_thread_and_one_route() {

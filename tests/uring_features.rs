@@ -164,3 +164,19 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// The access log needs each connection's peer address, which a direct descriptor
+/// cannot give: with `--access-log`, direct descriptors are off, and the line says why.
+#[test]
+fn uring_features_the_access_log_turns_direct_descriptors_off() {
+    if !uring_here() {
+        return;
+    }
+    let dir = tempdir("access-log");
+    let log = dir.join("access.log");
+    let server = Server::start("uring", &["--access-log", &log.display().to_string()]);
+    let line = features_line(&server);
+    assert!(line.contains("off: zc (--uring-features), direct (--access-log"), "{line}");
+    assert_serves(&server, "with an access log");
+    let _ = std::fs::remove_dir_all(&dir);
+}

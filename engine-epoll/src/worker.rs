@@ -12,8 +12,8 @@
 use crate::selector::{Epoll, Interest, Ready, Selector};
 use crate::sys;
 use duet_engine::{
-    next_wake, socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher, ShutdownState, Slab,
-    Stats, TurnBudget, Waker, WorkerSetup, WriteLimits,
+    next_wake, socket, AcceptPolicy, AccessLogWriter, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher,
+    ShutdownState, Slab, Stats, TurnBudget, Waker, WorkerSetup, WriteLimits,
 };
 use duet_http::{Connection, Context};
 use std::collections::VecDeque;
@@ -72,6 +72,7 @@ pub(crate) struct Worker<S: Selector = Epoll> {
     ctx: Context,
     stats: Stats,
     publisher: Publisher,
+    access_log: AccessLogWriter,
     shutdown: duet_engine::Shutdown,
     drain: Drain,
     conns: Slab<Live>,
@@ -87,7 +88,7 @@ pub(crate) struct Worker<S: Selector = Epoll> {
 
 impl<S: Selector> Worker<S> {
     pub(crate) fn new(setup: WorkerSetup) -> io::Result<Worker<S>> {
-        let WorkerSetup { listener, ctx, shutdown, drain, publisher, .. } = setup;
+        let WorkerSetup { listener, ctx, shutdown, drain, publisher, access_log, .. } = setup;
         let mut selector = S::new()?;
         let waker = std::sync::Arc::new(Waker::nonblocking()?);
         selector.add(listener.as_fd(), TOKEN_LISTENER, Interest::READ, false)?;
@@ -106,6 +107,7 @@ impl<S: Selector> Worker<S> {
             ctx,
             stats: Stats::default(),
             publisher,
+            access_log,
             shutdown,
             drain,
             conns: Slab::new(),
@@ -122,17 +124,21 @@ impl<S: Selector> Worker<S> {
         // registered.
         self.ctx.set_time(Instant::now(), SystemTime::now());
         self.begin_drain();
-        loop {
+        let result = loop {
             if self.drain.should_stop(self.shutdown.state(), self.conns.len(), self.ctx.now()) {
-                break;
+                break Ok(());
             }
             let timeout = self.poll_timeout();
             self.publisher.publish(&self.stats, &self.ctx.stats);
-            self.turn(timeout)?;
-        }
+            self.access_log.turn_end(&mut self.ctx);
+            if let Err(e) = self.turn(timeout) {
+                break Err(e);
+            }
+        };
         self.close_all();
+        self.access_log.finish(&mut self.ctx);
         self.stats.set_http(&self.ctx.stats);
-        Ok(self.stats)
+        result.map(|()| self.stats)
     }
 
     /// One loop turn: waits up to `timeout` ms for events and handles them.
@@ -304,6 +310,10 @@ impl<S: Selector> Worker<S> {
             return;
         }
         let mut conn = Connection::new(&self.ctx);
+        if self.ctx.access_log_enabled() {
+            self.stats.syscalls += 1; // getpeername
+            conn.set_peer(socket::peer_addr(fd.as_fd()));
+        }
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }

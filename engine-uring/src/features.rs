@@ -171,6 +171,8 @@ pub enum Off {
     Flag,
     /// The kernel refused it; the text says how.
     Kernel(String),
+    /// Another option excludes it; the text says which and why.
+    Excluded(&'static str),
 }
 
 /// What the probe found: the features the workers use, and why the others are off.
@@ -181,6 +183,14 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Turns `feature` off, if it is on, because another option excludes it (`why`).
+    pub fn exclude(&mut self, feature: Feature, why: &'static str) {
+        if self.on.has(feature) {
+            self.on = self.on.without(feature);
+            self.off.push((feature, Off::Excluded(why)));
+        }
+    }
+
     /// The one log line: which features are on, which are off and why.
     pub fn summary(&self) -> String {
         let mut line = format!(
@@ -194,6 +204,7 @@ impl Resolved {
                 .map(|(f, why)| match why {
                     Off::Flag => format!("{} (--uring-features)", f.name()),
                     Off::Kernel(how) => format!("{} ({how}; needs Linux {})", f.name(), f.kernel()),
+                    Off::Excluded(why) => format!("{} ({why})", f.name()),
                 })
                 .collect();
             line.push_str("; off: ");
@@ -240,12 +251,13 @@ mod tests {
             off: vec![
                 (Feature::ZeroCopy, Off::Flag),
                 (Feature::Bundle, Off::Kernel("no IORING_FEAT_RECVSEND_BUNDLE".into())),
+                (Feature::Incremental, Off::Excluded("--other needs it off")),
             ],
         };
         assert_eq!(
             resolved.summary(),
             "io_uring features on: direct; off: zc (--uring-features), bundle (no IORING_FEAT_RECVSEND_BUNDLE; \
-             needs Linux 6.10)"
+             needs Linux 6.10), inc (--other needs it off)"
         );
     }
 }

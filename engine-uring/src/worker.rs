@@ -30,6 +30,7 @@ mod token;
 
 use crate::sys::{BufGroup, BufMode, Completion, Ring, SendHeader, SOCKET_URING_OP_SIOCINQ};
 use crate::{Feature, Features, UringOptions};
+use duet_engine::AccessLogWriter;
 use duet_engine::{
     socket, AcceptPolicy, Armed, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats,
     TurnBudget, Waker, WorkerSetup, WriteLimits, TICK,
@@ -158,11 +159,10 @@ fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot
     Some(s)
 }
 
-/// Runs one worker until shutdown; returns its counters.
 /// Runs one worker until shutdown, with the optional features `features` (probed:
 /// the kernel has them); returns its counters.
 pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::Result<Stats> {
-    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher } = setup;
+    let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher, access_log } = setup;
     let failed = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("worker {index}: {what}: {e}"));
     let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms, features.has(Feature::FlatSq))
         .map_err(|e| failed("cannot create its io_uring", e))?;
@@ -217,6 +217,7 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::
         ctx,
         stats: Stats::default(),
         publisher,
+        access_log,
         slots: Slab::new(),
         dirty: Vec::new(),
         starved: std::collections::VecDeque::new(),
@@ -247,6 +248,8 @@ pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::
     };
     let result = worker.serve();
     let clean = worker.teardown();
+    // Every line of an answered request, however the loop ended.
+    worker.access_log.finish(&mut worker.ctx);
     if worker.zc_sends > 0 {
         info!(
             "worker {index}: {} zero-copy sends, {} of them copied by the kernel after all",
@@ -277,6 +280,7 @@ struct Worker {
     ctx: Context,
     stats: Stats,
     publisher: Publisher,
+    access_log: AccessLogWriter,
     /// Every connection, closing ones included (until their last completion).
     slots: Slab<Slot>,
     /// Connections to drive at the end of the turn.
@@ -343,6 +347,7 @@ impl Worker {
             }
             self.arm_loop_ops()?;
             self.publisher.publish(&self.stats, &self.ctx.stats);
+            self.access_log.turn_end(&mut self.ctx);
             if self.waiting.is_empty() {
                 self.ring.submit_and_wait(1)?;
             } else {

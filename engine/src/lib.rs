@@ -118,10 +118,16 @@
 //!     `ctx.stats`. Each worker calls [`Publisher::publish`] once per loop turn before
 //!     blocking; with `--metrics` the connection answers `GET` on the metrics path with
 //!     [`Metrics`] rendered as Prometheus text.
+//! 11. **Access log.** When `WorkerSetup::access_log` is on (`--access-log`), the worker
+//!     hands each new connection its peer address (`Connection::set_peer`; `None` when
+//!     it has none: logged as `-`), calls [`AccessLogWriter::turn_end`] once per loop
+//!     turn before blocking, and [`AccessLogWriter::finish`] once its loop has ended,
+//!     however it ended. The connections append the lines; the writer writes them.
 
 #![warn(missing_docs)]
 
 pub mod accept;
+mod access_log;
 mod budget;
 mod deadline;
 mod shutdown;
@@ -134,6 +140,7 @@ mod wheel;
 mod workers;
 
 pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use access_log::{AccessLog, AccessLogWriter};
 pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
 pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};
 pub use shutdown::{Drain, Shutdown, ShutdownState};

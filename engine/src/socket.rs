@@ -5,11 +5,18 @@
 //! only mean "the peer is gone" are the caller's to ignore.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Accepts one pending connection, non-blocking and close-on-exec.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     crate::sys::accept(listener)
+}
+
+/// The peer's address of an accepted connection (`getpeername`), for the access log;
+/// `None` if the socket has none any more (the peer is gone) or is not TCP/IP.
+pub fn peer_addr(socket: BorrowedFd<'_>) -> Option<SocketAddr> {
+    socket2::SockRef::from(&socket).peer_addr().ok()?.as_socket()
 }
 
 /// Sets `TCP_NODELAY` on an accepted connection (contract rule 3).
@@ -48,6 +55,7 @@ mod tests {
         listener.set_nonblocking(false).expect("blocking");
         let server = TcpStream::from(accept(listener.as_fd()).expect("accept"));
         set_nodelay(server.as_fd()).expect("TCP_NODELAY");
+        assert_eq!(peer_addr(server.as_fd()), Some(client.local_addr().unwrap()));
         assert!(server.nodelay().expect("read TCP_NODELAY"));
         (&server).write_all(b"bye").expect("write");
         shutdown_write(server.as_fd()).expect("shutdown");

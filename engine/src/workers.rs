@@ -1,6 +1,7 @@
 //! What `serve` is given, and the worker threads it runs: one per listener, each
 //! pinned by one rule, each handed a ready [`Context`].
 
+use crate::access_log::{AccessLog, AccessLogWriter};
 use crate::shutdown::{Drain, Shutdown};
 use crate::stats::{Metrics, Stats};
 use duet_http::{Context, HttpStats, Limits, MetricsSource, Site};
@@ -23,6 +24,9 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Where workers publish their counters for `--metrics` (`None`: off, no cost).
     pub metrics: Option<Arc<Metrics>>,
+    /// `--access-log`: where each worker writes a line per response (`None`: off, no
+    /// cost).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Where a worker publishes its counters (a no-op when `--metrics` is off).
@@ -58,16 +62,21 @@ pub struct WorkerSetup {
     pub drain: Drain,
     /// Where it publishes its counters.
     pub publisher: Publisher,
+    /// Its access log writer (a no-op when the log is off): `turn_end` before each
+    /// wait for events, `finish` when it stops.
+    pub access_log: AccessLogWriter,
 }
 
 impl WorkerSetup {
     /// Worker 0 alone, outside [`run_workers`]: `listener`, a fresh context for `site`
     /// and `limits`, no metrics, no shutdown asked. For an engine's tests of its loop.
     pub fn single(listener: TcpListener, site: Arc<Site>, limits: Limits) -> WorkerSetup {
+        let mut ctx = Context::new(site, limits, Instant::now(), SystemTime::now());
         WorkerSetup {
             index: 0,
             listener,
-            ctx: Context::new(site, limits, Instant::now(), SystemTime::now()),
+            access_log: AccessLogWriter::new(None, &mut ctx),
+            ctx,
             shutdown: Shutdown::new(),
             drain: Drain::new(Duration::from_secs(1)),
             publisher: Publisher { metrics: None, worker: 0 },
@@ -100,7 +109,7 @@ pub fn run_workers<F>(
 where
     F: Fn(WorkerSetup) -> io::Result<Stats> + Send + Sync + 'static,
 {
-    let ServeConfig { listeners, pin, limits, drain_timeout, metrics } = config;
+    let ServeConfig { listeners, pin, limits, drain_timeout, metrics, access_log } = config;
     let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let cpus: Vec<usize> = cores.iter().map(|c| c.id).collect();
     let worker = Arc::new(worker);
@@ -115,6 +124,7 @@ where
         let site = Arc::clone(&site);
         let limits = limits.clone();
         let metrics = metrics.clone();
+        let access_log = access_log.clone();
         let cpu = if pin { Some(pin_cpu(index, &cpus)) } else { None };
         let handle = std::thread::Builder::new().name(format!("duet-{engine}-{index}")).spawn(move || {
             match cpu {
@@ -126,7 +136,9 @@ where
             }
             let mut ctx = Context::new(site, limits, Instant::now(), SystemTime::now());
             ctx.attach_metrics(metrics.clone().map(|m| m as Arc<dyn MetricsSource>), index);
+            let access_log = AccessLogWriter::new(access_log, &mut ctx);
             let setup = WorkerSetup {
+                access_log,
                 index,
                 listener,
                 ctx,
@@ -173,6 +185,7 @@ mod tests {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(1),
             metrics: None,
+            access_log: None,
         }
     }
 

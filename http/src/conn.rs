@@ -1,5 +1,6 @@
 //! The per-connection HTTP/1.1 state machine.
 
+use crate::access_log::{AccessLog, ConnLog};
 use crate::chunked::{Chunked, ChunkedDecoder};
 use crate::context::{Context, HttpStats};
 use crate::echo;
@@ -9,6 +10,7 @@ use crate::reject::Reject;
 use crate::request::{self, Answer, BodyKind};
 use crate::site::{Body, Prerendered, Snapshot};
 use crate::{DateCache, Limits};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::trace;
@@ -146,8 +148,10 @@ pub struct Connection {
     /// Unconsumed input: an incomplete head, or requests held back by backpressure.
     /// Empty (and unallocated) the rest of the time.
     carry: Vec<u8>,
-    /// Where the search for the end of the head in `carry` resumes.
-    scan_from: usize,
+    /// Where the search for the end of the head in `carry` resumes. A `u32` (it packs
+    /// with the small fields above, keeping an idle connection small); a head longer
+    /// than 4 GiB would only resume its search earlier.
+    scan_from: u32,
     /// Responses queued since the last `poll_output`.
     pending: Option<Box<OutBuf>>,
     /// Responses handed to the engine and not yet fully sent.
@@ -159,6 +163,9 @@ pub struct Connection {
     /// When the send timer fires; armed while output is queued on an open write side.
     /// Set when output is queued from empty and on every send.
     send_deadline: Instant,
+    /// `--access-log`: the peer and the fields of the request being answered (`None`
+    /// while the log is off).
+    log: Option<Box<ConnLog>>,
 }
 
 impl Connection {
@@ -177,6 +184,15 @@ impl Connection {
             // A connection that never sends a byte gets the head's time, not keep-alive's.
             read_deadline: ctx.deadlines.header,
             send_deadline: ctx.deadlines.send,
+            log: ctx.access_log.as_ref().map(|_| Box::new(ConnLog::new(ctx.now))),
+        }
+    }
+
+    /// The peer's address, for the access log (when it is on; `None`: the engine has
+    /// none, logged as `-`).
+    pub fn set_peer(&mut self, peer: Option<SocketAddr>) {
+        if let Some(log) = self.log.as_deref_mut() {
+            log.set_peer(peer);
         }
     }
 
@@ -202,8 +218,11 @@ impl Connection {
     }
 
     /// Idle → Head: the first byte of a head arrived; the Header timer runs from now.
-    fn start_head(&mut self, header_deadline: Instant) {
+    fn start_head(&mut self, header_deadline: Instant, now: Instant) {
         self.set_reading(Reading::Head(LineScan::new()));
+        if let Some(log) = self.log.as_deref_mut() {
+            log.start(now);
+        }
         self.read_deadline = header_deadline;
         self.scan_from = 0;
     }
@@ -312,7 +331,8 @@ impl Connection {
 
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
-        let Context { site, limits, date, deadlines, pool, stats, metrics, .. } = ctx;
+        let Context { site, limits, date, deadlines, pool, stats, metrics, access_log, now, .. } = ctx;
+        let now = *now;
         // Computed once per loop turn: what a head, a body read or a response queued
         // from empty would start.
         let (header_deadline, send_deadline, body_deadline) = (deadlines.header, deadlines.send, deadlines.body);
@@ -337,7 +357,7 @@ impl Connection {
                         if pos == buf.len() || buf[pos..] == *b"\r" {
                             return pos;
                         }
-                        self.start_head(header_deadline);
+                        self.start_head(header_deadline, now);
                     }
                     let rest = &buf[pos..];
                     // Only the first `max_head` bytes can belong to an acceptable head,
@@ -354,10 +374,10 @@ impl Connection {
                         // new line end has arrived. So a bad field is answered when its
                         // line is complete, however the input was cut, and a head
                         // trickled byte by byte costs linear time, not quadratic.
-                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from..]) {
+                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from as usize..]) {
                             None => None,
                             Some(i) => {
-                                let lines = &window[..self.scan_from + i + 1];
+                                let lines = &window[..self.scan_from as usize + i + 1];
                                 let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
                                 request::decide(site, limits, lines, metrics).transpose()
                             }
@@ -366,19 +386,23 @@ impl Connection {
                     let (d, end) = match parsed {
                         Some(Ok(parsed)) => parsed,
                         Some(Err(reject)) => {
-                            self.reject(pool, date, stats, send_deadline, site, reject);
+                            self.reject(pool, date, stats, send_deadline, access_log, site, reject, window);
                             return buf.len();
                         }
                         None if rest.len() > limits.max_head => {
-                            self.reject(pool, date, stats, send_deadline, site, request::oversize_reject(window));
+                            let reject = request::oversize_reject(window);
+                            self.reject(pool, date, stats, send_deadline, access_log, site, reject, window);
                             return buf.len();
                         }
                         None => {
-                            self.scan_from = window.len();
+                            self.scan_from = u32::try_from(window.len()).unwrap_or(u32::MAX);
                             return pos;
                         }
                     };
                     pos += end;
+                    if let Some(log) = self.log.as_deref_mut() {
+                        log.capture_head(&rest[..end]);
+                    }
                     match d.body {
                         BodyKind::None => {
                             self.end_request();
@@ -395,6 +419,7 @@ impl Connection {
                                 date,
                                 stats,
                                 send_deadline,
+                                access_log,
                                 response,
                                 d.head_only,
                                 d.keep_alive,
@@ -406,7 +431,17 @@ impl Connection {
                         // closes (whether the body follows is up to the client).
                         _ if d.expect_continue && d.response.status() >= 300 => {
                             let response = d.response.ready().expect("an echo is accepted");
-                            self.respond(pool, date, stats, send_deadline, response, d.head_only, false, d.http10);
+                            self.respond(
+                                pool,
+                                date,
+                                stats,
+                                send_deadline,
+                                access_log,
+                                response,
+                                d.head_only,
+                                false,
+                                d.http10,
+                            );
                         }
                         body => {
                             if d.expect_continue {
@@ -447,7 +482,7 @@ impl Connection {
                     if !done {
                         return pos;
                     }
-                    self.finish_body(pool, date, stats, send_deadline);
+                    self.finish_body(pool, date, stats, send_deadline, access_log);
                 }
                 Reading::Chunked(decoder) => {
                     let fed = decoder.feed(&buf[pos..], limits.max_body, Reply::sink(&mut self.reply));
@@ -456,11 +491,11 @@ impl Connection {
                         Chunked::More => return buf.len(),
                         Chunked::Done(n) => {
                             pos += n;
-                            self.finish_body(pool, date, stats, send_deadline);
+                            self.finish_body(pool, date, stats, send_deadline, access_log);
                         }
                         Chunked::Error(reject) => {
                             self.reply = None;
-                            self.reject(pool, date, stats, send_deadline, site, reject);
+                            self.reject(pool, date, stats, send_deadline, access_log, site, reject, &[]);
                             return buf.len();
                         }
                     }
@@ -470,7 +505,14 @@ impl Connection {
         }
     }
 
-    fn finish_body(&mut self, pool: &mut BufPool, date: &DateCache, stats: &mut HttpStats, send_deadline: Instant) {
+    fn finish_body(
+        &mut self,
+        pool: &mut BufPool,
+        date: &DateCache,
+        stats: &mut HttpStats,
+        send_deadline: Instant,
+        log: &mut Option<Box<AccessLog>>,
+    ) {
         self.end_request();
         if let Some(r) = self.reply.take() {
             let Reply { answer, head_only, keep_alive, http10, .. } = *r;
@@ -482,7 +524,7 @@ impl Connection {
                     &echo
                 }
             };
-            self.respond(pool, date, stats, send_deadline, response, head_only, keep_alive, http10);
+            self.respond(pool, date, stats, send_deadline, log, response, head_only, keep_alive, http10);
         }
     }
 
@@ -502,6 +544,7 @@ impl Connection {
         date: &DateCache,
         stats: &mut HttpStats,
         send_deadline: Instant,
+        log: &mut Option<Box<AccessLog>>,
         response: &Prerendered,
         head_only: bool,
         keep_alive: bool,
@@ -525,6 +568,9 @@ impl Connection {
                 Body::File { file, offset, len } => out.push_file(file, *offset, *len as usize),
             }
         }
+        if let (Some(conn), Some(log)) = (self.log.as_deref_mut(), log.as_deref_mut()) {
+            conn.write(log, response.status(), if head_only { 0 } else { response.body().len() });
+        }
         stats.requests += 1;
         if response.status() >= 400 {
             stats.errors += 1;
@@ -535,20 +581,27 @@ impl Connection {
     }
 
     /// Answers `reject` with its error response and closes: the rest of the input cannot
-    /// be framed.
+    /// be framed. `raw` is the input of the refused request, for the access log when its
+    /// head was not parsed.
+    #[allow(clippy::too_many_arguments)]
     fn reject(
         &mut self,
         pool: &mut BufPool,
         date: &DateCache,
         stats: &mut HttpStats,
         send_deadline: Instant,
+        log: &mut Option<Box<AccessLog>>,
         site: &Snapshot,
         reject: Reject,
+        raw: &[u8],
     ) {
         trace!(?reject, "request rejected");
+        if let Some(conn) = self.log.as_deref_mut() {
+            conn.capture_raw(raw);
+        }
         self.carry = Vec::new();
         self.reply = None;
-        self.respond(pool, date, stats, send_deadline, site.error(reject.status()), false, false, false);
+        self.respond(pool, date, stats, send_deadline, log, site.error(reject.status()), false, false, false);
     }
 
     // ---- Output.
@@ -723,8 +776,9 @@ impl Connection {
         trace!(?timer, "timer fired");
         match timer {
             Timer::Header | Timer::Body => {
-                let Context { site, date, pool, stats, deadlines, .. } = ctx;
-                self.reject(pool, date, stats, deadlines.send, site, Reject::Timeout);
+                let Context { site, date, pool, stats, deadlines, access_log, .. } = ctx;
+                let carry = std::mem::take(&mut self.carry);
+                self.reject(pool, date, stats, deadlines.send, access_log, site, Reject::Timeout, &carry);
             }
             Timer::Idle | Timer::Send | Timer::Linger => self.close(),
         }

@@ -1,5 +1,6 @@
 //! The per-thread state connections share, and the counters the HTTP layer keeps.
 
+use crate::access_log::AccessLog;
 use crate::site::Snapshot;
 use crate::{BufPool, DateCache, Limits, Site};
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct Context {
     pub stats: HttpStats,
     /// `--metrics`: where the counters are rendered, and this worker's index.
     pub(crate) metrics: Option<(Arc<dyn MetricsSource>, usize)>,
+    /// `--access-log`: the lines not yet written (`None`: off, no cost).
+    pub(crate) access_log: Option<Box<AccessLog>>,
 }
 
 impl Context {
@@ -90,6 +93,7 @@ impl Context {
             pool: BufPool::default(),
             stats: HttpStats::default(),
             metrics: None,
+            access_log: None,
         }
     }
 
@@ -99,12 +103,37 @@ impl Context {
         self.metrics = metrics.map(|m| (m, worker));
     }
 
+    /// Turns the access log on: from now on every response queued by a connection
+    /// created after this appends its line to [`Context::access_log_lines`].
+    pub fn enable_access_log(&mut self) {
+        self.access_log = Some(Box::new(AccessLog::new(self.now, self.date.value())));
+    }
+
+    /// Turns the access log off (the lines not yet taken are dropped).
+    pub fn disable_access_log(&mut self) {
+        self.access_log = None;
+    }
+
+    /// Whether the access log is on.
+    pub fn access_log_enabled(&self) -> bool {
+        self.access_log.is_some()
+    }
+
+    /// The access log lines not written yet, each ending in `\n`, when the log is on:
+    /// the engine writes them out and clears the buffer.
+    pub fn access_log_lines(&mut self) -> Option<&mut Vec<u8>> {
+        self.access_log.as_deref_mut().map(|log| &mut log.lines)
+    }
+
     /// Sets the time for this loop turn, and picks up a replaced site (one relaxed
     /// atomic load when nothing changed).
     pub fn set_time(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.deadlines = TurnDeadlines::at(now, &self.limits);
         self.date.update(wall);
+        if let Some(log) = self.access_log.as_deref_mut() {
+            log.set_time(now, self.date.value());
+        }
         if self.shared.generation() != self.generation {
             self.refresh_site();
         }

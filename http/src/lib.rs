@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod accept_encoding;
+mod access_log;
 mod chunked;
 mod conn;
 mod context;

@@ -11,7 +11,7 @@ use duet_loadtest::compare::parse_listening;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -68,6 +68,8 @@ pub struct Server {
     exited: Option<ExitStatus>,
     /// Whether the test closed the server's stderr after its listening line.
     stderr_closed: bool,
+    /// The server's standard output, when started with [`Server::start_capturing_stdout`].
+    pub stdout: Option<ChildStdout>,
 }
 
 impl Server {
@@ -150,12 +152,35 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start`], with the server's standard output piped to
+    /// [`Server::stdout`] (it is discarded otherwise).
+    pub fn start_capturing_stdout(engine: &str, extra: &[&str]) -> Server {
+        let mut cmd = duet_command();
+        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
+        cmd.stdout(Stdio::piped());
+        match Server::spawn_with_stdout(cmd, engine, false) {
+            Ok(s) => s,
+            Err(f) => panic!(
+                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
+                f.status,
+                f.stderr.join("\n")
+            ),
+        }
+    }
+
     /// Spawns `cmd` and waits for its listening line, read by the one parser of that line
     /// ([`duet_loadtest::compare::parse_listening`]). With `close_stderr`, the reader
     /// thread stops and closes the pipe right after that line.
     fn spawn(mut cmd: Command, engine: &str, close_stderr: bool) -> Result<Server, StartFailure> {
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::null());
+        Server::spawn_with_stdout(cmd, engine, close_stderr)
+    }
+
+    /// [`Server::spawn`] with the standard output `cmd` was given.
+    fn spawn_with_stdout(mut cmd: Command, engine: &str, close_stderr: bool) -> Result<Server, StartFailure> {
+        cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn duet");
+        let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, events) = mpsc::channel();
@@ -194,6 +219,7 @@ impl Server {
             drain: Some(drain),
             exited: None,
             stderr_closed: close_stderr,
+            stdout,
         };
         match server.events.recv_timeout(START_TIMEOUT) {
             Ok(Event::Listening(addr)) => {

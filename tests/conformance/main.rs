@@ -49,6 +49,7 @@ macro_rules! engine_tests {
     };
 }
 
+mod access_log;
 mod connection;
 mod echo;
 mod engine_risks;

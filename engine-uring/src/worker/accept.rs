@@ -141,6 +141,13 @@ impl Worker {
         self.accept.on_accepted();
         // TCP_NODELAY comes from the listener (set once in `run`).
         let mut conn = Connection::new(&self.ctx);
+        if self.ctx.access_log_enabled() {
+            // A direct descriptor has no fd to ask (the access log turns them off).
+            if let Sock::Fd(fd) = &sock {
+                self.stats.syscalls += 1; // getpeername
+                conn.set_peer(socket::peer_addr(fd.as_fd()));
+            }
+        }
         if self.drain.is_draining() {
             conn.begin_shutdown(&mut self.ctx);
         }
