@@ -2,6 +2,7 @@
 
 use crate::cli::{ByteSize, Seconds};
 use clap::{Args, ValueEnum};
+use duet_engine_uring::{Feature, Features};
 use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,6 +19,41 @@ pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "u
 /// server 35–42 % busy at 8–9 µs a request (its own ceiling about 116k). 5,000 is about
 /// a tenth of the first and a twentieth of the second.
 pub const LADDER_RATE: f64 = 5000.0;
+
+/// The ablation's engines (`--ablation`): io_uring with its default features, then
+/// without each of them in turn, then with each feature the default leaves off (zc),
+/// then with none, and epoll to measure them against.
+pub fn ablation_engines() -> Vec<String> {
+    let mut engines = vec!["uring".to_string()];
+    engines.extend(Features::default().iter().map(|f| format!("uring:no-{}", f.name())));
+    engines
+        .extend(Feature::ALL.iter().filter(|f| !Features::default().has(**f)).map(|f| format!("uring:{}", f.name())));
+    engines.extend(["uring:none".to_string(), "epoll".to_string()]);
+    engines
+}
+
+/// Checks one entry of `--engines`: an engine name, or `uring:FEATURES`, the io_uring
+/// engine served with `--uring-features FEATURES` (items joined by `+`, since commas
+/// separate the engines), so a typo is caught before any server starts. An unknown
+/// engine name is left to `duet serve` (a FAILED row that names it), but a feature
+/// where an engine belongs (`uring:none,direct`) is caught here.
+pub fn check_engine_spec(spec: &str) -> Result<(), String> {
+    let Some((engine, features)) = spec.split_once(':') else {
+        if Features::parse(spec).is_ok() {
+            return Err(format!(
+                "--engines: '{spec}' is an io_uring feature, not an engine: join a row's features with + \
+                 (e.g. uring:none+direct)"
+            ));
+        }
+        return Ok(());
+    };
+    if engine != "uring" {
+        return Err(format!(
+            "--engines '{spec}': only the uring engine takes features (uring:FEATURES, e.g. uring:no-zc+no-bundle)"
+        ));
+    }
+    Features::parse(&features.replace('+', ",")).map(|_| ()).map_err(|e| format!("--engines '{spec}': {e}"))
+}
 
 /// A share of the connections: `10%` or `0.1`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,10 +86,16 @@ pub enum LoadWithArg {
 /// gets FAILED (reason) in its cells, and the others still run.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Engines to compare, each served by its own `duet serve --engine E`
-    /// [default: epoll,uring; with --ladder: select,poll,epoll-lt,epoll,uring].
-    #[arg(long, value_delimiter = ',', value_name = "ENGINE,..")]
+    /// Engines to compare, each served by its own `duet serve --engine E`; `uring:FEATURES`
+    /// is a row of its own served with `--uring-features FEATURES` (items joined by `+`, e.g.
+    /// uring:no-direct, uring:none+direct) [default: epoll,uring; with --ladder:
+    /// select,poll,epoll-lt,epoll,uring].
+    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..")]
     pub engines: Option<Vec<String>>,
+    /// The io_uring ablation: --engines uring, then uring:no-X for each feature X (direct,
+    /// ring-fd, flat-sq, send, bundle, zc, inc), uring:none and epoll, interleaved as usual.
+    #[arg(long, conflicts_with = "engines")]
+    pub ablation: bool,
     /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
     #[arg(long, value_name = "LIST")]
     pub server_cpus: Option<String>,
@@ -197,8 +239,12 @@ fn run(args: CompareArgs) -> Result<(), String> {
     let duet_exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
     let engines: Vec<String> = match &args.engines {
         Some(list) => list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+        None if args.ablation => ablation_engines(),
         None => d.engines.iter().map(|e| e.to_string()).collect(),
     };
+    for spec in &engines {
+        check_engine_spec(spec)?;
+    }
     let mut peers = args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>()?;
     if args.floors {
         peers.extend(Peer::floors(&duet_exe, &engines)?);
@@ -289,5 +335,44 @@ mod tests {
             (ladder_quick.warmup, ladder_quick.active, ladder_quick.rate),
             (Duration::from_millis(200), Some(0.1), Some(1000.0))
         );
+    }
+
+    #[test]
+    fn the_ablation_is_the_default_then_each_one_off_then_zc_on_then_none_then_epoll() {
+        assert_eq!(
+            ablation_engines(),
+            [
+                "uring",
+                "uring:no-direct",
+                "uring:no-ring-fd",
+                "uring:no-flat-sq",
+                "uring:no-send",
+                "uring:no-bundle",
+                "uring:no-inc",
+                "uring:zc",
+                "uring:none",
+                "epoll",
+            ]
+        );
+        for spec in ablation_engines() {
+            assert_eq!(check_engine_spec(&spec), Ok(()), "{spec}");
+        }
+    }
+
+    #[test]
+    fn only_uring_takes_features_and_they_must_be_known() {
+        for good in ["epoll", "uring", "uring:all", "uring:none+direct", "uring:no-zc+no-bundle", "select"] {
+            assert_eq!(check_engine_spec(good), Ok(()), "{good}");
+        }
+        let err = check_engine_spec("epoll:none").unwrap_err();
+        assert!(err.contains("'epoll:none'") && err.contains("only the uring engine takes features"), "{err}");
+        let err = check_engine_spec("uring:turbo").unwrap_err();
+        assert!(err.contains("'uring:turbo'") && err.contains("unknown io_uring feature 'turbo'"), "{err}");
+        for bad in ["uring:", "uring:no-direct+", ":none"] {
+            assert!(check_engine_spec(bad).is_err(), "{bad}");
+        }
+        // `--engines uring:none,direct` reaches here as two entries.
+        let err = check_engine_spec("direct").unwrap_err();
+        assert!(err.contains("'direct' is an io_uring feature") && err.contains("uring:none+direct"), "{err}");
     }
 }

@@ -353,3 +353,123 @@ fn missing_wrk_or_bad_flags_are_one_line_errors() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// The figures an ablation reader needs, as results.md heads their columns.
+const ROW_FIGURES: [&str; 4] = ["req/s", "CPU µs/req", "syscalls/req", "peak RSS"];
+
+/// Each of `rows` has a line per scenario in results.md with every one of
+/// [`ROW_FIGURES`] filled in (no FAILED, no n/a, no dash).
+fn check_markdown_rows(md: &str, rows: &[&str], scenarios: usize) {
+    fn cells(line: &str) -> Vec<&str> {
+        line.split('|').map(str::trim).collect()
+    }
+    let header = cells(md.lines().find(|l| l.starts_with("| scenario | engine |")).expect(md));
+    let columns: Vec<usize> =
+        ROW_FIGURES.iter().map(|name| header.iter().position(|h| h == name).expect(name)).collect();
+    for row in rows {
+        let lines: Vec<Vec<&str>> =
+            md.lines().filter(|l| l.starts_with("| c=")).map(cells).filter(|c| c[2] == *row).collect();
+        assert_eq!(lines.len(), scenarios, "{row}: a line per scenario: {md}");
+        for line in lines {
+            for (&col, name) in columns.iter().zip(ROW_FIGURES) {
+                let cell = line[col];
+                let filled = !cell.is_empty() && !["–", "n/a", "0 B"].contains(&cell) && !cell.contains("FAILED");
+                assert!(filled, "{row}: {name} is '{cell}' in {line:?}");
+            }
+        }
+    }
+}
+
+/// `uring:FEATURES` rows run side by side with plain uring and epoll (idle connections
+/// held too), each with its own figures under the name it was given; the uring/epoll
+/// ratio is the plain uring row's.
+#[test]
+fn uring_feature_rows_have_figures_of_their_own() {
+    if let Some(reason) = common::skip_reason("uring") {
+        eprintln!("skipped: io_uring unavailable ({reason})");
+        return;
+    }
+    let rows = ["uring", "uring:no-direct", "uring:none", "epoll"];
+    let dir = std::env::temp_dir().join(format!("duet-compare-rows-{}", std::process::id()));
+    let engines = rows.join(",");
+    let args = ["--quick", "--engines", &engines, "--connections", "4", "--idle", "20", "--duration", "0.5s"];
+    let v = run_compare(&[&args[..], &["--out", dir.to_str().unwrap()]].concat());
+    assert_eq!(v["engines"], serde_json::json!(rows), "{v}");
+    let scenarios = v["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 2, "depth 1 and 16: {v}");
+    for s in scenarios {
+        assert_eq!(s["idle"], 20, "{s}");
+        for row in rows {
+            let m = &s["engines"][row]["median"];
+            assert_eq!(m["errors"], 0, "{row} had errors: {s}");
+            for name in ["requests_per_sec", "cpu_us_per_req", "syscalls_per_req", "rss_peak_bytes"] {
+                positive(m, name);
+            }
+        }
+        let (u, e) = (&s["engines"]["uring"]["median"], &s["engines"]["epoll"]["median"]);
+        let ratio = s["ratio_uring_over_epoll"]["requests_per_sec"].as_f64().expect("a ratio");
+        let want = u["requests_per_sec"].as_f64().unwrap() / e["requests_per_sec"].as_f64().unwrap();
+        assert!((ratio - want).abs() <= 1e-6 * want, "the ratio is the plain uring row's: {ratio} against {want}");
+    }
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(saved["engines"], serde_json::json!(rows));
+    let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
+    check_markdown_rows(&md, &rows, 2);
+    assert_eq!(md.matches("| uring/epoll |").count(), 2, "{md}");
+    let svg = std::fs::read_to_string(dir.join("requests_per_sec.svg")).expect("the req/s chart");
+    assert!(svg.contains("uring:no-direct") && svg.contains("uring:none"), "every row in the chart");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--ablation`: uring, uring:no-X for every feature, uring:none and epoll, each a row
+/// with figures (or, where io_uring is unavailable, a row that says it did not start).
+#[test]
+fn the_ablation_runs_every_feature_row() {
+    let ablation = [
+        "uring",
+        "uring:no-direct",
+        "uring:no-ring-fd",
+        "uring:no-flat-sq",
+        "uring:no-send",
+        "uring:no-bundle",
+        "uring:no-zc",
+        "uring:no-inc",
+        "uring:none",
+        "epoll",
+    ];
+    let dir = std::env::temp_dir().join(format!("duet-compare-ablation-{}", std::process::id()));
+    let args = ["--ablation", "--connections", "2", "--depth", "1", "--rounds", "1", "--duration", "0.5s"];
+    let v = run_compare(&[&args[..], &["--out", dir.to_str().unwrap()]].concat());
+    assert_eq!(v["engines"], serde_json::json!(ablation), "{v}");
+    let md = std::fs::read_to_string(dir.join("results.md")).expect("results.md");
+    let _ = std::fs::remove_dir_all(&dir);
+    match common::skip_reason("uring") {
+        None => check_markdown_rows(&md, &ablation, 1),
+        Some(reason) => {
+            eprintln!("io_uring unavailable ({reason}): expecting the uring rows FAILED (did not start)");
+            check_markdown_rows(&md, &["epoll"], 1);
+            for row in &ablation[..9] {
+                assert_eq!(v["scenarios"][0]["engines"][row]["failed"], "did not start", "{row}: {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_engine_specs_are_one_line_errors_before_anything_runs() {
+    for (spec, says) in [
+        ("epoll:none", "--engines 'epoll:none': only the uring engine takes features"),
+        ("uring:turbo", "--engines 'uring:turbo': unknown io_uring feature 'turbo'"),
+        ("uring:none,direct", "'direct' is an io_uring feature, not an engine"),
+    ] {
+        let out = common::duet_command().args(["compare", "--quick", "--engines", spec]).output().unwrap();
+        assert!(!out.status.success(), "{spec}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && err.lines().count() == 1, "{spec}: {err}");
+        assert!(out.stdout.is_empty(), "{spec}: nothing ran");
+    }
+    let out = common::duet_command().args(["compare", "--ablation", "--engines", "epoll"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--ablation' cannot be used with '--engines"), "{err}");
+}

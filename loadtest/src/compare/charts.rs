@@ -9,7 +9,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
-const COLORS: [RGBColor; 8] = [
+/// Ten, so the ablation's ten servers (`--ablation`) each have their own.
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -18,6 +19,8 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn color(i: usize) -> RGBColor {
@@ -78,41 +81,85 @@ fn tick(y: f64) -> String {
     }
 }
 
-/// The canvas: a title, the legend strip of `servers`, and one area per scenario.
+/// The canvas: a title, the legend strip of `servers`, and one area per scenario, each
+/// wide enough for a bar per server.
 fn canvas<'a>(
     path: &'a Path,
     title: &str,
     servers: &[String],
     panels: usize,
-) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
+) -> Result<(Area<'a>, Vec<Area<'a>>, i32), Box<dyn std::error::Error>> {
     let legend: Vec<(String, RGBColor)> = servers.iter().enumerate().map(|(i, s)| (s.clone(), color(i))).collect();
-    canvas_with(path, title, &legend, panels, PANEL.0)
+    canvas_with(path, title, &legend, panels, bar_panel_width(servers.len()))
 }
 
-/// The canvas with any legend entries and panels `panel_width` wide.
+/// A bar panel's width for `servers` bars: the usual one, wider past a few servers.
+fn bar_panel_width(servers: usize) -> u32 {
+    PANEL.0.max(70 + BAR_SLOT * servers as u32)
+}
+
+/// The width of a server's slot in a bar panel once there are more than a few.
+const BAR_SLOT: u32 = 64;
+/// The legend's line height.
+const LEGEND_LINE: u32 = 20;
+
+/// The width of a legend entry: a swatch and its name.
+fn legend_entry_width(name: &str) -> i32 {
+    34 + 8 * name.chars().count() as i32
+}
+
+/// The legend's entries, left to right, wrapped to lines `width` wide: each entry's
+/// position (x, line).
+fn legend_layout(legend: &[(String, RGBColor)], width: u32) -> Vec<(i32, u32)> {
+    let (mut x, mut line) = (10, 0);
+    legend
+        .iter()
+        .map(|(name, _)| {
+            let w = legend_entry_width(name);
+            if x > 10 && x + w > width as i32 - 10 {
+                (x, line) = (10, line + 1);
+            }
+            let at = (x, line);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// Whether the names under a panel's slots are too wide for them: then every other one
+/// goes on a second line.
+fn names_staggered(servers: &[String], panel_width: u32) -> bool {
+    let slot = (panel_width.saturating_sub(70)) / servers.len().max(1) as u32;
+    servers.iter().any(|name| 7 * name.chars().count() as u32 > slot)
+}
+
+/// The canvas with any legend entries and panels `panel_width` wide; also where a note
+/// under the legend goes (its y).
 fn canvas_with<'a>(
     path: &'a Path,
     title: &str,
     legend: &[(String, RGBColor)],
     panels: usize,
     panel_width: u32,
-) -> Result<(Area<'a>, Vec<Area<'a>>), Box<dyn std::error::Error>> {
+) -> Result<(Area<'a>, Vec<Area<'a>>, i32), Box<dyn std::error::Error>> {
     let (rows, cols) = grid(panels);
     // Wide enough for the title and the legend even with one panel.
-    let size = ((panel_width * cols as u32).max(MIN_WIDTH), PANEL.1 * rows as u32 + HEADER);
-    let root = SVGBackend::new(path, size).into_drawing_area();
+    let width = (panel_width * cols as u32).max(MIN_WIDTH);
+    // The legend: a swatch and a name per entry, left to right, on as many lines as it takes.
+    let layout = legend_layout(legend, width);
+    let extra = LEGEND_LINE * layout.last().map_or(0, |&(_, line)| line);
+    let header_height = HEADER + extra;
+    let root = SVGBackend::new(path, (width, PANEL.1 * rows as u32 + header_height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(HEADER);
+    let (header, body) = root.split_vertically(header_height);
     header.draw(&Text::new(title.to_string(), (10, 8), ("sans-serif", 20).into_font()))?;
-    // The legend: a swatch and a name per entry, left to right.
-    let mut x = 10;
-    for (name, colour) in legend {
-        header.draw(&Rectangle::new([(x, 44), (x + 14, 56)], colour.filled()))?;
-        header.draw(&Text::new(name.clone(), (x + 20, 43), ("sans-serif", 14).into_font()))?;
-        x += 34 + 8 * name.chars().count() as i32;
+    for ((name, colour), &(x, line)) in legend.iter().zip(&layout) {
+        let y = 44 + (LEGEND_LINE * line) as i32;
+        header.draw(&Rectangle::new([(x, y), (x + 14, y + 12)], colour.filled()))?;
+        header.draw(&Text::new(name.clone(), (x + 20, y - 1), ("sans-serif", 14).into_font()))?;
     }
     let areas = body.split_evenly((rows, cols));
-    Ok((root, areas))
+    Ok((root, areas, 62 + extra as i32))
 }
 
 /// An axis label: no trailing zeros, metric prefixes above 1,000 ("150k", "1.5M").
@@ -136,7 +183,8 @@ fn centred(size: u32, v: VPos, grey: bool) -> TextStyle<'static> {
     TextStyle::from(("sans-serif", size).into_font()).color(colour).pos(Pos::new(HPos::Center, v))
 }
 
-/// The server names centred under their slots, one unit wide each from 0.
+/// The server names centred under their slots, one unit wide each from 0; `staggered`:
+/// every other one a line lower, so long names do not run into each other.
 fn name_slots<DB: DrawingBackend>(
     chart: &mut ChartContext<
         '_,
@@ -144,12 +192,14 @@ fn name_slots<DB: DrawingBackend>(
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
     servers: &[String],
+    staggered: bool,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
     chart.draw_series(servers.iter().enumerate().map(|(i, name)| {
-        EmptyElement::at((i as f64 + 0.5, 0.0)) + Text::new(name.clone(), (0, 5), centred(12, VPos::Top, false))
+        let dy = if staggered && i % 2 == 1 { 19 } else { 5 };
+        EmptyElement::at((i as f64 + 0.5, 0.0)) + Text::new(name.clone(), (0, dy), centred(12, VPos::Top, false))
     }))?;
     Ok(())
 }
@@ -158,14 +208,15 @@ where
 /// (see `output::load_bound`), and a note in the header saying so.
 fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bound: bool) -> DrawResult {
     let servers = r.config.servers();
-    let (root, areas) = canvas(path, title, &servers, r.scenarios.len())?;
+    let (root, areas, note_y) = canvas(path, title, &servers, r.scenarios.len())?;
+    let staggered = names_staggered(&servers, bar_panel_width(servers.len()));
     let bound = |f: &Figures| mark_load_bound && super::output::load_bound(&r.config, f);
     if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(&bound)) {
         let note = format!(
             "†: CPU util under {:.0}% in a closed loop, the load generator was the limit: not comparable",
             super::output::LOAD_BOUND_UTIL * 100.0
         );
-        root.draw(&Text::new(note, (10, 62), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))?;
+        root.draw(&Text::new(note, (10, note_y), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))?;
     }
     for (s, area) in r.scenarios.iter().zip(&areas) {
         let values: Vec<(usize, f64)> = servers
@@ -179,7 +230,7 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bou
         let mut chart = ChartBuilder::on(area)
             .caption(s.scenario.label(), ("sans-serif", 15))
             .margin(8)
-            .x_label_area_size(22)
+            .x_label_area_size(if staggered { 36 } else { 22 })
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..servers.len().max(1) as f64, 0f64..top)?;
         chart
@@ -195,7 +246,7 @@ fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bou
                 .iter()
                 .map(|&(i, v)| Rectangle::new([(i as f64 + 0.12, 0.0), (i as f64 + 0.88, v)], color(i).filled())),
         )?;
-        name_slots(&mut chart, &servers)?;
+        name_slots(&mut chart, &servers, staggered)?;
         // The value over each bar, so the panel is read without the axis, and over the
         // others their ratio to the first server's.
         let first = values.iter().find(|(i, _)| *i == 0).map(|&(_, v)| v).filter(|&v| v > 0.0);
@@ -246,7 +297,8 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
     let legend: Vec<(String, RGBColor)> = PERCENTILES.iter().map(|(name, c, _)| (name.to_string(), *c)).collect();
     // Each group needs room for its name under it.
     let panel_width = PANEL.0.max(70 + 80 * servers.len() as u32);
-    let (root, areas) = canvas_with(path, title, &legend, r.scenarios.len(), panel_width)?;
+    let (root, areas, _) = canvas_with(path, title, &legend, r.scenarios.len(), panel_width)?;
+    let staggered = names_staggered(&servers, panel_width);
     let missing = r.scenarios.iter().any(|s| {
         servers
             .iter()
@@ -273,7 +325,7 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
         let mut chart = ChartBuilder::on(area)
             .caption(s.scenario.label(), ("sans-serif", 15))
             .margin(8)
-            .x_label_area_size(22)
+            .x_label_area_size(if staggered { 36 } else { 22 })
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..n, 0f64..top)?;
         let decimals = axis_decimals(top);
@@ -295,7 +347,7 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
             EmptyElement::at((slot(i, k) + 0.11, v / div))
                 + Text::new(tick(v / div), (0, -2), centred(10, VPos::Bottom, false))
         }))?;
-        name_slots(&mut chart, &servers)?;
+        name_slots(&mut chart, &servers, staggered)?;
         // A server with no percentiles says so over its group; a panel with none at all
         // says why in words.
         let grey = ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90));
@@ -630,6 +682,59 @@ mod tests {
         let mut r = crate::compare::fixture::ladder();
         r.config.active = None;
         assert!(!by_connections_applies(&r));
+    }
+
+    #[test]
+    fn the_ablations_ten_servers_get_their_own_colours_room_and_legend_lines() {
+        let servers: Vec<String> = [
+            "uring",
+            "uring:no-direct",
+            "uring:no-ring-fd",
+            "uring:no-flat-sq",
+            "uring:no-send",
+            "uring:no-bundle",
+            "uring:no-zc",
+            "uring:no-inc",
+            "uring:none",
+            "epoll",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let colours: Vec<RGBColor> = (0..servers.len()).map(color).collect();
+        for (i, c) in colours.iter().enumerate() {
+            assert!(!colours[..i].contains(c), "server {i} shares a colour");
+        }
+        // Panels widen with the servers; long names alternate between two lines.
+        let width = bar_panel_width(servers.len());
+        assert!(width >= 70 + 64 * 10 && bar_panel_width(2) == PANEL.0);
+        assert!(names_staggered(&servers, width));
+        assert!(!names_staggered(&["epoll".into(), "uring".into()], bar_panel_width(2)));
+        // The legend wraps inside the canvas rather than running off its edge.
+        let legend: Vec<(String, RGBColor)> = servers.iter().map(|s| (s.clone(), color(0))).collect();
+        let layout = legend_layout(&legend, MIN_WIDTH);
+        for ((name, _), &(x, _)) in legend.iter().zip(&layout) {
+            assert!(x + legend_entry_width(name) <= MIN_WIDTH as i32 - 10, "{name} at {x}");
+        }
+        assert!(layout.last().unwrap().1 >= 1, "{layout:?}");
+        assert_eq!(legend_layout(&legend[..2], MIN_WIDTH), [(10, 0), (10 + legend_entry_width("uring"), 0)]);
+
+        // Drawn: every server named in every chart.
+        let mut r = two_depths();
+        r.config.engines = servers.clone();
+        for s in &mut r.scenarios {
+            let first = s.engines[0].clone();
+            s.engines = servers
+                .iter()
+                .map(|name| crate::compare::EngineResult { engine: name.clone(), ..first.clone() })
+                .collect();
+        }
+        for file in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg"] {
+            let texts = chart_texts(&r, file);
+            for name in &servers {
+                assert!(texts.iter().any(|t| t == name), "{name} missing from {file}");
+            }
+        }
     }
 
     #[test]

@@ -100,7 +100,8 @@ fn spawn_pinned(
 
 impl Server {
     /// Starts `exe serve --engine ENGINE --port 0 --metrics METRICS_PATH` on `cpus` and
-    /// waits for its listening line.
+    /// waits for its listening line. `engine` is as `--engines` names it: `uring:FEATURES`
+    /// adds `--uring-features FEATURES` (see [`serve_engine_args`]).
     pub fn start(
         exe: &Path,
         engine: &str,
@@ -109,7 +110,9 @@ impl Server {
         routes: &[String],
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--engine", engine, "--bind", "127.0.0.1", "--port", "0", "--metrics", METRICS_PATH])
+        cmd.arg("serve")
+            .args(serve_engine_args(engine))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--metrics", METRICS_PATH])
             .arg("--threads")
             .arg(threads.to_string())
             .env_remove("RUST_LOG")
@@ -260,6 +263,18 @@ impl Drop for Server {
     }
 }
 
+/// The `duet serve` arguments for an engine as `--engines` names it: `ENGINE`, or
+/// `ENGINE:FEATURES` with the features joined by `+` (commas separate the engines), which
+/// becomes `--engine ENGINE --uring-features FEATURES` with commas.
+pub fn serve_engine_args(engine: &str) -> Vec<String> {
+    match engine.split_once(':') {
+        Some((name, features)) => {
+            vec!["--engine".into(), name.into(), "--uring-features".into(), features.replace('+', ",")]
+        }
+        None => vec!["--engine".into(), engine.into()],
+    }
+}
+
 /// The counters in duet's Prometheus text; `Err` names the first one missing.
 fn parse_counters(text: &str) -> Result<Counters, &'static str> {
     let get = |name: &'static str| {
@@ -373,6 +388,16 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_with_features_serves_them_with_commas() {
+        assert_eq!(serve_engine_args("epoll"), ["--engine", "epoll"]);
+        assert_eq!(serve_engine_args("uring:none"), ["--engine", "uring", "--uring-features", "none"]);
+        assert_eq!(
+            serve_engine_args("uring:no-zc+no-bundle"),
+            ["--engine", "uring", "--uring-features", "no-zc,no-bundle"]
+        );
+    }
 
     #[test]
     fn warnings_are_told_from_other_log_lines() {
