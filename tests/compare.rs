@@ -421,7 +421,8 @@ fn uring_feature_rows_have_figures_of_their_own() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--ablation`: uring, uring:no-X for every feature, uring:none and epoll, each a row
+/// `--ablation`: uring, uring:no-X for every default feature, uring:zc, uring:none and
+/// epoll, each a row
 /// with figures (or, where io_uring is unavailable, a row that says it did not start).
 #[test]
 fn the_ablation_runs_every_feature_row() {
@@ -432,8 +433,8 @@ fn the_ablation_runs_every_feature_row() {
         "uring:no-flat-sq",
         "uring:no-send",
         "uring:no-bundle",
-        "uring:no-zc",
         "uring:no-inc",
+        "uring:zc",
         "uring:none",
         "epoll",
     ];
