@@ -126,8 +126,8 @@ impl Framer {
         self.handle_eof_with(&mut |_| {})
     }
 
-    /// [`Framer::handle_eof`], calling `on_response` with the status of the response
-    /// the end completes.
+    /// The connection ended, as `handle_eof` (its test-only form) says, calling
+    /// `on_response` with the status of the response the end completes.
     pub fn handle_eof_with(&mut self, on_response: &mut dyn FnMut(u16)) -> Option<Progress> {
         if self.state == State::UntilEof {
             self.state = State::Closed;
@@ -148,8 +148,8 @@ impl Framer {
         self.feed_with(data, &mut |_| {})
     }
 
-    /// [`Framer::feed`], calling `on_response` with the status code of every response
-    /// completed (interim 1xx ones excepted), in order.
+    /// Consumes `data`, as `feed` (its test-only form) says, calling `on_response` with
+    /// the status code of every response completed (interim 1xx ones excepted), in order.
     pub fn feed_with(&mut self, mut data: &[u8], on_response: &mut dyn FnMut(u16)) -> Result<Progress, FrameError> {
         let mut progress = Progress::default();
         while !data.is_empty() {
