@@ -693,8 +693,8 @@ mod tests {
             "uring:no-flat-sq",
             "uring:no-send",
             "uring:no-bundle",
-            "uring:no-zc",
             "uring:no-inc",
+            "uring:zc",
             "uring:none",
             "epoll",
         ]
