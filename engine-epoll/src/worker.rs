@@ -309,14 +309,7 @@ impl<S: Selector> Worker<S> {
             self.stats.syscalls += 1; // the close as `fd` drops
             return;
         }
-        let mut conn = Connection::new(&self.ctx);
-        if self.ctx.access_log_enabled() {
-            self.stats.syscalls += 1; // getpeername
-            conn.set_peer(socket::peer_addr(fd.as_fd()));
-        }
-        if self.drain.is_draining() {
-            conn.begin_shutdown(&mut self.ctx);
-        }
+        let conn = duet_engine::accepted(&mut self.ctx, Some(fd.as_fd()), &self.drain, &mut self.stats);
         let live = Live {
             fd,
             conn,

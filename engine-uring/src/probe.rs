@@ -123,6 +123,11 @@ fn setup_error(e: &io::Error, opts: &UringOptions) -> ProbeError {
     }
 }
 
+/// The names of the opcodes of `needed` that `supported` says this kernel lacks.
+fn missing_ops(needed: &[(u8, &'static str)], supported: impl Fn(u8) -> bool) -> Vec<&'static str> {
+    needed.iter().filter(|(code, _)| !supported(*code)).map(|(_, name)| *name).collect()
+}
+
 /// See [`crate::probe()`].
 pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     if disabled_sysctl() == 2 {
@@ -161,8 +166,7 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
         (opcode::TimeoutUpdate::CODE, "TIMEOUT_REMOVE"),
         (opcode::Read::CODE, "READ"),
     ];
-    let missing: Vec<&str> =
-        needed.iter().filter(|(code, _)| !probe.is_supported(*code)).map(|(_, name)| *name).collect();
+    let missing = missing_ops(&needed, |code| probe.is_supported(code));
     if !missing.is_empty() {
         return Err(fail(format!(
             "this kernel's io_uring lacks {} (needs Linux >= {}.{}), {EPOLL_HINT}",
@@ -280,7 +284,7 @@ fn check_incremental(opts: &UringOptions) -> Result<(), String> {
 fn check_direct(ring: &mut Ring, has_op: &dyn Fn(u8) -> bool) -> Result<(), String> {
     let needed =
         [(opcode::Close::CODE, "CLOSE"), (opcode::Shutdown::CODE, "SHUTDOWN"), (opcode::UringCmd16::CODE, "URING_CMD")];
-    if let Some((_, name)) = needed.iter().find(|(code, _)| !has_op(*code)) {
+    if let Some(name) = missing_ops(&needed, has_op).first() {
         return Err(format!("no IORING_OP_{name}"));
     }
     ring.register_files_sparse(4).map_err(|e| format!("cannot register a sparse file table: {e}"))?;

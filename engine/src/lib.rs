@@ -127,6 +127,7 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+mod accepted;
 mod access_log;
 mod budget;
 mod deadline;
@@ -140,6 +141,7 @@ mod wheel;
 mod workers;
 
 pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use accepted::accepted;
 pub use access_log::{AccessLog, AccessLogWriter};
 pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
 pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};

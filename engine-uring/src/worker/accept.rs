@@ -9,7 +9,6 @@ use super::token::{loop_token, Op};
 use super::{Slot, Worker};
 use crate::Feature;
 use duet_engine::{socket, Next};
-use duet_http::Connection;
 use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -134,23 +133,18 @@ impl Worker {
         }
     }
 
-    /// Takes an accepted connection in. One accepted while draining (the kernel took it
-    /// before the listener closed, and its client may have sent a request) drains from
-    /// the start: what it sent is answered, then it closes.
+    /// Takes an accepted connection in (drained from the start if draining, see
+    /// [`duet_engine::accepted`]). TCP_NODELAY comes from the listener (set once in
+    /// `run`).
     fn adopt(&mut self, sock: Sock) {
         self.accept.on_accepted();
-        // TCP_NODELAY comes from the listener (set once in `run`).
-        let mut conn = Connection::new(&self.ctx);
-        if self.ctx.access_log_enabled() {
-            // A direct descriptor has no fd to ask (the access log turns them off).
-            if let Sock::Fd(fd) = &sock {
-                self.stats.syscalls += 1; // getpeername
-                conn.set_peer(socket::peer_addr(fd.as_fd()));
-            }
-        }
-        if self.drain.is_draining() {
-            conn.begin_shutdown(&mut self.ctx);
-        }
+        // A direct descriptor has no fd for the peer's address (the access log turns
+        // them off).
+        let fd = match &sock {
+            Sock::Fd(fd) => Some(fd.as_fd()),
+            Sock::Direct(_) => None,
+        };
+        let conn = duet_engine::accepted(&mut self.ctx, fd, &self.drain, &mut self.stats);
         let id = self.slots.insert(Slot::new(conn, sock));
         self.mark_dirty(id);
         self.stats.accepted += 1;

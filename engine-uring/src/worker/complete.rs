@@ -38,11 +38,10 @@ impl Worker {
             Some(Op::Timer) => self.on_loop_timeout(),
             Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
             Some(Op::Send) => self.on_send(id, res, cqe.flags()),
-            Some(Op::Cancel) => self.on_cancel(id, more),
+            Some(Op::Cancel | Op::Shutdown) => self.on_settled(id, more),
             Some(Op::FileRead) => self.on_file_read(id, res, more),
             Some(Op::FileSend) => self.on_file_send(id, res, more),
             Some(Op::InputCheck) => self.on_input_check(id, res, more),
-            Some(Op::Shutdown) => self.on_cancel(id, more),
             Some(Op::Recv | Op::Global | Op::CloseDirect) | None => {}
         }
     }
@@ -165,8 +164,9 @@ impl Worker {
         s.mark_dirty(id, &mut self.dirty);
     }
 
-    /// A cancellation (or a shutdown) issued for the connection completed.
-    fn on_cancel(&mut self, id: ConnId, more: bool) {
+    /// An operation with nothing to hand on (a cancellation, a shutdown) completed for
+    /// the connection: drive it again.
+    fn on_settled(&mut self, id: ConnId, more: bool) {
         if let Some(s) = conn_slot(&mut self.slots, id, more).filter(|_| !self.stopping) {
             s.mark_dirty(id, &mut self.dirty);
         }
