@@ -76,42 +76,23 @@ impl Server {
     /// Starts `duet serve --engine <engine> --port 0 --threads 1 <extra>`; panics with
     /// the server's stderr if it does not come up.
     pub fn start(engine: &str, extra: &[&str]) -> Server {
-        match Server::try_start(engine, extra) {
-            Ok(s) => s,
-            Err(f) => panic!(
-                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
-                f.status,
-                f.stderr.join("\n")
-            ),
-        }
+        started(Server::try_start(engine, extra), &format!("duet serve --engine {engine} {extra:?}"))
     }
 
     /// Like [`Server::start`], on `port` instead of an ephemeral one.
     pub fn try_start_on_port(engine: &str, port: u16, extra: &[&str]) -> Result<Server, StartFailure> {
-        let mut cmd = duet_command();
-        cmd.args(serve_args(engine)).args(["--port", &port.to_string(), "--threads", "1"]).args(extra);
-        Server::spawn(cmd, engine, false)
+        Server::spawn(serve_command(engine, port, 1, extra), engine, false)
     }
 
     /// Like [`Server::start`], with `threads` worker threads instead of one.
     pub fn start_with_threads(engine: &str, threads: usize, extra: &[&str]) -> Server {
-        let mut cmd = duet_command();
-        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", &threads.to_string()]).args(extra);
-        match Server::spawn(cmd, engine, false) {
-            Ok(s) => s,
-            Err(f) => panic!(
-                "duet serve --engine {engine} --threads {threads} {extra:?} did not start (exit {:?}); stderr:\n{}",
-                f.status,
-                f.stderr.join("\n")
-            ),
-        }
+        let what = format!("duet serve --engine {engine} --threads {threads} {extra:?}");
+        started(Server::spawn(serve_command(engine, 0, threads, extra), engine, false), &what)
     }
 
     /// Like [`Server::start`], but reports a start-up failure instead of panicking.
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
-        let mut cmd = duet_command();
-        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
-        Server::spawn(cmd, engine, false)
+        Server::try_start_on_port(engine, 0, extra)
     }
 
     /// Like [`Server::start`], but closes the read end of the server's stderr right after
@@ -119,16 +100,8 @@ impl Server {
     /// [`Server::stderr_lines`] ends there), and [`Server::wait_exit`] waits on the
     /// process instead of on the end of its stderr.
     pub fn start_then_close_stderr(engine: &str, extra: &[&str]) -> Server {
-        let mut cmd = duet_command();
-        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
-        match Server::spawn(cmd, engine, true) {
-            Ok(s) => s,
-            Err(f) => panic!(
-                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
-                f.status,
-                f.stderr.join("\n")
-            ),
-        }
+        let what = format!("duet serve --engine {engine} {extra:?}");
+        started(Server::spawn(serve_command(engine, 0, 1, extra), engine, true), &what)
     }
 
     /// Starts the server with its open-file limit (soft and hard) set to `nofile`, through
@@ -144,28 +117,15 @@ impl Server {
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
-        match Server::spawn(cmd, engine, false) {
-            Ok(s) => s,
-            Err(f) => {
-                panic!("duet serve under prlimit did not start (exit {:?}); stderr:\n{}", f.status, f.stderr.join("\n"))
-            }
-        }
+        started(Server::spawn(cmd, engine, false), "duet serve under prlimit")
     }
 
     /// Like [`Server::start`], with the server's standard output piped to
     /// [`Server::stdout`] (it is discarded otherwise).
     pub fn start_capturing_stdout(engine: &str, extra: &[&str]) -> Server {
-        let mut cmd = duet_command();
-        cmd.args(serve_args(engine)).args(["--port", "0", "--threads", "1"]).args(extra);
+        let mut cmd = serve_command(engine, 0, 1, extra);
         cmd.stdout(Stdio::piped());
-        match Server::spawn_with_stdout(cmd, engine, false) {
-            Ok(s) => s,
-            Err(f) => panic!(
-                "duet serve --engine {engine} {extra:?} did not start (exit {:?}); stderr:\n{}",
-                f.status,
-                f.stderr.join("\n")
-            ),
-        }
+        started(Server::spawn_with_stdout(cmd, engine, false), &format!("duet serve --engine {engine} {extra:?}"))
     }
 
     /// Spawns `cmd` and waits for its listening line, read by the one parser of that line
@@ -404,6 +364,22 @@ impl Drop for Server {
                 self.stderr_lines().join("\n")
             );
         }
+    }
+}
+
+/// `duet serve` for `engine` (as the suite names it) on `port` with `threads` workers,
+/// then `extra`.
+fn serve_command(engine: &str, port: u16, threads: usize, extra: &[&str]) -> Command {
+    let mut cmd = duet_command();
+    cmd.args(serve_args(engine)).args(["--port", &port.to_string(), "--threads", &threads.to_string()]).args(extra);
+    cmd
+}
+
+/// The server `result` started, or a panic naming `what` with the server's stderr.
+fn started(result: Result<Server, StartFailure>, what: &str) -> Server {
+    match result {
+        Ok(s) => s,
+        Err(f) => panic!("{what} did not start (exit {:?}); stderr:\n{}", f.status, f.stderr.join("\n")),
     }
 }
 
