@@ -136,6 +136,7 @@ mod slab;
 pub mod socket;
 mod stats;
 mod sys;
+pub mod syscalls;
 mod waker;
 mod wheel;
 mod workers;
