@@ -1,9 +1,30 @@
-//! Response header fields configured by the operator (`duet serve --header`), checked
-//! once when the site is built so that a request never pays for them: they are
-//! rendered into the pre-rendered heads.
+//! Header fields: the helpers every reader of a field value uses ([`trim`],
+//! [`list_items`]), the request fields that matter only for files (seen as flags), and
+//! the response header fields configured by the operator, checked once when the site
+//! is built so that a request never pays for them: they are rendered into the
+//! pre-rendered heads.
 
 use crate::line::is_tchar;
 use std::fmt;
+
+/// Request headers that matter only for files: seen in the header loop as flags, read
+/// again only when a file is asked for with one of them.
+pub(crate) const HAS_RANGE: u8 = 1;
+pub(crate) const HAS_IF_RANGE: u8 = 2;
+pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
+pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
+
+/// Non-empty, trimmed elements of a comma-separated field value.
+pub(crate) fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+/// The value without the spaces and tabs around it (OWS).
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &v[start..end]
+}
 
 /// Why a configured response header was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
