@@ -628,7 +628,11 @@ impl Connection {
     }
 
     /// The output to send next, if any. The segments stay valid and unchanged until
-    /// [`Connection::handle_sent`] (see the contract in the crate docs).
+    /// [`Connection::handle_sent`] (see the contract in the crate docs), even when this
+    /// `Connection` value moves meanwhile: they point into heap storage, never into the
+    /// `Connection` itself (see "Segments never point into the `Connection`" in
+    /// [`OutBuf`]), so an engine may keep the iovecs of a send in flight while its slab
+    /// of connections grows.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<&OutBuf> {
         if self.inflight.is_none() {
