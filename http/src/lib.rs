@@ -75,7 +75,7 @@ pub use accept_encoding::Coding;
 pub use conn::{Connection, Timer};
 pub use context::Context;
 pub use date::DateCache;
-pub use headers::HeaderError;
+pub use headers::{HeaderError, SetInstead};
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
 pub use response::{Body, Prerendered};
