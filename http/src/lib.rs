@@ -28,24 +28,25 @@
 //!
 //! # Layers
 //!
-//! The modules form layers, bottom-up; each imports only from the layers below it, so
-//! parsing never reaches into routing and nothing reaches up into the connection.
+//! The modules form layers, drawn here with the lowest at the bottom. A module imports
+//! only from the layers below its own, or from a module to its left in its own layer:
+//! so parsing never reaches into routing, and nothing reaches up into the connection.
 //!
 //! ```text
-//!   conn, context, access_log     the connection state machine and per-thread state
-//!   request, route                parse a head (request) / decide its answer (route)
-//!   static_files, echo            answers computed per request from a file or the request
-//!   site                          the routing table (Site, Snapshot), swappable
-//!   accept_encoding, chunked, out content negotiation, chunked bodies, output queues
-//!   response                      Prerendered, Body, reason phrases, Answer
-//!   line, headers, reject,        the request line, field helpers (trim, list_items),
-//!   limits, date, stats           rejections, limits, the Date cache, counters
+//!   access_log, context, conn        the connection state machine, per-thread state
+//!   request, route                   parse a head (request), decide its answer (route)
+//!   static_files, echo               answers made per request, from a file or the request
+//!   site                             the routing table (Site, Snapshot), swappable
+//!   accept_encoding, chunked, out    content negotiation, chunked bodies, output queues
+//!   response                         Prerendered, Body, reason phrases, Answer
+//!   reject, line, headers, limits,   rejections, the request line, field helpers (trim,
+//!   date, stats                      list_items), limits, the Date cache, the counters
 //! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// Bottom-up: each module imports only from the layers above it in this list.
+// The layers of the crate docs, bottom-up, one group each.
 mod date;
 mod headers;
 mod limits;
