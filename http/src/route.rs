@@ -37,7 +37,7 @@ pub(crate) fn decide<'a>(
     let Some(req) = request::parse(limits, head, &mut storage)? else {
         return Ok(None);
     };
-    let response = route(site, &req, &head[..req.len], metrics)?;
+    let response = route(site, &req, head, metrics)?;
     let decision = Decision {
         response,
         head_only: req.method == Method::Head,
@@ -49,8 +49,8 @@ pub(crate) fn decide<'a>(
     Ok(Some((decision, req.len)))
 }
 
-/// The answer to `req` (whose bytes are `head`), or the rejection of a target that
-/// routes nowhere.
+/// The answer to `req` (parsed from the start of `head`), or the rejection of a
+/// target that routes nowhere.
 pub(crate) fn route<'a>(
     site: &'a Snapshot,
     req: &Head<'_, '_>,
@@ -101,7 +101,7 @@ pub(crate) fn route<'a>(
             static_files::serve(f, known == Method::Get, req.conditional, req.fields)
         }
         (Method::Get | Method::Head, Some(Entry::Redirect)) => static_files::redirect(raw_path, target, site.headers()),
-        (Method::Get | Method::Head, Some(Entry::Echo)) => Answer::Owned(Box::new(echo::head(head))),
+        (Method::Get | Method::Head, Some(Entry::Echo)) => Answer::Owned(Box::new(echo::head(&head[..req.len]))),
         (Method::Echo, Some(Entry::Echo)) => Answer::Echo(echo::content_type(req.content_type)),
         (Method::Other | Method::Connect, Some(Entry::Echo)) => Answer::Shared(site.echo_405()),
         (Method::Echo | Method::Other | Method::Connect, Some(_)) => Answer::Shared(site.error(405)),
