@@ -1,6 +1,6 @@
 //! `duet compare`: flags and the handler. The work is done by `duet_loadtest::compare`.
 
-use crate::cli::{ByteSize, Seconds};
+use crate::arg_types::{ByteSize, Seconds};
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
 use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};

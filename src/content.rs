@@ -15,7 +15,7 @@
 //! listing names exactly the entries of the table.
 
 use bytes::Bytes;
-use duet_http::{Body, Coding, FileMeta, Site, SiteBuilder, Variant};
+use duet_http::{Body, Coding, FileMeta, HeaderError, SetInstead, Site, SiteBuilder, Variant};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
@@ -99,15 +99,28 @@ impl Loaded {
     }
 }
 
+/// Why `--header` refused a line, in the terms of duet's flags: a field duet sets
+/// itself names the flag that sets it instead.
+fn header_error(e: &HeaderError) -> String {
+    match e {
+        HeaderError::Managed { name, instead: Some(SetInstead::ContentType) } => {
+            format!("duet sets {name} itself (set it per path with --route-type)")
+        }
+        HeaderError::Managed { name, instead: Some(SetInstead::Variants) } => {
+            format!("duet sets {name} itself (see --precompressed)")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Reads everything the configuration names. Any error is one line saying what to fix.
 pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
     for path in &cfg.echoes {
         check_path("--echo", path, path)?;
     }
-    let base = cfg
-        .headers
-        .iter()
-        .try_fold(Site::builder(), |b, line| b.header(line).map_err(|e| format!("--header {line:?}: {e}")))?;
+    let base = cfg.headers.iter().try_fold(Site::builder(), |b, line| {
+        b.header(line).map_err(|e| format!("--header {line:?}: {}", header_error(&e)))
+    })?;
     if cfg.is_default() {
         let builder = cfg.echoes.iter().fold(base.hello(), |b, path| b.echo(path));
         return Ok(Loaded {
@@ -485,6 +498,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_refused_managed_header_names_the_flag_that_sets_it() {
+        let refused = |line: &str| header_error(&Site::builder().header(line).unwrap_err());
+        assert_eq!(
+            refused("Content-Type: text/html"),
+            "duet sets Content-Type itself (set it per path with --route-type)"
+        );
+        assert_eq!(refused("content-encoding: br"), "duet sets Content-Encoding itself (see --precompressed)");
+        assert_eq!(refused("Date: today"), "duet sets Date itself");
+        assert_eq!(refused("no colon"), "expected 'Name: value'");
+    }
 
     #[test]
     fn route_syntax() {

@@ -1,6 +1,6 @@
 //! `duet load`: flags and the handler. The work is done by `duet_loadtest`.
 
-use crate::cli::Seconds;
+use crate::arg_types::Seconds;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! `duet`: the binary. CLI, engine selection, signals and logging; the engines do the rest.
 
+mod arg_types;
 mod cli;
 mod compare_cli;
 mod content;

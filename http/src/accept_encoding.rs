@@ -6,7 +6,7 @@
 //! ignored (as if not listed), and the rest of the field still counts. Parameters other
 //! than `q` are ignored.
 
-use crate::request::trim;
+use crate::headers::trim;
 
 /// The content codings duet serves precompressed variants in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

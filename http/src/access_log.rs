@@ -130,7 +130,7 @@ impl ConnLog {
                 continue;
             }
             let Some(colon) = memchr::memchr(b':', line) else { continue };
-            let (name, value) = (&line[..colon], crate::request::trim(&line[colon + 1..]));
+            let (name, value) = (&line[..colon], crate::headers::trim(&line[colon + 1..]));
             if !referer && name.eq_ignore_ascii_case(b"referer") {
                 referer = true;
                 escape_into(&mut self.referer, value);

@@ -2,14 +2,18 @@
 
 use crate::access_log::{AccessLog, ConnLog};
 use crate::chunked::{Chunked, ChunkedDecoder};
-use crate::context::{Context, HttpStats};
+use crate::context::Context;
+use crate::date::DateCache;
 use crate::echo;
+use crate::limits::Limits;
 use crate::line::{Line, LineScan};
 use crate::out::{BufPool, OutBuf};
 use crate::reject::Reject;
-use crate::request::{self, Answer, BodyKind};
-use crate::site::{Body, Prerendered, Snapshot};
-use crate::{DateCache, Limits};
+use crate::request::{self, BodyKind};
+use crate::response::{Answer, Body, Prerendered};
+use crate::route;
+use crate::site::Snapshot;
+use crate::stats::HttpStats;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -379,7 +383,7 @@ impl Connection {
                             Some(i) => {
                                 let lines = &window[..self.scan_from as usize + i + 1];
                                 let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
-                                request::decide(site, limits, lines, metrics).transpose()
+                                route::decide(site, limits, lines, metrics).transpose()
                             }
                         },
                     };
@@ -624,7 +628,11 @@ impl Connection {
     }
 
     /// The output to send next, if any. The segments stay valid and unchanged until
-    /// [`Connection::handle_sent`] (see the contract in the crate docs).
+    /// [`Connection::handle_sent`] (see the contract in the crate docs), even when this
+    /// `Connection` value moves meanwhile: they point into heap storage, never into the
+    /// `Connection` itself (see "Segments never point into the `Connection`" in
+    /// [`OutBuf`]), so an engine may keep the iovecs of a send in flight while its slab
+    /// of connections grows.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<&OutBuf> {
         if self.inflight.is_none() {

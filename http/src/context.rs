@@ -1,31 +1,13 @@
-//! The per-thread state connections share, and the counters the HTTP layer keeps.
+//! The per-thread state connections share.
 
 use crate::access_log::AccessLog;
-use crate::site::Snapshot;
-use crate::{BufPool, DateCache, Limits, Site};
+use crate::date::DateCache;
+use crate::limits::Limits;
+use crate::out::BufPool;
+use crate::site::{Site, Snapshot};
+use crate::stats::{HttpStats, MetricsSource};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-
-/// The HTTP layer's own counters: what a connection counts as it answers. An engine
-/// adds them to its own counters (syscalls, wakeups, ...) in its report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HttpStats {
-    /// Requests answered (error responses included).
-    pub requests: u64,
-    /// Requests answered with a 4xx/5xx status.
-    pub errors: u64,
-}
-
-/// Where the counters answered on `--metrics PATH` come from. The engine owns its
-/// counters and their rendering; the HTTP layer only routes `GET PATH` to it and hands
-/// over the live HTTP counters of the worker asking.
-pub trait MetricsSource: Send + Sync + std::fmt::Debug {
-    /// The path the counters are served at (e.g. `/metrics`).
-    fn path(&self) -> &[u8];
-    /// The counters of every worker in the Prometheus text format, with `live` (the
-    /// current HTTP counters of worker `worker`) in place of what it last published.
-    fn render(&self, worker: usize, live: &HttpStats) -> String;
-}
 
 /// The deadlines that anything starting in this loop turn gets: computed once per turn
 /// in [`Context::set_time`], so a request pays no time arithmetic.

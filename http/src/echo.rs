@@ -6,15 +6,12 @@
 //! Bodies are bounded by `Limits::max_body` like any other, and the response is queued
 //! like any other, so output backpressure bounds what one connection holds.
 
-use crate::site::{Prerendered, NO_LINES};
+use crate::response::{Prerendered, NO_LINES};
 use bytes::Bytes;
 
 /// The type given to an echoed body whose request named none (or one that cannot be
 /// repeated safely in a response head).
 const DEFAULT_TYPE: &str = "application/octet-stream";
-
-/// The Allow list of an echo route.
-pub(crate) const ALLOW: &str = "Allow: GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 /// The answer to GET or HEAD: the request head as received, without its final blank
 /// line.

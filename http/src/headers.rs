@@ -1,9 +1,30 @@
-//! Response header fields configured by the operator (`duet serve --header`), checked
-//! once when the site is built so that a request never pays for them: they are
-//! rendered into the pre-rendered heads.
+//! Header fields: the helpers every reader of a field value uses ([`trim`],
+//! [`list_items`]), the request fields that matter only for files (seen as flags), and
+//! the response header fields configured by the operator, checked once when the site
+//! is built so that a request never pays for them: they are rendered into the
+//! pre-rendered heads.
 
 use crate::line::is_tchar;
 use std::fmt;
+
+/// Request headers that matter only for files: seen in the header loop as flags, read
+/// again only when a file is asked for with one of them.
+pub(crate) const HAS_RANGE: u8 = 1;
+pub(crate) const HAS_IF_RANGE: u8 = 2;
+pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
+pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
+
+/// Non-empty, trimmed elements of a comma-separated field value.
+pub(crate) fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+/// The value without the spaces and tabs around it (OWS).
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &v[start..end]
+}
 
 /// Why a configured response header was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,9 +40,19 @@ pub enum HeaderError {
     Managed {
         /// The field's name, as duet writes it.
         name: &'static str,
-        /// What to do instead, when there is something.
-        hint: &'static str,
+        /// Where the site chooses its value instead, when it can be chosen at all.
+        instead: Option<SetInstead>,
     },
+}
+
+/// Where a site chooses the value of a field duet sets itself ([`HeaderError::Managed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetInstead {
+    /// `Content-Type`: the content type given with each route or file.
+    ContentType,
+    /// `Content-Encoding`: a file's precompressed variants
+    /// ([`SiteBuilder::file_with_variants`](crate::SiteBuilder::file_with_variants)).
+    Variants,
 }
 
 impl fmt::Display for HeaderError {
@@ -32,35 +63,41 @@ impl fmt::Display for HeaderError {
                 write!(f, "the name must be a token (letters, digits and !#$%&'*+-.^_`|~)")
             }
             HeaderError::BadValue => write!(f, "the value may not contain CR, LF or other control characters"),
-            HeaderError::Managed { name, hint } => write!(f, "duet sets {name} itself{hint}"),
+            HeaderError::Managed { name, instead: None } => write!(f, "duet sets {name} itself"),
+            HeaderError::Managed { name, instead: Some(SetInstead::ContentType) } => {
+                write!(f, "duet sets {name} itself (each route or file has its own content type)")
+            }
+            HeaderError::Managed { name, instead: Some(SetInstead::Variants) } => {
+                write!(f, "duet sets {name} itself (from a file's precompressed variants)")
+            }
         }
     }
 }
 
 impl std::error::Error for HeaderError {}
 
-/// The fields duet writes itself, lower-case, with the name as duet writes it and a
-/// hint. Another value would contradict the framing, the connection management or
+/// The fields duet writes itself, lower-case, with the name as duet writes it and
+/// where a site chooses it instead. Another value would contradict the framing, the connection management or
 /// the validators duet computes.
-const MANAGED: &[(&str, &str, &str)] = &[
-    ("content-length", "Content-Length", ""),
-    ("transfer-encoding", "Transfer-Encoding", ""),
-    ("connection", "Connection", ""),
-    ("keep-alive", "Keep-Alive", ""),
-    ("proxy-connection", "Proxy-Connection", ""),
-    ("upgrade", "Upgrade", ""),
-    ("te", "TE", ""),
-    ("trailer", "Trailer", ""),
-    ("date", "Date", ""),
-    ("server", "Server", ""),
-    ("content-type", "Content-Type", " (set it per path with --route-type)"),
-    ("content-encoding", "Content-Encoding", " (see --precompressed)"),
-    ("content-range", "Content-Range", ""),
-    ("accept-ranges", "Accept-Ranges", ""),
-    ("etag", "ETag", ""),
-    ("last-modified", "Last-Modified", ""),
-    ("location", "Location", ""),
-    ("allow", "Allow", ""),
+const MANAGED: &[(&str, &str, Option<SetInstead>)] = &[
+    ("content-length", "Content-Length", None),
+    ("transfer-encoding", "Transfer-Encoding", None),
+    ("connection", "Connection", None),
+    ("keep-alive", "Keep-Alive", None),
+    ("proxy-connection", "Proxy-Connection", None),
+    ("upgrade", "Upgrade", None),
+    ("te", "TE", None),
+    ("trailer", "Trailer", None),
+    ("date", "Date", None),
+    ("server", "Server", None),
+    ("content-type", "Content-Type", Some(SetInstead::ContentType)),
+    ("content-encoding", "Content-Encoding", Some(SetInstead::Variants)),
+    ("content-range", "Content-Range", None),
+    ("accept-ranges", "Accept-Ranges", None),
+    ("etag", "ETag", None),
+    ("last-modified", "Last-Modified", None),
+    ("location", "Location", None),
+    ("allow", "Allow", None),
 ];
 
 /// Checks `line` (`Name: value`) and returns it as it will be sent: `Name: value`
@@ -75,8 +112,8 @@ pub(crate) fn check_response_header(line: &str) -> Result<String, HeaderError> {
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(HeaderError::BadValue);
     }
-    if let Some(&(_, name, hint)) = MANAGED.iter().find(|(lower, _, _)| name.eq_ignore_ascii_case(lower)) {
-        return Err(HeaderError::Managed { name, hint });
+    if let Some(&(_, name, instead)) = MANAGED.iter().find(|(lower, _, _)| name.eq_ignore_ascii_case(lower)) {
+        return Err(HeaderError::Managed { name, instead });
     }
     Ok(format!("{name}: {value}"))
 }

@@ -25,31 +25,60 @@
 //! per-thread [`Context`], what is served ([`Site`]), the [`Limits`], the Date cache
 //! and the HTTP counters ([`HttpStats`]). It never spawns a thread, opens a socket or
 //! reads a clock.
+//!
+//! # Layers
+//!
+//! The modules form layers, drawn here with the lowest at the bottom. A module imports
+//! only from the layers below its own, or from a module to its left in its own layer:
+//! so parsing never reaches into routing, and nothing reaches up into the connection.
+//!
+//! ```text
+//!   access_log, context, conn        the connection state machine, per-thread state
+//!   request, route                   parse a head (request), decide its answer (route)
+//!   static_files, echo               answers made per request, from a file or the request
+//!   site                             the routing table (Site, Snapshot), swappable
+//!   accept_encoding, chunked, out    content negotiation, chunked bodies, output queues
+//!   response                         Prerendered, Body, reason phrases, Answer
+//!   reject, line, headers, limits,   rejections, the request line, field helpers (trim,
+//!   date, stats                      list_items), limits, the Date cache, the counters
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod accept_encoding;
-mod access_log;
-mod chunked;
-mod conn;
-mod context;
+// The layers of the crate docs, bottom-up, one group each.
 mod date;
-mod echo;
 mod headers;
 mod limits;
 mod line;
-mod out;
 mod reject;
-mod request;
+mod stats;
+
+mod response;
+
+mod accept_encoding;
+mod chunked;
+mod out;
+
 mod site;
+
+mod echo;
 mod static_files;
+
+mod request;
+mod route;
+
+mod access_log;
+mod conn;
+mod context;
 
 pub use accept_encoding::Coding;
 pub use conn::{Connection, Timer};
-pub use context::{Context, HttpStats, MetricsSource};
+pub use context::Context;
 pub use date::DateCache;
-pub use headers::HeaderError;
+pub use headers::{HeaderError, SetInstead};
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
-pub use site::{Body, FileMeta, Prerendered, Site, SiteBuilder, Variant};
+pub use response::{Body, Prerendered};
+pub use site::{FileMeta, Site, SiteBuilder, Variant};
+pub use stats::{HttpStats, MetricsSource};

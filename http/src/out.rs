@@ -35,6 +35,19 @@ impl Spliced {
 /// first unsent file segment; when nothing in memory is left before it,
 /// [`OutBuf::front_file`] gives that file segment. Bytes sent either way are reported
 /// alike (`Connection::handle_sent`).
+///
+/// # Segments never point into the `Connection`
+///
+/// Every segment [`OutBuf::fill`] gives points into heap storage: this buffer's own
+/// `Vec`, or a body's shared `Bytes`. None points into the bytes of the `OutBuf` value
+/// or of the [`Connection`](crate::Connection) that queues it (which holds its
+/// `OutBuf`s in a `Box`), so a segment stays where it is, with the same bytes, when the
+/// `Connection` value moves. Engines rely on this: an iovec of a send in flight (an
+/// io_uring `sendmsg`, a partial `writev` retried) is kept while the engine's slab of
+/// connections grows and moves them, until [`Connection::handle_sent`](crate::Connection::handle_sent).
+/// So no inline storage for output: no small-array optimisation in this struct or in
+/// `Connection`, no body bytes kept in either by value. `tests/output_segments.rs`
+/// fails if that changes.
 #[derive(Debug, Default)]
 pub struct OutBuf {
     data: Vec<u8>,

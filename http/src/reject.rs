@@ -68,7 +68,7 @@ impl Reject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::site::ERROR_STATUSES;
+    use crate::response::ERROR_STATUSES;
 
     #[test]
     fn every_rejection_has_a_prerendered_error_response() {

@@ -14,180 +14,19 @@
 //! they send. A file streamed by the old table is closed when the last of them is sent.
 
 use crate::accept_encoding::Coding;
-use crate::echo;
 use crate::headers::{check_response_header, HeaderError};
+use crate::response::{Body, Prerendered, ERROR_STATUSES};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The value of the `Server` header.
-pub const SERVER_NAME: &str = "duet";
-
-/// A response body: bytes held in memory, or a byte range of a file streamed from disk
-/// at request time.
-#[derive(Clone, Debug)]
-pub enum Body {
-    /// Shared bytes, sent without copying.
-    Memory(Bytes),
-    /// `len` bytes of `file` from `offset`. The file was opened by whoever built the
-    /// site (duet-http never performs I/O); engines send it with positional I/O
-    /// (`sendfile`, `splice`, `pread`), so one descriptor serves every request.
-    File {
-        /// The open file, shared by all responses that stream from it.
-        file: Arc<File>,
-        /// Where the body starts in the file.
-        offset: u64,
-        /// Bytes of the body.
-        len: u64,
-    },
-}
-
-impl Body {
-    /// The first `len` bytes of `file`, streamed from disk.
-    pub fn file(file: Arc<File>, len: u64) -> Self {
-        Body::File { file, offset: 0, len }
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        match self {
-            Body::Memory(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
-        }
-    }
-
-    /// True when the body is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// True when the body is streamed from a file.
-    pub fn is_file(&self) -> bool {
-        matches!(self, Body::File { .. })
-    }
-
-    /// Bytes `first..=last` of the body (within its length).
-    pub(crate) fn slice(&self, first: u64, last: u64) -> Body {
-        match self {
-            Body::Memory(b) => Body::Memory(b.slice(first as usize..=last as usize)),
-            Body::File { file, offset, .. } => {
-                Body::File { file: Arc::clone(file), offset: offset + first, len: last - first + 1 }
-            }
-        }
-    }
-}
-
-impl From<Bytes> for Body {
-    fn from(b: Bytes) -> Self {
-        Body::Memory(b)
-    }
-}
-
-/// A response whose status line and headers were rendered once, at start. Only `Date`
-/// (and `Connection` when needed) is added per request.
-#[derive(Debug)]
-pub struct Prerendered {
-    /// Status line and headers, each ending in CRLF, without `Date`, `Connection` and
-    /// the final blank line.
-    head: Box<[u8]>,
-    body: Body,
-    status: u16,
-}
-
-/// No extra header lines, for [`Prerendered::new`].
-pub(crate) const NO_LINES: [&str; 0] = [];
-
-impl Prerendered {
-    /// Renders a response with `Server`, `Content-Type`, `Content-Length` and `extra`
-    /// header lines (each `Name: value`).
-    pub fn new(
-        status: u16,
-        content_type: &str,
-        body: impl Into<Body>,
-        extra: impl IntoIterator<Item = impl AsRef<str>>,
-    ) -> Self {
-        let body = body.into();
-        let mut head = status_and_server(status);
-        if !content_type.is_empty() {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        for line in extra {
-            head.push_str(line.as_ref());
-            head.push_str("\r\n");
-        }
-        Prerendered { head: head.into_bytes().into_boxed_slice(), body, status }
-    }
-
-    /// A response without a body and without `Content-Length` (204, 304).
-    fn bodiless(status: u16, extra: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
-        let mut head = status_and_server(status);
-        for line in extra {
-            head.push_str(line.as_ref());
-            head.push_str("\r\n");
-        }
-        Prerendered { head: head.into_bytes().into_boxed_slice(), body: Body::Memory(Bytes::new()), status }
-    }
-
-    pub(crate) fn error(status: u16, extra: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
-        let body = format!("{status} {}\n", reason(status));
-        Prerendered::new(status, "text/plain; charset=utf-8", Bytes::from(body), extra)
-    }
-
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    pub(crate) fn head(&self) -> &[u8] {
-        &self.head
-    }
-
-    /// The body (sent unless the request was HEAD).
-    pub fn body(&self) -> &Body {
-        &self.body
-    }
-}
-
-fn status_and_server(status: u16) -> String {
-    format!("HTTP/1.1 {status} {}\r\nServer: {SERVER_NAME}\r\n", reason(status))
-}
-
-/// The reason phrase for the status codes duet sends.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-/// The statuses that have a pre-rendered error response.
-pub(crate) const ERROR_STATUSES: [u16; 10] = [400, 404, 405, 408, 413, 414, 417, 431, 501, 505];
-
 /// The Allow list of a static path.
 const STATIC_ALLOW: &str = "Allow: GET, HEAD, OPTIONS";
+
+/// The Allow list of an echo route.
+const ECHO_ALLOW: &str = "Allow: GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 /// Up to this many routes are matched by a linear scan instead of a hash.
 const FEW_ROUTES: usize = 8;
@@ -591,8 +430,8 @@ impl SiteBuilder {
         let any_echo = self.routes.values().any(|e| matches!(e, Entry::Echo));
         let options = |allow| Arc::new(Prerendered::bodiless(204, self.lines(&[allow])));
         let options =
-            [options(STATIC_ALLOW), options(echo::ALLOW), options(if any_echo { echo::ALLOW } else { STATIC_ALLOW })];
-        let echo_405 = Arc::new(Prerendered::error(405, self.lines(&[echo::ALLOW])));
+            [options(STATIC_ALLOW), options(ECHO_ALLOW), options(if any_echo { ECHO_ALLOW } else { STATIC_ALLOW })];
+        let echo_405 = Arc::new(Prerendered::error(405, self.lines(&[ECHO_ALLOW])));
         let few = if self.routes.len() <= FEW_ROUTES {
             self.routes.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
         } else {

@@ -5,8 +5,9 @@
 //! the chosen representation's own validators.
 
 use crate::accept_encoding::{AcceptEncoding, Choice};
-use crate::request::{list_items, trim, Answer, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
-use crate::site::{FileEntry, Prerendered};
+use crate::headers::{list_items, trim, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
+use crate::response::{Answer, Prerendered};
+use crate::site::FileEntry;
 use bytes::Bytes;
 use std::time::UNIX_EPOCH;
 

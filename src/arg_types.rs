@@ -1,0 +1,68 @@
+//! Value types of command-line arguments shared by the subcommands (`serve`, `load`,
+//! `compare`): each subcommand's module imports these, and none imports another's.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A byte count: `4096`, `8k`, `8KiB`, `1m`, `1MiB`, `1g`.
+#[derive(Clone, Copy, Debug)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (try 8KiB, 1MiB or 4096)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("'{s}' has an unknown unit (use B, KiB, MiB or GiB)")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("'{s}' is too large"))
+    }
+}
+
+/// A duration: `10s`, `500ms`, `2m`, `1h`, or plain seconds (`1.5`).
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 10s or 500ms)"))?;
+        let secs = match unit {
+            "" | "s" => n,
+            "ms" => n / 1e3,
+            "us" => n / 1e6,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+        };
+        Duration::try_from_secs_f64(secs).map(Seconds).map_err(|_| format!("'{s}' is out of range"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!("8KiB".parse::<ByteSize>().unwrap().0, 8192);
+        assert_eq!("1m".parse::<ByteSize>().unwrap().0, 1 << 20);
+        assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
+        assert!("8 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!("500ms".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("2".parse::<Seconds>().unwrap().0, Duration::from_secs(2));
+        assert_eq!("1m".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
+        assert!("-1s".parse::<Seconds>().is_err());
+        assert!("soon".parse::<Seconds>().is_err());
+    }
+}
