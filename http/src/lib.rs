@@ -44,6 +44,8 @@ mod reject;
 mod request;
 mod site;
 mod static_files;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use accept_encoding::Coding;
 pub use conn::{Connection, Timer};
