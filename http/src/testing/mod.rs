@@ -62,7 +62,8 @@ impl SendMode {
 
 /// A send handed to the "kernel": what `poll_output` gave, copied, to compare later.
 struct InFlight {
-    /// `(address, length)` of each memory segment; empty for a file segment.
+    /// `(address, length)` of each memory segment; empty for a file segment and for a
+    /// send completed at once.
     segments: Vec<(usize, usize)>,
     /// For a file segment: the file's address, the offset and the bytes left.
     file: Option<(usize, u64, usize)>,
@@ -201,12 +202,12 @@ impl Driver {
             return false; // the engine has dropped the connection
         }
         self.complete();
-        // Completed at once, so only the bytes sent are kept: a one-byte send of a
-        // large queue does not copy the whole queue.
-        if !self.start_send(self.send.max_bytes, self.send.max_iov, false) {
+        // Completed at once, with nothing in between to check against: only the bytes
+        // sent are kept, so a one-byte send of a large queue does not copy the queue.
+        let Some(flight) = self.take_send(self.send.max_bytes, self.send.max_iov, false) else {
             return false;
-        }
-        self.complete();
+        };
+        self.finish_send(flight);
         true
     }
 
@@ -222,18 +223,20 @@ impl Driver {
     /// must not change meanwhile. False when there is nothing to send, a send is
     /// already in flight or the connection was dropped.
     pub fn begin_send(&mut self, n: usize, iov: usize) -> bool {
-        self.start_send(n, iov, true)
-    }
-
-    /// [`Driver::begin_send`]; `keep_all`: keep every byte offered to compare later,
-    /// not only the bytes the send takes.
-    fn start_send(&mut self, n: usize, iov: usize, keep_all: bool) -> bool {
-        if self.dropped || self.inflight.is_some() {
+        if self.inflight.is_some() {
             return false;
         }
-        let Some(buf) = self.conn.poll_output() else {
-            return false;
-        };
+        self.inflight = self.take_send(n, iov, true);
+        self.inflight.is_some()
+    }
+
+    /// The next send from `poll_output`, checked. `keep_all`: keep the segments and
+    /// every byte offered, to compare later, not only the bytes the send takes.
+    fn take_send(&mut self, n: usize, iov: usize, keep_all: bool) -> Option<InFlight> {
+        if self.dropped {
+            return None;
+        }
+        let buf = self.conn.poll_output()?;
         let remaining = buf.remaining();
         assert!(remaining > 0, "poll_output returned an empty buffer");
         let mut slices = vec![IoSlice::new(&[]); iov];
@@ -251,20 +254,25 @@ impl Driver {
             InFlight { segments: Vec::new(), file, bytes, n, iov, file_next: false }
         } else {
             assert!(buf.front_file().is_none(), "front_file while memory segments come first");
-            let segments: Vec<(usize, usize)> =
-                slices[..filled].iter().map(|s| (s.as_ptr() as usize, s.len())).collect();
-            let offered: usize = segments.iter().map(|&(_, len)| len).sum();
+            let offered: usize = slices[..filled].iter().map(|s| s.len()).sum();
             assert!(offered <= remaining, "fill offered more than remains");
             let n = n.min(offered);
-            let keep = if keep_all { offered } else { n };
-            let bytes: Vec<u8> = slices[..filled].iter().flat_map(|s| s.iter().copied()).take(keep).collect();
+            let (segments, keep) = if keep_all {
+                (slices[..filled].iter().map(|s| (s.as_ptr() as usize, s.len())).collect(), offered)
+            } else {
+                (Vec::new(), n)
+            };
+            let mut bytes = Vec::with_capacity(keep);
+            for s in &slices[..filled] {
+                let take = s.len().min(keep - bytes.len());
+                bytes.extend_from_slice(&s[..take]);
+            }
             // With segments free, fill leaves out bytes only when a file segment is next.
             let file_next = filled < iov && offered < remaining && n == offered;
             InFlight { segments, file: None, n, bytes, iov, file_next }
         };
         self.batches += 1;
-        self.inflight = Some(flight);
-        true
+        Some(flight)
     }
 
     /// The send in flight completes: its bytes reach the peer and are reported with
@@ -279,9 +287,13 @@ impl Driver {
             return;
         }
         self.check_inflight(context);
-        let Some(flight) = self.inflight.take() else {
-            return;
-        };
+        if let Some(flight) = self.inflight.take() {
+            self.finish_send(flight);
+        }
+    }
+
+    /// The peer receives the bytes of `flight`; the connection hears of them.
+    fn finish_send(&mut self, flight: InFlight) {
         self.out.extend_from_slice(&flight.bytes[..flight.n]);
         self.conn.handle_sent(&mut self.ctx, flight.n);
         if flight.file_next {
