@@ -6,4 +6,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| duet_fuzz::connection(data));
+fuzz_target!(|data: &[u8]| duet_http::testing::fuzz::connection(data));

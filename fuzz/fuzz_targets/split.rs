@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| duet_fuzz::split(data));
+fuzz_target!(|data: &[u8]| duet_http::testing::fuzz::split(data));

@@ -64,6 +64,8 @@ mod site;
 
 mod echo;
 mod static_files;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 mod request;
 mod route;

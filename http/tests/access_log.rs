@@ -3,23 +3,21 @@
 //! its deadline is logged as far as it came, and a connection that never sends a
 //! request logs nothing.
 
-mod common;
-
-use common::*;
+use duet_http::testing::*;
 use duet_http::Connection;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A connection from 192.0.2.7 on a context with the access log on.
-fn logging() -> Engine {
-    let mut e = Engine::hello();
+fn logging() -> Driver {
+    let mut e = Driver::hello();
     e.ctx.enable_access_log();
     e.conn = Connection::new(&e.ctx);
     e.conn.set_peer(Some(SocketAddr::from(([192, 0, 2, 7], 40000))));
     e
 }
 
-fn lines(e: &mut Engine) -> Vec<String> {
+fn lines(e: &mut Driver) -> Vec<String> {
     let lines = e.ctx.access_log_lines().expect("the log is on");
     let text = String::from_utf8(std::mem::take(lines)).expect("ASCII");
     text.lines().map(str::to_string).collect()
@@ -62,7 +60,7 @@ fn a_connection_that_sends_no_request_logs_nothing() {
 
 #[test]
 fn with_the_log_off_no_line_is_made() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.conn.set_peer(Some(SocketAddr::from(([192, 0, 2, 7], 40000))));
     e.read_event(&get("/"));
     assert_eq!(e.statuses(), [200]);

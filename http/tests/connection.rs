@@ -2,10 +2,8 @@
 //! drives it. Every input goes through `check`, which feeds it whole, split at every
 //! byte offset, byte by byte, and with partial sends, and requires identical output.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Connection, Limits, Site, Timer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +119,7 @@ fn unknown_path_is_404_and_keeps_the_connection() {
 fn over_long_method_is_501_at_once_and_closes() {
     // Longer than any method duet implements (RFC 9112 §3): answered before the rest
     // of the line arrives, so even a method that never ends is not a 414.
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"PROPFIND");
     assert_eq!(e.statuses(), [501]);
     assert_rejected(b"PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n", 501);
@@ -215,7 +213,7 @@ fn pipelined_requests_are_answered_in_order_in_one_batch() {
 
 #[test]
 fn http11_keeps_the_connection_alive_by_default() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     for round in 0..3 {
         assert!(e.read_event(&get("/")));
         assert_eq!(e.take_out(), HELLO.as_bytes(), "round {round}");
@@ -339,7 +337,7 @@ fn expect_100_continue_gets_interim_response_before_the_final_one() {
     assert!(chunked.text().starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "));
 
     // The interim response goes out as soon as the head is read, before the body.
-    let mut e = Engine::with_site(echo_site(), Limits::default());
+    let mut e = Driver::with_site(echo_site(), Limits::default());
     e.read_event(b"PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert_eq!(e.take_out(), b"HTTP/1.1 100 Continue\r\n\r\n");
     e.read_event(b"hi");
@@ -355,7 +353,7 @@ fn expect_100_continue_with_a_known_refusal_gets_it_at_once_and_closes() {
         (&b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..], 405),
         (b"PUT /nope HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", 404),
     ] {
-        let mut e = Engine::hello();
+        let mut e = Driver::hello();
         e.read_event(req);
         assert!(!e.text().contains("100 Continue"), "{}", e.text());
         assert_eq!(e.statuses(), [status]);
@@ -472,7 +470,7 @@ fn request_line_longer_than_max_head_is_414() {
 fn request_line_over_limit_is_414_before_it_ends() {
     // The line never ends: the server answers once it passed the limit.
     let limits = Limits { max_head: 100, ..Limits::default() };
-    let mut e = Engine::new(Site::hello(), limits);
+    let mut e = Driver::new(Site::hello(), limits);
     e.read_event(format!("GET /{}", "a".repeat(100)).as_bytes());
     assert_eq!(e.responses()[0].status, 414);
     assert!(e.write_shut);
@@ -518,7 +516,7 @@ fn error_after_answered_requests_ends_the_stream() {
 
 #[test]
 fn input_after_a_close_is_discarded_while_lingering() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert!(e.write_shut);
     assert!(!e.conn.is_closed() && e.conn.wants_read(), "lingering: reads and discards");
@@ -545,7 +543,7 @@ fn pipelining_flood_stops_reading_until_output_is_sent() {
     let max_output = limits.max_output;
     let n = 10_000;
     let input = flood(n);
-    let mut e = Engine::new(Site::hello(), limits);
+    let mut e = Driver::new(Site::hello(), limits);
     e.feed(&input);
     assert!(!e.conn.wants_read(), "output over the cap: the engine must stop reading");
     let queued = e.conn.output_len();
@@ -580,7 +578,7 @@ fn flood_read_in_chunks_keeps_memory_bounded_by_limits() {
     let (max_output, max_head) = (limits.max_output, limits.max_head);
     let input = flood(3000);
     let chunk = 1500;
-    let mut e = Engine::new(Site::hello(), limits);
+    let mut e = Driver::new(Site::hello(), limits);
     e.send = SendMode { max_bytes: 700, max_iov: 4 };
     let mut pos = 0;
     let mut stalls = 0;
@@ -622,7 +620,7 @@ fn flood_with_bodies_is_framed_through_backpressure() {
 #[test]
 fn stalled_connection_still_answers_everything_after_eof() {
     let limits = Limits { max_output: 1024, ..Limits::default() };
-    let mut e = Engine::new(Site::hello(), limits);
+    let mut e = Driver::new(Site::hello(), limits);
     e.feed(&flood(100));
     assert!(!e.conn.wants_read());
     e.conn.handle_eof(&mut e.ctx);
@@ -636,9 +634,9 @@ fn stalled_connection_still_answers_everything_after_eof() {
 fn inflight_segments_stay_unchanged_while_more_input_is_handled() {
     let body: Vec<u8> = vec![b'z'; 10_000];
     let site = Site::builder().route("/big", "text/plain", Bytes::from(body)).build();
-    let mut e = Engine::new(site, Limits::default());
+    let mut e = Driver::new(site, Limits::default());
     e.feed(&cat(&[&get("/big"), &get("/")]));
-    let snapshot = |e: &mut Engine| -> Vec<(usize, Vec<u8>)> {
+    let snapshot = |e: &mut Driver| -> Vec<(usize, Vec<u8>)> {
         let buf = e.conn.poll_output().expect("output");
         let mut iov = vec![std::io::IoSlice::new(&[]); 16];
         let n = buf.fill(&mut iov);
@@ -658,7 +656,7 @@ fn inflight_segments_stay_unchanged_while_more_input_is_handled() {
 
 #[test]
 fn header_deadline_is_absolute_from_the_first_byte() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.advance_to(secs(3));
     e.read_event(b"G");
     assert_eq!(e.deadline(), Some(secs(13)), "header_timeout from the first byte");
@@ -681,7 +679,7 @@ fn header_deadline_is_absolute_from_the_first_byte() {
 
 #[test]
 fn header_deadline_counts_from_first_byte_of_each_request() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&get("/"));
     e.advance_to(secs(30));
     assert!(!e.conn.is_closed());
@@ -695,7 +693,7 @@ fn header_deadline_counts_from_first_byte_of_each_request() {
 
 #[test]
 fn body_read_pause_longer_than_header_timeout_is_408() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab");
     e.advance_to(secs(9));
     e.read_event(b"cd");
@@ -707,7 +705,7 @@ fn body_read_pause_longer_than_header_timeout_is_408() {
 
 #[test]
 fn keep_alive_idle_deadline_closes_silently() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.advance_to(secs(1));
     e.read_event(&get("/"));
     e.take_out();
@@ -721,7 +719,7 @@ fn keep_alive_idle_deadline_closes_silently() {
 
 #[test]
 fn keep_alive_deadline_starts_when_the_response_is_sent() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.feed(&get("/"));
     assert!(e.conn.output_len() > 0);
     e.advance_to(secs(5));
@@ -731,7 +729,7 @@ fn keep_alive_deadline_starts_when_the_response_is_sent() {
 
 #[test]
 fn fresh_connection_without_bytes_closes_after_header_timeout() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     assert_eq!(e.deadline(), Some(secs(10)));
     e.advance_to(secs(9));
     assert!(!e.conn.is_closed());
@@ -742,7 +740,7 @@ fn fresh_connection_without_bytes_closes_after_header_timeout() {
 
 #[test]
 fn fresh_connection_sending_only_empty_lines_still_closes_after_header_timeout() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     for s in 1..10 {
         e.advance_to(secs(s));
         e.read_event(b"\r\n");
@@ -753,7 +751,7 @@ fn fresh_connection_sending_only_empty_lines_still_closes_after_header_timeout()
 
 #[test]
 fn lingering_closes_at_linger_deadline() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert!(e.write_shut);
     assert_eq!(e.deadline(), Some(secs(5)));
@@ -767,7 +765,7 @@ fn lingering_closes_at_linger_deadline() {
 
 #[test]
 fn lingering_ends_at_eof() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.0\r\n\r\n");
     assert!(e.write_shut && !e.conn.is_closed());
     e.eof();
@@ -776,7 +774,7 @@ fn lingering_ends_at_eof() {
 
 #[test]
 fn peer_that_stops_reading_is_dropped_after_send_timeout() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.feed(&flood(5000));
     assert!(!e.conn.wants_read());
     e.send = SendMode { max_bytes: 100, max_iov: 4 };
@@ -798,7 +796,7 @@ fn no_read_deadline_while_the_server_itself_stopped_reading() {
     let site = Arc::new(Site::builder().route("/", "text/plain", Bytes::from(vec![b'h'; 1000])).echo("/e").build());
     let response_len = check_with(&site, &Limits::default(), &get("/")).out.len();
     let limits = Limits { max_output: response_len + 10, ..Limits::default() };
-    let mut e = Engine::with_site(site, limits);
+    let mut e = Driver::with_site(site, limits);
     e.feed(&cat(&[&get("/"), b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"]));
     assert!(!e.conn.wants_read(), "stalled in the body");
     e.send = SendMode { max_bytes: 1, max_iov: 1 };
@@ -821,7 +819,7 @@ fn no_read_deadline_while_the_server_itself_stopped_reading() {
 
 #[test]
 fn early_timer_calls_are_ignored() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\n");
     for _ in 0..5 {
         e.conn.handle_timeout(&mut e.ctx);
@@ -832,7 +830,7 @@ fn early_timer_calls_are_ignored() {
 
 #[test]
 fn poll_timeout_names_the_timer_armed_in_each_state() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     // A new connection waits for its first request with the head's time, and closes
     // without a word like an idle one.
     assert_eq!((e.timer(), e.deadline()), (Some(Timer::Idle), Some(secs(10))));
@@ -860,7 +858,7 @@ fn late_timer_call_with_send_and_body_timers_both_fired_drops_without_408() {
     // The Body timer is the earlier one, but when the engine looks only at 60 s the Send
     // timer has fired too: a peer that stopped reading is dropped, not queued a 408.
     let input = cat(&[&get("/"), b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"]);
-    let mut late = Engine::hello();
+    let mut late = Driver::hello();
     late.feed(&input);
     assert_eq!((late.timer(), late.deadline()), (Some(Timer::Body), Some(secs(10))));
     late.tick_to(secs(60));
@@ -868,7 +866,7 @@ fn late_timer_call_with_send_and_body_timers_both_fired_drops_without_408() {
     late.flush();
     assert!(late.out.is_empty());
 
-    let mut on_time = Engine::hello();
+    let mut on_time = Driver::hello();
     on_time.feed(&input);
     on_time.advance_to(secs(10));
     assert_eq!(on_time.statuses(), [200, 408]);
@@ -880,7 +878,7 @@ fn late_timer_call_with_send_and_body_timers_both_fired_drops_without_408() {
 
 #[test]
 fn eof_after_complete_requests_still_answers_them_then_closes() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.feed(&cat(&[&get("/"), &get("/x"), &get("/")]));
     e.conn.handle_eof(&mut e.ctx);
     assert!(!e.conn.is_closed(), "responses are still owed");
@@ -893,7 +891,7 @@ fn eof_after_complete_requests_still_answers_them_then_closes() {
 
 #[test]
 fn eof_after_responses_were_sent_closes_at_once() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&get("/"));
     e.eof();
     assert!(e.conn.is_closed());
@@ -910,7 +908,7 @@ fn eof_mid_request_closes_without_response() {
         b"\r\n",
     ];
     for partial in partials {
-        let mut e = Engine::hello();
+        let mut e = Driver::hello();
         e.read_event(partial);
         e.eof();
         assert!(e.conn.is_closed(), "{:?}", String::from_utf8_lossy(partial));
@@ -921,7 +919,7 @@ fn eof_mid_request_closes_without_response() {
 
 #[test]
 fn eof_after_complete_and_partial_request_answers_only_the_complete_one() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&cat(&[&get("/"), b"GET / HTTP/1.1\r\nHo"]));
     e.eof();
     assert_eq!(e.responses().len(), 1);
@@ -930,7 +928,7 @@ fn eof_after_complete_and_partial_request_answers_only_the_complete_one() {
 
 #[test]
 fn eof_in_the_same_read_as_a_closing_request_closes_after_the_response() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.feed(b"GET / HTTP/1.0\r\n\r\n");
     e.conn.handle_eof(&mut e.ctx);
     e.flush();
@@ -945,7 +943,7 @@ fn eof_in_the_same_read_as_a_closing_request_closes_after_the_response() {
 
 #[test]
 fn empty_lines_do_not_extend_the_keep_alive_deadline() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&get("/"));
     assert_eq!(e.deadline(), Some(secs(60)));
     for s in [10, 20, 30, 40, 50] {
@@ -959,7 +957,7 @@ fn empty_lines_do_not_extend_the_keep_alive_deadline() {
 
 #[test]
 fn idle_connection_holds_no_buffer_and_returns_output_buffers_to_the_pool() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     assert!(e.conn.is_idle());
     e.read_event(&cat(&[&get("/"), &get("/")]));
     assert!(e.conn.is_idle());
@@ -983,7 +981,7 @@ fn connection_is_no_larger_than_112_bytes() {
 
 #[test]
 fn stats_count_requests_and_errors() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&cat(&[&get("/"), &get("/missing"), &get("/"), b"GET / HTTP/1.1\r\n\r\n"]));
     assert_eq!(e.ctx.stats.requests, 4);
     assert_eq!(e.ctx.stats.errors, 2);
@@ -998,7 +996,7 @@ fn non_http_first_bytes_are_400_at_once() {
     // first byte cannot begin a method, so the answer does not wait for a blank line
     // (or the header timeout) that will never come.
     for first in [&[0x16u8, 0x03, 0x01, 0x00, 0xa5, 0x01][..], b"\x00", b"\xff\xfe", b" GET / HTTP/1.1"] {
-        let mut e = Engine::hello();
+        let mut e = Driver::hello();
         e.read_event(first);
         assert_eq!(e.statuses(), [400], "{first:?}");
         assert_eq!(e.responses()[0].connection(), Some("close"));
@@ -1008,10 +1006,10 @@ fn non_http_first_bytes_are_400_at_once() {
 
 #[test]
 fn an_invalid_field_line_is_answered_when_its_line_is_complete() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n");
     assert_eq!(e.statuses(), [400], "no blank line needed");
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n");
     assert_eq!(e.statuses(), [400]);
 }
@@ -1171,7 +1169,7 @@ fn pipelined_flood_of_large_posts_keeps_memory_bounded() {
     let limits = Limits { max_body: 64 * 1024, max_output: 16 * 1024, ..Limits::default() };
     let body = vec![b'x'; 64 * 1024];
     let post = cat(&[b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n", &body]);
-    let mut e = Engine::with_site(site, limits.clone());
+    let mut e = Driver::with_site(site, limits.clone());
     e.send = SendMode { max_bytes: 0, max_iov: 1 };
     let mut delivered = 0;
     for _ in 0..100 {
@@ -1203,7 +1201,7 @@ fn a_slow_body_gets_408_at_the_body_timeout() {
     // A few bytes every 5 s: each pause is within the header timeout, but the body as
     // a whole must be complete within the body timeout from the end of its head.
     let limits = Limits { body_timeout: secs(60), header_timeout: secs(10), ..Limits::default() };
-    let mut e = Engine::with_site(echo_site(), limits);
+    let mut e = Driver::with_site(echo_site(), limits);
     e.read_event(b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n");
     for t in (5..60).step_by(5) {
         e.advance_to(secs(t));
@@ -1229,7 +1227,7 @@ fn a_bad_field_line_that_never_ends_is_judged_the_same_however_it_is_cut() {
     let o = check_with(&Arc::new(Site::hello()), &limits, &bad);
     assert_eq!(o.statuses(), [431]);
     // And when the limit is not reached, the header timeout answers it: 408, not 400.
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nBad Name");
     assert!(e.statuses().is_empty(), "the line is not complete");
     e.advance_to(secs(10));

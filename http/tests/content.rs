@@ -3,10 +3,8 @@
 //! variants chosen by Accept-Encoding, and 403 on a directory without index. Inputs go
 //! through `check_with` (whole, split at every byte, byte by byte, partial sends).
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Coding, FileMeta, HeaderError, Limits, Site, Variant};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,14 +1,11 @@
 //! The fuzz corpus on stable: every seed in `fuzz/seeds/` goes through the fuzz harness
-//! (`fuzz/src/harness.rs`, compiled here unchanged), so `cargo test --workspace` checks
+//! (`duet_http::testing::fuzz`, the one the fuzz targets call), so `cargo test --workspace` checks
 //! the invariants the fuzz targets check without nightly or cargo-fuzz. Each seed runs
 //! as both targets run it, then under every limits/site/ending configuration with the
 //! whole-input, byte-by-byte and PRNG-drawn schedules. The checks themselves are tested
 //! below on output they must refuse.
 
-#[path = "../../fuzz/src/harness.rs"]
-mod harness;
-
-use harness::{Config, Driver, Input, Op, SCHEDULE};
+use duet_http::testing::fuzz::{self as harness, Config, Input, Op, Run, SCHEDULE};
 use std::path::{Path, PathBuf};
 
 fn seeds() -> Vec<PathBuf> {
@@ -66,12 +63,12 @@ fn seeds_with_a_schedule_use_it_and_plain_seeds_draw_one() {
     );
 }
 
-/// A driver whose peer "received" `out`; `check` then judges it.
+/// A run whose peer "received" `out`; `check` then judges it.
 fn judged(stream: &[u8], out: &[u8]) {
-    let mut d = Driver::new(stream, Config::from_byte(0), false);
-    d.apply(Op::Read(stream.len()));
-    d.out = out.to_vec();
-    d.check();
+    let mut run = Run::new(stream, Config::from_byte(0), false);
+    run.apply(Op::Read(stream.len()));
+    run.driver.out = out.to_vec();
+    run.check();
 }
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";

@@ -2,9 +2,7 @@
 //! bounded by the limits, it never answers more requests than it received, and how
 //! the input is split never changes what it answers.
 
-mod common;
-
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Limits, Site};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -126,7 +124,7 @@ fn event() -> impl Strategy<Value = Event> {
 /// Drives a connection through `events` and checks the invariants after each one.
 fn drive(limits: Limits, events: &[Event]) {
     let site = Arc::new(Site::hello());
-    let mut e = Engine::with_site(site, limits.clone());
+    let mut e = Driver::with_site(site, limits.clone());
     let mut fed = Vec::new();
     let mut largest_chunk = 0;
     let mut eof = false;
@@ -191,7 +189,7 @@ fn drive(limits: Limits, events: &[Event]) {
     }
 }
 
-fn check_bounds(e: &Engine, limits: &Limits, largest_chunk: usize, fed_while_stalled: usize, fed: &[u8]) {
+fn check_bounds(e: &Driver, limits: &Limits, largest_chunk: usize, fed_while_stalled: usize, fed: &[u8]) {
     let carry = e.conn.buffered_input();
     assert!(
         carry <= limits.max_head + largest_chunk + fed_while_stalled,

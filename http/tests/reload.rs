@@ -1,9 +1,7 @@
 //! A replaced site lets go of what it served: its table at each worker's next loop
 //! turn, a streamed file once the last response sending it is done.
 
-mod common;
-
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Body, Limits, Site};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -23,7 +21,7 @@ fn a_replaced_sites_file_closes_once_no_table_and_no_response_uses_it() {
             replaced.fetch_add(1, Ordering::SeqCst);
         });
     }
-    let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+    let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
     // A response streaming the file is queued, not sent, when the site is replaced.
     e.feed(&get("/f"));
     site.replace(Site::hello());

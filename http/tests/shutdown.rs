@@ -1,15 +1,13 @@
 //! Graceful shutdown, driven the way an engine drives it: `begin_shutdown`, then input
 //! the socket still held, or the engine's word that it holds none.
 
-mod common;
-
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Limits, Site};
 use std::sync::Arc;
 
 #[test]
 fn an_idle_connection_closes_by_half_close_once_no_input_is_pending() {
-    let mut fresh = Engine::hello();
+    let mut fresh = Driver::hello();
     fresh.shutdown();
     assert!(!fresh.conn.is_closed(), "not before the engine has checked its socket");
     assert!(fresh.conn.wants_input_check());
@@ -20,7 +18,7 @@ fn an_idle_connection_closes_by_half_close_once_no_input_is_pending() {
     fresh.eof();
     assert!(fresh.conn.is_closed());
 
-    let mut kept = Engine::hello();
+    let mut kept = Driver::hello();
     kept.read_event(&get("/"));
     kept.shutdown();
     kept.no_pending_input();
@@ -33,7 +31,7 @@ fn an_idle_connection_closes_by_half_close_once_no_input_is_pending() {
 
 #[test]
 fn a_request_still_in_the_socket_when_shutdown_begins_is_answered_with_close() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(&get("/"));
     e.shutdown();
     // The engine's last read finds a request that was sent before the shutdown.
@@ -49,7 +47,7 @@ fn a_request_still_in_the_socket_when_shutdown_begins_is_answered_with_close() {
 
 #[test]
 fn queued_responses_are_sent_then_the_next_request_received_is_the_last() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.feed(&cat(&[&get("/"), &get("/")]));
     e.conn.begin_shutdown(&mut e.ctx);
     assert!(!e.conn.wants_input_check(), "responses are still queued");
@@ -68,12 +66,12 @@ fn queued_responses_are_sent_then_the_next_request_received_is_the_last() {
 #[test]
 fn input_held_back_by_backpressure_answers_its_next_request_with_close() {
     let limits = Limits { max_output: 1024, ..Limits::default() };
-    let mut e = Engine::new(Site::hello(), limits);
+    let mut e = Driver::new(Site::hello(), limits);
     let flood: Vec<u8> = (0..100).flat_map(|_| get("/")).collect();
     e.feed(&flood);
     assert!(e.conn.buffered_input() > 0 && !e.conn.wants_read(), "parsing paused at the output cap");
     let one = {
-        let mut alone = Engine::hello();
+        let mut alone = Driver::hello();
         alone.read_event(&get("/"));
         alone.out.len()
     };
@@ -90,7 +88,7 @@ fn input_held_back_by_backpressure_answers_its_next_request_with_close() {
 
 #[test]
 fn a_request_in_progress_is_answered_with_close_whatever_the_engine_says() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"GET / HTTP/1.1\r\nHo");
     e.shutdown();
     assert!(!e.conn.wants_input_check());
@@ -106,7 +104,7 @@ fn a_request_in_progress_is_answered_with_close_whatever_the_engine_says() {
 
 #[test]
 fn a_body_in_progress_is_answered_with_close() {
-    let mut e = Engine::hello();
+    let mut e = Driver::hello();
     e.read_event(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na");
     e.shutdown();
     e.no_pending_input();
@@ -120,7 +118,7 @@ fn a_body_in_progress_is_answered_with_close() {
 
 #[test]
 fn empty_lines_received_while_draining_do_not_keep_the_connection() {
-    let mut e = Engine::with_site(Arc::new(Site::hello()), Limits::default());
+    let mut e = Driver::with_site(Arc::new(Site::hello()), Limits::default());
     e.shutdown();
     e.read_event(b"\r\n\r");
     assert!(e.conn.wants_input_check(), "an empty line starts no request");

@@ -3,10 +3,8 @@
 //! aliases, and swapping the site while connections are open. Inputs go through
 //! `check_with` (whole, split at every byte, byte by byte, partial sends).
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use duet_http::testing::*;
 use duet_http::{FileMeta, Limits, Site};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -259,7 +257,7 @@ fn versioned(body: &'static [u8]) -> Site {
 #[test]
 fn replaced_site_is_seen_from_the_next_loop_turn_and_queued_responses_keep_theirs() {
     let site = Arc::new(versioned(b"one"));
-    let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+    let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
     e.read_event(&get("/"));
     // Queued, not yet sent, when the site is replaced.
     e.feed(&get("/"));
@@ -274,7 +272,7 @@ fn replaced_site_is_seen_from_the_next_loop_turn_and_queued_responses_keep_their
     let bodies: Vec<Vec<u8>> = e.responses().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies, [b"one".to_vec(), b"one".to_vec(), b"one".to_vec(), b"two".to_vec()]);
     // A new connection after the swap sees the new site at once.
-    let mut fresh = Engine::with_site(Arc::clone(&site), Limits::default());
+    let mut fresh = Driver::with_site(Arc::clone(&site), Limits::default());
     fresh.read_event(&get("/"));
     assert_eq!(fresh.responses()[0].body, b"two");
 }
@@ -282,7 +280,7 @@ fn replaced_site_is_seen_from_the_next_loop_turn_and_queued_responses_keep_their
 #[test]
 fn a_request_whose_body_is_being_read_is_answered_from_the_old_site() {
     let site = Arc::new(versioned(b"one"));
-    let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+    let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
     e.read_event(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab");
     site.replace(versioned(b"two"));
     e.ctx.set_time(e.t0, wall());

@@ -4,10 +4,8 @@
 //! ranges point into the file; HEAD and 304 send nothing of it; and a pipelined run of
 //! requests for a streamed file stops parsing after a few, not after `max_output`.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use duet_http::testing::*;
 use duet_http::{Body, FileMeta, Limits, Site};
 use std::fs::File;
 use std::io::IoSlice;
@@ -74,7 +72,7 @@ fn streamed_bodies_are_sent_whole_and_in_order_between_memory_responses() {
 
 /// Sends the head of the only queued response; returns it and the file range now at
 /// the front (if any).
-fn head_then_front(e: &mut Engine) -> (String, Option<(u64, usize)>) {
+fn head_then_front(e: &mut Driver) -> (String, Option<(u64, usize)>) {
     let out = e.conn.poll_output().expect("a response");
     let mut iov = [IoSlice::new(&[]); 16];
     let n = out.fill(&mut iov);
@@ -95,7 +93,7 @@ fn ranges_of_a_streamed_file_point_into_the_file() {
         ("bytes=0-0", 0, 1, "bytes 0-0/20000"),
         ("bytes=5-999999", 5, LEN - 5, "bytes 5-19999/20000"),
     ] {
-        let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+        let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
         e.feed(&req("GET", "/big.bin", &[&format!("Range: {range}")]));
         let (head, front) = head_then_front(&mut e);
         assert!(head.starts_with("HTTP/1.1 206 "), "{range}: {head}");
@@ -107,7 +105,7 @@ fn ranges_of_a_streamed_file_point_into_the_file() {
         assert!(e.out == pattern()[offset as usize..offset as usize + len], "{range}: body differs");
     }
     for range in ["bytes=20000-", "bytes=-0"] {
-        let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+        let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
         e.feed(&req("GET", "/big.bin", &[&format!("Range: {range}")]));
         e.flush();
         let rs = e.responses();
@@ -120,7 +118,7 @@ fn ranges_of_a_streamed_file_point_into_the_file() {
 #[test]
 fn head_and_304_on_a_streamed_file_send_none_of_it() {
     let site = site("head");
-    let mut e = Engine::with_site(Arc::clone(&site), Limits::default());
+    let mut e = Driver::with_site(Arc::clone(&site), Limits::default());
     e.read_event(&cat(&[&req("HEAD", "/big.bin", &[]), &get("/small")]));
     let rs = parse_responses(&e.out, &[0]);
     assert_eq!(rs[0].status, 200);
@@ -129,7 +127,7 @@ fn head_and_304_on_a_streamed_file_send_none_of_it() {
     assert_eq!(rs[1].body, b"small", "no body followed the HEAD answer");
     assert_eq!(e.file_sends, 0);
 
-    let mut e = Engine::with_site(site, Limits::default());
+    let mut e = Driver::with_site(site, Limits::default());
     e.read_event(&req("GET", "/big.bin", &[&format!("If-None-Match: {ETAG}"), "Range: bytes=0-1"]));
     let text = e.text();
     assert!(text.starts_with("HTTP/1.1 304 "), "{text}");
@@ -140,7 +138,7 @@ fn head_and_304_on_a_streamed_file_send_none_of_it() {
 #[test]
 fn pipelined_requests_for_a_streamed_file_queue_only_a_few_bodies() {
     let data = pattern();
-    let mut e = Engine::with_site(site("pipeline"), Limits::default());
+    let mut e = Driver::with_site(site("pipeline"), Limits::default());
     let n = 50;
     let input: Vec<u8> = (0..n).flat_map(|_| get("/big.bin")).chain(get("/small")).collect();
     e.feed(&input);
@@ -163,7 +161,7 @@ fn pipelined_requests_for_a_streamed_file_queue_only_a_few_bodies() {
 
 #[test]
 fn a_slow_reader_of_a_streamed_file_keeps_its_send_deadline_fresh() {
-    let mut e = Engine::with_site(site("slow"), Limits::default());
+    let mut e = Driver::with_site(site("slow"), Limits::default());
     e.send = SendMode { max_bytes: 1000, max_iov: 16 };
     e.feed(&get("/big.bin"));
     let send_timeout = e.ctx.limits().send_timeout;

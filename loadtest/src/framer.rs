@@ -95,6 +95,8 @@ enum Framing {
 }
 
 impl Framer {
+    /// A framer for responses to HEAD (`head_request`: no bodies) or to any other
+    /// method.
     pub fn new(head_request: bool) -> Framer {
         Framer {
             state: State::Head,

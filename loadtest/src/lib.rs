@@ -18,6 +18,8 @@
 //! as wrk's text or as JSON (serde) carrying the serialized histograms, which
 //! [`Report::merge`] adds up exactly across runs.
 
+#![warn(missing_docs)]
+
 pub mod compare;
 mod framer;
 mod procstat;
@@ -51,18 +53,25 @@ const MAX_SOURCES: usize = 254;
 /// Everything `duet load` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The URL every request goes to (`http://host:port/path`).
     pub url: String,
+    /// Connections kept open, spread over the threads.
     pub connections: usize,
+    /// Client threads, each with its own epoll loop.
     pub threads: usize,
     /// Length of the measured window, unless `requests` is set.
     pub duration: Duration,
     /// `-n`: the measured window ends once this many requests have been sent and
     /// answered (or have failed), instead of after `duration`.
     pub requests: Option<u64>,
+    /// A connect, or a request with no progress, for this long counts as a timeout
+    /// (the connection is reopened); also the connect check's limit.
     pub timeout: Duration,
     /// Extra request header lines, `Name: value`.
     pub headers: Vec<String>,
+    /// The request method.
     pub method: String,
+    /// The request body, with a Content-Length added unless `headers` has one.
     pub body: Option<Vec<u8>>,
     /// Requests pipelined per connection.
     pub depth: usize,
@@ -70,7 +79,9 @@ pub struct Config {
     pub rate: Option<f64>,
     /// Extra connections that make one request and then stay idle.
     pub idle: usize,
+    /// Load before the measured window that is not counted.
     pub warmup: Duration,
+    /// The server's process, sampled for CPU and memory during the window.
     pub server_pid: Option<u32>,
     /// Draw a live progress bar on stderr while running (when stderr is a terminal).
     pub progress: bool,
@@ -115,10 +126,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Where the requests go.
     pub fn target(&self) -> &Target {
         &self.target
     }
 
+    /// The configuration it was prepared from.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 pub struct ServerUsage {
     /// utime + stime of all its threads.
     pub cpu_s: f64,
+    /// `cpu_s` per request answered, in microseconds.
     pub cpu_us_per_req: f64,
     /// Largest VmRSS seen while sampling every 100 ms.
     pub rss_peak_bytes: u64,
@@ -25,11 +26,15 @@ pub struct ServerUsage {
 /// The merged measurements of a run (or of several, `--merge`).
 #[derive(Debug)]
 pub struct Report {
+    /// What the run was asked to do.
     pub config: Config,
+    /// Where the requests went.
     pub target: Target,
+    /// The measurements of every thread, merged.
     pub stats: Stats,
     /// Length of the measured window (merged: the longest one).
     pub duration: Duration,
+    /// The server's usage, with `--server-pid`.
     pub server: Option<ServerUsage>,
     /// Idle connections open and answered at the end.
     pub idle_held: usize,
@@ -71,6 +76,7 @@ fn finite(x: f64) -> Option<f64> {
 }
 
 impl Report {
+    /// Requests answered per second of the measured window.
     pub fn requests_per_sec(&self) -> f64 {
         self.stats.requests as f64 / self.duration.as_secs_f64().max(1e-9)
     }

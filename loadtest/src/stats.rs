@@ -8,14 +8,20 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Errors by kind, as wrk counts them (plus `status` for non-2xx/3xx responses).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Errors {
+    /// Connects that failed or timed out.
     pub connect: u64,
+    /// Reads that failed, and connections closed in the middle of a response.
     pub read: u64,
+    /// Writes that failed.
     pub write: u64,
+    /// Requests outstanding on a connection that made no progress for the timeout.
     pub timeout: u64,
+    /// Responses with a status outside 2xx and 3xx.
     pub status: u64,
 }
 
 impl Errors {
+    /// Socket errors (`connect`, `read`, `write`, `timeout`), as wrk's "Socket errors" line.
     pub fn socket_total(&self) -> u64 {
         self.connect + self.read + self.write + self.timeout
     }
@@ -41,6 +47,7 @@ impl Default for StatusCounts {
 }
 
 impl StatusCounts {
+    /// Counts one response with `status` (ignored unless three digits).
     #[inline]
     pub fn record(&mut self, status: u16) {
         if let Some(n) = self.0.get_mut(usize::from(status)) {
@@ -100,8 +107,11 @@ pub struct Stats {
     pub uncorrected: Histogram<u64>,
     /// Responses by status code.
     pub status: StatusCounts,
+    /// Requests answered.
     pub requests: u64,
+    /// Bytes received, headers included.
     pub bytes_read: u64,
+    /// Errors by kind.
     pub errors: Errors,
     /// Connections re-opened because the server closed them (or after an error).
     pub reconnects: u64,
@@ -116,6 +126,7 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Nothing measured yet.
     pub fn new() -> Stats {
         Stats {
             latency: latency_histogram(),
@@ -129,16 +140,19 @@ impl Stats {
         }
     }
 
+    /// Records one latency in microseconds (clamped to the histogram's range).
     #[inline]
     pub fn record_us(&mut self, us: u64) {
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
+    /// Records one uncorrected latency (open loop) in microseconds.
     #[inline]
     pub fn record_uncorrected_us(&mut self, us: u64) {
         self.uncorrected.saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
+    /// Forgets everything measured (the end of the warm-up).
     pub fn reset(&mut self) {
         self.latency.reset();
         self.uncorrected.reset();
@@ -150,6 +164,7 @@ impl Stats {
         self.rate_samples.clear();
     }
 
+    /// Adds another thread's measurements to these.
     pub fn merge(&mut self, other: &Stats) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
@@ -167,9 +182,13 @@ impl Stats {
 /// deviation of the mean (wrk's "+/- Stdev").
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Spread {
+    /// The mean.
     pub mean: f64,
+    /// The standard deviation.
     pub stdev: f64,
+    /// The largest value.
     pub max: f64,
+    /// Percentage of values within one standard deviation of the mean.
     pub within_stdev_pct: f64,
 }
 

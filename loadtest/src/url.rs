@@ -7,6 +7,7 @@ use std::fmt;
 pub struct Target {
     /// Host as written (brackets kept for IPv6 literals), for the Host header.
     pub host: String,
+    /// The port (80 when the URL has none).
     pub port: u16,
     /// Request target, always starting with `/` (query included).
     pub path: String,
@@ -15,7 +16,9 @@ pub struct Target {
 /// Why a URL was refused; its Display is the one line the user sees.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UrlError {
+    /// An `https://` URL: TLS is not spoken.
     Https,
+    /// The URL as given, and what is wrong with it.
     Bad(String, &'static str),
 }
 
@@ -31,6 +34,7 @@ impl fmt::Display for UrlError {
 }
 
 impl Target {
+    /// Parses `http://HOST[:PORT][/PATH[?QUERY]]`.
     pub fn parse(url: &str) -> Result<Target, UrlError> {
         let bad = |why| UrlError::Bad(url.to_string(), why);
         let lower = url.to_ascii_lowercase();

@@ -32,11 +32,14 @@ pub const DEFAULT_BODY: u64 = 13;
 /// Which program generates the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadWith {
+    /// duet's own load generator, in this process.
     Duet,
+    /// wrk, run as a child process.
     Wrk,
 }
 
 impl LoadWith {
+    /// The name `--load-with` takes.
     pub fn name(self) -> &'static str {
         match self {
             LoadWith::Duet => "duet",
@@ -50,15 +53,25 @@ impl LoadWith {
 pub struct CompareConfig {
     /// The `duet` binary whose `serve` is compared.
     pub duet_exe: PathBuf,
+    /// The engines compared, by `--engine` name.
     pub engines: Vec<String>,
+    /// CPUs the servers are pinned to.
     pub server_cpus: Vec<usize>,
+    /// CPUs the load runs on.
     pub load_cpus: Vec<usize>,
+    /// Connection counts of the matrix.
     pub connections: Vec<usize>,
+    /// Pipelining depths of the matrix.
     pub depths: Vec<usize>,
+    /// Response body sizes of the matrix, in bytes.
     pub body_sizes: Vec<u64>,
+    /// Idle connection counts of the matrix.
     pub idle: Vec<usize>,
+    /// Rounds: every scenario runs this many times against every server, interleaved.
     pub rounds: usize,
+    /// Length of each measured run.
     pub duration: Duration,
+    /// The load generator.
     pub load_with: LoadWith,
     /// Other servers run alongside the engines (`--peer`, `--floors`).
     pub peers: Vec<Peer>,
@@ -85,6 +98,7 @@ impl CompareConfig {
 /// A server that is not `duet serve`, compared alongside the engines (`--peer`, `--floors`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
+    /// Its name in the results.
     pub name: String,
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -143,7 +157,9 @@ impl Peer {
 pub struct Scenario {
     /// Active connections (they send requests).
     pub connections: usize,
+    /// Requests pipelined per connection.
     pub depth: usize,
+    /// Response body size, in bytes.
     pub body_size: u64,
     /// Idle connections, each opened and answered once before the load starts.
     pub idle: usize,
@@ -178,6 +194,7 @@ impl Scenario {
         }
     }
 
+    /// A short label for tables and logs (`c=16 d=1 13 B`).
     pub fn label(&self) -> String {
         let mut s = format!("c={} d={} {}", self.connections, self.depth, output::bytes(self.body_size as f64));
         if self.idle > 0 {
@@ -188,12 +205,20 @@ impl Scenario {
 }
 
 /// What one run (or the median of several) measured against one engine.
+///
+/// Latency percentiles are NaN where the load generator did not report them (wrk with
+/// pipelining); JSON shows them as null and the table as n/a.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Figures {
+    /// Requests answered per second.
     pub requests_per_sec: f64,
+    /// Mean latency.
     pub mean_us: f64,
+    /// Median latency.
     pub p50_us: f64,
+    /// 99th percentile latency.
     pub p99_us: f64,
+    /// 99.9th percentile latency.
     pub p999_us: f64,
     /// Server utime + stime per request, in microseconds.
     pub cpu_us_per_req: f64,
@@ -207,16 +232,14 @@ pub struct Figures {
     /// Events (readiness events or completions) handled per wakeup, from duet's counters
     /// over the measured window (NaN for peers).
     pub events_per_wakeup: f64,
-    /// Latency percentiles are NaN where the load generator did not report them (wrk with
-    /// pipelining); JSON shows them as null and the table as n/a.
     /// Socket errors plus non-2xx/3xx responses (summed over rounds in a median).
     pub errors: u64,
 }
 
-/// The figures that are compared as ratios, with their JSON names.
 /// Reads one figure.
 pub type Getter = fn(&Figures) -> f64;
 
+/// The figures that are compared as ratios, with their JSON names.
 pub const FIGURES: [(&str, Getter); 10] = [
     ("requests_per_sec", |f| f.requests_per_sec),
     ("latency_mean_us", |f| f.mean_us),
@@ -292,21 +315,27 @@ pub fn loss_reason(warnings: &[String]) -> (&'static str, Option<&str>) {
 /// One engine in one scenario: its figures, or why it has none.
 #[derive(Debug, Clone)]
 pub struct EngineResult {
+    /// The engine (or peer) name.
     pub engine: String,
     /// The rounds measured (none when it failed).
     pub rounds: Vec<Figures>,
+    /// The median over the rounds.
     pub median: Figures,
+    /// Why it has no figures, if it failed.
     pub failed: Option<Failure>,
 }
 
 /// One scenario, every engine.
 #[derive(Debug, Clone)]
 pub struct ScenarioResult {
+    /// The scenario.
     pub scenario: Scenario,
+    /// Each engine's (and peer's) result, in the configured order.
     pub engines: Vec<EngineResult>,
 }
 
 impl ScenarioResult {
+    /// The result of engine (or peer) `name`.
     pub fn engine(&self, name: &str) -> Option<&EngineResult> {
         self.engines.iter().find(|e| e.engine == name)
     }
@@ -334,17 +363,21 @@ impl ScenarioResult {
 /// A whole comparison.
 #[derive(Debug, Clone)]
 pub struct Results {
+    /// What the comparison was asked to do.
     pub config: CompareConfig,
     /// The machine, the build and the command line.
     pub run: RunInfo,
+    /// Every scenario, in matrix order.
     pub scenarios: Vec<ScenarioResult>,
 }
 
 impl Results {
+    /// The results as Markdown tables.
     pub fn markdown(&self) -> String {
         output::markdown(self)
     }
 
+    /// The results as JSON.
     pub fn json(&self) -> String {
         output::json(self)
     }

@@ -9,19 +9,25 @@ use std::time::{Duration, Instant};
 /// What `wrk --latency` printed, in microseconds and plain counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WrkOutput {
+    /// Requests completed.
     pub requests: u64,
     /// The length of the run as wrk reports it, in seconds.
     pub duration_s: f64,
+    /// The `Requests/sec` line.
     pub requests_per_sec: f64,
     /// The average of the per-thread `Req/Sec` row (k and M expanded).
     pub thread_req_per_sec: Option<f64>,
     /// The `Latency` row's average.
     pub mean_us: Option<f64>,
+    /// The median latency.
     pub p50_us: f64,
+    /// The 99th percentile latency.
     pub p99_us: f64,
     /// Printed by our Lua `done` hook (`p999_us N`); wrk itself stops at 99%.
     pub p999_us: Option<f64>,
+    /// The `Socket errors` line, summed (connect, read, write, timeout).
     pub socket_errors: u64,
+    /// The `Non-2xx or 3xx responses` line (0 when absent).
     pub non_2xx_3xx: u64,
 }
 

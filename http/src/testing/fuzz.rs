@@ -1,11 +1,10 @@
-//! The fuzz harness of duet-http: a model engine that drives one [`Connection`] through
-//! a schedule of engine events, and the invariants it checks after every step.
+//! The fuzz harness of duet-http: the [`Driver`] taken through a schedule of engine
+//! events, and the invariants checked after every step.
 //!
-//! This one file is used twice, unchanged: by the cargo-fuzz targets (`fuzz/src/lib.rs`
-//! re-exports it for `fuzz/fuzz_targets/*.rs`, nightly) and by the stable corpus replay
-//! (`http/tests/fuzz_corpus.rs` includes it with `#[path]`), so `cargo test --workspace`
-//! checks every seed in `fuzz/seeds/` against exactly the invariants the fuzzer checks.
-//! It depends on nothing but `duet_http` and `std`.
+//! Used twice: by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs` call [`connection`]
+//! and [`split`], nightly) and by the stable corpus replay (`http/tests/fuzz_corpus.rs`
+//! calls [`replay`]), so `cargo test --workspace` checks every seed in `fuzz/seeds/`
+//! against exactly the invariants the fuzzer checks.
 //!
 //! # Input format
 //!
@@ -18,11 +17,12 @@
 //!
 //! # The model engine
 //!
-//! It follows the engine contract of `duet-engine`: it reads only while
+//! The [`Driver`] follows the engine contract of `duet-engine`: it reads only while
 //! `wants_read()` (except for [`Op::ReadAnyway`], a multishot receive completing after
 //! `wants_read()` turned false), keeps at most one send in flight with its segments
 //! taken from `poll_output()` until it reports them with `handle_sent`, shuts the write
-//! side when `should_close_after_flush()`, reports EOF, runs `handle_timeout` when a
+//! side when `should_close_after_flush()`, reports EOF, answers the input check of a
+//! draining connection once the stream is all delivered, runs `handle_timeout` when a
 //! deadline is due (or late, as a timer wheel does), and drops the connection once
 //! `is_closed()`. Time is virtual.
 //!
@@ -60,14 +60,17 @@
 //! * Never held forever: a connection that is not closed always has a deadline armed.
 //!   A closed one wants no input and has none.
 //! * A `handle_timeout` before any deadline is due changes nothing.
+//! * Output the [`Driver`] is offered is never empty; `fill` leaves bytes out with
+//!   segments free only when a file segment comes next; the write side is shut at most
+//!   once and never with a send in flight.
 //! * The connection is closed at the end: after EOF, and after time passes when the
 //!   peer stops reading.
 //! * [`split`] only: the same stream delivered whole and cut as the schedule says (with
 //!   partial sends and sends in flight across reads) gives byte-identical output and the
 //!   same final state (the Date is fixed).
 
-use duet_http::{Body, Connection, Context, FileMeta, Limits, Site};
-use std::io::IoSlice;
+use super::{Driver, WALL_SECS};
+use crate::{Body, FileMeta, Limits, Site, Timer};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,9 +98,6 @@ const MEMORY_BODY_MAX: usize = BIG_BODY_LEN;
 /// `301 Moved Permanently\n`, the body of a redirect (whose head echoes the target).
 const REDIRECT_BODY_LEN: usize = 22;
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT`.
-const WALL_SECS: u64 = 784_111_777;
-
 // ---------------------------------------------------------------------------------
 // Configuration
 
@@ -121,10 +121,12 @@ impl Config {
     /// Every configuration, for the stable replay.
     pub const ALL: [u8; 24] = [0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26, 28, 29, 30];
 
+    /// The configuration a schedule's first byte encodes (see the fields).
     pub fn from_byte(b: u8) -> Config {
         Config { limits: (b & 3) % 3, disk: b & 4 != 0, peer_stops_reading: b & 8 != 0, echo: b & 16 != 0 }
     }
 
+    /// The [`Limits`] the `limits` field stands for.
     pub fn limits(&self) -> Limits {
         match self.limits {
             0 => Limits::default(),
@@ -191,7 +193,7 @@ pub fn response_max(limits: &Limits) -> usize {
     redirect.max(HEAD_MAX + MEMORY_BODY_MAX)
 }
 
-/// The bound on `output_len()`; see the crate docs.
+/// The bound on `output_len()`; see the module docs.
 pub fn output_max(config: &Config) -> usize {
     let limits = config.limits();
     let files = if config.disk { MAX_QUEUED_FILES * DISK_BODY_LEN } else { 0 };
@@ -217,9 +219,19 @@ pub enum Op {
     /// most 16 (the per-wakeup budget).
     ReadLoop(usize),
     /// One send, complete at once: at most `n` bytes over at most `iov` segments.
-    Send { n: usize, iov: usize },
+    Send {
+        /// Bytes the send takes at most.
+        n: usize,
+        /// Segments it offers room for.
+        iov: usize,
+    },
     /// A send left in flight: its segments must not change until [`Op::Complete`].
-    BeginSend { n: usize, iov: usize },
+    BeginSend {
+        /// Bytes the send takes at most.
+        n: usize,
+        /// Segments it offers room for.
+        iov: usize,
+    },
     /// The send in flight completes.
     Complete,
     /// The peer reads everything: send until nothing is queued.
@@ -227,7 +239,10 @@ pub enum Op {
     /// Virtual time moves on; due deadlines fire.
     Advance(Duration),
     /// Time jumps to the earliest deadline, plus `late` (a timer wheel fires late).
-    ToDeadline { late: Duration },
+    ToDeadline {
+        /// How long after the deadline the timer fires.
+        late: Duration,
+    },
     /// `handle_timeout` before any deadline: must change nothing.
     EarlyTimeout,
     /// The peer closed its write side.
@@ -272,13 +287,16 @@ fn op_of(kind: u8, arg: u8) -> Op {
 /// An input split into the client's stream and the run's configuration and events.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
+    /// The bytes the client sends.
     pub stream: &'a [u8],
+    /// Limits, site and ending of the run.
     pub config: Config,
+    /// The engine events, in order.
     pub ops: Vec<Op>,
 }
 
 impl<'a> Input<'a> {
-    /// The stream and schedule of `data` (see the crate docs).
+    /// The stream and schedule of `data` (see the module docs).
     pub fn parse(data: &'a [u8]) -> Input<'a> {
         match find(data, SCHEDULE) {
             Some(at) => {
@@ -301,6 +319,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// FNV-1a of `data`: the seed of a drawn schedule.
 pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
@@ -309,10 +328,12 @@ pub fn fnv1a(data: &[u8]) -> u64 {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed` (never zero, which xorshift would keep).
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
 
+    /// The next number.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -361,42 +382,20 @@ pub fn random_ops(len: usize, rng: &mut Rng) -> Vec<Op> {
 }
 
 // ---------------------------------------------------------------------------------
-// The model engine and the checker
+// The run: the driver, the stream it reads, and the checker
 
-/// A send handed to the "kernel": what `poll_output` gave, copied, to compare.
-struct InFlight {
-    /// `(address, length)` of each memory segment, or empty for a file segment.
-    segments: Vec<(usize, usize)>,
-    /// For a file segment: the file's address, the offset and the bytes left.
-    file: Option<(usize, u64, usize)>,
-    /// The bytes of the segments (of a file segment: the `n` bytes sent).
-    bytes: Vec<u8>,
-    /// Bytes this send will take.
-    n: usize,
-    iov: usize,
-}
-
-/// One connection, the engine around it, and what the checker tracks.
-pub struct Driver<'a> {
-    ctx: Context,
-    conn: Connection,
+/// One connection driven through a schedule: the [`Driver`], the client's stream it
+/// reads from, and what the checker tracks.
+pub struct Run<'a> {
+    /// The model engine and its connection.
+    pub driver: Driver,
     config: Config,
     limits: Limits,
     output_max: usize,
-    t0: Instant,
-    elapsed: Duration,
-    /// The wall clock follows virtual time (the Date changes); fixed for `split`.
-    wall_moves: bool,
     stream: &'a [u8],
     /// Bytes of the stream handed to `handle_input`.
     delivered: usize,
-    /// Everything the peer received, in order.
-    pub out: Vec<u8>,
-    inflight: Option<InFlight>,
     eof: bool,
-    write_shut: bool,
-    /// The engine dropped the connection (it reported `is_closed`).
-    dropped: bool,
     /// Bound on `buffered_input()`: `max_head` + the last read taken while the
     /// connection wanted input + what was handed over since while it did not.
     input_allowance: usize,
@@ -415,30 +414,22 @@ pub struct Driver<'a> {
     last_op: Option<Op>,
 }
 
-impl<'a> Driver<'a> {
-    pub fn new(stream: &'a [u8], config: Config, wall_moves: bool) -> Driver<'a> {
+impl<'a> Run<'a> {
+    /// A connection to `config`'s site that will read `stream`. `wall_moves`: the wall
+    /// clock follows virtual time (the Date changes); `split` keeps it still.
+    pub fn new(stream: &'a [u8], config: Config, wall_moves: bool) -> Run<'a> {
         let limits = config.limits();
-        let t0 = Instant::now();
-        let ctx = Context::new(config.site(), limits.clone(), t0, wall_at(Duration::ZERO));
-        let conn = Connection::new(&ctx);
-        let output_max = output_max(&config);
-        Driver {
-            ctx,
-            conn,
+        let mut driver = Driver::with_site(config.site(), limits.clone());
+        driver.wall_moves = wall_moves;
+        Run {
+            driver,
             config,
             input_allowance: limits.max_head,
+            output_max: output_max(&config),
             limits,
-            output_max,
-            t0,
-            elapsed: Duration::ZERO,
-            wall_moves,
             stream,
             delivered: 0,
-            out: Vec::new(),
-            inflight: None,
             eof: false,
-            write_shut: false,
-            dropped: false,
             heads: 0,
             scanned: 0,
             finals: 0,
@@ -449,9 +440,10 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Applies `ops` in order until the connection is dropped.
     pub fn run(&mut self, ops: &[Op]) {
         for &op in ops {
-            if self.dropped {
+            if self.driver.dropped() {
                 break;
             }
             self.apply(op);
@@ -464,14 +456,14 @@ impl<'a> Driver<'a> {
         self.last_op = Some(op);
         match op {
             Op::Read(n) => {
-                if self.conn.wants_read() {
+                if self.driver.conn.wants_read() {
                     self.deliver(n);
                 }
             }
             Op::ReadAnyway(n) => self.deliver(n),
             Op::ReadLoop(n) => {
                 for _ in 0..16 {
-                    if !self.conn.wants_read() || self.delivered == self.stream.len() || self.eof {
+                    if !self.driver.conn.wants_read() || self.delivered == self.stream.len() || self.eof {
                         break;
                     }
                     self.deliver(n);
@@ -480,78 +472,65 @@ impl<'a> Driver<'a> {
             }
             Op::Send { n, iov } => {
                 self.complete();
-                if self.begin_send(n, iov) {
+                if self.driver.begin_send(n, iov) {
                     self.check();
                     self.complete();
                 }
             }
             Op::BeginSend { n, iov } => {
                 self.complete();
-                self.begin_send(n, iov);
+                self.driver.begin_send(n, iov);
             }
             Op::Complete => self.complete(),
             Op::Flush => self.flush(),
-            Op::Advance(d) => self.advance(d),
+            Op::Advance(d) => self.driver.pass_time(d),
             Op::ToDeadline { late } => {
-                if let Some((_, at)) = self.conn.poll_timeout() {
-                    let target = at.saturating_duration_since(self.t0).max(self.elapsed) + late;
-                    self.advance(target - self.elapsed);
+                if let Some((_, at)) = self.driver.conn.poll_timeout() {
+                    let target = at.saturating_duration_since(self.driver.t0).max(self.driver.elapsed) + late;
+                    self.driver.pass_time(target - self.driver.elapsed);
                 }
             }
             Op::EarlyTimeout => self.early_timeout(),
             Op::Eof => {
                 if !self.eof {
                     self.eof = true;
-                    self.conn.handle_eof(&mut self.ctx);
+                    self.driver.conn.handle_eof(&mut self.driver.ctx);
                 }
             }
-            Op::Shutdown => self.conn.begin_shutdown(&mut self.ctx),
+            Op::Shutdown => self.driver.conn.begin_shutdown(&mut self.driver.ctx),
         }
         self.react();
         self.check();
     }
 
-    /// What an engine does after handling any event: shut the write side when asked,
-    /// drop the connection once it is closed.
+    /// What an engine does after handling any event: answer the input check while
+    /// draining, shut the write side when asked, drop the connection once it is closed.
     fn react(&mut self) {
-        if self.dropped {
+        if self.driver.dropped() {
             return;
         }
         // Graceful shutdown: a draining connection with nothing in progress asks whether
         // its socket holds unread input. Here the socket holds the undelivered rest of
         // the stream (nothing once the peer's EOF is modelled).
-        if self.conn.wants_input_check() && (self.eof || self.delivered == self.stream.len()) {
-            self.conn.handle_no_pending_input(&mut self.ctx);
+        if self.driver.conn.wants_input_check() && (self.eof || self.delivered == self.stream.len()) {
+            self.driver.conn.handle_no_pending_input(&mut self.driver.ctx);
         }
-        if !self.write_shut && self.conn.should_close_after_flush() {
-            assert!(self.inflight.is_none(), "asked to shut the write side with a send in flight");
-            self.conn.handle_write_shutdown(&mut self.ctx);
-            self.write_shut = true;
-        }
-        if self.conn.is_closed() {
-            // A completion engine keeps the connection until its send completes; the
-            // segments are checked until then (here: once more, in `check`).
-            self.check_inflight();
-            self.inflight = None;
-            self.dropped = true;
-            assert!(!self.conn.wants_read(), "a closed connection wants input");
-            assert!(self.conn.poll_timeout().is_none(), "a closed connection has a deadline armed");
-        }
+        self.driver.react();
     }
 
     /// Hands up to `n` more bytes of the stream to the connection.
     fn deliver(&mut self, n: usize) {
-        if self.dropped || self.eof || self.delivered == self.stream.len() {
+        if self.driver.dropped() || self.eof || self.delivered == self.stream.len() {
             return;
         }
         let end = self.stream.len().min(self.delivered + n);
         let chunk = &self.stream[self.delivered..end];
-        if self.conn.wants_read() {
+        if self.driver.conn.wants_read() {
             self.input_allowance = self.limits.max_head + chunk.len();
         } else {
             self.input_allowance += chunk.len();
         }
-        self.conn.handle_input(&mut self.ctx, chunk);
+        self.driver.feed(chunk);
         for e in self.delivered + 1..=end {
             let s = &self.stream[..e];
             if s.ends_with(b"\n\n") || s.ends_with(b"\n\r\n") {
@@ -561,86 +540,35 @@ impl<'a> Driver<'a> {
         self.delivered = end;
     }
 
-    /// Takes the next segments from `poll_output` into a send of at most `n` bytes over
-    /// at most `iov` segments. False when there is nothing to send.
-    fn begin_send(&mut self, n: usize, iov: usize) -> bool {
-        if self.dropped || self.inflight.is_some() {
-            return false;
-        }
-        let Some(buf) = self.conn.poll_output() else {
-            return false;
-        };
-        let remaining = buf.remaining();
-        assert!(remaining > 0, "poll_output returned an empty buffer");
-        let mut slices = vec![IoSlice::new(&[]); iov];
-        let filled = buf.fill(&mut slices);
-        let flight = if filled == 0 {
-            let (file, offset, left) =
-                buf.front_file().expect("fill gave nothing, yet no file segment is at the front");
-            assert!(left > 0 && left <= remaining, "front_file length {left} of {remaining} remaining");
-            let n = n.min(left);
-            let mut bytes = vec![0; n];
-            std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, offset).expect("read the /disk body");
-            let file = Some((file as *const std::fs::File as usize, offset, left));
-            InFlight { segments: Vec::new(), file, bytes, n, iov }
-        } else {
-            assert!(buf.front_file().is_none(), "front_file while memory segments come first");
-            let segments: Vec<(usize, usize)> =
-                slices[..filled].iter().map(|s| (s.as_ptr() as usize, s.len())).collect();
-            let bytes: Vec<u8> = slices[..filled].iter().flat_map(|s| s.iter().copied()).collect();
-            assert!(bytes.len() <= remaining, "fill offered more than remains");
-            InFlight { segments, file: None, n: n.min(bytes.len()), bytes, iov }
-        };
-        self.inflight = Some(flight);
-        true
-    }
-
-    /// The send in flight completes: its bytes reach the peer and are reported.
+    /// The send in flight completes, its segments checked first.
     fn complete(&mut self) {
-        if self.dropped {
-            return;
-        }
-        self.check_inflight();
-        let Some(flight) = self.inflight.take() else {
-            return;
-        };
-        self.out.extend_from_slice(&flight.bytes[..flight.n]);
-        self.conn.handle_sent(&mut self.ctx, flight.n);
+        let (step, op) = (self.step, self.last_op);
+        self.driver.complete_with(|| format!("step {step}, {op:?}"));
     }
 
     /// The peer reads everything queued; the engine sends until nothing is.
-    pub fn flush(&mut self) {
+    fn flush(&mut self) {
         self.complete();
-        while !self.dropped && self.begin_send(usize::MAX, 64) {
+        while !self.driver.dropped() && self.driver.begin_send(usize::MAX, 64) {
             self.complete();
             self.react();
             self.check();
         }
     }
 
-    fn advance(&mut self, d: Duration) {
-        self.elapsed += d;
-        let wall = if self.wall_moves { wall_at(self.elapsed) } else { wall_at(Duration::ZERO) };
-        self.ctx.set_time(self.t0 + self.elapsed, wall);
-        // A timer wheel calls handle_timeout only once a deadline is due.
-        if self.conn.poll_timeout().is_some_and(|(_, at)| at <= self.ctx.now()) {
-            self.conn.handle_timeout(&mut self.ctx);
-        }
-    }
-
     fn early_timeout(&mut self) {
-        let due = self.conn.poll_timeout().is_some_and(|(_, at)| at <= self.ctx.now());
+        let due = self.driver.conn.poll_timeout().is_some_and(|(_, at)| at <= self.driver.ctx.now());
         if due {
             return;
         }
         let before = self.state();
-        self.conn.handle_timeout(&mut self.ctx);
+        self.driver.conn.handle_timeout(&mut self.driver.ctx);
         assert_eq!(before, self.state(), "handle_timeout before any deadline changed the connection");
     }
 
     #[allow(clippy::type_complexity)]
-    fn state(&self) -> (usize, usize, bool, bool, bool, Option<(duet_http::Timer, Instant)>) {
-        let c = &self.conn;
+    fn state(&self) -> (usize, usize, bool, bool, bool, Option<(Timer, Instant)>) {
+        let c = &self.driver.conn;
         (
             c.output_len(),
             c.buffered_input(),
@@ -651,28 +579,7 @@ impl<'a> Driver<'a> {
         )
     }
 
-    /// The segments of the send in flight are still exactly what `poll_output` gave.
-    fn check_inflight(&mut self) {
-        let Some(flight) = &self.inflight else {
-            return;
-        };
-        let buf = self.conn.poll_output().unwrap_or_else(|| {
-            panic!("a send is in flight, yet poll_output has nothing (step {}, {:?})", self.step, self.last_op)
-        });
-        if let Some((file, offset, left)) = flight.file {
-            let front = buf.front_file().map(|(f, o, l)| (f as *const std::fs::File as usize, o, l));
-            assert_eq!(front, Some((file, offset, left)), "the file segment in flight changed (step {})", self.step);
-            return;
-        }
-        let mut slices = vec![IoSlice::new(&[]); flight.iov];
-        let filled = buf.fill(&mut slices);
-        let segments: Vec<(usize, usize)> = slices[..filled].iter().map(|s| (s.as_ptr() as usize, s.len())).collect();
-        assert_eq!(segments, flight.segments, "segments in flight moved (step {}, {:?})", self.step, self.last_op);
-        let same = slices[..filled].iter().flat_map(|s| s.iter()).eq(flight.bytes.iter());
-        assert!(same, "bytes in flight changed (step {}, {:?})", self.step, self.last_op);
-    }
-
-    /// Every invariant of the crate docs that holds after each step.
+    /// Every invariant of the module docs that holds after each step.
     pub fn check(&mut self) {
         let (step, op, config) = (self.step, self.last_op, self.config);
         let ctx = move || format!("step {step}, {op:?}, config {config:?}");
@@ -684,18 +591,19 @@ impl<'a> Driver<'a> {
             self.heads,
             ctx()
         );
-        if self.dropped {
+        if self.driver.dropped() {
             return;
         }
-        self.check_inflight();
-        let queued = self.conn.output_len();
+        self.driver.check_inflight(ctx);
+        let conn = &self.driver.conn;
+        let queued = conn.output_len();
         assert!(queued <= self.output_max, "output queue {queued} > bound {} ({})", self.output_max, ctx());
-        let held = self.conn.buffered_input();
-        if self.conn.wants_read() {
+        let held = conn.buffered_input();
+        if conn.wants_read() {
             assert!(held <= self.limits.max_head, "{held} input bytes held while reading ({})", ctx());
         }
         assert!(held <= self.input_allowance, "{held} input bytes held > {} ({})", self.input_allowance, ctx());
-        assert!(self.conn.poll_timeout().is_some(), "an open connection with no deadline armed ({})", ctx());
+        assert!(conn.poll_timeout().is_some(), "an open connection with no deadline armed ({})", ctx());
     }
 
     /// Counts final status lines, checks each head's length, and that nothing follows
@@ -706,8 +614,9 @@ impl<'a> Driver<'a> {
         }
         const STATUS: &[u8] = b"HTTP/1.1 ";
         const CLOSE: &[u8] = b"\r\nConnection: close\r\n";
-        for e in self.scanned + 1..=self.out.len() {
-            let s = &self.out[..e];
+        let out = &self.driver.out;
+        for e in self.scanned + 1..=out.len() {
+            let s = &out[..e];
             if s.len() > STATUS.len() && s[..e - 1].ends_with(STATUS) && s[e - 1].is_ascii_digit() {
                 let start = e - 1 - STATUS.len();
                 assert!(self.head_start.is_none(), "a status line inside a response head at {start}");
@@ -718,7 +627,7 @@ impl<'a> Driver<'a> {
                 }
             } else if s.ends_with(b"\r\n\r\n") {
                 if let Some(start) = self.head_start.take() {
-                    let head = &self.out[start..e];
+                    let head = &out[start..e];
                     let allowed = if find(head, b"\r\nLocation: ").is_some() {
                         HEAD_MAX + self.limits.max_head
                     } else {
@@ -731,7 +640,7 @@ impl<'a> Driver<'a> {
                 self.closed_after = Some(self.finals);
             }
         }
-        self.scanned = self.out.len();
+        self.scanned = out.len();
     }
 
     /// The end of a run: the rest of the stream is delivered as the engine would read
@@ -741,9 +650,9 @@ impl<'a> Driver<'a> {
         if self.config.peer_stops_reading {
             self.apply(Op::Eof);
         } else {
-            while !self.dropped && !self.eof && self.delivered < self.stream.len() {
+            while !self.driver.dropped() && !self.eof && self.delivered < self.stream.len() {
                 self.apply(Op::Flush);
-                if !self.conn.wants_read() {
+                if !self.driver.conn.wants_read() {
                     break; // closing: the rest is never read
                 }
                 self.apply(Op::Read(self.stream.len()));
@@ -753,17 +662,13 @@ impl<'a> Driver<'a> {
             self.apply(Op::Flush);
         }
         for _ in 0..8 {
-            if self.dropped {
+            if self.driver.dropped() {
                 break;
             }
             self.apply(Op::ToDeadline { late: Duration::ZERO });
         }
-        assert!(self.dropped, "still open after EOF and every deadline (config {:?})", self.config);
+        assert!(self.driver.dropped(), "still open after EOF and every deadline (config {:?})", self.config);
     }
-}
-
-fn wall_at(elapsed: Duration) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(WALL_SECS) + elapsed
 }
 
 // ---------------------------------------------------------------------------------
@@ -776,8 +681,9 @@ pub fn connection(data: &[u8]) {
     run_connection(&input);
 }
 
+/// [`connection`] on an input already parsed.
 pub fn run_connection(input: &Input<'_>) {
-    let mut d = Driver::new(input.stream, input.config, true);
+    let mut d = Run::new(input.stream, input.config, true);
     d.run(&input.ops);
     d.finish();
 }
@@ -791,13 +697,14 @@ pub fn split(data: &[u8]) {
 
 /// What the peer saw, and how the connection stood before and after its EOF.
 #[derive(Debug, PartialEq, Eq)]
-struct Outcome {
+struct SplitOutcome {
     out: Vec<u8>,
     /// `(wants_read, buffered_input, write_shut, closed)` before the EOF.
     before_eof: (bool, usize, bool, bool),
     closed: bool,
 }
 
+/// [`split`] on an input already parsed.
 pub fn run_split(input: &Input<'_>) {
     let whole = split_run(input.stream, input.config, &[Op::Read(input.stream.len())]);
     // Only the events that cut input or output: time, EOF and shutdown would change
@@ -827,31 +734,32 @@ pub fn run_split(input: &Input<'_>) {
 
 /// Delivers the stream as `ops` cut it (a read the connection does not want waits for
 /// the output to drain, as a peer that reads would make it), then the rest, then EOF.
-fn split_run(stream: &[u8], config: Config, ops: &[Op]) -> Outcome {
-    let mut d = Driver::new(stream, config, false);
+fn split_run(stream: &[u8], config: Config, ops: &[Op]) -> SplitOutcome {
+    let mut d = Run::new(stream, config, false);
     for &op in ops {
-        if d.dropped {
+        if d.driver.dropped() {
             break;
         }
         if let Op::Read(_) = op {
-            if !d.conn.wants_read() {
+            if !d.driver.conn.wants_read() {
                 d.apply(Op::Flush);
             }
         }
         d.apply(op);
     }
-    while !d.dropped && d.delivered < stream.len() {
+    while !d.driver.dropped() && d.delivered < stream.len() {
         d.apply(Op::Flush);
-        if !d.conn.wants_read() {
+        if !d.driver.conn.wants_read() {
             break;
         }
         d.apply(Op::Read(stream.len()));
     }
     d.apply(Op::Flush);
-    let before_eof = (d.conn.wants_read(), d.conn.buffered_input(), d.write_shut, d.dropped);
+    let before_eof =
+        (d.driver.conn.wants_read(), d.driver.conn.buffered_input(), d.driver.write_shut, d.driver.dropped());
     d.apply(Op::Eof);
     d.apply(Op::Flush);
-    Outcome { out: std::mem::take(&mut d.out), before_eof, closed: d.dropped }
+    SplitOutcome { out: std::mem::take(&mut d.driver.out), before_eof, closed: d.driver.dropped() }
 }
 
 /// The stable replay of one corpus file: both targets on the input as it is, then on
