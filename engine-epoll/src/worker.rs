@@ -276,7 +276,7 @@ impl<S: Selector> Worker<S> {
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
             };
             let next = match self.accept.on_error(errno, self.ctx.now()) {
-                Next::Shed => self.accept.shed(listener.as_fd(), &mut self.stats, self.ctx.now()),
+                Next::Shed => self.accept.shed(listener.as_fd(), self.ctx.now()),
                 next => next,
             };
             match next {
@@ -309,7 +309,7 @@ impl<S: Selector> Worker<S> {
             self.stats.syscalls += 1; // the close as `fd` drops
             return;
         }
-        let conn = duet_engine::accepted(&mut self.ctx, Some(fd.as_fd()), &self.drain, &mut self.stats);
+        let conn = duet_engine::accepted(&mut self.ctx, Some(fd.as_fd()), &self.drain);
         let live = Live {
             fd,
             conn,

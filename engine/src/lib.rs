@@ -141,7 +141,7 @@ mod waker;
 mod wheel;
 mod workers;
 
-pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use accept::{AcceptError, AcceptFailure, AcceptPolicy, Limit, Next, Spare, SpareFd};
 pub use accepted::accepted;
 pub use access_log::{AccessLog, AccessLogWriter};
 pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
