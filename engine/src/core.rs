@@ -29,9 +29,9 @@
 //!   `Connection`, with the peer's address for the access log and draining from the
 //!   start when the worker drains). [`WorkerCore::accept_due`] says when a paused
 //!   accept should go again.
-//! - **Closing** (rule 7): [`WorkerCore::remove`] takes a connection out, counts it and
-//!   tells the accept policy a descriptor is free; the engine closes what its part
-//!   holds ([`crate::syscalls::close`] for a process descriptor).
+//! - **Closing** (rule 7): [`WorkerCore::close`] takes a connection out, lets the
+//!   engine close what its part holds ([`crate::syscalls::close`] for a process
+//!   descriptor), then counts it and tells the accept policy a descriptor is free.
 //! - **Deadlines** (rule 8): [`WorkerCore::arm_deadline`] after handling a connection's
 //!   events; each turn, [`WorkerCore::expire_deadlines`] then [`WorkerCore::next_expired`]
 //!   until `None`, which calls `handle_timeout` on each live connection whose deadline
@@ -296,15 +296,19 @@ impl<T: EntryIo> WorkerCore<T> {
         self.conns.insert(Entry { conn, armed: Armed::default(), waiting: false, io })
     }
 
-    /// Takes connection `id` out (counted as closed; the accept policy hears a
-    /// descriptor is free) and returns its engine part, for the engine to close.
-    pub fn remove(&mut self, id: ConnId) -> Option<T> {
-        let e = self.conns.remove(id)?;
+    /// Closes connection `id`: takes it out of the slab, hands its engine part to
+    /// `release` (which closes the socket: [`crate::syscalls::close`] for a process
+    /// descriptor), then counts it and tells the accept policy a descriptor is free (a
+    /// paused accept may go again: [`WorkerCore::accept_due`]). Returns false when `id`
+    /// was gone already.
+    pub fn close(&mut self, id: ConnId, release: impl FnOnce(T)) -> bool {
+        let Some(e) = self.conns.remove(id) else { return false };
+        release(e.io);
         self.stats.closed += 1;
         if self.accept.on_fd_freed() {
             self.accept_resume = true;
         }
-        Some(e.io)
+        true
     }
 
     /// Arms connection `id`'s deadline (`Connection::poll_timeout`) unless an earlier
@@ -447,8 +451,8 @@ mod tests {
         core.budget.spend(usize::MAX);
         assert_eq!(core.next_waiting(&mut turn), Some(c), "at least one per turn");
         assert_eq!(core.next_waiting(&mut turn), None);
-        // A connection removed while it waits is skipped.
-        core.remove(a).expect("present");
+        // A connection closed while it waits is skipped.
+        assert!(core.close(a, |io| syscalls::close(io.0)));
         core.after_wait();
         let mut turn = core.waiting_turn();
         assert_eq!(core.next_waiting(&mut turn), None);
@@ -461,8 +465,8 @@ mod tests {
         assert_eq!(core.accept_next().map(drop), None, "nothing pending");
         let (id, _client) = accept_one(&mut core, addr);
         assert_eq!(core.conns.len(), 1);
-        let io = core.remove(id).expect("present");
-        syscalls::close(io.0);
+        assert!(core.close(id, |io| syscalls::close(io.0)));
+        assert!(!core.close(id, |_| panic!("closed twice")));
         let stats = core.finish();
         assert_eq!((stats.accepted, stats.closed), (1, 1));
         // An accept that found nothing, one that worked, one close: none counted by hand.
@@ -479,8 +483,7 @@ mod tests {
         assert!(!core.begin_drain(), "once");
         assert!(core.conns.get(id).expect("present").conn.wants_input_check(), "draining, nothing in progress");
         assert!(!core.should_stop(), "a connection is still open");
-        let io = core.remove(id).expect("present");
-        syscalls::close(io.0);
+        assert!(core.close(id, |io| syscalls::close(io.0)));
         assert!(core.should_stop());
     }
 }

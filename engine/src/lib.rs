@@ -100,7 +100,7 @@
 //!    completion naming it has been reaped) and removes it from the slab. An EOF from
 //!    the peer is reported with `Connection::handle_eof`; a socket error simply drops
 //!    the connection. Every close tells the [`AcceptPolicy`] a descriptor is free:
-//!    [`WorkerCore::remove`] does, as it takes the connection out of the slab.
+//!    [`WorkerCore::close`] does, once the engine has closed the socket.
 //! 8. **Deadlines.** After handling any event for a connection the engine asks
 //!    `Connection::poll_timeout` and arms the answer in its [`Deadlines`] (one wheel,
 //!    one timer for the whole loop, never one per connection): [`WorkerCore::arm_deadline`].
@@ -130,7 +130,7 @@
 //! 10. **Counters.** `serve` returns the merged [`Stats`] of all workers. Engines count
 //!     their own work (events, bytes, partial writes, ENOBUFS) with plain adds; the
 //!     core counts wakeups ([`WorkerCore::after_wait`]), accepts and closes
-//!     ([`WorkerCore::adopt`], [`WorkerCore::remove`]); syscalls are counted inside the
+//!     ([`WorkerCore::adopt`], [`WorkerCore::close`]); syscalls are counted inside the
 //!     syscall wrappers ([`syscalls`], never at a call site) and the core turns them into
 //!     `stats.syscalls`; the connection counts requests and errors in `ctx.stats`. Each
 //!     worker publishes once per loop turn before blocking ([`WorkerCore::before_wait`]
