@@ -19,6 +19,8 @@
 //!
 //! [`Waker`]: duet_engine::Waker
 
+#![warn(missing_docs)]
+
 mod selector;
 mod sys;
 mod worker;
