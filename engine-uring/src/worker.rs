@@ -577,7 +577,6 @@ impl Worker {
                 return Ok(());
             }
         };
-        self.stats.syscalls += 1;
         match socket::unread_bytes(fd) {
             Ok(0) => {}
             // Bytes wait in the socket: the receive brings them and drives it again (a
@@ -650,7 +649,6 @@ impl Worker {
                 s.shut_wr = true;
                 match &s.sock {
                     Sock::Fd(fd) => {
-                        self.stats.syscalls += 1;
                         let _ = socket::shutdown_write(fd.as_fd());
                     }
                     Sock::Direct(slot) => {

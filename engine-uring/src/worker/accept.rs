@@ -8,7 +8,7 @@ use super::sock::Sock;
 use super::token::{loop_token, Op};
 use super::{Slot, Worker};
 use crate::Feature;
-use duet_engine::{socket, Next};
+use duet_engine::{socket, AcceptFailure, Next};
 use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -119,8 +119,12 @@ impl Worker {
             return;
         }
         let now = self.ctx.now();
-        let next = match (self.accept.on_error(-res, now), self.listener.as_ref()) {
-            (Next::Shed, Some(listener)) => self.accept.shed(listener.as_fd(), &mut self.stats, now),
+        // A direct accept's ENFILE is a full file table (the kernel closed the
+        // connection it took): the policy counts and names it.
+        let failure =
+            if self.features.has(Feature::Direct) { AcceptFailure::Direct(-res) } else { AcceptFailure::Process(-res) };
+        let next = match (self.accept.on_failure(failure, now), self.listener.as_ref()) {
+            (Next::Shed, Some(listener)) => self.accept.shed(listener.as_fd(), now),
             (next, _) => next,
         };
         match next {
@@ -144,7 +148,7 @@ impl Worker {
             Sock::Fd(fd) => Some(fd.as_fd()),
             Sock::Direct(_) => None,
         };
-        let conn = duet_engine::accepted(&mut self.ctx, fd, &self.drain, &mut self.stats);
+        let conn = duet_engine::accepted(&mut self.ctx, fd, &self.drain);
         let id = self.slots.insert(Slot::new(conn, sock));
         self.mark_dirty(id);
         self.stats.accepted += 1;
@@ -155,13 +159,9 @@ impl Worker {
     fn accept_pending(&mut self) {
         // Out of the worker while it accepts, so adopting can borrow the rest.
         let Some(listener) = self.listener.take() else { return };
-        loop {
-            self.stats.syscalls += 1;
-            match socket::accept(listener.as_fd()) {
-                Ok(fd) => self.adopt(Sock::Fd(fd)),
-                // EAGAIN: none left. Anything else: the listener closes anyway.
-                Err(_) => break,
-            }
+        // Until EAGAIN (none left) or any other error (the listener closes anyway).
+        while let Ok(fd) = socket::accept(listener.as_fd()) {
+            self.adopt(Sock::Fd(fd));
         }
         self.listener = Some(listener);
     }
