@@ -67,7 +67,11 @@
 //! 5. **Output.** `Connection::poll_output` gives the segments to send next. They stay
 //!    valid and unchanged — same addresses, same bytes — until the engine reports them
 //!    with `Connection::handle_sent` or drops the connection, even when more input is
-//!    handled in between (new responses go to a second queue). So an engine may keep
+//!    handled in between (new responses go to a second queue). They point into heap
+//!    storage that the `Connection` owns or shares (`Bytes`, `Vec`, `Box`), never into
+//!    the `Connection` value itself, so they stay put when the value moves — as it does
+//!    when the engine's slab grows (see `OutBuf`'s docs; `http/tests/output_segments.rs`
+//!    moves a connection mid-send and fails on an inline buffer). So an engine may keep
 //!    the `iovec`s of one in-flight send without copying. At most one send is in
 //!    flight per connection. After `handle_sent`, call `poll_output` again. What a
 //!    loop turn sends is bounded by its [`TurnBudget`] (the engine's [`WriteLimits`]):
