@@ -311,6 +311,35 @@ pub fn report_clap_error(e: clap::Error) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// Every `-x` / `--name` in `worded` is a flag of `duet SUBCOMMAND`.
+    fn assert_flags_exist(subcommand: &str, worded: &[String]) {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(subcommand).expect("a subcommand");
+        let known = |token: &str| match token.strip_prefix("--") {
+            Some(long) => sub.get_arguments().any(|a| a.get_long() == Some(long)),
+            None => token.chars().nth(1).is_some_and(|c| sub.get_arguments().any(|a| a.get_short() == Some(c))),
+        };
+        let mut flags = 0;
+        for line in worded {
+            for token in line.split(|c: char| c.is_whitespace() || "(),:".contains(c)) {
+                // `ulimit -Hn` and `cargo build --release` name other programs' flags.
+                let other_program = ["-Hn", "--release", "--workspace", "--examples"].contains(&token);
+                if token.starts_with('-') && token.len() > 1 && !other_program {
+                    assert!(known(token), "{token} is not a flag of duet {subcommand}: {line}");
+                    flags += 1;
+                }
+            }
+        }
+        assert!(flags >= worded.len(), "most messages name a flag: {worded:?}");
+    }
+
+    #[test]
+    fn library_errors_are_worded_with_flags_that_exist() {
+        assert_flags_exist("load", &crate::flag_words::load_samples());
+        assert_flags_exist("compare", &crate::flag_words::compare_samples());
+    }
+
     #[test]
     fn uring_buffers_must_be_a_power_of_two() {
         assert_eq!(uring_buffers("1024"), Ok(1024));

@@ -1,6 +1,7 @@
 //! `duet compare`: flags and the handler. The work is done by `duet_loadtest::compare`.
 
 use crate::arg_types::{ByteSize, Seconds};
+use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
 use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};
@@ -69,7 +70,7 @@ impl FromStr for Share {
         };
         let share =
             num.parse::<f64>().map(|n| n / scale).map_err(|_| format!("'{s}' is not a share (try 10% or 0.1)"))?;
-        compare::active_share(share).map(Share)
+        compare::active_share(share).map(Share).map_err(|e| e.to_string())
     }
 }
 
@@ -245,9 +246,10 @@ fn run(args: CompareArgs) -> Result<(), String> {
     for spec in &engines {
         check_engine_spec(spec)?;
     }
-    let mut peers = args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut peers =
+        args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| compare_error(&e))?;
     if args.floors {
-        peers.extend(Peer::floors(&duet_exe, &engines)?);
+        peers.extend(Peer::floors(&duet_exe, &engines).map_err(|e| compare_error(&e))?);
     }
     let config = CompareConfig {
         duet_exe,
@@ -270,7 +272,7 @@ fn run(args: CompareArgs) -> Result<(), String> {
         rate: args.rate.or(d.rate),
         warmup: args.warmup.map_or(d.warmup, |s| s.0),
     };
-    let results = compare::run(config)?;
+    let results = compare::run(config).map_err(|e| compare_error(&e))?;
     let markdown = results.markdown();
     let json = results.json();
     if let Some(dir) = &args.out {

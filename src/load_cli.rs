@@ -1,6 +1,7 @@
 //! `duet load`: flags and the handler. The work is done by `duet_loadtest`.
 
 use crate::arg_types::Seconds;
+use crate::flag_words::{load_error, merge_error};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -116,11 +117,14 @@ fn run(args: LoadArgs) -> Result<(), String> {
         progress: std::io::stderr().is_terminal(),
         stop_on_loss: false,
     };
-    let prepared = duet_loadtest::prepare(config)?;
+    let prepared = duet_loadtest::prepare(config).map_err(|e| load_error(&e))?;
     if !args.json {
         print!("{}", prepared.header_text());
     }
-    let report = duet_loadtest::run(prepared)?;
+    let report = duet_loadtest::run(prepared).map_err(|e| load_error(&e))?;
+    if report.server_went_away {
+        eprintln!("duet: warning: --server-pid process went away during the run; its figures cover less");
+    }
     if args.json {
         println!("{}", report.json());
     } else {
@@ -137,7 +141,7 @@ fn merge(args: &LoadArgs) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
         reports.push(duet_loadtest::Report::from_json(&name, &text)?);
     }
-    let report = duet_loadtest::Report::merge(reports)?;
+    let report = duet_loadtest::Report::merge(reports).map_err(|e| merge_error(&e))?;
     if args.json {
         println!("{}", report.json());
     } else {

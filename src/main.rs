@@ -4,6 +4,7 @@ mod arg_types;
 mod cli;
 mod compare_cli;
 mod content;
+mod flag_words;
 mod listen;
 mod load_cli;
 

@@ -17,10 +17,15 @@
 //! shared counter, so the hot path touches it about once per chunk. The report prints
 //! as wrk's text or as JSON (serde) carrying the serialized histograms, which
 //! [`Report::merge`] adds up exactly across runs.
+//!
+//! Errors are typed ([`LoadError`], [`MergeError`], [`compare::CompareError`]) and name
+//! settings in this crate's terms ([`Setting`], "connections must be at least 1"), never
+//! a command line's flags: `duet` words each one with the flag that sets it.
 
 #![warn(missing_docs)]
 
 pub mod compare;
+mod error;
 mod framer;
 mod procstat;
 mod progress;
@@ -30,6 +35,7 @@ mod sys;
 mod url;
 mod worker;
 
+pub use error::{HeaderProblem, LoadError, MergeError, Need, OutOfRange, Setting};
 pub use framer::{FrameError, Framer, Progress};
 pub use report::{decode_histogram, encode_histogram, Report, ServerUsage};
 pub use stats::{latency_histogram, Errors, Stats, StatusCounts};
@@ -181,57 +187,51 @@ fn sources_for(addr: SocketAddr, connections: usize, ephemeral_ports: usize) -> 
 }
 
 /// Checks the configuration, raises RLIMIT_NOFILE, resolves the host and makes sure a
-/// server is listening. Errors are one line for the user.
-pub fn prepare(mut config: Config) -> Result<Prepared, String> {
-    let target = Target::parse(&config.url).map_err(|e| e.to_string())?;
+/// server is listening. Each error's Display is one line.
+pub fn prepare(mut config: Config) -> Result<Prepared, LoadError> {
+    let target = Target::parse(&config.url).map_err(LoadError::Url)?;
+    let out_of_range = |setting, need| Err(LoadError::OutOfRange(OutOfRange::new(setting, need)));
     if config.connections == 0 {
-        return Err("--connections must be at least 1".into());
+        return out_of_range(Setting::Connections, Need::AtLeastOne);
     }
     if config.threads == 0 {
-        return Err("--threads must be at least 1".into());
+        return out_of_range(Setting::Threads, Need::AtLeastOne);
     }
     if config.depth == 0 {
-        return Err("--depth must be at least 1".into());
+        return out_of_range(Setting::Depth, Need::AtLeastOne);
     }
     if config.duration.is_zero() && config.requests.is_none() {
-        return Err("--duration must be more than 0".into());
+        return out_of_range(Setting::Duration, Need::MoreThanZero);
     }
     if config.requests == Some(0) {
-        return Err("--requests must be at least 1".into());
+        return out_of_range(Setting::Requests, Need::AtLeastOne);
     }
     if config.timeout.is_zero() {
-        return Err("--timeout must be more than 0".into());
+        return out_of_range(Setting::Timeout, Need::MoreThanZero);
     }
     if let Some(r) = config.rate {
         if !(r.is_finite() && r > 0.0) {
-            return Err("--rate must be a positive number of requests per second".into());
+            return out_of_range(Setting::Rate, Need::PositiveRate);
         }
     }
     config.threads = config.threads.min(config.connections);
     config.method = config.method.to_ascii_uppercase();
     if config.method.is_empty() || !config.method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
-        return Err(format!("--method '{}' is not an HTTP method token", config.method));
+        return Err(LoadError::BadMethod(config.method));
     }
 
     let needed = (config.connections + config.idle) as u64 + SPARE_FDS + config.threads as u64;
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     if needed > limit {
-        return Err(format!(
-            "{} connections (-c {} + --idle {}) need about {needed} open files but the limit is {limit}: \
-             raise the hard limit (ulimit -Hn, or LimitNOFILE) or open fewer",
-            config.connections + config.idle,
-            config.connections,
-            config.idle
-        ));
+        return Err(LoadError::TooFewFiles { connections: config.connections, idle: config.idle, needed, limit });
     }
 
     if let Some(pid) = config.server_pid {
-        procstat::sample(pid, sys::clock_ticks_per_sec())
-            .map_err(|e| format!("--server-pid {pid}: {e} (is that process running?)"))?;
+        procstat::sample(pid, sys::clock_ticks_per_sec()).map_err(|why| LoadError::ServerProcess { pid, why })?;
     }
 
     let request = render_request(&config, &target)?;
-    let addr = connect_check(&target, config.timeout)?;
+    let addr = connect_check(&target, config.timeout).map_err(LoadError::Connect)?;
     let ports = sys::ephemeral_ports().map_or(DEFAULT_EPHEMERAL_PORTS, |(low, high)| usize::from(high - low) + 1);
     let sources = sources_for(addr, config.connections + config.idle, ports);
     Ok(Prepared { config, target, addr, request, sources })
@@ -262,7 +262,7 @@ fn connect_check(target: &Target, timeout: Duration) -> Result<SocketAddr, Strin
     }
 }
 
-fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, String> {
+fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, LoadError> {
     let mut head = format!("{} {} HTTP/1.1\r\n", config.method, target.path);
     let has = |name: &str| {
         config.headers.iter().any(|h| h.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name)))
@@ -271,15 +271,16 @@ fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, String> {
         head.push_str(&format!("Host: {}\r\n", target.host_header()));
     }
     for h in &config.headers {
+        let bad = |problem| Err(LoadError::BadHeader { header: h.clone(), problem });
         let Some((name, value)) = h.split_once(':') else {
-            return Err(format!("header '{h}' has no ':' (use -H 'Name: value')"));
+            return bad(HeaderProblem::NoColon);
         };
         let name = name.trim();
         if name.is_empty() || name.bytes().any(|b| !(b.is_ascii_graphic()) || b == b':') {
-            return Err(format!("header '{h}' has a bad name"));
+            return bad(HeaderProblem::BadName);
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n') {
-            return Err(format!("header '{h}' contains a line break"));
+            return bad(HeaderProblem::LineBreak);
         }
         head.push_str(&format!("{name}: {}\r\n", value.trim()));
     }
@@ -307,14 +308,14 @@ pub enum Mark {
 
 /// Runs the load and returns the merged measurements. `Err` is a fatal condition (such
 /// as a server that does not speak HTTP), as one line.
-pub fn run(prepared: Prepared) -> Result<Report, String> {
+pub fn run(prepared: Prepared) -> Result<Report, LoadError> {
     run_marked(prepared, &mut |_| {})
 }
 
 /// [`run`], calling `on_mark` at the edges of the measured window (from the calling
 /// thread), so that a caller can read the server's own counters over the same window.
 /// An aborted run still calls both.
-pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<Report, String> {
+pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<Report, LoadError> {
     let Prepared { config, target, addr, request, sources } = prepared;
     let threads = config.threads;
     let plan = Plan {
@@ -359,7 +360,7 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
         let handle = std::thread::Builder::new()
             .name(format!("duet-load-{t}"))
             .spawn(move || worker::run(shared, share))
-            .map_err(|e| format!("cannot start a load thread: {e}"))?;
+            .map_err(|e| LoadError::Run(format!("cannot start a load thread: {e}")))?;
         handles.push(handle);
     }
 
@@ -416,14 +417,11 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
                 idle_held += outcome.idle_held;
                 lost += outcome.lost;
             }
-            Err(_) => return Err("a load thread panicked".into()),
+            Err(_) => return Err(LoadError::Run("a load thread panicked".into())),
         }
     }
     if let Some(msg) = shared.fatal.lock().ok().and_then(|mut m| m.take()) {
-        return Err(msg);
-    }
-    if server_gone {
-        eprintln!("duet: warning: --server-pid process went away during the run; its figures cover less");
+        return Err(LoadError::Run(msg));
     }
     let server = match (first, last) {
         (Some(a), Some(b)) => {
@@ -437,7 +435,17 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
         }
         _ => None,
     };
-    Ok(Report { config, target, stats, duration: measured, server, idle_held, lost, runs: 1 })
+    Ok(Report {
+        config,
+        target,
+        stats,
+        duration: measured,
+        server,
+        server_went_away: server_gone,
+        idle_held,
+        lost,
+        runs: 1,
+    })
 }
 
 /// `-n`: how many tickets a thread claims at a time. Large enough that the shared

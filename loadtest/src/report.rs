@@ -1,7 +1,7 @@
 //! The results: wrk's text layout, or one JSON object.
 
 use crate::stats::{latency_histogram, latency_spread, sample_spread, Errors, Stats};
-use crate::{Config, Target};
+use crate::{Config, MergeError, Target};
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
@@ -36,6 +36,9 @@ pub struct Report {
     pub duration: Duration,
     /// The server's usage, with `--server-pid`.
     pub server: Option<ServerUsage>,
+    /// The sampled server process went away during the window, so its figures (if
+    /// any) cover less of it. Not part of the JSON: a merged or read report has false.
+    pub server_went_away: bool,
     /// Idle connections open and answered at the end.
     pub idle_held: usize,
     /// Connections the server closed, reset or refused, or that could not connect, over
@@ -309,6 +312,7 @@ impl Report {
             stats,
             duration: Duration::from_secs_f64(j.duration_s),
             server: None,
+            server_went_away: false,
             idle_held: j.idle_held,
             lost: j.lost,
             runs: j.runs.max(1),
@@ -320,15 +324,14 @@ impl Report {
     /// open-loop runs summed. The runs are taken to have run side by side, so the
     /// window is the longest one. The server's CPU is left out: each file measured its
     /// own share of the same server, or another server.
-    pub fn merge(reports: Vec<Report>) -> Result<Report, String> {
+    pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
         let mut reports = reports.into_iter();
-        let Some(mut all) = reports.next() else { return Err("--merge needs at least one file".into()) };
+        let Some(mut all) = reports.next() else { return Err(MergeError::NoReports) };
         all.server = None;
+        all.server_went_away = false;
         for r in reports {
             if r.config.rate.is_some() != all.config.rate.is_some() {
-                return Err("cannot merge open-loop (--rate) and closed-loop runs: their latencies measure \
-                            different things"
-                    .into());
+                return Err(MergeError::MixedLoops);
             }
             let c = &mut all.config;
             if !c.url.split(' ').any(|u| u == r.config.url) {
@@ -589,6 +592,7 @@ mod tests {
             stats,
             duration: Duration::from_secs(2),
             server: None,
+            server_went_away: false,
             idle_held: 0,
             lost: 0,
             runs: 1,
@@ -667,7 +671,7 @@ mod tests {
         assert_eq!(m.stats.rate_samples.len(), 4);
         assert!(m.merged_header_text().starts_with("Merged 2 runs @ http://127.0.0.1:8080/\n"));
         let err = Report::merge(vec![from(&a), from(&report(&[1], Some(10.0)))]).unwrap_err();
-        assert!(err.contains("open-loop"), "{err}");
+        assert!(err.to_string().contains("open-loop"), "{err}");
         assert!(Report::merge(Vec::new()).is_err());
     }
 

@@ -14,7 +14,7 @@ pub struct Target {
 }
 
 /// Why a URL was refused; its Display is the one line the user sees.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlError {
     /// An `https://` URL: TLS is not spoken.
     Https,

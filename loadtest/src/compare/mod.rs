@@ -14,14 +14,17 @@
 //! reason, never the end of the whole comparison.
 
 mod charts;
+mod error;
 mod output;
 mod run_info;
 mod server;
 pub mod wrk;
 
+pub use error::{CompareError, PeerProblem, ShareError, BUILD_FLOORS};
 pub use run_info::RunInfo;
 pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening};
 
+use crate::{Need, OutOfRange, Setting};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,36 +114,37 @@ pub struct Peer {
 
 impl Peer {
     /// `NAME=CMD@PORT`, CMD split like a shell would (quotes and backslashes, no expansions).
-    pub fn parse(spec: &str) -> Result<Peer, String> {
-        let bad = |why: &str| format!("--peer '{spec}': {why} (expected NAME=CMD@PORT)");
-        let (name, rest) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
+    pub fn parse(spec: &str) -> Result<Peer, CompareError> {
+        let bad = |problem| CompareError::Peer { spec: spec.to_string(), problem };
+        let (name, rest) = spec.split_once('=').ok_or_else(|| bad(PeerProblem::NoEquals))?;
         let name = name.trim();
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(bad("the name must be a word"));
+            return Err(bad(PeerProblem::NameNotWord));
         }
-        let (cmd, port) = rest.rsplit_once('@').ok_or_else(|| bad("no '@PORT'"))?;
-        let port: u16 = port.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"))?;
-        let argv = shell_words::split(cmd).map_err(|e| bad(&format!("{e} in '{cmd}'")))?;
+        let (cmd, port) = rest.rsplit_once('@').ok_or_else(|| bad(PeerProblem::NoPort))?;
+        let port: u16 = port.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| bad(PeerProblem::BadPort))?;
+        let argv = shell_words::split(cmd)
+            .map_err(|e| bad(PeerProblem::Split { command: cmd.to_string(), why: e.to_string() }))?;
         if argv.is_empty() {
-            return Err(bad("no command"));
+            return Err(bad(PeerProblem::NoCommand));
         }
         Ok(Peer { name: name.to_string(), argv, port, fixed_body: false })
     }
 
     /// The Rust floor responders for `engines` (`floor-epoll`, `floor-uring`), built as
     /// examples next to `exe` (`target/<profile>/examples/floor_<engine>`).
-    pub fn floors(exe: &std::path::Path, engines: &[String]) -> Result<Vec<Peer>, String> {
-        let dir = exe.parent().ok_or("cannot locate the duet binary's directory")?.join("examples");
+    pub fn floors(exe: &std::path::Path, engines: &[String]) -> Result<Vec<Peer>, CompareError> {
+        let dir = exe
+            .parent()
+            .ok_or_else(|| CompareError::Setup("cannot locate the duet binary's directory".into()))?
+            .join("examples");
         let mut peers = Vec::new();
         for engine in engines.iter().filter(|e| matches!(e.as_str(), "epoll" | "uring")) {
             let bin = dir.join(format!("floor_{engine}"));
             if !bin.is_file() {
-                return Err(format!(
-                    "--floors: {} is missing; build the floors with: cargo build --release --workspace --examples",
-                    bin.display()
-                ));
+                return Err(CompareError::FloorMissing(bin));
             }
-            let port = server::free_port()?;
+            let port = server::free_port().map_err(CompareError::Setup)?;
             peers.push(Peer {
                 name: format!("floor-{engine}"),
                 argv: vec![bin.display().to_string(), port.to_string()],
@@ -167,11 +171,11 @@ pub struct Scenario {
 
 /// `share` if it is an active share: above 0 and at most 1 (100 %). The one check of it,
 /// for the command line's parser and for [`run`].
-pub fn active_share(share: f64) -> Result<f64, String> {
+pub fn active_share(share: f64) -> Result<f64, ShareError> {
     if share > 0.0 && share <= 1.0 {
         Ok(share)
     } else {
-        Err(format!("{}% is not a share above 0 and at most 100%", share * 100.0))
+        Err(ShareError(share))
     }
 }
 
@@ -389,60 +393,63 @@ impl Results {
     }
 }
 
-/// Runs the comparison. Errors are one line for the user; an engine that fails (does
+/// Runs the comparison. Each error's Display is one line; an engine that fails (does
 /// not start, exits, or cannot hold the connections) is a result, not an error.
-pub fn run(config: CompareConfig) -> Result<Results, String> {
+pub fn run(config: CompareConfig) -> Result<Results, CompareError> {
     // The date is when the comparison started.
     let run = RunInfo::collect();
     if config.engines.is_empty() {
-        return Err("--engines needs at least one engine".into());
+        return Err(CompareError::NoEngines);
     }
     for list in [&config.connections, &config.depths] {
         if list.is_empty() || list.contains(&0) {
-            return Err("--connections and --depth need values of at least 1".into());
+            return Err(CompareError::ZeroConnectionsOrDepth);
         }
     }
     if config.body_sizes.is_empty() || config.idle.is_empty() {
-        return Err("--body-size and --idle need at least one value".into());
+        return Err(CompareError::NoBodySizesOrIdle);
     }
     let names = config.servers();
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
-            return Err(format!("'{name}' is named twice among the engines and peers"));
+            return Err(CompareError::NamedTwice(name.clone()));
         }
     }
     if config.peers.iter().any(|p| p.fixed_body) && !config.body_sizes.contains(&DEFAULT_BODY) {
-        return Err(format!("the floors answer only the {DEFAULT_BODY}-byte body: add --body-size {DEFAULT_BODY}"));
+        return Err(CompareError::FloorsNeedDefaultBody);
     }
     if config.rounds == 0 {
-        return Err("--rounds must be at least 1".into());
+        return Err(OutOfRange::new(Setting::Rounds, Need::AtLeastOne).into());
     }
     if config.duration.is_zero() {
-        return Err("--duration must be more than 0".into());
+        return Err(OutOfRange::new(Setting::Duration, Need::MoreThanZero).into());
     }
     if let Some(share) = config.active {
-        active_share(share).map_err(|e| format!("--active: {e}"))?;
+        active_share(share).map_err(CompareError::Active)?;
         if config.idle.iter().any(|&i| i > 0) {
-            return Err("--active makes --connections the total (the rest is idle): drop --idle".into());
+            return Err(CompareError::ActiveWithIdle);
         }
     }
     if let Some(r) = config.rate {
         if !(r.is_finite() && r > 0.0) {
-            return Err("--rate must be a positive number of requests per second".into());
+            return Err(OutOfRange::new(Setting::Rate, Need::PositiveRate).into());
         }
     }
     if config.load_with == LoadWith::Wrk {
         if config.idle.iter().any(|&i| i > 0) {
-            return Err("--idle needs --load-with duet (wrk cannot hold idle connections)".into());
+            return Err(CompareError::NeedsDuetLoad(Setting::Idle));
         }
         if config.active.is_some() {
-            return Err("--active and --ladder need --load-with duet (wrk cannot hold idle connections)".into());
+            return Err(CompareError::NeedsDuetLoad(Setting::Active));
         }
-        if config.rate.is_some() || !config.warmup.is_zero() {
-            return Err("--rate and --warmup need --load-with duet".into());
+        if config.rate.is_some() {
+            return Err(CompareError::NeedsDuetLoad(Setting::Rate));
+        }
+        if !config.warmup.is_zero() {
+            return Err(CompareError::NeedsDuetLoad(Setting::Warmup));
         }
         if !wrk::available() {
-            return Err("wrk is not installed: install it (apt-get install wrk) or use --load-with duet".into());
+            return Err(CompareError::WrkMissing);
         }
     }
 
@@ -465,14 +472,13 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     }
     if config.load_with == LoadWith::Duet {
         let most = scenarios.iter().map(Scenario::total).max().unwrap_or(0);
-        check_client_limits(most, config.load_cpus.len())?;
+        check_client_limits(most, config.load_cpus.len()).map_err(CompareError::Setup)?;
     }
 
     // Payload files and wrk scripts, removed at the end.
-    let tmp = tempfile::Builder::new()
-        .prefix("duet-compare-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary directory in {}: {e}", std::env::temp_dir().display()))?;
+    let tmp = tempfile::Builder::new().prefix("duet-compare-").tempdir().map_err(|e| {
+        CompareError::Setup(format!("cannot create a temporary directory in {}: {e}", std::env::temp_dir().display()))
+    })?;
     let mut routes = Vec::new();
     let mut sizes: Vec<u64> = config.body_sizes.iter().copied().filter(|&s| s != DEFAULT_BODY).collect();
     sizes.sort_unstable();
@@ -484,13 +490,13 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
     for size in sizes {
         let path = tmp.path().join(format!("payload-{size}.bin"));
         std::fs::write(&path, vec![b'x'; size as usize])
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| CompareError::Setup(format!("cannot write {}: {e}", path.display())))?;
         routes.push(format!("/payload-{size}=@{}", path.display()));
     }
     let mut scripts = Vec::new();
     if config.load_with == LoadWith::Wrk {
         for &d in &config.depths {
-            scripts.push((d, wrk::write_script(tmp.path(), d)?));
+            scripts.push((d, wrk::write_script(tmp.path(), d).map_err(CompareError::Setup)?));
         }
     }
 
@@ -505,7 +511,7 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
         contenders.push(Contender::new(&peer.name, peer.fixed_body, server));
     }
     // Load threads (and wrk) inherit this thread's affinity.
-    server::pin_current_thread(&config.load_cpus)?;
+    server::pin_current_thread(&config.load_cpus).map_err(CompareError::Setup)?;
 
     let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); contenders.len()]; scenarios.len()];
     let mut failed: Vec<Vec<Option<Failure>>> = vec![vec![None; contenders.len()]; scenarios.len()];
@@ -546,7 +552,11 @@ pub fn run(config: CompareConfig) -> Result<Results, String> {
                 let outcome = match config.load_with {
                     LoadWith::Duet => measure_duet(&url, scenario, &config, server),
                     LoadWith::Wrk => {
-                        let script = &scripts.iter().find(|(d, _)| *d == scenario.depth).ok_or("no wrk script")?.1;
+                        let script = &scripts
+                            .iter()
+                            .find(|(d, _)| *d == scenario.depth)
+                            .ok_or_else(|| CompareError::Setup("no wrk script".into()))?
+                            .1;
                         measure_wrk(&url, scenario, &config, script, server)
                     }
                 };
@@ -682,7 +692,7 @@ fn measure_duet(
         stop_on_loss: must_hold,
         ..crate::Config::default()
     };
-    let load_failed = |e: String| Cell::Failed(Failure::new("load failed", e));
+    let load_failed = |e: crate::LoadError| Cell::Failed(Failure::new("load failed", e.to_string()));
     let prepared = crate::prepare(load).map_err(load_failed)?;
     let (mut before, mut after) = (None, None);
     let report = crate::run_marked(prepared, &mut |mark| {
@@ -695,6 +705,9 @@ fn measure_duet(
         }
     })
     .map_err(load_failed)?;
+    if report.server_went_away {
+        eprintln!("duet: warning: the server process went away during the run; its figures cover less");
+    }
     if must_hold && (report.lost > 0 || report.idle_held < scenario.idle) {
         return Err(Cell::Lost(format!(
             "{} connection(s) closed, reset or refused by the server (or not connected); {} of {} idle \
@@ -976,7 +989,7 @@ mod tests {
         let argv = |cmd: &str| Peer::parse(&format!("x={cmd}@80")).unwrap().argv;
         assert_eq!(argv("  nginx   -g 'master_process off;' "), ["nginx", "-g", "master_process off;"]);
         assert_eq!(argv(r#"a "b \"c\" \d" e\ f ''"#), ["a", r#"b "c" \d"#, "e f", ""]);
-        assert!(Peer::parse("n=srv \"x@80").unwrap_err().contains("missing closing quote"));
+        assert!(Peer::parse("n=srv \"x@80").unwrap_err().to_string().contains("missing closing quote"));
         for bad in ["nginx", "nginx=nginx", "=nginx@80", "n=nginx@0", "n=nginx@http", "n=@80", "n='x@80"] {
             assert!(Peer::parse(bad).is_err(), "{bad}");
         }
@@ -984,7 +997,7 @@ mod tests {
 
     #[test]
     fn missing_floors_say_how_to_build_them() {
-        let e = Peer::floors(std::path::Path::new("/nonexistent/duet"), &["epoll".into()]).unwrap_err();
+        let e = Peer::floors(std::path::Path::new("/nonexistent/duet"), &["epoll".into()]).unwrap_err().to_string();
         assert!(e.contains("cargo build --release --workspace --examples"), "{e}");
         assert!(Peer::floors(std::path::Path::new("/nonexistent/duet"), &["other".into()]).unwrap().is_empty());
     }
