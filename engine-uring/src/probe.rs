@@ -3,11 +3,16 @@
 //! Each failure becomes one line naming the cause and the fix.
 
 use crate::features::{Feature, Features, Off, Resolved};
-use crate::sys::{check_multishot_recv, check_unread_bytes_command, BufMode, Ring};
+use crate::sys::{BufGroup, BufMode, Ring, SOCKET_URING_OP_SIOCINQ};
 use crate::ProbeError;
 use crate::UringOptions;
-use io_uring::{cqueue, opcode};
+use io_uring::{cqueue, opcode, types};
 use std::io;
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 /// Oldest kernel with everything used: multishot receive and provided buffer rings.
 const MIN_KERNEL: (u32, u32) = (6, 0);
@@ -289,6 +294,129 @@ fn check_direct(ring: &mut Ring, has_op: &dyn Fn(u8) -> bool) -> Result<(), Stri
     }
     ring.register_files_sparse(4).map_err(|e| format!("cannot register a sparse file table: {e}"))?;
     check_unread_bytes_command(ring)
+}
+
+/// The probe's test of socket commands through the ring: on a loopback TCP connection
+/// holding 4 unread bytes, `SOCKET_URING_OP_SIOCINQ` must answer 4.
+fn check_unread_bytes_command(ring: &mut Ring) -> Result<(), String> {
+    use io_uring::opcode;
+    use std::net::{TcpListener, TcpStream};
+    let pair = || -> io::Result<(TcpStream, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        Ok((client, server))
+    };
+    let (mut client, server) = pair().map_err(|e| format!("cannot open a loopback connection to test it: {e}"))?;
+    client.write_all(b"ping").map_err(|e| format!("cannot write on a loopback connection: {e}"))?;
+    // Wait until the bytes are there (peek blocks until then, 2 s at most).
+    let _ = server.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut peeked = [0u8; 4];
+    if !matches!(server.peek(&mut peeked), Ok(4)) {
+        return Err("a loopback connection did not deliver 4 bytes".into());
+    }
+    let entry = opcode::UringCmd16::new(types::Fd(server.as_raw_fd()), SOCKET_URING_OP_SIOCINQ).build().user_data(7);
+    // SAFETY: the command refers to no memory; `server` stays open until its completion
+    // is reaped below, or is leaked with the ring if it never comes.
+    unsafe { ring.push(&entry) }.map_err(|e| format!("cannot submit: {e}"))?;
+    let server = ManuallyDrop::new(server);
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let mut cqes = Vec::new();
+    loop {
+        if Instant::now() >= give_up {
+            return Err("no completion for SOCKET_URING_OP_SIOCINQ within 2 s".into());
+        }
+        ring.submit_and_wait_timeout(1, Duration::from_millis(100)).map_err(|e| format!("io_uring_enter: {e}"))?;
+        ring.reap(&mut cqes, 4);
+        if let Some(cqe) = cqes.iter().find(|c| c.user_data() == 7) {
+            let res = cqe.result();
+            drop(ManuallyDrop::into_inner(server));
+            return match res {
+                4 => Ok(()),
+                res if res < 0 => {
+                    Err(format!("SOCKET_URING_OP_SIOCINQ failed: {}", io::Error::from_raw_os_error(-res)))
+                }
+                res => Err(format!("SOCKET_URING_OP_SIOCINQ answered {res} for 4 unread bytes")),
+            };
+        }
+    }
+}
+
+/// The probe's functional test: receives "ping" through a multishot receive from
+/// `group` on a socket pair. Returns the first completion's result (4 only if the
+/// bytes were right) and flags. On failure, also says whether every operation
+/// completed (if not, the caller must leak `ring`).
+fn check_multishot_recv(ring: &mut Ring, group: BufGroup) -> Result<(i32, u32), (String, bool)> {
+    let (a, mut b) = UnixStream::pair().map_err(|e| (format!("cannot create a socket pair: {e}"), true))?;
+    // `a` is closed only once its receive has completed: on an unsettled failure it is
+    // leaked with the ring, so the receive never names a closed (and reusable) number.
+    let a = ManuallyDrop::new(a);
+    let result = multishot_recv_ping(ring, group, &a, &mut b);
+    if !matches!(result, Err((_, false))) {
+        drop(ManuallyDrop::into_inner(a));
+    }
+    result
+}
+
+fn multishot_recv_ping(
+    ring: &mut Ring,
+    group: BufGroup,
+    a: &UnixStream,
+    b: &mut UnixStream,
+) -> Result<(i32, u32), (String, bool)> {
+    use io_uring::opcode;
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), group.id()).build().user_data(1);
+    // SAFETY: the receive names `a` and a group registered on (so owned by) `ring`.
+    // This function returns before the receive's last completion only with an error
+    // whose second field is false; then the caller leaks `a` and the ring, so neither
+    // the socket nor the buffers go while the receive may use them.
+    unsafe { ring.push(&recv) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), true))?;
+    let _ = b.write_all(b"ping");
+
+    let mut first: Option<(i32, u32)> = None;
+    let mut recv_done = false;
+    let mut cancel_done = true;
+    let mut cancel_sent = false;
+    let mut cqes = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(2);
+    while !(recv_done && cancel_done) {
+        if Instant::now() >= give_up {
+            return Err(("io_uring did not complete a receive within 2 s".into(), false));
+        }
+        if let Err(e) = ring.submit_and_wait_timeout(1, Duration::from_millis(100)) {
+            return Err((format!("io_uring_enter failed: {e}"), false));
+        }
+        ring.reap(&mut cqes, 16);
+        for cqe in &mut cqes {
+            let buffer = cqe.take_buffer();
+            let len = cqe.result().max(0) as usize;
+            let mut right = None;
+            if let Some(bid) = buffer {
+                let mut got = Vec::new();
+                let placed = ring.buffers(group).consume(bid, len, cqe.flags(), |bytes| got.extend_from_slice(bytes));
+                right = Some(placed.is_ok() && got == b"ping");
+            }
+            if cqe.user_data() != 1 {
+                cancel_done = true;
+                continue;
+            }
+            if first.is_none() {
+                let res = cqe.result();
+                first = Some((if res == 4 && right != Some(true) { 0 } else { res }, cqe.flags()));
+            }
+            if !cqe.more() {
+                recv_done = true;
+            }
+        }
+        if first.is_some() && !recv_done && !cancel_sent {
+            cancel_sent = true;
+            cancel_done = false;
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(1)).build().user_data(2);
+            // SAFETY: a cancellation refers to no memory and no fd.
+            unsafe { ring.push(&cancel) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), false))?;
+        }
+    }
+    first.ok_or_else(|| ("a multishot receive completed without a result".into(), true))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! Every operation is submitted with `Ring::push` at the place that builds it, with its
 //! own `// SAFETY:` saying why what it names outlives its last completion. The rules
 //! those comments rely on:
-//! - a connection's socket ([`Slot::fd`]), send header and file chunk stay in its slot
+//! - a connection's socket (`Slot::sock`), send header and file chunk stay in its slot
 //!   until `ops` (its operations whose last completion is still to come) is back to
 //!   zero; only then does [`Worker::close`] drop them (closing the socket);
 //! - the worker's own buffers (timespecs, wake buffer) are boxed and carry one
