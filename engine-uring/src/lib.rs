@@ -59,6 +59,9 @@ pub struct UringOptions {
     /// Responses whose front segment is a shared body of at least this many bytes go
     /// out with a zero-copy send (with [`Feature::ZeroCopy`]).
     pub zc_threshold: usize,
+    /// A fault to inject into the workers' loop (tests only).
+    #[cfg(test)]
+    pub(crate) fault: Option<std::sync::Arc<worker::fault::Fault>>,
 }
 
 /// The receive pool by default with incremental consumption: (buffers, bytes each).
@@ -80,6 +83,8 @@ impl Default for UringOptions {
             sqpoll_idle_ms: None,
             features: Features::default(),
             zc_threshold: ZC_THRESHOLD,
+            #[cfg(test)]
+            fault: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 #[cfg(doc)]
 use super::Ring;
+use duet_engine::syscalls;
 use io_uring::types;
 use std::io;
 use std::ptr;
@@ -59,6 +60,7 @@ impl Mapping {
     /// faults and the pool is a fixed cost from the start rather than growing as the
     /// ring cycles through its buffers.
     fn new(len: usize, populate: bool) -> io::Result<Mapping> {
+        syscalls::count(1);
         // SAFETY: an anonymous private mapping with no address hint touches no existing
         // memory; the result is checked for MAP_FAILED.
         let ptr = unsafe {
@@ -80,6 +82,7 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        syscalls::count(1);
         // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once. The owning
         // `BufRing` was either never registered (dropped by a failed `add_buf_ring`) or is
         // dropped by `Ring::drop` after the ring fd is closed with no operation in flight

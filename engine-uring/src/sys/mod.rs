@@ -58,6 +58,7 @@ pub(crate) use on_sock;
 /// The open-file soft limit (`None` if unreadable).
 pub fn nofile_soft_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    duet_engine::syscalls::count(1);
     // SAFETY: getrlimit writes one `rlimit` into `limit`, which lives across the call.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     (got == 0).then_some(limit.rlim_cur)

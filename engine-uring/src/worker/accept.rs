@@ -4,61 +4,109 @@
 //! re-armed at once: Linux fails an accept with `EMFILE` before it looks at the
 //! backlog, so re-arming would spin.
 
+use super::slot::Slot;
 use super::sock::Sock;
-use super::token::{loop_token, Op};
-use super::{Slot, Worker};
-use crate::Feature;
-use duet_engine::{socket, Next};
+use super::token::{Op, Token};
+use super::Worker;
+use crate::sys::Ring;
+use duet_engine::{socket, syscalls, AcceptPolicy, Next};
 use io_uring::{opcode, types};
 use std::io;
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
-impl Worker {
+/// The worker's acceptor: its listener, the one multishot accept or listener poll in
+/// flight on it, and the policy every accept result goes through.
+pub(super) struct Acceptor {
+    /// Closed (so the kernel refuses new connections) once draining has stopped the
+    /// accept; never while an accept or a poll naming it is in flight.
+    listener: Option<TcpListener>,
+    /// The multishot accept is armed.
+    armed: bool,
+    /// A poll on the listener is in flight: accept again only once it is readable.
+    waiting: bool,
+    /// Direct descriptors: accepted sockets go into the ring's file table.
+    direct: bool,
+    pub(super) policy: AcceptPolicy,
+}
+
+impl Acceptor {
+    pub(super) fn new(listener: TcpListener, direct: bool) -> Acceptor {
+        Acceptor { listener: Some(listener), armed: false, waiting: false, direct, policy: AcceptPolicy::new() }
+    }
+
     /// Arms the multishot accept unless it is armed, waiting for the listener, paused
-    /// by the policy, or over (draining).
-    pub(super) fn arm_accept(&mut self) -> io::Result<()> {
-        if self.drain.is_draining() || self.accept_armed || self.accept_waiting || self.accept.is_paused() {
+    /// by the policy, or over (`draining`).
+    fn arm(&mut self, ring: &mut Ring, draining: bool) -> io::Result<()> {
+        if draining || self.armed || self.waiting || self.policy.is_paused() {
             return Ok(());
         }
         let Some(listener) = self.listener.as_ref() else { return Ok(()) };
         // Direct: each socket goes into a free slot of the ring's file table (no process
         // fd, so no close-on-exec flag, which the kernel refuses there).
-        let direct = self.features.has(Feature::Direct);
+        let direct = self.direct;
         let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
             .allocate_file_index(direct)
             .flags(if direct { libc::SOCK_NONBLOCK } else { libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK })
             .build()
-            .user_data(loop_token(Op::Accept));
+            .user_data(Token::of_loop(Op::Accept).user_data());
         // SAFETY: the accept refers to no memory (no address buffer). The listener stays
-        // in `self.listener` while `accept_armed` is true: it is dropped only when
-        // neither the accept nor the listener poll is in flight (`release_listener`).
-        unsafe { self.ring.push(&entry) }?;
-        self.accept_armed = true;
+        // in `self.listener` while `armed` is true: it is dropped only when neither the
+        // accept nor the listener poll is in flight (`Worker::release_listener`), and
+        // the worker owning it outlives its operations (its guard reaps them, or leaks).
+        unsafe { ring.push(&entry) }?;
+        self.armed = true;
         Ok(())
     }
 
     /// Waits for the listener to become readable (one-shot poll) before accepting again.
-    fn wait_for_listener(&mut self) {
-        if self.accept_waiting || self.drain.is_draining() {
+    fn wait_for_listener(&mut self, ring: &mut Ring, draining: bool) {
+        if self.waiting || draining {
             return;
         }
         let Some(listener) = self.listener.as_ref() else { return };
         let entry = opcode::PollAdd::new(types::Fd(listener.as_raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(loop_token(Op::AcceptPoll));
+            .user_data(Token::of_loop(Op::AcceptPoll).user_data());
         // SAFETY: a poll refers to no memory. The listener stays in `self.listener` while
-        // `accept_waiting` is true (see `release_listener`).
-        match unsafe { self.ring.push(&entry) } {
-            Ok(()) => self.accept_waiting = true,
+        // `waiting` is true (see `Worker::release_listener`).
+        match unsafe { ring.push(&entry) } {
+            Ok(()) => self.waiting = true,
             // Could not wait on the listener: let the policy's retry time bring the
             // accept back instead.
             Err(e) => warn_once_poll(e),
         }
     }
 
+    /// Cancels the accept and the listener poll in flight.
+    fn cancel(&mut self, ring: &mut Ring) -> io::Result<()> {
+        for (in_flight, op) in [(self.armed, Op::Accept), (self.waiting, Op::AcceptPoll)] {
+            if in_flight {
+                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(Token::of_loop(op).user_data()))
+                    .build()
+                    .user_data(Token::of_loop(Op::Global).user_data());
+                // SAFETY: a cancellation by user_data refers to no memory and no fd.
+                unsafe { ring.push(&entry) }?;
+            }
+        }
+        Ok(())
+    }
+
+    /// No accept or poll names the listener.
+    fn idle(&self) -> bool {
+        !self.armed && !self.waiting
+    }
+}
+
+impl Worker {
+    /// Arms the multishot accept unless it is armed, waiting, paused or over.
+    pub(super) fn arm_accept(&mut self) -> io::Result<()> {
+        self.accept.arm(&mut self.ring, self.drain.is_draining())
+    }
+
     /// The listener is readable (or the poll was cancelled): accept again.
     pub(super) fn on_accept_poll(&mut self) {
-        self.accept_waiting = false;
+        self.accept.waiting = false;
         self.release_listener();
     }
 
@@ -67,15 +115,7 @@ impl Worker {
     /// connections it holds are taken in; the accept's completions that still come
     /// are taken in too, draining from the start.
     pub(super) fn stop_accepting(&mut self) -> io::Result<()> {
-        for (armed, op) in [(self.accept_armed, Op::Accept), (self.accept_waiting, Op::AcceptPoll)] {
-            if armed {
-                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(loop_token(op)))
-                    .build()
-                    .user_data(loop_token(Op::Global));
-                // SAFETY: a cancellation by user_data refers to no memory and no fd.
-                unsafe { self.ring.push(&entry) }?;
-            }
-        }
+        self.accept.cancel(&mut self.ring)?;
         self.release_listener();
         Ok(())
     }
@@ -83,18 +123,20 @@ impl Worker {
     /// Drops the listener once draining and no accept or poll names it, taking in the
     /// connections it still holds first.
     fn release_listener(&mut self) {
-        if self.drain.is_draining() && !self.accept_armed && !self.accept_waiting {
+        if self.drain.is_draining() && self.accept.idle() {
             self.accept_pending();
-            self.listener = None;
+            if let Some(listener) = self.accept.listener.take() {
+                syscalls::close(listener);
+            }
         }
     }
 
     pub(super) fn on_accept(&mut self, res: i32, more: bool) {
         if !more {
-            self.accept_armed = false;
+            self.accept.armed = false;
             self.release_listener();
         }
-        if res >= 0 && self.features.has(Feature::Direct) {
+        if res >= 0 && self.accept.direct {
             // The slot of the ring's file table the socket was installed in. Tearing
             // down, the table closes it with the ring.
             if !self.stopping {
@@ -107,9 +149,9 @@ impl Worker {
             // just installed in this process's table for this worker; nothing else owns
             // it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            self.stats.syscalls += 1;
+            // The accept was the ring's work, no syscall of ours; the close is.
             if self.stopping {
-                drop(fd);
+                syscalls::close(fd);
                 return;
             }
             self.adopt(Sock::Fd(fd));
@@ -119,14 +161,15 @@ impl Worker {
             return;
         }
         let now = self.ctx.now();
-        let next = match (self.accept.on_error(-res, now), self.listener.as_ref()) {
-            (Next::Shed, Some(listener)) => self.accept.shed(listener.as_fd(), &mut self.stats, now),
+        let accept = &mut self.accept;
+        let next = match (accept.policy.on_error(-res, now), accept.listener.as_ref()) {
+            (Next::Shed, Some(listener)) => accept.policy.shed(listener.as_fd(), &mut self.stats, now),
             (next, _) => next,
         };
         match next {
             // Re-armed by `arm_loop_ops` if the multishot accept ended.
             Next::Again => {}
-            Next::Wait => self.wait_for_listener(),
+            Next::Wait => self.accept.wait_for_listener(&mut self.ring, self.drain.is_draining()),
             // `arm_loop_ops` re-arms once the policy's retry time comes or a close
             // frees a descriptor.
             Next::Pause | Next::Shed => {}
@@ -137,7 +180,7 @@ impl Worker {
     /// [`duet_engine::accepted`]). TCP_NODELAY comes from the listener (set once in
     /// `run`).
     fn adopt(&mut self, sock: Sock) {
-        self.accept.on_accepted();
+        self.accept.policy.on_accepted();
         // A direct descriptor has no fd for the peer's address (the access log turns
         // them off).
         let fd = match &sock {
@@ -153,22 +196,23 @@ impl Worker {
     /// Draining: takes in the connections the kernel has already accepted, so closing
     /// the listener resets none of them (their clients may have sent requests).
     fn accept_pending(&mut self) {
-        // Out of the worker while it accepts, so adopting can borrow the rest.
-        let Some(listener) = self.listener.take() else { return };
+        // Out of the acceptor while it accepts, so adopting can borrow the worker.
+        let Some(listener) = self.accept.listener.take() else { return };
         loop {
-            self.stats.syscalls += 1;
+            // Until `socket::accept` counts itself.
+            syscalls::count(1);
             match socket::accept(listener.as_fd()) {
                 Ok(fd) => self.adopt(Sock::Fd(fd)),
                 // EAGAIN: none left. Anything else: the listener closes anyway.
                 Err(_) => break,
             }
         }
-        self.listener = Some(listener);
+        self.accept.listener = Some(listener);
     }
 
     /// A connection closed: a descriptor is free, so a paused accept is armed again.
     pub(super) fn fd_freed(&mut self) {
-        self.accept.on_fd_freed();
+        self.accept.policy.on_fd_freed();
     }
 }
 

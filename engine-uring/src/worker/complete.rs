@@ -3,7 +3,8 @@
 //! `timeout`).
 
 use super::conn_slot;
-use super::token::{decode, Op};
+use super::slot::{Life, Recv};
+use super::token::{Op, Token};
 use super::{Worker, HEADER_POOL_MAX};
 use crate::sys::{BufId, Completion, IORING_NOTIF_USAGE_ZC_COPIED};
 use duet_engine::ConnId;
@@ -18,31 +19,32 @@ pub(super) fn send_again(res: i32) -> bool {
 
 impl Worker {
     pub(super) fn complete(&mut self, cqe: &mut Completion) {
-        let (op, id) = decode(cqe.user_data());
+        let token = Token::try_from(cqe.user_data());
         let (res, more) = (cqe.result(), cqe.more());
-        tracing::trace!(?op, ?id, res, flags = cqe.flags(), "cqe");
+        tracing::trace!(?token, res, flags = cqe.flags(), "cqe");
         // Only a receive selects a provided buffer. It is taken here, once, and goes
         // back to the ring in `on_recv` on every path.
         let buffer = cqe.take_buffer();
-        if op == Some(Op::Recv) {
+        if let Ok(Token { op: Op::Recv, id }) = token {
             return self.on_recv(id, res, cqe.flags(), buffer);
         }
         if let Some(bid) = buffer {
             // No other operation selects a buffer; should one, it still goes back.
             let _ = self.ring.buffers(self.buf_group).consume(bid, 0, 0, |_| ());
         }
+        let Ok(Token { op, id }) = token else { return };
         match op {
-            Some(Op::Accept) => self.on_accept(res, more),
-            Some(Op::AcceptPoll) => self.on_accept_poll(),
-            Some(Op::Wake) => self.wake_armed = false,
-            Some(Op::Timer) => self.on_loop_timeout(),
-            Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
-            Some(Op::Send) => self.on_send(id, res, cqe.flags()),
-            Some(Op::Cancel | Op::Shutdown) => self.on_settled(id, more),
-            Some(Op::FileRead) => self.on_file_read(id, res, more),
-            Some(Op::FileSend) => self.on_file_send(id, res, more),
-            Some(Op::InputCheck) => self.on_input_check(id, res, more),
-            Some(Op::Recv | Op::Global | Op::CloseDirect) | None => {}
+            Op::Accept => self.on_accept(res, more),
+            Op::AcceptPoll => self.on_accept_poll(),
+            Op::Wake => self.wake.armed = false,
+            Op::Timer => self.timer.on_fired(),
+            Op::TimerUpdate => self.timer.on_updated(),
+            Op::Send => self.on_send(id, res, cqe.flags()),
+            Op::Cancel | Op::Shutdown => self.on_settled(id, more),
+            Op::FileRead => self.on_file_read(id, res, more),
+            Op::FileSend => self.on_file_send(id, res, more),
+            Op::InputCheck => self.on_input_check(id, res, more),
+            Op::Recv | Op::Global | Op::CloseDirect => {}
         }
     }
 
@@ -58,14 +60,13 @@ impl Worker {
             return;
         };
         if !more {
-            s.recv_armed = false;
-            s.recv_cancelled = false;
+            s.recv = Recv::Off;
         }
         let conn = &mut s.conn;
         // The buffer goes back to the ring here, delivered to the connection if it
         // carries data for a live one. A buffer picked for a completion that carries
         // no data still goes back (current kernels recycle it themselves).
-        let deliver = res > 0 && !s.closing && !s.dead && !self.stopping;
+        let deliver = res > 0 && s.life.is_live() && !self.stopping;
         let ctx = &mut self.ctx;
         let delivered = buffer.map(|bid| {
             bufs.consume(bid, res.max(0) as usize, flags, |bytes| {
@@ -78,23 +79,23 @@ impl Worker {
             self.stats.bytes_read += res as u64;
             if !matches!(delivered, Some(Ok(()))) {
                 untracked_buffer(res);
-                s.dead = true;
+                s.fail();
             }
         } else {
             if res == -libc::ENOBUFS {
                 self.stats.enobufs += 1;
-                if !more && !s.starved {
-                    s.starved = true;
+                if !more && s.recv != Recv::Starved {
+                    s.recv = Recv::Starved;
                     self.starved.push_back(id);
                 }
             }
             if res == 0 {
-                if !s.closing && !self.stopping {
+                if s.life != Life::Closing && !self.stopping {
                     conn.handle_eof(ctx);
                 }
             } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
                 // A socket error: reset by peer, timed out, ... Drop it.
-                s.dead = true;
+                s.fail();
             }
         }
         // ENOBUFS: all buffers were taken this turn; they are back by the time the
@@ -136,11 +137,11 @@ impl Worker {
             if (res as usize) < offered {
                 self.stats.partial_writes += 1;
             }
-            if !s.closing && !s.dead && !self.stopping {
+            if s.life.is_live() && !self.stopping {
                 s.conn.handle_sent(&mut self.ctx, res as usize);
             }
         } else if res != -libc::ECANCELED && !send_again(res) {
-            s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
+            s.fail(); // EPIPE, ECONNRESET, ... (or nothing sent)
         }
         if !self.stopping {
             s.mark_dirty(id, &mut self.dirty);
@@ -153,11 +154,11 @@ impl Worker {
     fn on_input_check(&mut self, id: ConnId, res: i32, more: bool) {
         let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
         s.input_check = false;
-        if s.closing || self.stopping {
+        if s.life == Life::Closing || self.stopping {
             return;
         }
         if res < 0 {
-            s.dead = true;
+            s.fail();
         } else if res == 0 && s.conn.wants_input_check() {
             s.conn.handle_no_pending_input(&mut self.ctx);
         }

@@ -1,0 +1,263 @@
+//! One connection's slot: its `Connection`, its socket, the memory its operations name,
+//! and the named states of its receive ([`Recv`]) and its lifecycle ([`Life`]).
+//!
+//! Every operation of a connection goes through [`Slot::submit`]: the one place that
+//! builds its entry from what the slot owns, counts it in the slot and pushes it, with
+//! one audited `unsafe`.
+
+use super::file::FileChunk;
+use super::sock::{on_sock, Sock, Target};
+use super::token::{Op, Token};
+use crate::sys::{BufGroup, Ring, SendHeader, SOCKET_URING_OP_SIOCINQ};
+use duet_engine::{Armed, ConnId};
+use duet_http::Connection;
+use io_uring::{opcode, types};
+use std::io;
+use std::os::fd::RawFd;
+
+/// The receive side: the connection's one multishot receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recv {
+    /// None armed: armed at the next drive if the connection wants input.
+    Off,
+    /// Armed: its completions bring input until one comes without `F_MORE`.
+    Armed,
+    /// Armed, and its cancellation issued (backpressure: `wants_read` went false).
+    Cancelling,
+    /// Ended with `ENOBUFS`: waits in `Worker::starved` for its turn to re-arm, so a
+    /// crowd of senders does not spin on an empty buffer ring.
+    Starved,
+}
+
+/// Where the connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    /// Serving.
+    Open,
+    /// Its write side is shut down (the response that closes it is out): it lingers
+    /// until EOF or its linger deadline.
+    WriteShut,
+    /// A socket error (or a file that cannot be sent): drop it whatever its state.
+    Dead,
+    /// Cancellation issued; the socket closes when the last operation completes.
+    Closing,
+}
+
+impl Life {
+    /// Input and sent bytes still go to the connection.
+    #[inline]
+    pub(super) fn is_live(self) -> bool {
+        matches!(self, Life::Open | Life::WriteShut)
+    }
+}
+
+/// One connection's slot. Kept small: an idle keep-alive connection costs this plus its
+/// `Connection`, and no buffer.
+pub(super) struct Slot {
+    pub(super) conn: Connection,
+    /// The header of the send in flight, if any (put here by [`Slot::submit`]).
+    pub(super) send: Option<Box<SendHeader>>,
+    /// The chunk buffer of a file being streamed, if any.
+    pub(super) stream: Option<Box<FileChunk>>,
+    /// Its live deadline entry.
+    pub(super) armed: Armed,
+    /// The connection's socket. Only `Worker::close` closes it, once `ops` is zero:
+    /// every completion of every operation naming it has been reaped, so the kernel
+    /// never acts on a reused fd number or table slot.
+    pub(super) sock: Sock,
+    /// Operations whose last completion is still to come.
+    ops: u8,
+    pub(super) recv: Recv,
+    pub(super) life: Life,
+    // Three flags that are no state machine: each is independent of the others and of
+    // the two states above.
+    /// An unread-bytes check through the ring is in flight (direct descriptors).
+    pub(super) input_check: bool,
+    /// Queued on `Worker::dirty`, for driving at the end of this turn.
+    pub(super) dirty: bool,
+    /// Queued on `Worker::waiting`: its output got no share of a turn's budget.
+    pub(super) waiting: bool,
+}
+
+/// An operation of one connection, as [`Slot::submit`] builds it from what the slot
+/// owns.
+pub(super) enum ConnOp {
+    /// The multishot receive, selecting from `group` (in bundles with `bundle`).
+    Recv { group: BufGroup, bundle: bool },
+    /// Cancels the receive (backpressure).
+    CancelRecv,
+    /// Cancels every operation on the socket (closing).
+    CancelAll,
+    /// Sends what `header` holds; the header moves into the slot until the send's last
+    /// completion. `plain`: one segment may go as a `send`; `zero_copy`: `SEND_ZC`.
+    Send { header: Box<SendHeader>, plain: bool, zero_copy: bool },
+    /// Reads `len` bytes (at most the chunk's size) of `file` at `offset` into the
+    /// slot's chunk buffer.
+    FileRead { file: RawFd, offset: u64, len: usize },
+    /// Sends the next `len` unsent bytes of the slot's chunk buffer.
+    FileSend { len: usize },
+    /// Asks the socket's unread bytes through the ring (direct descriptors).
+    InputCheck,
+    /// Shuts the socket's write side down through the ring (direct descriptors).
+    ShutdownWrite,
+}
+
+impl Slot {
+    pub(super) fn new(conn: Connection, sock: Sock) -> Slot {
+        Slot {
+            conn,
+            send: None,
+            stream: None,
+            armed: Armed::default(),
+            sock,
+            ops: 0,
+            recv: Recv::Off,
+            life: Life::Open,
+            input_check: false,
+            dirty: false,
+            waiting: false,
+        }
+    }
+
+    /// Queues this slot (connection `id`) on `dirty` once per turn.
+    #[inline]
+    pub(super) fn mark_dirty(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(id);
+        }
+    }
+
+    /// What an entry names to reach the socket.
+    #[inline]
+    pub(super) fn target(&self) -> Target {
+        self.sock.target()
+    }
+
+    /// A socket error, or a body that cannot be sent: the connection goes (a closing
+    /// one is going already).
+    #[inline]
+    pub(super) fn fail(&mut self) {
+        if self.life != Life::Closing {
+            self.life = Life::Dead;
+        }
+    }
+
+    /// No operation of this connection is in flight: its socket and memory are ours.
+    #[inline]
+    pub(super) fn settled(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The last completion of one of its operations was reaped.
+    #[inline]
+    pub(super) fn op_done(&mut self) {
+        debug_assert!(self.ops > 0, "a completion for an operation that was not counted");
+        self.ops = self.ops.saturating_sub(1);
+    }
+
+    /// Tearing down, once the ring has no operation in flight at all: whatever the
+    /// count says, none of this connection's is.
+    pub(super) fn ring_settled(&mut self) {
+        self.ops = 0;
+    }
+
+    /// Builds connection `id`'s operation `op` from what this slot owns, counts it, and
+    /// pushes it to `ring`. The only place a connection's operation is submitted.
+    pub(super) fn submit(&mut self, ring: &mut Ring, id: ConnId, op: ConnOp) -> io::Result<()> {
+        let target = self.target();
+        // What each entry names beyond the socket, and why it outlives the operation,
+        // is said arm by arm; the SAFETY below relies on these notes.
+        let (entry, op) = match op {
+            // Writes only into buffers of `group`, which the ring owns: mapped for as
+            // long as the ring exists, and the ring outlives its operations.
+            ConnOp::Recv { group, bundle } => {
+                let entry = if bundle {
+                    on_sock!(target, t => opcode::RecvMultiBundle::new(t, group.id()).build())
+                } else {
+                    on_sock!(target, t => opcode::RecvMulti::new(t, group.id()).build())
+                };
+                (entry, Op::Recv)
+            }
+            // By user_data: no memory, no fd.
+            ConnOp::CancelRecv => {
+                let recv = Token::conn(Op::Recv, id).user_data();
+                (opcode::AsyncCancel2::new(types::CancelBuilder::user_data(recv)).build(), Op::Cancel)
+            }
+            // No memory; the socket only to match operations on it.
+            ConnOp::CancelAll => {
+                let cancel = on_sock!(target, t => types::CancelBuilder::fd(t).all());
+                (opcode::AsyncCancel2::new(cancel).build(), Op::Cancel)
+            }
+            // The `msghdr` and `iovec`s are in the boxed header, which stays in
+            // `self.send` until this send's last completion (`on_send` takes it; for a
+            // zero-copy send that is its notification, after which the kernel no longer
+            // reads the segments). The iovecs point at `conn`'s output segments, which
+            // `conn` holds unchanged until `handle_sent` (contract rule 5: Output),
+            // called only from that last completion, or until it is dropped, which
+            // `close` does only once `ops` is zero. And they point into heap storage,
+            // never into the `Connection` value itself (duet-http's rule, in `OutBuf`'s
+            // docs and the engine contract): the slab moves slots when it grows, and the
+            // segments stay where they are.
+            ConnOp::Send { header, plain, zero_copy } => {
+                let header = self.send.insert(header);
+                (header.entry(target, plain, zero_copy), Op::Send)
+            }
+            // Writes into the boxed chunk buffer in `self.stream`, marked busy: neither
+            // moved, freed, read nor written by the engine until `on_file_read`. The
+            // file stays open: the connection's front output segment holds its
+            // `Arc<File>` until that segment is reported sent, which needs this chunk's
+            // send, which starts only after this read completes.
+            ConnOp::FileRead { file, offset, len } => {
+                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let buf = chunk.start_read(len);
+                (
+                    opcode::Read::new(types::Fd(file), buf.as_mut_ptr(), buf.len() as u32).offset(offset).build(),
+                    Op::FileRead,
+                )
+            }
+            // Reads the boxed chunk buffer, busy (as above) until `on_file_send`.
+            ConnOp::FileSend { len } => {
+                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let rest = chunk.start_send(len);
+                let (buf, len) = (rest.as_ptr(), rest.len() as u32);
+                (on_sock!(target, t => opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build()), Op::FileSend)
+            }
+            // No memory: a command on the table slot.
+            ConnOp::InputCheck => {
+                let Target::Direct(slot) = target else { return Err(not_direct()) };
+                (opcode::UringCmd16::new(types::Fixed(slot), SOCKET_URING_OP_SIOCINQ).build(), Op::InputCheck)
+            }
+            // No memory. Sends complete before this is queued (one at a time, and none
+            // in flight when the output is flushed), so the FIN follows them.
+            ConnOp::ShutdownWrite => {
+                let Target::Direct(slot) = target else { return Err(not_direct()) };
+                (opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR).build(), Op::Shutdown)
+            }
+        };
+        let entry = entry.user_data(Token::conn(op, id).user_data());
+        // SAFETY: `Ring::push` needs what the entry names to outlive its last completion.
+        // - The socket (fd or table slot), named by every entry but `CancelRecv`: it is
+        //   `self.sock`, which `Worker::close` closes only once `ops` (counting this
+        //   operation from here) is back to zero, and only `close` drops a slot.
+        // - Memory: per operation, as noted at each arm above. Nothing points into the
+        //   `Slot` value (which moves when the slab grows): only into boxes it owns,
+        //   into the heap the `Connection` holds, and into the ring's buffers.
+        // - However the worker ends (return, error or unwind), its guard
+        //   (`worker::Guard`) reaps every completion before any of this is freed, or
+        //   leaks it all.
+        unsafe { ring.push(&entry) }?;
+        self.ops += 1;
+        Ok(())
+    }
+}
+
+#[cold]
+fn no_chunk() -> io::Error {
+    io::Error::other("a file operation on a connection with no chunk buffer")
+}
+
+#[cold]
+fn not_direct() -> io::Error {
+    io::Error::other("a ring socket command on a connection without a direct descriptor")
+}
