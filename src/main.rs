@@ -128,7 +128,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread"));
     let report = match engine.readiness() {
         Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
-        None => duet_engine_uring::serve(config, uring, site, shutdown),
+        None => duet_engine_uring::serve(config, site, shutdown, uring),
     }
     .map_err(|e| format!("{} engine failed: {e}", engine.name()))?;
     info!(

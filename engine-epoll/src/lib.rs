@@ -3,9 +3,11 @@
 //! classic baselines level-triggered epoll, poll and select. One loop, generic over the
 //! selector (`selector/`); what differs is only how readiness is learnt.
 //!
-//! Each worker owns a SO_REUSEPORT listener, a selector, a [`Waker`] for
-//! shutdown, a slab of connections and its deadlines (all from `duet-engine`, which
-//! also holds the engine contract this crate meets). A connection is registered once
+//! Each worker is a [`WorkerCore`] (from `duet-engine`, which also holds the engine
+//! contract this crate meets: the SO_REUSEPORT listener, a [`Waker`] for shutdown,
+//! the slab of connections, the deadlines, the accept policy, the drain and the
+//! counters) plus a selector, the per-thread read buffer, and per connection its socket
+//! and what the selector last said of it. A connection is registered once
 //! (epoll: `EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET`) and its readiness is remembered in
 //! its slot (a level-triggered selector watches it for what it needs instead):
 //! reads go until EAGAIN within a per-wakeup budget (a flooding socket is requeued, not
@@ -18,6 +20,9 @@
 //! The loop is in `worker.rs`; all `unsafe` is in `sys.rs`.
 //!
 //! [`Waker`]: duet_engine::Waker
+//! [`WorkerCore`]: duet_engine::WorkerCore
+
+#![warn(missing_docs)]
 
 mod selector;
 mod sys;

@@ -1,10 +1,13 @@
-//! The thin syscall layer: every `unsafe` of the readiness engine lives here.
+//! The thin syscall layer: every `unsafe` of the readiness engine lives here, and every
+//! syscall is counted here ([`duet_engine::syscalls`]), never at a call site.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Turns a `-1` return into the thread's last OS error.
+/// Counts the syscall just made and turns a `-1` return into the thread's last OS error.
+#[inline]
 fn check<T: Copy + PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    duet_engine::syscalls::count(1);
     if ret == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {

@@ -11,16 +11,10 @@
 
 use crate::selector::{Epoll, Interest, Ready, Selector};
 use crate::sys;
-use duet_engine::{
-    next_wake, socket, AcceptPolicy, AccessLogWriter, Armed, ConnId, Deadlines, Drain, Expired, Next, Publisher,
-    ShutdownState, Slab, Stats, TurnBudget, Waker, WorkerSetup, WriteLimits,
-};
-use duet_http::{Connection, Context};
-use std::collections::VecDeque;
+use duet_engine::{socket, syscalls, ConnId, Entry, EntryIo, Stats, Waker, WorkerCore, WorkerSetup, WriteLimits};
 use std::io::{self, IoSlice};
-use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Instant, SystemTime};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Tokens of the two descriptors that are not connections. A connection's token is its
@@ -38,154 +32,108 @@ const MAX_IOV: usize = 16;
 /// costs nothing measurable, and small shares keep a turn to a millisecond or two even
 /// under a crowd of slow readers of large files.
 const WRITE_LIMITS: WriteLimits = WriteLimits::new(256 * 1024, 1024 * 1024);
-/// One live connection.
+
+/// A connection's readiness-engine part: its socket and what the selector told of it.
 struct Live {
     fd: OwnedFd,
-    conn: Connection,
     readable: bool,
     writable: bool,
     /// The peer's FIN was reported (EPOLLRDHUP/HUP): read until EOF even after a short
     /// read, because no further edge will come.
     hup: bool,
-    /// In `Worker::requeued`: it used up its budget and waits for its next share (an
-    /// event for it meanwhile only records the readiness).
-    queued: bool,
     /// What a level-triggered selector watches it for (unused by edge-triggered ones).
     interest: Interest,
-    armed: Armed,
 }
 
+impl EntryIo for Live {
+    #[inline]
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+}
+
+/// One worker: the shared [`WorkerCore`] (context, counters, connections, deadlines,
+/// accept policy, drain, the over-budget queue) and the selector with what it needs.
 pub(crate) struct Worker<S: Selector = Epoll> {
+    core: WorkerCore<Live>,
     selector: S,
-    /// Dropped (closed) when draining begins, so the kernel refuses new connections.
-    listener: Option<TcpListener>,
-    waker: std::sync::Arc<Waker>,
-    accept: AcceptPolicy,
-    /// A descriptor was freed while accepting was paused: accept again this turn.
-    accept_resume: bool,
     /// Whether a level-triggered selector watches the listener (not while accepting
     /// is paused: it would report the waiting connections at every wait).
     listener_watched: bool,
     /// Connections refused since the last one the selector could watch (select's
     /// FD_SETSIZE): one log line per episode, not one per connection.
     refusing: u64,
-    ctx: Context,
-    stats: Stats,
-    publisher: Publisher,
-    access_log: AccessLogWriter,
-    shutdown: duet_engine::Shutdown,
-    drain: Drain,
-    conns: Slab<Live>,
-    deadlines: Deadlines,
-    due: Vec<Expired>,
-    /// Connections that used up their read or write budget and still have work, oldest
-    /// first: each turn drives them before its events, while the turn's budget lasts.
-    requeued: VecDeque<ConnId>,
-    /// What this turn has sent.
-    budget: TurnBudget,
     read_buf: Box<[u8]>,
 }
 
 impl<S: Selector> Worker<S> {
     pub(crate) fn new(setup: WorkerSetup) -> io::Result<Worker<S>> {
-        let WorkerSetup { listener, ctx, shutdown, drain, publisher, access_log, .. } = setup;
         let mut selector = S::new()?;
-        let waker = std::sync::Arc::new(Waker::nonblocking()?);
-        selector.add(listener.as_fd(), TOKEN_LISTENER, Interest::READ, false)?;
+        let waker = Waker::nonblocking()?;
+        selector.add(setup.listener.as_fd(), TOKEN_LISTENER, Interest::READ, false)?;
         selector.add(waker.as_fd(), TOKEN_WAKER, Interest::READ, false)?;
-        let w = std::sync::Arc::clone(&waker);
-        shutdown.register_waker(move || w.wake());
-        let now = ctx.now();
         Ok(Worker {
+            core: WorkerCore::new(setup, waker, WRITE_LIMITS),
             selector,
-            listener: Some(listener),
-            waker,
-            accept: AcceptPolicy::new(),
-            accept_resume: false,
             listener_watched: true,
             refusing: 0,
-            ctx,
-            stats: Stats::default(),
-            publisher,
-            access_log,
-            shutdown,
-            drain,
-            conns: Slab::new(),
-            deadlines: Deadlines::new(now),
-            due: Vec::new(),
-            requeued: VecDeque::new(),
-            budget: TurnBudget::new(WRITE_LIMITS),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
         })
     }
 
     pub(crate) fn run(mut self) -> io::Result<Stats> {
-        // The state may have changed, and the site been replaced, before the waker was
-        // registered.
-        self.ctx.set_time(Instant::now(), SystemTime::now());
+        // The state may have changed before the waker was registered.
         self.begin_drain();
         let result = loop {
-            if self.drain.should_stop(self.shutdown.state(), self.conns.len(), self.ctx.now()) {
+            if self.core.should_stop() {
                 break Ok(());
             }
             let timeout = self.poll_timeout();
-            self.publisher.publish(&self.stats, &self.ctx.stats);
-            self.access_log.turn_end(&mut self.ctx);
+            self.core.before_wait();
             if let Err(e) = self.turn(timeout) {
                 break Err(e);
             }
         };
         self.close_all();
-        self.access_log.finish(&mut self.ctx);
-        self.stats.set_http(&self.ctx.stats);
-        result.map(|()| self.stats)
+        let stats = self.core.finish();
+        result.map(|()| stats)
     }
 
     /// One loop turn: waits up to `timeout` ms for events and handles them.
     fn turn(&mut self, timeout: i32) -> io::Result<()> {
         let n = self.selector.wait(timeout)?;
-        self.stats.wakeups += 1;
-        self.stats.syscalls += 1;
-        self.stats.events += n as u64;
-        self.ctx.set_time(Instant::now(), SystemTime::now());
-        self.budget.start_turn();
+        self.core.stats.events += n as u64;
+        self.core.after_wait();
         // Those that used up their budget in earlier turns, oldest first (the ones this
         // turn requeues go behind them), at least one: the queue always moves.
-        for _ in 0..self.requeued.len() {
-            let Some(id) = self.requeued.pop_front() else { break };
-            if let Some(live) = self.conns.get_mut(id) {
-                live.queued = false;
-                self.drive(id);
-            }
-            if self.budget.is_spent() {
-                break;
-            }
+        let mut waiting = self.core.waiting_turn();
+        while let Some(id) = self.core.next_waiting(&mut waiting) {
+            self.drive(id);
         }
         for i in 0..n {
             let (token, ready) = self.selector.event(i);
             match token {
                 TOKEN_LISTENER => self.accept(),
                 TOKEN_WAKER => {
-                    self.stats.syscalls += 1;
-                    self.waker.drain();
+                    self.core.waker().drain();
                     self.begin_drain();
                 }
                 token => self.on_event(ConnId::from_token(token), ready),
             }
         }
-        if std::mem::take(&mut self.accept_resume) || self.accept.retry_due(self.ctx.now()) {
+        if self.core.accept_due() {
             self.accept();
         }
         self.expire_deadlines();
         if !S::EDGE {
-            self.watch_listener(!self.accept.is_paused());
+            self.watch_listener(!self.core.accept.is_paused());
         }
         Ok(())
     }
 
     /// Level-triggered: watches the listener only while accepting is not paused.
     fn watch_listener(&mut self, want: bool) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.core.listener else { return };
         if want == self.listener_watched {
             return;
         }
@@ -198,21 +146,19 @@ impl<S: Selector> Worker<S> {
         }
     }
 
-    /// Counts one change of a registration.
+    /// Counts one change of a registration (its syscall, if it is one, counts itself).
     fn count_ctl(&mut self) {
-        self.stats.interest_changes += 1;
-        if S::CTL_IS_SYSCALL {
-            self.stats.syscalls += 1;
-        }
+        self.core.stats.interest_changes += 1;
     }
 
     /// How long epoll_wait may block: until the next deadline, the drain deadline or
-    /// the accept retry; not at all when requeued connections have work.
+    /// the accept retry; not at all when queued connections have work or a freed
+    /// descriptor lets a paused accept go again.
     fn poll_timeout(&mut self) -> i32 {
-        if !self.requeued.is_empty() || self.accept_resume {
+        if self.core.has_waiting() || self.core.accept_resume_pending() {
             return 0;
         }
-        match next_wake(&mut self.deadlines, &self.drain, &self.accept) {
+        match self.core.next_wake() {
             None => -1,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_nanos().div_ceil(1_000_000);
@@ -221,71 +167,40 @@ impl<S: Selector> Worker<S> {
         }
     }
 
-    /// On a graceful shutdown (once): take in what the listener holds, close it, and
-    /// ask every connection to finish.
+    /// On a graceful shutdown (once): every connection is asked to finish, what the
+    /// listener holds is taken in, the listener closes, and every connection is driven.
     fn begin_drain(&mut self) {
-        if self.shutdown.state() == ShutdownState::Running {
+        if !self.core.begin_drain() {
             return;
         }
-        self.ctx.set_time(Instant::now(), SystemTime::now());
-        if !self.drain.begin(self.ctx.now()) {
-            return;
+        // The kernel already accepted these and their clients may have sent requests:
+        // take them in (draining from the start) rather than let the close of the
+        // listener reset them.
+        while let Some(fd) = self.core.accept_next() {
+            self.register(fd);
         }
-        if let Some(listener) = self.listener.take() {
-            // The kernel already accepted these and their clients may have sent
-            // requests: take them in (draining from the start) rather than let the
-            // close of the listener reset them.
-            self.accept_from(&listener);
+        if let Some(listener) = self.core.listener.take() {
             // Out of the selector before it closes (an unwatched listener is out of an
             // epoll set already; poll and select still hold its entry).
-            self.stats.syscalls += 1; // the close
             if self.listener_watched || !S::CLOSE_REMOVES {
                 self.count_ctl();
                 let _ = self.selector.remove(listener.as_fd());
             }
+            syscalls::close(listener);
         }
-        for id in self.conns.ids() {
-            if let Some(live) = self.conns.get_mut(id) {
-                live.conn.begin_shutdown(&mut self.ctx);
-                self.drive(id);
-            }
+        for id in self.core.conns.ids() {
+            self.drive(id);
         }
     }
 
     /// Accepts until the listener is drained, doing what the accept policy says on
     /// each failure.
     fn accept(&mut self) {
-        if self.accept.is_paused() {
+        if self.core.accept.is_paused() {
             return;
         }
-        // Out of the worker while it accepts, so registering can borrow the rest.
-        let Some(listener) = self.listener.take() else { return };
-        self.accept_from(&listener);
-        self.listener = Some(listener);
-    }
-
-    fn accept_from(&mut self, listener: &TcpListener) {
-        loop {
-            self.stats.syscalls += 1;
-            let errno = match socket::accept(listener.as_fd()) {
-                Ok(fd) => {
-                    self.accept.on_accepted();
-                    self.register(fd);
-                    continue;
-                }
-                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            };
-            let next = match self.accept.on_error(errno, self.ctx.now()) {
-                Next::Shed => self.accept.shed(listener.as_fd(), &mut self.stats, self.ctx.now()),
-                next => next,
-            };
-            match next {
-                Next::Again => {}
-                // Wait: the next edge of the listener comes with the next connection.
-                // Pause: the loop retries at the policy's time or when a close frees
-                // a descriptor.
-                Next::Wait | Next::Pause | Next::Shed => return,
-            }
+        while let Some(fd) = self.core.accept_next() {
+            self.register(fd);
         }
     }
 
@@ -298,32 +213,17 @@ impl<S: Selector> Worker<S> {
             info!("{}: watching new connections again (refused {})", S::NAME, self.refusing);
             self.refusing = 0;
         }
-        self.stats.syscalls += 1; // setsockopt
         let _ = socket::set_nodelay(fd.as_fd());
-        let id = self.conns.next_id();
-        if S::CTL_IS_SYSCALL {
-            self.stats.syscalls += 1;
-        }
+        let id = self.core.conns.next_id();
         if let Err(e) = self.selector.add(fd.as_fd(), id.token(), Interest::READ, true) {
             warn!("cannot register a connection: {e}");
-            self.stats.syscalls += 1; // the close as `fd` drops
+            syscalls::close(fd);
             return;
         }
-        let conn = duet_engine::accepted(&mut self.ctx, Some(fd.as_fd()), &self.drain, &mut self.stats);
-        let live = Live {
-            fd,
-            conn,
-            readable: false,
-            writable: true,
-            hup: false,
-            queued: false,
-            interest: Interest::READ,
-            armed: Armed::default(),
-        };
-        let inserted = self.conns.insert(live);
+        let live = Live { fd, readable: false, writable: true, hup: false, interest: Interest::READ };
+        let inserted = self.core.adopt(live);
         debug_assert_eq!(inserted, id);
-        self.stats.accepted += 1;
-        self.arm_deadline(id);
+        self.core.arm_deadline(id);
     }
 
     /// Closes a connection the selector cannot watch (select: its descriptor is at or
@@ -338,17 +238,17 @@ impl<S: Selector> Worker<S> {
             );
         }
         self.refusing += 1;
-        self.stats.refused += 1;
-        self.stats.syscalls += 1; // the close as `fd` drops
-        drop(fd);
+        self.core.stats.refused += 1;
+        syscalls::close(fd);
     }
 
     fn on_event(&mut self, id: ConnId, ready: Ready) {
-        let Some(live) = self.conns.get_mut(id) else { return };
-        live.readable |= ready.readable;
-        live.hup |= ready.hup;
-        live.writable |= ready.writable;
-        if !live.queued {
+        let Some(e) = self.core.conns.get_mut(id) else { return };
+        e.io.readable |= ready.readable;
+        e.io.hup |= ready.hup;
+        e.io.writable |= ready.writable;
+        // One waiting for a share only records the readiness: it is driven in its turn.
+        if !e.waiting {
             self.drive(id);
         }
     }
@@ -357,9 +257,9 @@ impl<S: Selector> Worker<S> {
     /// `READ_BUDGET` reads and the turn's share of bytes written; a connection with
     /// more to do is queued for its next share.
     fn drive(&mut self, id: ConnId) {
-        let Some(live) = self.conns.get_mut(id) else { return };
-        let ctx = &mut self.ctx;
-        let stats = &mut self.stats;
+        let Some(Entry { conn, io: live, .. }) = self.core.conns.get_mut(id) else { return };
+        let ctx = &mut self.core.ctx;
+        let stats = &mut self.core.stats;
         let mut reads = 0;
         // Asked once there is output: how much the turn may still send it.
         let mut share = None;
@@ -369,17 +269,16 @@ impl<S: Selector> Worker<S> {
         // Draining: whether this drive already read once more before closing.
         let mut probed = false;
         loop {
-            while live.readable && live.conn.wants_read() {
+            while live.readable && conn.wants_read() {
                 if reads == READ_BUDGET {
                     requeue = true;
                     break;
                 }
                 reads += 1;
-                stats.syscalls += 1;
                 match sys::read(live.fd.as_fd(), &mut self.read_buf) {
                     Ok(0) => {
                         live.readable = false;
-                        live.conn.handle_eof(ctx);
+                        conn.handle_eof(ctx);
                     }
                     Ok(n) => {
                         // A short read drained the socket; the next edge reports more
@@ -388,7 +287,7 @@ impl<S: Selector> Worker<S> {
                             live.readable = false;
                         }
                         stats.bytes_read += n as u64;
-                        live.conn.handle_input(ctx, &self.read_buf[..n]);
+                        conn.handle_input(ctx, &self.read_buf[..n]);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -403,16 +302,16 @@ impl<S: Selector> Worker<S> {
             }
             let mut progressed = false;
             while live.writable {
-                let pending = live.conn.output_len();
+                let pending = conn.output_len();
                 if pending == 0 {
                     break;
                 }
-                let allowed = *share.get_or_insert_with(|| self.budget.share(pending)) - written;
+                let allowed = *share.get_or_insert_with(|| self.core.budget.share(pending)) - written;
                 if allowed == 0 {
                     requeue = true;
                     break;
                 }
-                let Some(out) = live.conn.poll_output() else { break };
+                let Some(out) = conn.poll_output() else { break };
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let count = out.fill_max(&mut iov, allowed);
                 let (result, want, from_file) = if count == 0 {
@@ -424,7 +323,6 @@ impl<S: Selector> Worker<S> {
                     let want = iov[..count].iter().map(|s| s.len()).sum();
                     (sys::sendv(live.fd.as_fd(), &iov[..count]), want, false)
                 };
-                stats.syscalls += 1;
                 match result {
                     // The file ended early (it shrank): the response cannot be completed.
                     Ok(0) if from_file => {
@@ -439,7 +337,7 @@ impl<S: Selector> Worker<S> {
                         }
                         written += n;
                         stats.bytes_written += n as u64;
-                        live.conn.handle_sent(ctx, n);
+                        conn.handle_sent(ctx, n);
                         progressed = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => live.writable = false,
@@ -453,58 +351,57 @@ impl<S: Selector> Worker<S> {
             if failed {
                 break;
             }
-            if live.conn.should_close_after_flush() {
-                stats.syscalls += 1;
+            if conn.should_close_after_flush() {
                 let _ = socket::shutdown_write(live.fd.as_fd());
-                live.conn.handle_write_shutdown(ctx);
+                conn.handle_write_shutdown(ctx);
                 continue; // lingering reads what is left
             }
             // Draining with nothing in progress: close unless the peer sent more. Read
             // once more first, whatever `readable` says: bytes may have come since the
             // last edge was handled (its event still on the way), and they are answered.
-            if live.conn.wants_input_check() {
+            if conn.wants_input_check() {
                 if !probed {
                     probed = true;
                     live.readable = true;
                     continue;
                 }
                 if !live.readable {
-                    live.conn.handle_no_pending_input(ctx);
+                    conn.handle_no_pending_input(ctx);
                     continue; // half-close and linger
                 }
             }
             // Sending may have released backpressure on input still in the socket.
-            if !(progressed && live.readable && live.conn.wants_read() && reads < READ_BUDGET) {
+            if !(progressed && live.readable && conn.wants_read() && reads < READ_BUDGET) {
                 break;
             }
         }
-        self.budget.spend(written);
-        if failed || live.conn.is_closed() {
+        self.core.budget.spend(written);
+        if failed || conn.is_closed() {
             self.close(id);
         } else {
-            // (A deadline or the drain may drive a connection that is already queued.)
-            if requeue && !live.queued {
-                live.queued = true;
-                self.requeued.push_back(id);
+            // (A deadline or the drain may drive a connection that is already queued:
+            // it is queued once.)
+            if requeue {
+                self.core.wait_for_share(id);
             }
             if !S::EDGE {
                 self.follow_need(id);
             }
-            self.arm_deadline(id);
+            self.core.arm_deadline(id);
         }
     }
 
     /// Level-triggered: watches the connection for input only while it wants input, and
     /// for room to write only while output waits that the socket did not take.
     fn follow_need(&mut self, id: ConnId) {
-        let Some(live) = self.conns.get_mut(id) else { return };
-        let need = Interest { read: live.conn.wants_read(), write: !live.writable && live.conn.output_len() > 0 };
-        if need == live.interest {
+        let Some(e) = self.core.conns.get_mut(id) else { return };
+        let need = Interest { read: e.conn.wants_read(), write: !e.io.writable && e.conn.output_len() > 0 };
+        if need == e.io.interest {
             return;
         }
-        let old = std::mem::replace(&mut live.interest, need);
-        if let Err(e) = self.selector.modify(live.fd.as_fd(), id.token(), old, need) {
-            warn!("cannot change what a connection is watched for: {e}");
+        let old = std::mem::replace(&mut e.io.interest, need);
+        if let Err(err) = self.selector.modify(e.io.fd.as_fd(), id.token(), old, need) {
+            warn!("cannot change what a connection is watched for: {err}");
             // Not watched as it needs: it would hang, so it goes.
             self.count_ctl();
             self.close(id);
@@ -513,49 +410,33 @@ impl<S: Selector> Worker<S> {
         self.count_ctl();
     }
 
-    fn arm_deadline(&mut self, id: ConnId) {
-        let Some(live) = self.conns.get_mut(id) else { return };
-        if let Some(at) = live.conn.poll_timeout().map(|(_, at)| at) {
-            self.deadlines.arm(&mut live.armed, id, at);
-        }
-    }
-
+    /// Handles the deadlines that came due: each connection whose deadline came was
+    /// told (`handle_timeout`) by the core, and is closed or driven.
     fn expire_deadlines(&mut self) {
-        let mut due = std::mem::take(&mut self.due);
-        self.deadlines.expire(self.ctx.now(), &mut due);
-        for expired in due.drain(..) {
-            let Some(live) = self.conns.get_mut(expired.id) else { continue };
-            if !live.armed.fire(expired.tick) {
-                continue; // superseded by an earlier arming
-            }
-            live.conn.handle_timeout(&mut self.ctx);
-            if live.conn.is_closed() {
-                self.close(expired.id);
+        self.core.expire_deadlines();
+        while let Some(id) = self.core.next_expired() {
+            if self.core.conns.get(id).is_some_and(|e| e.conn.is_closed()) {
+                self.close(id);
             } else {
-                self.drive(expired.id);
+                self.drive(id);
             }
         }
-        self.due = due;
     }
 
     /// Closes the socket and frees the slot. Closing its only descriptor also takes it
     /// out of an epoll set; poll and select forget it first.
     fn close(&mut self, id: ConnId) {
-        if let Some(live) = self.conns.remove(id) {
+        let selector = &mut self.selector;
+        self.core.close(id, |live| {
             if !S::CLOSE_REMOVES {
-                let _ = self.selector.remove(live.fd.as_fd());
+                let _ = selector.remove(live.fd.as_fd());
             }
-            drop(live.fd);
-            self.stats.syscalls += 1;
-            self.stats.closed += 1;
-            if self.accept.on_fd_freed() {
-                self.accept_resume = true;
-            }
-        }
+            syscalls::close(live.fd);
+        });
     }
 
     fn close_all(&mut self) {
-        for id in self.conns.ids() {
+        for id in self.core.conns.ids() {
             self.close(id);
         }
     }
@@ -568,7 +449,7 @@ mod tests {
     use duet_engine::MIN_WRITE_SHARE;
     use duet_http::{Limits, Site};
     use std::io::{Read, Write};
-    use std::net::TcpStream;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
 
     const BIG: usize = 4 << 20;
@@ -595,9 +476,9 @@ mod tests {
             t if t < 0 => 20_000,
             t => t.min(20_000),
         };
-        let before = w.stats.bytes_written;
+        let before = w.core.stats.bytes_written;
         w.turn(timeout).expect("turn");
-        (w.stats.bytes_written - before) as usize
+        (w.core.stats.bytes_written - before) as usize
     }
 
     /// Turns until `done`, recording the bytes each sent; panics after very many.
@@ -649,12 +530,12 @@ mod tests {
         let mut big = TcpStream::connect(addr).expect("connect");
         big.write_all(GET_BIG).expect("send");
         let mut per_turn = Vec::new();
-        turns_until(&mut w, &mut per_turn, |w| w.stats.bytes_written > 0);
-        turns_until(&mut w, &mut per_turn, |w| w.requeued.is_empty());
+        turns_until(&mut w, &mut per_turn, |w| w.core.stats.bytes_written > 0);
+        turns_until(&mut w, &mut per_turn, |w| !w.core.has_waiting());
         assert!(per_turn.iter().all(|&n| n <= WRITE_LIMITS.share), "bytes per turn: {per_turn:?}");
         // The socket took several shares: the budget, not the socket, cut the turns.
-        assert!(w.stats.bytes_written as usize > 2 * WRITE_LIMITS.share, "bytes per turn: {per_turn:?}");
-        assert!(w.conns.len() == 1 && w.poll_timeout() != 0, "a full socket waits for EPOLLOUT");
+        assert!(w.core.stats.bytes_written as usize > 2 * WRITE_LIMITS.share, "bytes per turn: {per_turn:?}");
+        assert!(w.core.conns.len() == 1 && w.poll_timeout() != 0, "a full socket waits for EPOLLOUT");
     }
 
     /// Twelve such clients: no turn sends more than its budget at full shares, beyond it
@@ -671,24 +552,24 @@ mod tests {
             clients.push(c);
         }
         let mut per_turn = Vec::new();
-        turns_until(&mut w, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64);
-        assert!(!w.requeued.is_empty(), "the clients wait for more shares");
+        turns_until(&mut w, &mut per_turn, |w| w.core.ctx.stats.requests == CLIENTS as u64);
+        assert!(w.core.has_waiting(), "the clients wait for more shares");
 
         let mut small = TcpStream::connect(addr).expect("connect");
         small.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
-        turns_until(&mut w, &mut per_turn, |w| w.ctx.stats.requests == CLIENTS as u64 + 1);
+        turns_until(&mut w, &mut per_turn, |w| w.core.ctx.stats.requests == CLIENTS as u64 + 1);
         // Answered (and half-closed) in that turn: its whole answer is already there.
         let mut answer = Vec::new();
         small.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
         let _ = (&small).take(4096).read_to_end(&mut answer);
         assert!(answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"hi"), "{answer:?}");
 
-        turns_until(&mut w, &mut per_turn, |w| w.requeued.is_empty());
+        turns_until(&mut w, &mut per_turn, |w| !w.core.has_waiting());
         // Full shares up to the turn budget, and the one small answer beyond it.
         let most = WRITE_LIMITS.per_turn + MIN_WRITE_SHARE;
         assert!(per_turn.iter().all(|&n| n <= most), "bytes per turn: {per_turn:?}");
         assert!(
-            w.stats.bytes_written as usize > CLIENTS * 2 * WRITE_LIMITS.share,
+            w.core.stats.bytes_written as usize > CLIENTS * 2 * WRITE_LIMITS.share,
             "the sockets took several shares each: {per_turn:?}"
         );
         drop(clients);

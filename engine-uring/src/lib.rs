@@ -122,7 +122,7 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
 ///
 /// The workers use the optional features in `uring.features` as they are: narrow them
 /// to what the kernel has with [`features()`] first.
-pub fn serve(config: ServeConfig, uring: UringOptions, site: Arc<Site>, shutdown: Shutdown) -> io::Result<Stats> {
+pub fn serve(config: ServeConfig, site: Arc<Site>, shutdown: Shutdown, uring: UringOptions) -> io::Result<Stats> {
     let on = uring.features;
     run_workers("uring", config, site, &shutdown, move |setup| worker::run(setup, &uring, on))
 }

@@ -550,8 +550,6 @@ impl Worker {
                 return Ok(());
             }
         };
-        // Until `socket::unread_bytes` counts itself.
-        syscalls::count(1);
         match socket::unread_bytes(fd) {
             Ok(0) => {}
             // Bytes wait in the socket: the receive brings them and drives it again (a
@@ -611,8 +609,6 @@ impl Worker {
                 s.life = Life::WriteShut;
                 match &s.sock {
                     Sock::Fd(fd) => {
-                        // Until `socket::shutdown_write` counts itself.
-                        syscalls::count(1);
                         let _ = socket::shutdown_write(fd.as_fd());
                     }
                     Sock::Direct(_) => s.submit(&mut self.ring, id, ConnOp::ShutdownWrite)?,

@@ -3,12 +3,15 @@
 //! The engines (`duet-engine-epoll`: a readiness loop; `duet-engine-uring`: a
 //! completion loop) own sockets and time and drive the sans-IO
 //! [`duet_http::Connection`]. Everything that is the same in every loop lives here,
-//! written once and tested on its own: the worker threads and their pinning
+//! written once and tested on its own: the [`WorkerCore`] every engine's worker is
+//! built on (see the [`core`] module: it owns what each loop shares and
+//! does the contract's call sequences below), the worker threads and their pinning
 //! ([`run_workers`]), [`Shutdown`] and the [`Drain`], the connection [`Slab`] with
 //! generation-checked [`ConnId`]s, the [`Deadlines`] (a timing wheel plus the
 //! stale-entry filter), the [`AcceptPolicy`] (errno → retry, wait, shed or pause, with
-//! the spare descriptor), the [`Waker`], and the counters ([`Stats`], [`Metrics`]).
-//! Nothing here makes an HTTP decision.
+//! the spare descriptor), the [`Waker`], and the counters ([`Stats`], [`Metrics`];
+//! syscalls are counted inside the wrappers, [`syscalls`]). Nothing here makes an HTTP
+//! decision.
 //!
 //! ```text
 //!            engine (epoll or io_uring)                     duet-http
@@ -25,8 +28,10 @@
 //! # The engine contract
 //!
 //! Every engine crate exposes a `serve(config: ServeConfig, site: Arc<Site>, shutdown:
-//! Shutdown) -> io::Result<Stats>` (engine-specific tuning may come as one more
-//! argument), has the same shape — `lib.rs` (`serve`), `worker.rs` (the loop),
+//! Shutdown, options) -> io::Result<Stats>` (`options`: the engine's own tuning, always
+//! the last argument), builds its worker on a [`WorkerCore`] (the core plus the
+//! engine's own I/O state; a connection is an [`Entry`] with the engine's part), has the
+//! same shape — `lib.rs` (`serve`), `worker.rs` (the loop),
 //! `sys.rs` (the `unsafe` syscall layer; a completion engine also has `unsafe` at each
 //! documented submission site and where it adopts an accepted descriptor) — and names the same roles the same way:
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
@@ -40,13 +45,17 @@
 //! 1. **Threads and listeners.** [`run_workers`] runs one worker per listener in
 //!    `config.listeners` (bound, listening, non-blocking, `SO_REUSEPORT`); worker `i`
 //!    accepts only on listener `i` and is pinned by [`pin_cpu`] when `config.pin`.
-//! 2. **One `Context` per thread**, handed over in [`WorkerSetup`]. Before handling the
-//!    events of a loop turn the worker calls `Context::set_time` (monotonic and wall
-//!    clock read once per turn).
-//! 3. **Accepting.** Every accept result goes through the worker's [`AcceptPolicy`],
-//!    and the worker does what it says: never a busy loop, never giving up on the
+//! 2. **One `Context` per thread**, handed over in [`WorkerSetup`] and owned by the
+//!    [`WorkerCore`]. Before handling the events of a loop turn the worker calls
+//!    [`WorkerCore::after_wait`], which calls `Context::set_time` (monotonic and wall
+//!    clock read once per turn) and starts the turn's [`TurnBudget`].
+//! 3. **Accepting.** Every accept result goes through the worker's [`AcceptPolicy`]
+//!    by one path, [`WorkerCore::accept_next`] (`accept4` on the listener) or
+//!    [`WorkerCore::accept_failed`] (a failed accept completion; the core sheds itself
+//!    when the policy says so), and the worker does what it says: never a busy loop, never giving up on the
 //!    listener (see the [`accept`] module). Accepted sockets get `TCP_NODELAY`, are
-//!    owned as `OwnedFd`, and live in the worker's [`Slab`].
+//!    owned as `OwnedFd`, and live in the worker's [`Slab`], taken in with
+//!    [`WorkerCore::adopt`].
 //! 4. **Input.** Bytes read from a connection are handed to `Connection::handle_input`
 //!    as a borrowed slice from a buffer the engine owns. The connection consumes all of
 //!    it (it copies only an incomplete head into a small carry buffer), so the engine
@@ -65,8 +74,9 @@
 //!    at most a full share to one connection (memory and file bytes alike,
 //!    `OutBuf::fill_max` cuts the segments to it), at most the turn's budget in all at
 //!    full shares, and after that only small outputs (up to [`MIN_WRITE_SHARE`]). A
-//!    connection with more to send waits for a later turn, and connections waiting so
-//!    are served first, oldest first: so a turn stays short however many large
+//!    connection with more to send waits for a later turn
+//!    ([`WorkerCore::wait_for_share`]), and connections waiting so are served first,
+//!    oldest first ([`WorkerCore::next_waiting`]): so a turn stays short however many large
 //!    responses are in flight, a small response is never held back, and every
 //!    connection moves.
 //! 6. **Files.** Output may hold file segments: bodies streamed from disk, as `(file,
@@ -89,20 +99,25 @@
 //!    closes the socket (drops its `OwnedFd`; a completion engine only once every
 //!    completion naming it has been reaped) and removes it from the slab. An EOF from
 //!    the peer is reported with `Connection::handle_eof`; a socket error simply drops
-//!    the connection. Every close tells the [`AcceptPolicy`] a descriptor is free.
+//!    the connection. Every close tells the [`AcceptPolicy`] a descriptor is free:
+//!    [`WorkerCore::close`] does, once the engine has closed the socket.
 //! 8. **Deadlines.** After handling any event for a connection the engine asks
 //!    `Connection::poll_timeout` and arms the answer in its [`Deadlines`] (one wheel,
-//!    one timer for the whole loop, never one per connection); entries that come due
-//!    are filtered with the slab and [`Armed::fire`], and the connection's
-//!    `handle_timeout` is called (it ignores early calls).
+//!    one timer for the whole loop, never one per connection): [`WorkerCore::arm_deadline`].
+//!    Entries that come due ([`WorkerCore::expire_deadlines`]) are filtered with the
+//!    slab and [`Armed::fire`], and the connection's `handle_timeout` is called (it
+//!    ignores early calls): [`WorkerCore::next_expired`].
 //! 9. **Shutdown.** The worker registers its [`Waker`] with [`Shutdown`] and then
 //!    checks the state and calls `Context::set_time` (so neither a shutdown nor a
 //!    replaced site from before the registration is missed; the waker also fires when
-//!    the site is replaced). When it turns graceful the worker begins its [`Drain`]: it
+//!    the site is replaced): [`WorkerCore::new`] registers and reads the clock, the
+//!    loop checks the state at its top. When it turns graceful the worker begins its
+//!    [`Drain`] ([`WorkerCore::begin_drain`], which also calls `begin_shutdown` on
+//!    every connection, and returns true once): it
 //!    takes in the connections its listener holds (their clients may have sent
 //!    requests) and closes it (so the kernel refuses new ones instead of queueing
 //!    them), calls `Connection::begin_shutdown` on every connection and drives it,
-//!    and returns once [`Drain::should_stop`] says so. Nothing received is lost: a
+//!    and returns once [`Drain::should_stop`] says so ([`WorkerCore::should_stop`]). Nothing received is lost: a
 //!    draining connection answers the request in progress, or the next one received,
 //!    with `Connection: close`. One with nothing in progress says so with
 //!    `Connection::wants_input_check`; the engine then makes sure the socket holds no
@@ -113,16 +128,22 @@
 //!    7: half-close and linger, never a close with unread input (a reset). A forced
 //!    shutdown returns at once.
 //! 10. **Counters.** `serve` returns the merged [`Stats`] of all workers. Engines count
-//!     their own work (wakeups, events, syscalls, bytes, partial writes, ENOBUFS,
-//!     accepts, closes) with plain adds; the connection counts requests and errors in
-//!     `ctx.stats`. Each worker calls [`Publisher::publish`] once per loop turn before
-//!     blocking; with `--metrics` the connection answers `GET` on the metrics path with
-//!     [`Metrics`] rendered as Prometheus text.
+//!     their own work (events, bytes, partial writes, ENOBUFS) with plain adds; the
+//!     core counts wakeups ([`WorkerCore::after_wait`]), accepts and closes
+//!     ([`WorkerCore::adopt`], [`WorkerCore::close`]); syscalls are counted inside the
+//!     syscall wrappers ([`syscalls`], never at a call site) and the core turns them into
+//!     `stats.syscalls`; the connection counts requests and errors in `ctx.stats`. Each
+//!     worker publishes once per loop turn before blocking ([`WorkerCore::before_wait`]
+//!     calls [`Publisher::publish`]); with `--metrics` the connection answers `GET` on
+//!     the metrics path with [`Metrics`] rendered as Prometheus text.
 //! 11. **Access log.** When `WorkerSetup::access_log` is on (`--access-log`), the worker
 //!     hands each new connection its peer address (`Connection::set_peer`; `None` when
-//!     it has none: logged as `-`), calls [`AccessLogWriter::turn_end`] once per loop
-//!     turn before blocking, and [`AccessLogWriter::finish`] once its loop has ended,
-//!     however it ended. The connections append the lines; the writer writes them.
+//!     it has none: logged as `-`; [`WorkerCore::adopt`] does), calls
+//!     [`AccessLogWriter::turn_end`] once per loop turn before blocking
+//!     ([`WorkerCore::before_wait`]), and [`AccessLogWriter::finish`] once its loop has
+//!     ended, however it ended ([`WorkerCore::finish`], which also returns the worker's
+//!     [`Stats`] with the HTTP counters). The connections append the lines; the writer
+//!     writes them.
 
 #![warn(missing_docs)]
 
@@ -130,6 +151,7 @@ pub mod accept;
 mod accepted;
 mod access_log;
 mod budget;
+pub mod core;
 mod deadline;
 mod shutdown;
 mod slab;
@@ -141,7 +163,8 @@ mod waker;
 mod wheel;
 mod workers;
 
-pub use accept::{AcceptError, AcceptPolicy, Next, Spare, SpareFd};
+pub use crate::core::{Entry, EntryIo, WaitingTurn, WorkerCore};
+pub use accept::{AcceptError, AcceptFailure, AcceptPolicy, Limit, Next, Spare, SpareFd};
 pub use accepted::accepted;
 pub use access_log::{AccessLog, AccessLogWriter};
 pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};

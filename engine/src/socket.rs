@@ -2,7 +2,8 @@
 //! (a readiness loop always, a completion loop when it sheds), `TCP_NODELAY` on every
 //! accepted connection, the half-close that ends a response, and the count of unread
 //! bytes a completion engine checks before a draining connection closes. Errors that
-//! only mean "the peer is gone" are the caller's to ignore.
+//! only mean "the peer is gone" are the caller's to ignore. Each call counts its
+//! syscall ([`crate::syscalls`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// The peer's address of an accepted connection (`getpeername`), for the access log;
 /// `None` if the socket has none any more (the peer is gone) or is not TCP/IP.
 pub fn peer_addr(socket: BorrowedFd<'_>) -> Option<SocketAddr> {
+    crate::syscalls::count(1);
     socket2::SockRef::from(&socket).peer_addr().ok()?.as_socket()
 }
 

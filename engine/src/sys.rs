@@ -1,12 +1,15 @@
 //! The syscalls the shared engine core makes itself: the waker's eventfd and the socket
 //! calls every engine makes the same way (accept, TCP_NODELAY, half-close, unread
-//! bytes).
+//! bytes). Each counts itself ([`crate::syscalls`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Turns a negative return into the thread's last OS error.
+/// Counts the syscall just made ([`crate::syscalls`]) and turns a negative return
+/// into the thread's last OS error.
+#[inline]
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    crate::syscalls::count(1);
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

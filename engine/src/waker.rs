@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// An eventfd owned as a `File`: writing adds to its counter (the loop wakes), reading
-/// takes the counter back to zero.
+/// takes the counter back to zero. Both count their syscall ([`crate::syscalls`]).
 #[derive(Debug)]
 pub struct Waker {
     fd: File,
@@ -27,11 +27,13 @@ impl Waker {
     /// Wakes the loop. An error is ignored: the only one possible on a live eventfd is
     /// a full counter, which already means "woken".
     pub fn wake(&self) {
+        crate::syscalls::count(1);
         let _ = (&self.fd).write(&1u64.to_ne_bytes());
     }
 
     /// Takes the counter back to zero (non-blocking wakers; nothing to take is fine).
     pub fn drain(&self) {
+        crate::syscalls::count(1);
         let mut counter = [0u8; 8];
         let _ = (&self.fd).read(&mut counter);
     }

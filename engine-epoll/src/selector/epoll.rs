@@ -52,7 +52,6 @@ impl<const EDGE: bool> EpollSelector<EDGE> {
 impl<const EDGE: bool> Selector for EpollSelector<EDGE> {
     const NAME: &'static str = if EDGE { "epoll" } else { "epoll-lt" };
     const EDGE: bool = EDGE;
-    const CTL_IS_SYSCALL: bool = true;
     const CLOSE_REMOVES: bool = true;
 
     fn new() -> io::Result<Self> {

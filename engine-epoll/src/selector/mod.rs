@@ -1,7 +1,9 @@
 //! Readiness selectors: how a worker learns which descriptors are ready. The loop in
 //! `worker.rs` is generic over [`Selector`] (static dispatch: one loop compiled per
 //! selector, no virtual call per event); each selector keeps its own registrations and
-//! its own event list, and all its syscalls are in `sys.rs`.
+//! its own event list, and all its syscalls are in `sys.rs`, each counted there (a
+//! change of a registration is counted only where it is a syscall, `epoll_ctl`; poll
+//! and select change their own arrays).
 //!
 //! Two kinds, told apart by [`Selector::EDGE`]:
 //! - **edge-triggered** (`epoll`): a descriptor is registered once and each change of
@@ -59,9 +61,6 @@ pub(crate) trait Selector: Sized {
     /// Edge-triggered (see the module documentation): [`Selector::modify`] is never
     /// called and a connection is registered for everything at once.
     const EDGE: bool;
-    /// Whether changing a registration is a system call (`epoll_ctl`), for the counters;
-    /// poll and select change their own arrays.
-    const CTL_IS_SYSCALL: bool;
 
     fn new() -> io::Result<Self>;
 

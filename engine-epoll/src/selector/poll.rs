@@ -19,7 +19,6 @@ pub(crate) struct Poll {
 impl Selector for Poll {
     const NAME: &'static str = "poll";
     const EDGE: bool = false;
-    const CTL_IS_SYSCALL: bool = false;
     const CLOSE_REMOVES: bool = false;
 
     fn new() -> io::Result<Poll> {

@@ -38,7 +38,6 @@ impl Select {
 impl Selector for Select {
     const NAME: &'static str = "select";
     const EDGE: bool = false;
-    const CTL_IS_SYSCALL: bool = false;
     const CLOSE_REMOVES: bool = false;
 
     fn new() -> io::Result<Select> {

@@ -9,7 +9,7 @@ use super::sock::Sock;
 use super::token::{Op, Token};
 use super::Worker;
 use crate::sys::Ring;
-use duet_engine::{socket, syscalls, AcceptPolicy, Next};
+use duet_engine::{socket, syscalls, AcceptFailure, AcceptPolicy, Next};
 use io_uring::{opcode, types};
 use std::io;
 use std::net::TcpListener;
@@ -162,8 +162,11 @@ impl Worker {
         }
         let now = self.ctx.now();
         let accept = &mut self.accept;
-        let next = match (accept.policy.on_error(-res, now), accept.listener.as_ref()) {
-            (Next::Shed, Some(listener)) => accept.policy.shed(listener.as_fd(), &mut self.stats, now),
+        // A direct accept's ENFILE is a full file table (the kernel closed the
+        // connection it took): the policy counts and names it.
+        let failure = if accept.direct { AcceptFailure::Direct(-res) } else { AcceptFailure::Process(-res) };
+        let next = match (accept.policy.on_failure(failure, now), accept.listener.as_ref()) {
+            (Next::Shed, Some(listener)) => accept.policy.shed(listener.as_fd(), now),
             (next, _) => next,
         };
         match next {
@@ -187,7 +190,7 @@ impl Worker {
             Sock::Fd(fd) => Some(fd.as_fd()),
             Sock::Direct(_) => None,
         };
-        let conn = duet_engine::accepted(&mut self.ctx, fd, &self.drain, &mut self.stats);
+        let conn = duet_engine::accepted(&mut self.ctx, fd, &self.drain);
         let id = self.slots.insert(Slot::new(conn, sock));
         self.mark_dirty(id);
         self.stats.accepted += 1;
@@ -198,14 +201,9 @@ impl Worker {
     fn accept_pending(&mut self) {
         // Out of the acceptor while it accepts, so adopting can borrow the worker.
         let Some(listener) = self.accept.listener.take() else { return };
-        loop {
-            // Until `socket::accept` counts itself.
-            syscalls::count(1);
-            match socket::accept(listener.as_fd()) {
-                Ok(fd) => self.adopt(Sock::Fd(fd)),
-                // EAGAIN: none left. Anything else: the listener closes anyway.
-                Err(_) => break,
-            }
+        // Until EAGAIN (none left) or any other error (the listener closes anyway).
+        while let Ok(fd) = socket::accept(listener.as_fd()) {
+            self.adopt(Sock::Fd(fd));
         }
         self.accept.listener = Some(listener);
     }
