@@ -1,24 +1,26 @@
-//! One worker: a ring, its listener, and the connections it accepted.
+//! One worker: the shared [`WorkerCore`] (context, counters, connections, deadlines,
+//! the listener and its accept policy, the drain, the over-budget queue, publishing and
+//! the access log) plus a ring and what its operations need.
 //!
 //! Each loop turn is one `io_uring_enter` that submits what the previous turn queued
 //! and waits for at least one completion; then the clock is read once, every
 //! completion is dispatched ([`complete`]), due deadlines are handled, and every
 //! connection touched in the turn is driven (next send, shutdown, close, receive re-arm,
-//! deadline). The sends a turn starts are cut to the connections' shares of its
-//! [`TurnBudget`] (the kernel performs them in the next `io_uring_enter`, so that is
-//! what keeps that call short): a connection with more to send gets its next share when
-//! its send completes, and one that gets no share (the turn's budget is spent and its
-//! output is not small) waits in `Worker::waiting`, served first in the next turn.
+//! deadline). The sends a turn starts are cut to the connections' shares of the turn's
+//! budget (the kernel performs them in the next `io_uring_enter`, so that is what keeps
+//! that call short): a connection with more to send gets its next share when its send
+//! completes, and one that gets no share (the turn's budget is spent and its output is
+//! not small) waits in the core's over-budget queue, served first in the next turn.
 //!
 //! What an operation names is owned so that it cannot be freed before the operation's
 //! last completion is reaped:
-//! - a connection's operations all go through [`Slot::submit`] (in `slot`), which
-//!   builds each entry from what the slot owns and counts it in the slot: its socket,
-//!   send header and file chunk stay there until that count is back to zero; only
-//!   then does [`Worker::close`] drop them (closing the socket);
+//! - a connection's operations all go through [`ConnIo::submit`] (in `conn`), which
+//!   builds each entry from what the connection owns and counts it: its socket, send
+//!   header and file chunk stay there until that count is back to zero; only then does
+//!   [`Worker::close`] drop them (closing the socket);
 //! - the loop's own operations name memory their owners box and keep: the wake read's
 //!   buffer ([`WakeRead`]), the timeout's timespecs (`timeout::LoopTimer`), the listener
-//!   (`accept::Acceptor`), one operation at a time each;
+//!   (the core's, armed on by `accept::Acceptor`), one operation at a time each;
 //! - the worker outlives every operation, however `run` ends (return, error or a panic
 //!   unwinding): it lives in a [`Guard`] whose `Drop` cancels and reaps them all
 //!   ([`Worker::teardown`]) and frees the worker only if that settled the ring; if it
@@ -26,8 +28,8 @@
 
 mod accept;
 mod complete;
+mod conn;
 mod file;
-mod slot;
 mod sock;
 mod timeout;
 mod token;
@@ -35,21 +37,17 @@ mod token;
 use crate::sys::{BufGroup, BufMode, Completion, Ring, SendHeader};
 use crate::{Feature, Features, UringOptions};
 use accept::Acceptor;
-use duet_engine::AccessLogWriter;
+use conn::{Conn, ConnIo, ConnOp, Life, Recv};
 use duet_engine::{
-    socket, syscalls, ConnId, Deadlines, Drain, Expired, Publisher, Shutdown, ShutdownState, Slab, Stats, TurnBudget,
-    Waker, WorkerSetup, WriteLimits, TICK,
+    socket, syscalls, ConnId, ShutdownState, Slab, Stats, Waker, WorkerCore, WorkerSetup, WriteLimits, TICK,
 };
-use duet_http::Context;
 use file::FileChunk;
 use io_uring::{opcode, types};
-use slot::{ConnOp, Life, Recv, Slot};
 use sock::Sock;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use timeout::LoopTimer;
 use token::{Op, Token};
 use tracing::{debug, info, warn};
@@ -72,59 +70,48 @@ const HEADER_POOL_MAX: usize = 512;
 /// up and leaks the worker.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Arms `s` (connection `id`) to time out at `deadline` unless an earlier deadline is
-/// armed; a new entry may move the loop timeout earlier.
-#[inline]
-fn arm_deadline(deadlines: &mut Deadlines, timer: &mut LoopTimer, s: &mut Slot, id: ConnId, deadline: Instant) {
-    if deadlines.arm(&mut s.armed, id, deadline) {
-        timer.note_wake(deadline + TICK);
-    }
-}
-
-/// The live slot of connection `id`, with one operation fewer in flight if this
-/// completion was its last (`more` false). `None` for a connection that is gone (which
-/// cannot happen while operations are counted per slot).
-fn conn_slot(slots: &mut Slab<Slot>, id: ConnId, more: bool) -> Option<&mut Slot> {
-    let s = slots.get_mut(id)?;
+/// The live connection `id`, with one operation fewer in flight if this completion was
+/// its last (`more` false). `None` for a connection that is gone (which cannot happen
+/// while operations are counted per connection).
+fn conn_entry(conns: &mut Slab<Conn>, id: ConnId, more: bool) -> Option<&mut Conn> {
+    let e = conns.get_mut(id)?;
     if !more {
-        s.op_done();
+        e.io.op_done();
     }
-    Some(s)
+    Some(e)
 }
 
 /// Runs one worker until shutdown, with the optional features `features` (probed:
 /// the kernel has them); returns its counters.
 pub fn run(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::Result<Stats> {
-    let index = setup.index;
     let worker = Worker::new(setup, uring, features)?;
     let mut guard = Guard { worker: ManuallyDrop::new(worker) };
     let result = guard.worker.serve();
-    let stats = guard.finish(index);
+    let stats = guard.finish();
     result.map(|()| stats)
 }
 
-/// The wake read: one read of the waker's eventfd in flight, into a buffer of its own.
+/// The wake read: one read of the core's waker (an eventfd) in flight, into a buffer
+/// of its own.
 struct WakeRead {
-    /// Held until the read's completion: the eventfd stays open.
-    waker: Arc<Waker>,
     /// Where the read puts the eventfd's count; never read by Rust.
     buf: Box<u64>,
     armed: bool,
 }
 
 impl WakeRead {
-    /// Arms the read unless it is armed.
-    fn arm(&mut self, ring: &mut Ring) -> io::Result<()> {
+    /// Arms the read of `waker` unless it is armed.
+    fn arm(&mut self, ring: &mut Ring, waker: &Waker) -> io::Result<()> {
         if self.armed {
             return Ok(());
         }
-        let entry = opcode::Read::new(types::Fd(self.waker.as_raw_fd()), (&mut *self.buf as *mut u64).cast(), 8)
+        let entry = opcode::Read::new(types::Fd(waker.as_fd().as_raw_fd()), (&mut *self.buf as *mut u64).cast(), 8)
             .build()
             .user_data(Token::of_loop(Op::Wake).user_data());
         // SAFETY: the read writes 8 bytes into the boxed `buf`, which stays put and is
         // not read by Rust; `armed` keeps it to one read at a time, and the worker owning
         // it outlives the read (its guard reaps it, or leaks the worker). The eventfd is
-        // held by `waker` until then.
+        // held by the worker's core (and the shutdown's waker closure) until then.
         unsafe { ring.push(&entry) }?;
         self.armed = true;
         Ok(())
@@ -153,23 +140,18 @@ struct Guard {
 }
 
 impl Guard {
-    /// The loop has ended: tears down, finishes the access log and returns the
-    /// worker's counters (dropping the guard then frees or leaks the worker).
-    fn finish(mut self, index: usize) -> Stats {
+    /// The loop has ended: tears down, then finishes the core (the access log's last
+    /// lines, the counters). Dropping the guard then frees or leaks the worker.
+    fn finish(mut self) -> Stats {
         let worker = &mut *self.worker;
         worker.teardown();
-        // Every line of an answered request, however the loop ended.
-        worker.access_log.finish(&mut worker.ctx);
         if worker.zc_sends > 0 {
             info!(
-                "worker {index}: {} zero-copy sends, {} of them copied by the kernel after all",
-                worker.zc_sends, worker.zc_copied
+                "worker {}: {} zero-copy sends, {} of them copied by the kernel after all",
+                worker.core.index, worker.zc_sends, worker.zc_copied
             );
         }
-        worker.count_syscalls();
-        let mut stats = worker.stats.clone();
-        stats.set_http(&worker.ctx.stats);
-        stats
+        worker.core.finish()
     }
 }
 
@@ -184,15 +166,17 @@ impl Drop for Guard {
             unsafe { ManuallyDrop::drop(&mut self.worker) };
         } else {
             warn!(
-                "an io_uring worker's ring did not return every completion ({} operations in flight); leaking its \
-                 memory",
+                "worker {}: the ring did not return every completion ({} operations in flight); leaking its memory",
+                self.worker.core.index,
                 self.worker.ring.in_flight()
             );
         }
     }
 }
 
+/// The worker core plus the ring and its I/O state.
 struct Worker {
+    core: WorkerCore<ConnIo>,
     /// Owns the receive buffers; on drop it closes the ring before it unmaps them.
     ring: Ring,
     /// The optional features in use.
@@ -204,14 +188,6 @@ struct Worker {
     zc_copied: u64,
     /// The receive buffers' group on `ring`.
     buf_group: BufGroup,
-    ctx: Context,
-    stats: Stats,
-    /// [`syscalls::made`] when `stats.syscalls` was last brought up to date.
-    syscalls_seen: u64,
-    publisher: Publisher,
-    access_log: AccessLogWriter,
-    /// Every connection, closing ones included (until their last completion).
-    slots: Slab<Slot>,
     /// Connections to drive at the end of the turn.
     dirty: Vec<ConnId>,
     /// Connections whose receive ran out of buffers, oldest first.
@@ -219,40 +195,32 @@ struct Worker {
     /// Draining connections to check for pending input again next turn (completions
     /// were waiting when they were checked).
     recheck: Vec<ConnId>,
-    /// Connections whose output got no share of a turn's budget, oldest first: each turn
-    /// drives them first, while its budget lasts.
-    waiting: std::collections::VecDeque<ConnId>,
-    deadlines: Deadlines,
-    due: Vec<Expired>,
     cqes: Vec<Completion>,
     /// Send headers not in use (one per concurrent send, reused: no allocation per
-    /// request). Boxed: a header moves into a slot while the kernel reads it.
+    /// request). Boxed: a header moves into a connection while the kernel reads it.
     #[allow(clippy::vec_box)]
     headers: Vec<Box<SendHeader>>,
-    /// File chunk buffers not in use; boxed because a slot holds one by pointer (an idle
-    /// slot stays small) and they move between the two.
+    /// File chunk buffers not in use; boxed because a connection holds one by pointer
+    /// (an idle connection stays small) and they move between the two.
     #[allow(clippy::vec_box)]
     chunks: Vec<Box<FileChunk>>,
-    /// What the sends started in this turn offer.
-    budget: TurnBudget,
+    /// The multishot accept and the listener poll.
     accept: Acceptor,
     wake: WakeRead,
     timer: LoopTimer,
-    drain: Drain,
     /// Tearing down: completions are only accounted, nothing is re-armed.
     stopping: bool,
     /// The teardown done, if it is.
     torn_down: Option<Teardown>,
     overflow_logged: bool,
-    shutdown: Shutdown,
     #[cfg(test)]
-    fault: Option<Arc<fault::Fault>>,
+    fault: Option<std::sync::Arc<fault::Fault>>,
 }
 
 impl Worker {
-    /// Sets up the ring, its buffers and file table, and the waker.
+    /// Sets up the ring, its buffers and file table, and the core.
     fn new(setup: WorkerSetup, uring: &UringOptions, features: Features) -> io::Result<Worker> {
-        let WorkerSetup { index, listener, mut ctx, shutdown, drain, publisher, access_log } = setup;
+        let index = setup.index;
         let failed = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("worker {index}: {what}: {e}"));
         let mut ring = Ring::new(uring.ring_entries, uring.sqpoll_idle_ms, features.has(Feature::FlatSq))
             .map_err(|e| failed("cannot create its io_uring", e))?;
@@ -271,7 +239,7 @@ impl Worker {
             .map_err(|e| failed("cannot register the receive buffer ring", e))?;
         // Accepted sockets inherit TCP_NODELAY from the listener (contract rule 3): no
         // setsockopt per connection, and none is possible on a direct descriptor.
-        socket::set_nodelay(listener.as_fd()).map_err(|e| failed("cannot set TCP_NODELAY on the listener", e))?;
+        socket::set_nodelay(setup.listener.as_fd()).map_err(|e| failed("cannot set TCP_NODELAY on the listener", e))?;
         let (sq, cq) = ring.sizes();
         let msg = format!(
             "io_uring worker {index}: {} ring, {sq} SQ / {cq} CQ entries, {buf_count} x {buf_size} B receive buffers{}{}",
@@ -284,52 +252,28 @@ impl Worker {
         } else {
             debug!("{msg}");
         }
-
         // Blocking, so the ring's read on it waits for a wake instead of failing EAGAIN.
-        let waker = Arc::new(Waker::blocking()?);
-        {
-            // The closure keeps the eventfd open for as long as the Shutdown lives, so a
-            // late wake can never write to a reused fd number.
-            let waker = Arc::clone(&waker);
-            shutdown.register_waker(move || waker.wake());
-        }
-        // The site may have been replaced before the waker was registered (the state is
-        // checked at the top of the loop).
-        ctx.set_time(Instant::now(), SystemTime::now());
-
-        let now = ctx.now();
+        let waker = Waker::blocking()?;
         Ok(Worker {
+            core: WorkerCore::new(setup, waker, WRITE_LIMITS),
             ring,
             features,
             zc_threshold: uring.zc_threshold,
             zc_sends: 0,
             zc_copied: 0,
             buf_group,
-            ctx,
-            stats: Stats::default(),
-            // What setting up took is not the loop's work.
-            syscalls_seen: syscalls::made(),
-            publisher,
-            access_log,
-            slots: Slab::new(),
             dirty: Vec::new(),
             starved: std::collections::VecDeque::new(),
             recheck: Vec::new(),
-            waiting: std::collections::VecDeque::new(),
-            deadlines: Deadlines::new(now),
-            due: Vec::new(),
             cqes: Vec::with_capacity(REAP_BATCH),
             headers: Vec::new(),
             chunks: Vec::new(),
-            budget: TurnBudget::new(WRITE_LIMITS),
-            accept: Acceptor::new(listener, direct),
-            wake: WakeRead { waker, buf: Box::new(0), armed: false },
+            accept: Acceptor::new(direct),
+            wake: WakeRead { buf: Box::new(0), armed: false },
             timer: LoopTimer::new(),
-            drain,
             stopping: false,
             torn_down: None,
             overflow_logged: false,
-            shutdown,
             #[cfg(test)]
             fault: uring.fault.clone(),
         })
@@ -339,48 +283,34 @@ impl Worker {
         loop {
             #[cfg(test)]
             self.fault_point();
-            let state = self.shutdown.state();
-            match state {
-                ShutdownState::Immediate => return Ok(()),
-                ShutdownState::Graceful => self.begin_drain()?,
-                ShutdownState::Running => {}
+            if self.core.state() == ShutdownState::Immediate {
+                return Ok(());
             }
-            self.budget.start_turn();
+            self.begin_drain()?;
             self.drive_dirty()?;
-            if self.drain.should_stop(state, self.slots.len(), self.ctx.now()) {
+            if self.core.should_stop() {
                 return Ok(());
             }
             self.arm_loop_ops()?;
-            self.count_syscalls();
-            self.publisher.publish(&self.stats, &self.ctx.stats);
-            self.access_log.turn_end(&mut self.ctx);
-            if self.waiting.is_empty() {
-                self.ring.submit_and_wait(1)?;
-            } else {
+            self.core.before_wait();
+            if self.core.has_waiting() {
                 // Output waits for the next turn: reap what is there, but do not block.
                 self.ring.submit_and_wait_timeout(1, Duration::ZERO)?;
+            } else {
+                self.ring.submit_and_wait(1)?;
             }
-            self.stats.wakeups += 1;
-            self.ctx.set_time(Instant::now(), SystemTime::now());
+            self.core.after_wait();
             self.reap_all();
             self.expire_deadlines();
         }
     }
 
-    /// Brings `stats.syscalls` up to date with the syscalls this thread made (each
-    /// wrapper counts its own, see [`duet_engine::syscalls`]).
-    fn count_syscalls(&mut self) {
-        let made = syscalls::made();
-        self.stats.syscalls += made - self.syscalls_seen;
-        self.syscalls_seen = made;
-    }
-
     /// Re-arms the accept, the wake read and the one timeout as needed.
     fn arm_loop_ops(&mut self) -> io::Result<()> {
-        self.arm_accept()?;
-        self.wake.arm(&mut self.ring)?;
-        let (deadlines, drain, policy) = (&mut self.deadlines, &self.drain, &self.accept.policy);
-        self.timer.arm(&mut self.ring, || duet_engine::next_wake(deadlines, drain, policy))
+        self.accept.arm(&mut self.ring, &self.core)?;
+        self.wake.arm(&mut self.ring, self.core.waker())?;
+        let core = &mut self.core;
+        self.timer.arm(&mut self.ring, || core.next_wake())
     }
 
     fn reap_all(&mut self) {
@@ -394,7 +324,7 @@ impl Worker {
             if cqes.is_empty() {
                 break;
             }
-            self.stats.events += cqes.len() as u64;
+            self.core.stats.events += cqes.len() as u64;
             for cqe in &mut cqes {
                 self.complete(cqe);
             }
@@ -404,43 +334,35 @@ impl Worker {
 
     /// Queues connection `id` for [`Worker::drive`] at the end of the turn.
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(s) = self.slots.get_mut(id) {
-            s.mark_dirty(id, &mut self.dirty);
+        if let Some(e) = self.core.conns.get_mut(id) {
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 
-    /// Stops accepting and asks every connection to finish.
+    /// On a graceful shutdown (once): every connection is asked to finish (the core),
+    /// the accept stops, the listener closes once nothing names it, and every
+    /// connection is driven.
     fn begin_drain(&mut self) -> io::Result<()> {
-        if !self.drain.begin(self.ctx.now()) {
+        if !self.core.begin_drain() {
             return Ok(());
         }
-        if let Some(deadline) = self.drain.deadline() {
+        if let Some(deadline) = self.core.drain.deadline() {
             self.timer.note_wake(deadline);
         }
         self.stop_accepting()?;
-        for id in self.slots.ids() {
-            let Some(s) = self.slots.get_mut(id).filter(|s| s.life != Life::Closing) else { continue };
-            s.conn.begin_shutdown(&mut self.ctx);
+        for id in self.core.conns.ids() {
             self.mark_dirty(id);
         }
         Ok(())
     }
 
     fn expire_deadlines(&mut self) {
-        let now = self.ctx.now();
-        // A paused accept whose retry time came is armed again by `arm_loop_ops`.
-        let _ = self.accept.policy.retry_due(now);
-        let mut due = std::mem::take(&mut self.due);
-        self.deadlines.expire(now, &mut due);
-        for expired in due.drain(..) {
-            let Some(s) = self.slots.get_mut(expired.id) else { continue };
-            if s.life == Life::Closing || !s.armed.fire(expired.tick) {
-                continue; // closing, or superseded by an earlier arming
-            }
-            s.conn.handle_timeout(&mut self.ctx);
-            self.mark_dirty(expired.id);
+        // A paused accept that may go again is armed by `arm_loop_ops`.
+        let _ = self.core.accept_due();
+        self.core.expire_deadlines();
+        while let Some(id) = self.core.next_expired() {
+            self.mark_dirty(id);
         }
-        self.due = due;
     }
 
     /// Lets the oldest starved connections re-arm their receive: as many per turn as
@@ -449,8 +371,8 @@ impl Worker {
         let budget = (self.ring.buffers(self.buf_group).count() as usize / 2).max(1);
         for _ in 0..budget {
             let Some(id) = self.starved.pop_front() else { break };
-            let Some(s) = self.slots.get_mut(id).filter(|s| s.recv == Recv::Starved) else { continue };
-            s.recv = Recv::Off;
+            let Some(e) = self.core.conns.get_mut(id).filter(|e| e.io.recv == Recv::Starved) else { continue };
+            e.io.recv = Recv::Off;
             self.mark_dirty(id);
         }
     }
@@ -462,14 +384,9 @@ impl Worker {
         }
         // Output that got no share in an earlier turn goes first, oldest first, while
         // this turn's budget lasts (at least one: the queue always moves).
-        for _ in 0..self.waiting.len() {
-            let Some(id) = self.waiting.pop_front() else { break };
-            let Some(s) = self.slots.get_mut(id).filter(|s| s.waiting) else { continue };
-            s.waiting = false;
+        let mut turn = self.core.waiting_turn();
+        while let Some(id) = self.core.next_waiting(&mut turn) {
             self.drive(id)?;
-            if self.budget.is_spent() {
-                break;
-            }
         }
         let mut i = 0;
         // Driving never adds to `dirty`, but index to be safe.
@@ -485,41 +402,41 @@ impl Worker {
     /// Brings one connection's operations in line with its state: next send,
     /// write-side shutdown, close, receive re-arm or cancel, deadline.
     fn drive(&mut self, id: ConnId) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        s.dirty = false;
-        if s.life == Life::Closing {
-            if s.settled() {
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        e.io.dirty = false;
+        if e.io.life == Life::Closing {
+            if e.io.settled() {
                 self.close(id);
             }
             return Ok(());
         }
-        if s.life != Life::Dead {
+        if e.io.life != Life::Dead {
             self.drive_output(id)?;
             self.check_pending_input(id)?;
         }
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        if s.life == Life::Dead || s.conn.is_closed() {
-            s.life = Life::Closing;
-            if s.settled() {
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        if e.io.life == Life::Dead || e.conn.is_closed() {
+            e.io.life = Life::Closing;
+            if e.io.settled() {
                 self.close(id);
             } else {
-                s.submit(&mut self.ring, id, ConnOp::CancelAll)?;
+                e.io.submit(&mut self.ring, id, ConnOp::CancelAll)?;
             }
             return Ok(());
         }
-        if s.conn.wants_read() {
-            if s.recv == Recv::Off {
+        if e.conn.wants_read() {
+            if e.io.recv == Recv::Off {
                 let op = ConnOp::Recv { group: self.buf_group, bundle: self.features.has(Feature::Bundle) };
-                s.submit(&mut self.ring, id, op)?;
-                s.recv = Recv::Armed;
+                e.io.submit(&mut self.ring, id, op)?;
+                e.io.recv = Recv::Armed;
             }
-        } else if s.recv == Recv::Armed {
+        } else if e.io.recv == Recv::Armed {
             // Backpressure: stop the multishot receive; re-armed once output drains.
-            s.submit(&mut self.ring, id, ConnOp::CancelRecv)?;
-            s.recv = Recv::Cancelling;
+            e.io.submit(&mut self.ring, id, ConnOp::CancelRecv)?;
+            e.io.recv = Recv::Cancelling;
         }
-        if let Some((_, deadline)) = s.conn.poll_timeout() {
-            arm_deadline(&mut self.deadlines, &mut self.timer, s, id, deadline);
+        if let Some(at) = self.core.arm_deadline(id) {
+            self.timer.note_wake(at + TICK);
         }
         Ok(())
     }
@@ -535,17 +452,17 @@ impl Worker {
     /// receives, and a check can fall between its read and its completion.) While the
     /// queue is not empty the check waits for the next turn (`recheck`).
     fn check_pending_input(&mut self, id: ConnId) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        if !s.conn.wants_input_check() {
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        if !e.conn.wants_input_check() {
             return Ok(());
         }
-        let fd = match &s.sock {
+        let fd = match &e.io.sock {
             Sock::Fd(fd) => fd.as_fd(),
             Sock::Direct(_) => {
                 // No fd to ask: ask through the ring, after the receives it has done.
-                if !s.input_check {
-                    s.submit(&mut self.ring, id, ConnOp::InputCheck)?;
-                    s.input_check = true;
+                if !e.io.input_check {
+                    e.io.submit(&mut self.ring, id, ConnOp::InputCheck)?;
+                    e.io.input_check = true;
                 }
                 return Ok(());
             }
@@ -556,7 +473,7 @@ impl Worker {
             // starved receive is re-armed in its turn).
             Ok(_) => return Ok(()),
             Err(_) => {
-                s.fail();
+                e.io.fail();
                 return Ok(());
             }
         }
@@ -564,7 +481,7 @@ impl Worker {
             self.recheck.push(id);
             return Ok(());
         }
-        s.conn.handle_no_pending_input(&mut self.ctx);
+        e.conn.handle_no_pending_input(&mut self.core.ctx);
         self.drive_output(id)
     }
 
@@ -573,88 +490,86 @@ impl Worker {
     /// write side once everything is sent and the connection must close.
     fn drive_output(&mut self, id: ConnId) -> io::Result<()> {
         loop {
-            let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-            if s.send.is_some() || s.stream.as_ref().is_some_and(|c| c.busy) {
+            let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+            if e.io.send.is_some() || e.io.stream.as_ref().is_some_and(|c| c.busy) {
                 return Ok(());
             }
             // Whatever is sent next, it is at most the connection's share of the turn.
-            let share = self.budget.share(s.conn.output_len());
+            let share = self.core.budget.share(e.conn.output_len());
             if share == 0 {
-                if !s.waiting {
-                    s.waiting = true;
-                    self.waiting.push_back(id);
-                }
+                self.core.wait_for_share(id);
                 return Ok(());
             }
-            if s.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
+            if e.io.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
                 return self.send_chunk(id, share);
             }
-            if let Some((file, offset, left)) = s.conn.poll_output().and_then(|out| out.front_file()) {
+            if let Some((file, offset, left)) = e.conn.poll_output().and_then(|out| out.front_file()) {
                 let file = file.as_raw_fd();
                 return self.read_chunk(id, file, offset, left);
             }
-            if let Some(out) = s.conn.poll_output() {
-                if let Some(chunk) = s.stream.take() {
+            if let Some(out) = e.conn.poll_output() {
+                if let Some(chunk) = e.io.stream.take() {
                     // Done with files for now: give the chunk buffer back.
                     file::recycle(&mut self.chunks, chunk);
                 }
                 let mut header = self.headers.pop().unwrap_or_else(SendHeader::boxed);
                 let total = header.load(out, share);
-                self.budget.spend(total);
+                self.core.budget.spend(total);
                 let plain = self.features.has(Feature::Send);
                 let zero_copy = self.features.has(Feature::ZeroCopy) && total >= self.zc_threshold;
-                return s.submit(&mut self.ring, id, ConnOp::Send { header, plain, zero_copy });
+                return e.io.submit(&mut self.ring, id, ConnOp::Send { header, plain, zero_copy });
             }
-            if s.conn.should_close_after_flush() && s.life == Life::Open {
-                s.life = Life::WriteShut;
-                match &s.sock {
+            if e.conn.should_close_after_flush() && e.io.life == Life::Open {
+                e.io.life = Life::WriteShut;
+                match &e.io.sock {
                     Sock::Fd(fd) => {
                         let _ = socket::shutdown_write(fd.as_fd());
                     }
-                    Sock::Direct(_) => s.submit(&mut self.ring, id, ConnOp::ShutdownWrite)?,
+                    Sock::Direct(_) => e.io.submit(&mut self.ring, id, ConnOp::ShutdownWrite)?,
                 }
-                s.conn.handle_write_shutdown(&mut self.ctx);
+                e.conn.handle_write_shutdown(&mut self.core.ctx);
                 continue;
             }
             return Ok(());
         }
     }
 
-    /// Closes the socket of a connection with no operation left and frees its slot.
+    /// Closes the socket of a connection with no operation left and takes it out (the
+    /// core counts it and tells the accept policy a descriptor is free).
     fn close(&mut self, id: ConnId) {
         // Every submission relies on this: never close while an operation names the socket.
-        if !matches!(self.slots.get(id), Some(s) if s.settled()) {
-            debug_assert!(self.slots.get(id).is_none(), "close with operations in flight");
+        if !matches!(self.core.conns.get(id), Some(e) if e.io.settled()) {
+            debug_assert!(self.core.conns.get(id).is_none(), "close with operations in flight");
             return;
         }
-        let Some(s) = self.slots.remove(id) else { return };
-        // Closes the socket: no operation names it any more.
-        match s.sock {
-            Sock::Fd(fd) => syscalls::close(fd),
-            // Tearing down, the ring's file table closes it with the ring.
-            Sock::Direct(_) if self.stopping => {}
-            Sock::Direct(slot) => {
-                let entry = opcode::Close::new(types::Fixed(slot))
-                    .build()
-                    .user_data(Token::of_loop(Op::CloseDirect).user_data());
-                // SAFETY: a close refers to no memory; no operation names the slot any
-                // more (`settled`) and the connection is gone, so nothing names it
-                // until the kernel frees it for a later accept. Should the push fail,
-                // the slot stays taken until the ring goes: a slot lost, never reused
-                // early.
-                let _ = unsafe { self.ring.push(&entry) };
+        let (ring, headers, chunks, stopping) = (&mut self.ring, &mut self.headers, &mut self.chunks, self.stopping);
+        self.core.close(id, |io| {
+            // Closes the socket: no operation names it any more.
+            match io.sock {
+                Sock::Fd(fd) => syscalls::close(fd),
+                // Tearing down, the ring's file table closes it with the ring.
+                Sock::Direct(_) if stopping => {}
+                Sock::Direct(slot) => {
+                    let entry = opcode::Close::new(types::Fixed(slot))
+                        .build()
+                        .user_data(Token::of_loop(Op::CloseDirect).user_data());
+                    // SAFETY: a close refers to no memory; no operation names the slot
+                    // any more (`settled`) and the connection is gone, so nothing names
+                    // it until the kernel frees it for a later accept. Should the push
+                    // fail, the slot stays taken until the ring goes: a slot lost, never
+                    // reused early.
+                    let _ = unsafe { ring.push(&entry) };
+                }
             }
-        }
-        if let Some(header) = s.send {
-            if self.headers.len() < HEADER_POOL_MAX {
-                self.headers.push(header);
+            if let Some(header) = io.send {
+                if headers.len() < HEADER_POOL_MAX {
+                    headers.push(header);
+                }
             }
-        }
-        if let Some(chunk) = s.stream {
-            file::recycle(&mut self.chunks, chunk);
-        }
-        self.stats.closed += 1;
-        self.fd_freed();
+            if let Some(chunk) = io.stream {
+                file::recycle(chunks, chunk);
+            }
+        });
     }
 
     /// Cancels everything, reaps every completion (waiting [`TEARDOWN_WAIT`] at most),
@@ -666,9 +581,9 @@ impl Worker {
         let in_flight = self.ring.in_flight();
         let settled = self.cancel_and_reap();
         if settled {
-            for id in self.slots.ids() {
-                if let Some(s) = self.slots.get_mut(id) {
-                    s.ring_settled();
+            for id in self.core.conns.ids() {
+                if let Some(e) = self.core.conns.get_mut(id) {
+                    e.io.ring_settled();
                 }
                 self.close(id);
             }
@@ -695,7 +610,7 @@ impl Worker {
             if Instant::now() >= give_up {
                 return false;
             }
-            self.stats.wakeups += 1;
+            self.core.stats.wakeups += 1;
             if self.ring.submit_and_wait_timeout(1, Duration::from_millis(100)).is_err() {
                 return false;
             }
@@ -715,8 +630,8 @@ mod tests {
     #[test]
     fn idle_slot_stays_small() {
         // 160 until the socket became a process fd or a direct descriptor (8 bytes
-        // with its tag, not 4).
-        let size = std::mem::size_of::<Slot>();
-        assert!(size <= 168, "Slot is {size} bytes");
+        // with its tag, not 4). A connection's entry: the core's part and `ConnIo`.
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 168, "a connection's entry is {size} bytes");
     }
 }

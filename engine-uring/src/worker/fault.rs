@@ -1,7 +1,7 @@
 //! Fault injection, in test builds only: a panic inside the loop at a point where a
 //! connection has operations in flight, and a report of the teardown that followed.
 
-use super::slot::Recv;
+use super::conn::Recv;
 use super::{Teardown, Worker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,12 +37,12 @@ impl Worker {
     /// completion has not been reaped).
     pub(super) fn fault_point(&mut self) {
         let Some(fault) = self.fault.as_ref() else { return };
-        let in_flight = self
-            .slots
+        let conns = &self.core.conns;
+        let in_flight = conns
             .ids()
             .into_iter()
-            .filter_map(|id| self.slots.get(id))
-            .any(|s| s.recv == Recv::Armed && s.send.is_some());
+            .filter_map(|id| conns.get(id))
+            .any(|e| e.io.recv == Recv::Armed && e.io.send.is_some());
         if in_flight && !fault.hit.swap(true, Ordering::SeqCst) {
             panic!("injected fault: a panic inside the io_uring loop with a receive and a send in flight");
         }

@@ -2,8 +2,8 @@
 //! the segment's offset into the connection's chunk buffer, send it, report the bytes
 //! with `handle_sent`, repeat.
 
-use super::slot::ConnOp;
-use super::{conn_slot, Worker};
+use super::conn::ConnOp;
+use super::{conn_entry, Worker};
 use duet_engine::ConnId;
 use std::io;
 use std::os::fd::RawFd;
@@ -71,25 +71,25 @@ impl Worker {
     /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy), at most
     /// `share` bytes of it (the connection's share of the turn).
     pub(super) fn send_chunk(&mut self, id: ConnId, share: usize) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        let Some(chunk) = s.stream.as_ref() else { return Ok(()) };
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        let Some(chunk) = e.io.stream.as_ref() else { return Ok(()) };
         // What is left of the chunk past the share goes next time.
         let len = (chunk.filled - chunk.sent).min(share);
-        self.budget.spend(len);
-        s.submit(&mut self.ring, id, ConnOp::FileSend { len })
+        self.core.budget.spend(len);
+        e.io.submit(&mut self.ring, id, ConnOp::FileSend { len })
     }
 
     /// Reads the next chunk of the file `file` (the front segment of connection
     /// `id`'s output, `left` bytes from `offset`) into its chunk buffer.
     pub(super) fn read_chunk(&mut self, id: ConnId, file: RawFd, offset: u64, left: usize) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        s.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
-        s.submit(&mut self.ring, id, ConnOp::FileRead { file, offset, len: left })
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        e.io.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
+        e.io.submit(&mut self.ring, id, ConnOp::FileRead { file, offset, len: left })
     }
 
     pub(super) fn on_file_read(&mut self, id: ConnId, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
-        if let Some(chunk) = s.stream.as_mut() {
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
+        if let Some(chunk) = e.io.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
                 chunk.filled = res as usize;
@@ -97,33 +97,33 @@ impl Worker {
             } else {
                 // The file shrank under us (0) or cannot be read: the promised length
                 // cannot be sent, so the connection must go.
-                s.fail();
+                e.io.fail();
             }
         }
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 
     pub(super) fn on_file_send(&mut self, id: ConnId, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
-        if let Some(chunk) = s.stream.as_mut() {
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
+        if let Some(chunk) = e.io.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
-                self.stats.bytes_written += res as u64;
+                self.core.stats.bytes_written += res as u64;
                 if (res as usize) < chunk.offered {
-                    self.stats.partial_writes += 1;
+                    self.core.stats.partial_writes += 1;
                 }
                 chunk.sent += res as usize;
-                if s.life.is_live() && !self.stopping {
-                    s.conn.handle_sent(&mut self.ctx, res as usize);
+                if e.io.life.is_live() && !self.stopping {
+                    e.conn.handle_sent(&mut self.core.ctx, res as usize);
                 }
             } else if res != -libc::ECANCELED && !super::complete::send_again(res) {
-                s.fail();
+                e.io.fail();
             }
         }
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 }

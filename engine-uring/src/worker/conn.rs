@@ -1,19 +1,19 @@
-//! One connection's slot: its `Connection`, its socket, the memory its operations name,
-//! and the named states of its receive ([`Recv`]) and its lifecycle ([`Life`]).
+//! A connection's io_uring part ([`ConnIo`], the `io` of its [`Entry`] in the
+//! core's slab): its socket, the memory its operations name, and the named states of its
+//! receive ([`Recv`]) and its lifecycle ([`Life`]).
 //!
-//! Every operation of a connection goes through [`Slot::submit`]: the one place that
-//! builds its entry from what the slot owns, counts it in the slot and pushes it, with
-//! one audited `unsafe`.
+//! Every operation of a connection goes through [`ConnIo::submit`]: the one place that
+//! builds its entry from what the connection owns, counts it and pushes it, with one
+//! audited `unsafe`.
 
 use super::file::FileChunk;
 use super::sock::{on_sock, Sock, Target};
 use super::token::{Op, Token};
 use crate::sys::{BufGroup, Ring, SendHeader, SOCKET_URING_OP_SIOCINQ};
-use duet_engine::{Armed, ConnId};
-use duet_http::Connection;
+use duet_engine::{ConnId, Entry, EntryIo};
 use io_uring::{opcode, types};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 /// The receive side: the connection's one multishot receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,16 +51,17 @@ impl Life {
     }
 }
 
-/// One connection's slot. Kept small: an idle keep-alive connection costs this plus its
-/// `Connection`, and no buffer.
-pub(super) struct Slot {
-    pub(super) conn: Connection,
-    /// The header of the send in flight, if any (put here by [`Slot::submit`]).
+/// One connection: the core's part (its `Connection`, deadline entry, place in the
+/// over-budget queue) and this engine's.
+pub(super) type Conn = Entry<ConnIo>;
+
+/// A connection's io_uring part. Kept small: an idle keep-alive connection costs this
+/// plus the core's part of its entry, and no buffer.
+pub(super) struct ConnIo {
+    /// The header of the send in flight, if any (put here by [`ConnIo::submit`]).
     pub(super) send: Option<Box<SendHeader>>,
     /// The chunk buffer of a file being streamed, if any.
     pub(super) stream: Option<Box<FileChunk>>,
-    /// Its live deadline entry.
-    pub(super) armed: Armed,
     /// The connection's socket. Only `Worker::close` closes it, once `ops` is zero:
     /// every completion of every operation naming it has been reaped, so the kernel
     /// never acts on a reused fd number or table slot.
@@ -69,18 +70,32 @@ pub(super) struct Slot {
     ops: u8,
     pub(super) recv: Recv,
     pub(super) life: Life,
-    // Three flags that are no state machine: each is independent of the others and of
-    // the two states above.
+    // Two flags that are no state machine: each is independent of the other and of the
+    // two states above.
     /// An unread-bytes check through the ring is in flight (direct descriptors).
     pub(super) input_check: bool,
     /// Queued on `Worker::dirty`, for driving at the end of this turn.
     pub(super) dirty: bool,
-    /// Queued on `Worker::waiting`: its output got no share of a turn's budget.
-    pub(super) waiting: bool,
 }
 
-/// An operation of one connection, as [`Slot::submit`] builds it from what the slot
-/// owns.
+impl EntryIo for ConnIo {
+    #[inline]
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.sock {
+            Sock::Fd(fd) => Some(fd.as_fd()),
+            // A direct descriptor has no fd (the access log turns them off).
+            Sock::Direct(_) => None,
+        }
+    }
+
+    #[inline]
+    fn is_closing(&self) -> bool {
+        self.life == Life::Closing
+    }
+}
+
+/// An operation of one connection, as [`ConnIo::submit`] builds it from what the
+/// connection owns.
 pub(super) enum ConnOp {
     /// The multishot receive, selecting from `group` (in bundles with `bundle`).
     Recv { group: BufGroup, bundle: bool },
@@ -88,13 +103,13 @@ pub(super) enum ConnOp {
     CancelRecv,
     /// Cancels every operation on the socket (closing).
     CancelAll,
-    /// Sends what `header` holds; the header moves into the slot until the send's last
+    /// Sends what `header` holds; the header moves into `send` until the send's last
     /// completion. `plain`: one segment may go as a `send`; `zero_copy`: `SEND_ZC`.
     Send { header: Box<SendHeader>, plain: bool, zero_copy: bool },
     /// Reads `len` bytes (at most the chunk's size) of `file` at `offset` into the
-    /// slot's chunk buffer.
+    /// connection's chunk buffer.
     FileRead { file: RawFd, offset: u64, len: usize },
-    /// Sends the next `len` unsent bytes of the slot's chunk buffer.
+    /// Sends the next `len` unsent bytes of the connection's chunk buffer.
     FileSend { len: usize },
     /// Asks the socket's unread bytes through the ring (direct descriptors).
     InputCheck,
@@ -102,24 +117,21 @@ pub(super) enum ConnOp {
     ShutdownWrite,
 }
 
-impl Slot {
-    pub(super) fn new(conn: Connection, sock: Sock) -> Slot {
-        Slot {
-            conn,
+impl ConnIo {
+    pub(super) fn new(sock: Sock) -> ConnIo {
+        ConnIo {
             send: None,
             stream: None,
-            armed: Armed::default(),
             sock,
             ops: 0,
             recv: Recv::Off,
             life: Life::Open,
             input_check: false,
             dirty: false,
-            waiting: false,
         }
     }
 
-    /// Queues this slot (connection `id`) on `dirty` once per turn.
+    /// Queues connection `id` on `dirty` once per turn.
     #[inline]
     pub(super) fn mark_dirty(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
         if !self.dirty {
@@ -162,7 +174,7 @@ impl Slot {
         self.ops = 0;
     }
 
-    /// Builds connection `id`'s operation `op` from what this slot owns, counts it, and
+    /// Builds connection `id`'s operation `op` from what this part owns, counts it, and
     /// pushes it to `ring`. The only place a connection's operation is submitted.
     pub(super) fn submit(&mut self, ring: &mut Ring, id: ConnId, op: ConnOp) -> io::Result<()> {
         let target = self.target();
@@ -192,13 +204,13 @@ impl Slot {
             // The `msghdr` and `iovec`s are in the boxed header, which stays in
             // `self.send` until this send's last completion (`on_send` takes it; for a
             // zero-copy send that is its notification, after which the kernel no longer
-            // reads the segments). The iovecs point at `conn`'s output segments, which
-            // `conn` holds unchanged until `handle_sent` (contract rule 5: Output),
-            // called only from that last completion, or until it is dropped, which
-            // `close` does only once `ops` is zero. And they point into heap storage,
-            // never into the `Connection` value itself (duet-http's rule, in `OutBuf`'s
-            // docs and the engine contract): the slab moves slots when it grows, and the
-            // segments stay where they are.
+            // reads the segments). The iovecs point at the output segments of the
+            // entry's `Connection`, which holds them unchanged until `handle_sent`
+            // (contract rule 5: Output), called only from that last completion, or until
+            // it is dropped, which `Worker::close` does only once `ops` is zero. And they
+            // point into heap storage, never into the `Connection` value itself
+            // (duet-http's rule, in `OutBuf`'s docs and the engine contract): the slab
+            // moves entries when it grows, and the segments stay where they are.
             ConnOp::Send { header, plain, zero_copy } => {
                 let header = self.send.insert(header);
                 (header.entry(target, plain, zero_copy), Op::Send)
@@ -239,9 +251,10 @@ impl Slot {
         // SAFETY: `Ring::push` needs what the entry names to outlive its last completion.
         // - The socket (fd or table slot), named by every entry but `CancelRecv`: it is
         //   `self.sock`, which `Worker::close` closes only once `ops` (counting this
-        //   operation from here) is back to zero, and only `close` drops a slot.
+        //   operation right after the push) is back to zero, and only `close` drops a
+        //   connection.
         // - Memory: per operation, as noted at each arm above. Nothing points into the
-        //   `Slot` value (which moves when the slab grows): only into boxes it owns,
+        //   entry (which moves when the slab grows): only into boxes this part owns,
         //   into the heap the `Connection` holds, and into the ring's buffers.
         // - However the worker ends (return, error or unwind), its guard
         //   (`worker::Guard`) reaps every completion before any of this is freed, or
