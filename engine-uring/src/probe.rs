@@ -1,10 +1,11 @@
 //! The startup probe: does io_uring work here, with everything the engine needs?
 //!
-//! Each failure becomes one line naming the cause and the fix.
+//! Each failure is a [`ProbeError`] naming the cause (its `Display`: the cause and the
+//! fix in the system's terms).
 
+use crate::error::{ProbeError, MIN_KERNEL};
 use crate::features::{Feature, Features, Off, Resolved};
 use crate::sys::{BufGroup, BufMode, Ring, SOCKET_URING_OP_SIOCINQ};
-use crate::ProbeError;
 use crate::UringOptions;
 use io_uring::{cqueue, opcode, types};
 use std::io;
@@ -13,15 +14,6 @@ use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
-
-/// Oldest kernel with everything used: multishot receive and provided buffer rings.
-const MIN_KERNEL: (u32, u32) = (6, 0);
-
-const EPOLL_HINT: &str = "or use --engine epoll";
-
-fn fail(msg: impl Into<String>) -> ProbeError {
-    ProbeError(msg.into())
-}
 
 /// `/proc/sys/kernel/io_uring_disabled` (absent before 6.6: 0).
 fn disabled_sysctl() -> u8 {
@@ -71,12 +63,7 @@ fn check_memlock(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> 
     if need <= limit || has_ipc_lock() {
         return Ok(());
     }
-    Err(fail(format!(
-        "the locked-memory limit ({} KiB) is below what {threads} io_uring worker(s) need (about {} KiB): raise it \
-         with `ulimit -l unlimited` (docker: --ulimit memlock=-1), or lower --uring-entries/--threads, {EPOLL_HINT}",
-        limit / 1024,
-        need.div_ceil(1024)
-    )))
+    Err(ProbeError::Memlock { limit_kib: limit / 1024, need_kib: need.div_ceil(1024), threads })
 }
 
 /// The locked-memory soft limit, as `ulimit -l` would print it.
@@ -93,38 +80,15 @@ fn memlock_limit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn setup_error(e: &io::Error, opts: &UringOptions) -> ProbeError {
-    let sqpoll = opts.sqpoll_idle_ms.is_some();
+fn setup_error(e: io::Error, opts: &UringOptions) -> ProbeError {
     match e.raw_os_error() {
-        Some(libc::EPERM) if disabled_sysctl() == 1 => fail(format!(
-            "io_uring is restricted by sysctl kernel.io_uring_disabled=1 (only root and members of kernel.io_uring_group): \
-             run `sysctl -w kernel.io_uring_disabled=0`, {EPOLL_HINT}"
-        )),
-        Some(libc::EPERM) if sqpoll => fail(format!(
-            "io_uring_setup with SQPOLL was refused (EPERM): this kernel needs privileges for --sqpoll; drop --sqpoll, {EPOLL_HINT}"
-        )),
-        Some(libc::EPERM) => fail(format!(
-            "io_uring_setup was refused (EPERM): a seccomp filter blocks io_uring, as Docker's and containerd's default \
-             profiles do; run the container with --security-opt seccomp=unconfined (or a profile allowing io_uring_setup, \
-             io_uring_enter and io_uring_register), {EPOLL_HINT}"
-        )),
-        Some(libc::ENOSYS) => fail(format!(
-            "this kernel has no io_uring (ENOSYS: built without CONFIG_IO_URING, older than 5.1, or a sandbox such as \
-             gVisor); the engine needs Linux >= {}.{}, {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
-        Some(libc::ENOMEM) => fail(format!(
-            "cannot allocate the ring (ENOMEM): the locked-memory limit is {} (io_uring charges rings to \
-             RLIMIT_MEMLOCK without CAP_IPC_LOCK); raise it with `ulimit -l unlimited` (docker: --ulimit memlock=-1), lower --uring-entries, \
-             {EPOLL_HINT}",
-            memlock_limit()
-        )),
-        Some(libc::EINVAL) => fail(format!(
-            "io_uring_setup rejected every setup tried (EINVAL): the kernel is too old; the engine needs Linux >= {}.{} \
-             (6.1 for DEFER_TASKRUN), {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
-        _ => fail(format!("io_uring_setup failed: {e}; {EPOLL_HINT}")),
+        Some(libc::EPERM) if disabled_sysctl() == 1 => ProbeError::Restricted,
+        Some(libc::EPERM) if opts.sqpoll_idle_ms.is_some() => ProbeError::SqpollRefused,
+        Some(libc::EPERM) => ProbeError::Seccomp,
+        Some(libc::ENOSYS) => ProbeError::NoIoUring,
+        Some(libc::ENOMEM) => ProbeError::SetupNoMemory { memlock: memlock_limit() },
+        Some(libc::EINVAL) => ProbeError::SetupRejected,
+        _ => ProbeError::Setup(e),
     }
 }
 
@@ -136,32 +100,23 @@ fn missing_ops(needed: &[(u8, &'static str)], supported: impl Fn(u8) -> bool) ->
 /// See [`crate::probe()`].
 pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     if disabled_sysctl() == 2 {
-        return Err(fail(format!(
-            "io_uring is disabled by sysctl kernel.io_uring_disabled=2: run `sysctl -w kernel.io_uring_disabled=0`, \
-             {EPOLL_HINT}"
-        )));
+        return Err(ProbeError::Disabled);
     }
     if let Some((release, version)) = kernel_release() {
         if version < MIN_KERNEL {
-            return Err(fail(format!(
-                "kernel {release} is too old: the io_uring engine needs Linux >= {}.{} (multishot receive with provided \
-                 buffer rings; 6.1 for DEFER_TASKRUN); upgrade the kernel, {EPOLL_HINT}",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            )));
+            return Err(ProbeError::KernelTooOld { release });
         }
     }
     if let Some(count) = opts.buf_count.filter(|&n| n == 0 || !n.is_power_of_two() || n > 32768) {
-        return Err(fail(format!("--uring-buffers {count} must be a power of two between 1 and 32768")));
+        return Err(ProbeError::BufferCount(count));
     }
     if opts.buf_size == Some(0) {
-        return Err(fail("--uring-buffer-size must be above 0"));
+        return Err(ProbeError::BufferSize);
     }
 
     check_memlock(opts, threads)?;
-    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| setup_error(&e, opts))?;
-    let probe = ring
-        .probe()
-        .map_err(|e| fail(format!("cannot probe io_uring opcodes ({e}): the kernel is too old; {EPOLL_HINT}")))?;
+    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| setup_error(e, opts))?;
+    let probe = ring.probe().map_err(ProbeError::Opcodes)?;
     let needed = [
         (opcode::AcceptMulti::CODE, "ACCEPT"),
         (opcode::RecvMulti::CODE, "RECV"),
@@ -173,56 +128,30 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     ];
     let missing = missing_ops(&needed, |code| probe.is_supported(code));
     if !missing.is_empty() {
-        return Err(fail(format!(
-            "this kernel's io_uring lacks {} (needs Linux >= {}.{}), {EPOLL_HINT}",
-            missing.join(", "),
-            MIN_KERNEL.0,
-            MIN_KERNEL.1
-        )));
+        return Err(ProbeError::MissingOpcodes(missing));
     }
 
     let group = ring.add_buf_ring(2, 64, BufMode::default()).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOMEM) => fail(format!(
-            "cannot register a provided buffer ring (ENOMEM): the locked-memory limit is {}; raise it with \
-             `ulimit -l unlimited`, {EPOLL_HINT}",
-            memlock_limit()
-        )),
-        _ => fail(format!(
-            "cannot register a provided buffer ring ({e}): needs Linux >= {}.{}, {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
+        Some(libc::ENOMEM) => ProbeError::BufRingNoMemory { memlock: memlock_limit() },
+        _ => ProbeError::BufRing(e),
     })?;
 
     let outcome = match check_multishot_recv(&mut ring, group) {
         Ok((4, flags)) if cqueue::more(flags) => Ok(()),
-        Ok((4, _)) => Err((
-            format!(
-                "this kernel's receive is not multishot (needs Linux >= {}.{}), {EPOLL_HINT}",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            ),
-            true,
-        )),
-        Ok((res, _)) if res < 0 => Err((
-            format!(
-                "multishot receive with a provided buffer ring failed ({}): needs Linux >= {}.{}, {EPOLL_HINT}",
-                io::Error::from_raw_os_error(-res),
-                MIN_KERNEL.0,
-                MIN_KERNEL.1
-            ),
-            true,
-        )),
-        Ok(_) => Err((format!("a multishot receive returned wrong data, {EPOLL_HINT}"), true)),
-        Err(e) => Err(e),
+        Ok((4, _)) => Err((ProbeError::NotMultishot, true)),
+        Ok((res, _)) if res < 0 => Err((ProbeError::MultishotFailed(io::Error::from_raw_os_error(-res)), true)),
+        Ok(_) => Err((ProbeError::WrongData, true)),
+        Err((what, settled)) => Err((ProbeError::Check(what), settled)),
     };
     // Dropping the ring closes it before it unmaps its buffers; but while the receive
     // may still be running, leak the ring rather than free memory the kernel may use.
     match outcome {
         Ok(()) => Ok(()),
-        Err((msg, settled)) => {
+        Err((e, settled)) => {
             if !settled {
                 std::mem::forget(ring);
             }
-            Err(fail(msg))
+            Err(e)
         }
     }
 }
@@ -429,15 +358,14 @@ mod tests {
     fn each_feature_asked_is_on_and_each_turned_off_says_so() {
         let all = features(&UringOptions { features: Features::all(), ..Default::default() });
         if std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
-            assert_eq!(all.on, Features::all(), "{}", all.summary());
+            assert_eq!(all.on, Features::all(), "{all:?}");
         }
         for feature in Feature::ALL {
             let opts = UringOptions { features: Features::all().without(feature), ..Default::default() };
             let resolved = features(&opts);
             assert!(!resolved.on.has(feature));
-            assert!(resolved.off.contains(&(feature, Off::Flag)), "{}", resolved.summary());
-            assert_eq!(resolved.on, all.on.without(feature), "{}", resolved.summary());
-            assert!(resolved.summary().contains(&format!("{} (--uring-features)", feature.name())));
+            assert!(resolved.off.contains(&(feature, Off::Flag)), "{resolved:?}");
+            assert_eq!(resolved.on, all.on.without(feature), "{resolved:?}");
         }
         let none = features(&UringOptions { features: Features::none(), ..Default::default() });
         assert_eq!(none.on, Features::none());

@@ -316,7 +316,10 @@ impl Worker {
     fn reap_all(&mut self) {
         if !self.overflow_logged && self.ring.cq_overflowed() {
             self.overflow_logged = true;
-            warn!("io_uring completion queue overflowed (completions are kept by the kernel); raise --uring-entries");
+            warn!(
+                "io_uring completion queue overflowed (completions are kept by the kernel); a larger ring (more \
+                 submission queue entries) avoids it"
+            );
         }
         let mut cqes = std::mem::take(&mut self.cqes);
         for _ in 0..REAPS_PER_TURN {

@@ -149,11 +149,11 @@ impl BufRing {
         if count == 0 || !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("--uring-buffers {count} must be a power of two between 1 and 32768"),
+                format!("{count} receive buffers: the count must be a power of two between 1 and 32768"),
             ));
         }
         if size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "--uring-buffer-size must be above 0"));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the receive buffer size must be above 0"));
         }
         // Zeroed by mmap, so every entry is initialized (BufRingEntry::tail needs that).
         let entries = Mapping::new(count as usize * std::mem::size_of::<types::BufRingEntry>(), true)?;

@@ -183,7 +183,7 @@ fn untracked_buffer(res: i32) {
     LOGGED.call_once(|| {
         tracing::error!(
             "a receive of {res} bytes named a buffer the engine did not expect; its connection was dropped \
-             (run with --uring-features no-inc,no-bundle and report this)"
+             (turn the io_uring features inc and bundle off and report this)"
         )
     });
 }
