@@ -12,22 +12,41 @@
 //!   the ring at once, so no read buffer belongs to a connection. The receive is
 //!   cancelled while `wants_read` is false (backpressure) and re-armed after.
 //! - **send**: at most one `sendmsg` in flight per connection, its `iovec`s pointing
-//!   at the connection's own output segments (never copied), kept in the slot until
-//!   the completion; partial sends continue.
-//! - **close**: cancel by fd, and close (drop the slot's `OwnedFd`) only once every
-//!   completion of the connection has been reaped; user_data carries slot and
-//!   generation.
-//! - **deadlines**: one timing wheel and one timeout operation for the whole ring.
+//!   at the connection's own output segments (never copied), the header kept with the
+//!   connection until the completion; partial sends continue.
+//! - **close**: cancel by fd, and close (drop the connection's `OwnedFd`, or close its
+//!   slot of the ring's file table) only once every completion of the connection has
+//!   been reaped; user_data carries the op, the connection's index and generation.
+//! - **deadlines**: the core's timing wheel, and one timeout operation for the whole
+//!   ring.
 //!
-//! `unsafe` lives in `sys` (the ring, the buffer rings it owns, the completions, raw
-//! syscalls) and at each submission site in the worker: `Ring::push` is an
-//! `unsafe fn`, and every caller says in its own `// SAFETY:` why the memory and fds
-//! of that entry outlive its last completion.
+//! A worker is a [`duet_engine::WorkerCore`] (what every engine's loop shares) plus the
+//! ring and its I/O state. Memory an operation names is owned so that it cannot be freed
+//! before the operation's last completion, however the worker ends (return, error or a
+//! panic unwinding): a guard owns the worker, and its `Drop` cancels and reaps every
+//! operation, or leaks the worker if the ring does not settle.
 //!
-//! The worker is split along its roles: `worker` (the loop, `drive`, `close`,
-//! `begin_drain`, `arm_deadline`, `expire_deadlines`, `teardown`), `worker::accept`,
-//! `worker::timeout` (the loop's one timeout), `worker::file` (file streaming),
-//! `worker::complete` (one handler per completion) and `worker::token` (user_data).
+//! `unsafe` lives in `sys` (the ring and its `io_uring_enter`, the buffer rings it
+//! owns, the completions, the send header, raw syscalls, each counted in
+//! `duet_engine::syscalls`), in the one submit path of a connection's operations
+//! (`worker::conn`, with a note per operation on what its memory needs), and at the
+//! few loop operations' submissions (accept, wake read, timeout, cancel, close): `Ring::push`
+//! is an `unsafe fn`, and each caller says in its own `// SAFETY:` why the memory and
+//! fds of that entry outlive its last completion.
+//!
+//! Layout: `lib.rs` (`serve`, `probe`, `features`), `error.rs` ([`ProbeError`]),
+//! `probe.rs` (the startup probe and its functional checks), `features.rs`,
+//! `sys/` (`ring.rs`, `buf_ring.rs`, `send.rs`), and the worker split along its roles:
+//! `worker` (the loop, `drive`, `close`, `begin_drain`, `expire_deadlines`, the teardown
+//! guard), `worker::conn` (a connection's io_uring part: receive and lifecycle states,
+//! `submit`), `worker::accept` (the multishot accept), `worker::timeout` (the loop's
+//! one timeout), `worker::file` (file streaming), `worker::complete` (one handler per
+//! completion) and `worker::token` (user_data, decoded once).
+//!
+//! Errors are typed ([`ProbeError`], [`UnknownFeature`]) and name no command-line flag:
+//! the program using the engine words them for its users.
+
+#![warn(missing_docs)]
 
 mod error;
 mod features;
