@@ -212,6 +212,10 @@ impl ConnIo {
             // (duet-http's rule, in `OutBuf`'s docs and the engine contract): the slab
             // moves entries when it grows, and the segments stay where they are.
             ConnOp::Send { header, plain, zero_copy } => {
+                // One send at a time: the header of one in flight is never replaced.
+                if self.send.is_some() {
+                    return Err(busy());
+                }
                 let header = self.send.insert(header);
                 (header.entry(target, plain, zero_copy), Op::Send)
             }
@@ -221,7 +225,7 @@ impl ConnIo {
             // `Arc<File>` until that segment is reported sent, which needs this chunk's
             // send, which starts only after this read completes.
             ConnOp::FileRead { file, offset, len } => {
-                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let chunk = self.stream.as_mut().filter(|c| !c.busy).ok_or_else(no_chunk)?;
                 let buf = chunk.start_read(len);
                 (
                     opcode::Read::new(types::Fd(file), buf.as_mut_ptr(), buf.len() as u32).offset(offset).build(),
@@ -230,7 +234,7 @@ impl ConnIo {
             }
             // Reads the boxed chunk buffer, busy (as above) until `on_file_send`.
             ConnOp::FileSend { len } => {
-                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let chunk = self.stream.as_mut().filter(|c| !c.busy).ok_or_else(no_chunk)?;
                 let rest = chunk.start_send(len);
                 let (buf, len) = (rest.as_ptr(), rest.len() as u32);
                 (on_sock!(target, t => opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build()), Op::FileSend)
@@ -249,8 +253,8 @@ impl ConnIo {
         };
         let entry = entry.user_data(Token::conn(op, id).user_data());
         // SAFETY: `Ring::push` needs what the entry names to outlive its last completion.
-        // - The socket (fd or table slot), named by every entry but `CancelRecv`: it is
-        //   `self.sock`, which `Worker::close` closes only once `ops` (counting this
+        // - The socket (fd or table slot), named by every entry but `CancelRecv` and
+        //   `FileRead` (which names the file, see its note): it is `self.sock`, which `Worker::close` closes only once `ops` (counting this
         //   operation right after the push) is back to zero, and only `close` drops a
         //   connection.
         // - Memory: per operation, as noted at each arm above. Nothing points into the
@@ -267,7 +271,12 @@ impl ConnIo {
 
 #[cold]
 fn no_chunk() -> io::Error {
-    io::Error::other("a file operation on a connection with no chunk buffer")
+    io::Error::other("a file operation on a connection with no idle chunk buffer")
+}
+
+#[cold]
+fn busy() -> io::Error {
+    io::Error::other("a send on a connection with a send in flight")
 }
 
 #[cold]
