@@ -5,8 +5,11 @@
 //!
 //! Outside this module the only `unsafe` is the submission sites — [`Ring::push`] is an
 //! `unsafe fn` whose contract every caller meets at the call site, with its own
-//! `// SAFETY:` for that entry — and the one place an accepted descriptor (an accept
-//! completion's result) is adopted as an `OwnedFd`. What the types enforce here:
+//! `// SAFETY:` for that entry: the one submit path of a connection's operations
+//! (`worker::conn`) and the loop's own few — the worker guard's `Drop`, and the one
+//! place an accepted descriptor (an accept completion's result) is adopted as an
+//! `OwnedFd`. Every syscall made here is counted in `duet_engine::syscalls` by the
+//! wrapper that makes it. What the types enforce here:
 //! - the ring owns its buffer rings; on drop it closes the ring before it unmaps them,
 //!   and unmaps them only when no operation is in flight (it leaks them otherwise:
 //!   closing the ring fd does not stop an armed receive synchronously) ([`Ring`]'s

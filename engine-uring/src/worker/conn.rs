@@ -283,3 +283,49 @@ fn busy() -> io::Error {
 fn not_direct() -> io::Error {
     io::Error::other("a ring socket command on a connection without a direct descriptor")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::test_ring::ring;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// `submit` counts each operation it pushes (the connection is not settled until
+    /// its last completion), and refuses one whose memory is not the connection's to
+    /// give: a second send while one is in flight, a file send with no chunk buffer, a
+    /// ring socket command without a direct descriptor. A refused one is not counted.
+    #[test]
+    fn submit_counts_each_operation_and_refuses_one_whose_memory_is_not_there() {
+        let Some(mut ring) = ring(8) else { return };
+        let (local, _peer) = UnixStream::pair().expect("socket pair");
+        let mut io = ConnIo::new(Sock::Fd(OwnedFd::from(local)));
+        let id = ConnId { index: 3, generation: 5 };
+        assert!(io.submit(&mut ring, id, ConnOp::FileSend { len: 1 }).is_err(), "no chunk buffer");
+        assert!(io.submit(&mut ring, id, ConnOp::InputCheck).is_err(), "not a direct descriptor");
+        assert!(io.settled() && ring.in_flight() == 0);
+
+        io.submit(&mut ring, id, ConnOp::CancelRecv).expect("a cancellation");
+        let send = || ConnOp::Send { header: SendHeader::boxed(), plain: false, zero_copy: false };
+        io.submit(&mut ring, id, send()).expect("a send (of nothing)");
+        assert!(io.submit(&mut ring, id, send()).is_err(), "a second send while one is in flight");
+        assert!(!io.settled());
+        assert_eq!(ring.in_flight(), 2);
+
+        let mut reaped = Vec::new();
+        let mut cqes = Vec::new();
+        while reaped.len() < 2 {
+            ring.submit_and_wait_timeout(1, Duration::from_millis(100)).expect("enter");
+            ring.reap(&mut cqes, 8);
+            for cqe in &cqes {
+                assert!(!cqe.more());
+                io.op_done();
+                reaped.push(Token::try_from(cqe.user_data()).expect("ours"));
+            }
+        }
+        reaped.sort_by_key(|t| t.op as u8);
+        assert_eq!(reaped, [Token::conn(Op::Send, id), Token::conn(Op::Cancel, id)]);
+        assert!(io.settled(), "every completion reaped");
+    }
+}
