@@ -190,8 +190,8 @@ impl BufRing {
         entry.set_addr(self.buffers.ptr.wrapping_add(bid as usize * self.size as usize) as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
-        if let Some(slot) = self.order.get_mut(idx) {
-            *slot = bid;
+        if let Some(at) = self.order.get_mut(idx) {
+            *at = bid;
         }
         self.tail = self.tail.wrapping_add(1);
     }

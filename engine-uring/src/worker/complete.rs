@@ -52,7 +52,7 @@ impl Worker {
         let more = io_uring::cqueue::more(flags);
         let bufs = self.ring.buffers(self.buf_group);
         let Some(e) = conn_entry(&mut self.core.conns, id, more) else {
-            // Cannot happen while ops are counted per slot, but a buffer must never be
+            // Cannot happen while ops are counted per connection, but a buffer must never be
             // lost.
             if let Some(bid) = buffer {
                 let _ = bufs.consume(bid, 0, 0, |_| ());

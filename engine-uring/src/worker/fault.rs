@@ -33,7 +33,7 @@ impl Fault {
 
 impl Worker {
     /// Panics if the fault is armed and a connection has a receive armed and a send in
-    /// flight (a send in a slot was submitted by the last `io_uring_enter`, and its
+    /// flight (a connection's send was submitted by the last `io_uring_enter`, and its
     /// completion has not been reaped).
     pub(super) fn fault_point(&mut self) {
         let Some(fault) = self.fault.as_ref() else { return };

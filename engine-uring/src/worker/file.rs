@@ -16,7 +16,7 @@ const CHUNK_POOL_MAX: usize = 16;
 
 /// One connection's chunk buffer: `buf[sent..filled]` is read but not yet sent.
 /// `busy` while the read or the send is in flight (then `buf` must not move or be
-/// freed: it is boxed in the slot until the completion).
+/// freed: it is boxed in the connection until the completion).
 pub(super) struct FileChunk {
     buf: Box<[u8]>,
     pub(super) filled: usize,

@@ -11,7 +11,7 @@ pub(super) enum Op {
     Accept = 1,
     Recv = 2,
     Send = 3,
-    /// A cancellation issued for one connection (counted in its slot).
+    /// A cancellation issued for one connection (counted in its operations).
     Cancel = 4,
     Wake = 5,
     /// The loop's one timeout.
@@ -126,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn user_data_round_trips_op_slot_and_generation() {
+    fn user_data_round_trips_op_index_and_generation() {
         let max_generation = (1 << duet_engine::GENERATION_BITS) - 1;
         for op in Op::ALL {
             for (index, generation) in [(0, 0), (1, 7), (u32::MAX, max_generation), (123_456, 0x12_3456)] {
