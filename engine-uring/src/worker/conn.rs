@@ -209,8 +209,9 @@ impl ConnIo {
             // (contract rule 5: Output), called only from that last completion, or until
             // it is dropped, which `Worker::close` does only once `ops` is zero. And they
             // point into heap storage, never into the `Connection` value itself
-            // (duet-http's rule, in `OutBuf`'s docs and the engine contract): the slab
-            // moves entries when it grows, and the segments stay where they are.
+            // (duet-http's rule: `OutBuf`'s docs, contract rule 5 in `duet_engine`,
+            // pinned by http/tests/output_segments.rs): the slab moves entries when it
+            // grows, and the segments stay where they are.
             ConnOp::Send { header, plain, zero_copy } => {
                 // One send at a time: the header of one in flight is never replaced.
                 if self.send.is_some() {
