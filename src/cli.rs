@@ -260,7 +260,7 @@ impl ServeArgs {
 
 /// `--uring-features`: see [`Features::parse`].
 fn uring_features(s: &str) -> Result<Features, String> {
-    Features::parse(s)
+    Features::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--uring-buffers`: the kernel's provided buffer ring takes a power of two entries,

@@ -7,6 +7,7 @@ mod content;
 mod flag_words;
 mod listen;
 mod load_cli;
+mod uring_words;
 
 use clap::Parser;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
@@ -65,13 +66,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let engine = match args.engine {
         EngineChoice::Uring => {
             duet_engine_uring::probe(&args.uring_options(), threads)
-                .map_err(|e| format!("io_uring engine unavailable: {e}"))?;
+                .map_err(|e| format!("io_uring engine unavailable: {}", uring_words::probe_failure(&e)))?;
             EngineChoice::Uring
         }
         EngineChoice::Auto => match duet_engine_uring::probe(&args.uring_options(), threads) {
             Ok(()) => EngineChoice::Uring,
             Err(e) => {
-                info!("io_uring unavailable ({e}); using the epoll engine");
+                info!("io_uring unavailable ({}); using the epoll engine", uring_words::probe_failure(&e));
                 EngineChoice::Epoll
             }
         },
@@ -99,7 +100,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 "--access-log: a direct descriptor has no fd to read the peer address from",
             );
         }
-        info!("{}", resolved.summary());
+        info!("{}", uring_words::features_line(&resolved));
         uring.features = resolved.on;
     }
 

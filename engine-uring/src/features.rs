@@ -1,6 +1,6 @@
 //! The modern io_uring features the engine uses where the kernel has them: each one
-//! probed once at start, switchable with `--uring-features` (for the ablation), and
-//! named in one log line with the reason when it is off.
+//! probed once at start ([`crate::features()`]), switchable one by one (for the
+//! ablation), and reported with the reason when it is off ([`Resolved`]).
 
 use std::fmt;
 
@@ -39,7 +39,7 @@ impl Feature {
         Feature::Incremental,
     ];
 
-    /// The name `--uring-features` and the log use.
+    /// Its name in a feature list ([`Features::parse`]) and in the log.
     pub fn name(self) -> &'static str {
         match self {
             Feature::Direct => "direct",
@@ -88,32 +88,58 @@ impl Default for Features {
     }
 }
 
+/// An item of a feature list that is no feature (see [`Features::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownFeature {
+    /// The item, as written.
+    pub item: String,
+}
+
+impl fmt::Display for UnknownFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
+        write!(
+            f,
+            "unknown io_uring feature '{}' (expected default, all, none, NAME or no-NAME; names: {})",
+            self.item,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownFeature {}
+
 impl Features {
+    /// Every feature.
     pub fn all() -> Features {
         Features(Feature::ALL.iter().fold(0, |bits, f| bits | f.bit()))
     }
 
+    /// No feature.
     pub fn none() -> Features {
         Features(0)
     }
 
+    /// Whether `feature` is in the set.
     pub fn has(self, feature: Feature) -> bool {
         self.0 & feature.bit() != 0
     }
 
+    /// The set with `feature` added.
     pub fn with(self, feature: Feature) -> Features {
         Features(self.0 | feature.bit())
     }
 
+    /// The set with `feature` removed.
     pub fn without(self, feature: Feature) -> Features {
         Features(self.0 & !feature.bit())
     }
 
-    /// `--uring-features`: comma-separated items applied left to right, starting from
+    /// A feature list: comma-separated items applied left to right, starting from
     /// the default set: `default`, `all`, `none`, a feature's name (add it) or
     /// `no-NAME` (remove it). `none,direct` is direct alone; `no-inc,no-bundle` is the
     /// default without those two; `zc` is the default with zero-copy send.
-    pub fn parse(list: &str) -> Result<Features, String> {
+    pub fn parse(list: &str) -> Result<Features, UnknownFeature> {
         let mut set = Features::default();
         for item in list.split(',').map(str::trim) {
             set = match item {
@@ -128,13 +154,7 @@ impl Features {
                     match Feature::from_name(name) {
                         Some(f) if on => set.with(f),
                         Some(f) => set.without(f),
-                        None => {
-                            let names: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
-                            return Err(format!(
-                                "unknown io_uring feature '{item}' (expected default, all, none, NAME or no-NAME; names: {})",
-                                names.join(", ")
-                            ));
-                        }
+                        None => return Err(UnknownFeature { item: item.to_owned() }),
                     }
                 }
             };
@@ -167,7 +187,7 @@ impl fmt::Display for Features {
 /// Why a feature asked for is off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Off {
-    /// `--uring-features` turned it off.
+    /// It was not asked for (the program's options turned it off).
     Flag,
     /// The kernel refused it; the text says how.
     Kernel(String),
@@ -178,7 +198,10 @@ pub enum Off {
 /// What the probe found: the features the workers use, and why the others are off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
+    /// The features to use.
     pub on: Features,
+    /// Each feature that is off, with the reason, in [`Feature::ALL`] order (then those
+    /// [`Resolved::exclude`] turned off).
     pub off: Vec<(Feature, Off)>,
 }
 
@@ -189,28 +212,6 @@ impl Resolved {
             self.on = self.on.without(feature);
             self.off.push((feature, Off::Excluded(why)));
         }
-    }
-
-    /// The one log line: which features are on, which are off and why.
-    pub fn summary(&self) -> String {
-        let mut line = format!(
-            "io_uring features on: {}",
-            if self.on == Features::none() { "none".into() } else { self.on.to_string() }
-        );
-        if !self.off.is_empty() {
-            let off: Vec<String> = self
-                .off
-                .iter()
-                .map(|(f, why)| match why {
-                    Off::Flag => format!("{} (--uring-features)", f.name()),
-                    Off::Kernel(how) => format!("{} ({how}; needs Linux {})", f.name(), f.kernel()),
-                    Off::Excluded(why) => format!("{} ({why})", f.name()),
-                })
-                .collect();
-            line.push_str("; off: ");
-            line.push_str(&off.join(", "));
-        }
-        line
     }
 }
 
@@ -240,24 +241,9 @@ mod tests {
     #[test]
     fn an_unknown_feature_is_named_with_the_valid_ones() {
         let err = Features::parse("no-direct,turbo").unwrap_err();
+        assert_eq!(err.item, "turbo");
+        let err = err.to_string();
         assert!(err.contains("'turbo'") && err.contains("ring-fd") && err.contains("no-NAME"), "{err}");
         assert!(Features::parse("").is_err());
-    }
-
-    #[test]
-    fn the_summary_names_each_feature_off_and_why() {
-        let resolved = Resolved {
-            on: Features::none().with(Feature::Direct),
-            off: vec![
-                (Feature::ZeroCopy, Off::Flag),
-                (Feature::Bundle, Off::Kernel("no IORING_FEAT_RECVSEND_BUNDLE".into())),
-                (Feature::Incremental, Off::Excluded("--other needs it off")),
-            ],
-        };
-        assert_eq!(
-            resolved.summary(),
-            "io_uring features on: direct; off: zc (--uring-features), bundle (no IORING_FEAT_RECVSEND_BUNDLE; \
-             needs Linux 6.10), inc (--other needs it off)"
-        );
     }
 }

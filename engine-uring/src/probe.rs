@@ -1,22 +1,19 @@
 //! The startup probe: does io_uring work here, with everything the engine needs?
 //!
-//! Each failure becomes one line naming the cause and the fix.
+//! Each failure is a [`ProbeError`] naming the cause (its `Display`: the cause and the
+//! fix in the system's terms).
 
+use crate::error::{ProbeError, MIN_KERNEL};
 use crate::features::{Feature, Features, Off, Resolved};
-use crate::sys::{check_multishot_recv, check_unread_bytes_command, BufMode, Ring};
-use crate::ProbeError;
+use crate::sys::{BufGroup, BufMode, Ring, SOCKET_URING_OP_SIOCINQ};
 use crate::UringOptions;
-use io_uring::{cqueue, opcode};
+use io_uring::{cqueue, opcode, types};
 use std::io;
-
-/// Oldest kernel with everything used: multishot receive and provided buffer rings.
-const MIN_KERNEL: (u32, u32) = (6, 0);
-
-const EPOLL_HINT: &str = "or use --engine epoll";
-
-fn fail(msg: impl Into<String>) -> ProbeError {
-    ProbeError(msg.into())
-}
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 /// `/proc/sys/kernel/io_uring_disabled` (absent before 6.6: 0).
 fn disabled_sysctl() -> u8 {
@@ -66,12 +63,7 @@ fn check_memlock(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> 
     if need <= limit || has_ipc_lock() {
         return Ok(());
     }
-    Err(fail(format!(
-        "the locked-memory limit ({} KiB) is below what {threads} io_uring worker(s) need (about {} KiB): raise it \
-         with `ulimit -l unlimited` (docker: --ulimit memlock=-1), or lower --uring-entries/--threads, {EPOLL_HINT}",
-        limit / 1024,
-        need.div_ceil(1024)
-    )))
+    Err(ProbeError::Memlock { limit_kib: limit / 1024, need_kib: need.div_ceil(1024), threads })
 }
 
 /// The locked-memory soft limit, as `ulimit -l` would print it.
@@ -88,38 +80,15 @@ fn memlock_limit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn setup_error(e: &io::Error, opts: &UringOptions) -> ProbeError {
-    let sqpoll = opts.sqpoll_idle_ms.is_some();
+fn setup_error(e: io::Error, opts: &UringOptions) -> ProbeError {
     match e.raw_os_error() {
-        Some(libc::EPERM) if disabled_sysctl() == 1 => fail(format!(
-            "io_uring is restricted by sysctl kernel.io_uring_disabled=1 (only root and members of kernel.io_uring_group): \
-             run `sysctl -w kernel.io_uring_disabled=0`, {EPOLL_HINT}"
-        )),
-        Some(libc::EPERM) if sqpoll => fail(format!(
-            "io_uring_setup with SQPOLL was refused (EPERM): this kernel needs privileges for --sqpoll; drop --sqpoll, {EPOLL_HINT}"
-        )),
-        Some(libc::EPERM) => fail(format!(
-            "io_uring_setup was refused (EPERM): a seccomp filter blocks io_uring, as Docker's and containerd's default \
-             profiles do; run the container with --security-opt seccomp=unconfined (or a profile allowing io_uring_setup, \
-             io_uring_enter and io_uring_register), {EPOLL_HINT}"
-        )),
-        Some(libc::ENOSYS) => fail(format!(
-            "this kernel has no io_uring (ENOSYS: built without CONFIG_IO_URING, older than 5.1, or a sandbox such as \
-             gVisor); the engine needs Linux >= {}.{}, {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
-        Some(libc::ENOMEM) => fail(format!(
-            "cannot allocate the ring (ENOMEM): the locked-memory limit is {} (io_uring charges rings to \
-             RLIMIT_MEMLOCK without CAP_IPC_LOCK); raise it with `ulimit -l unlimited` (docker: --ulimit memlock=-1), lower --uring-entries, \
-             {EPOLL_HINT}",
-            memlock_limit()
-        )),
-        Some(libc::EINVAL) => fail(format!(
-            "io_uring_setup rejected every setup tried (EINVAL): the kernel is too old; the engine needs Linux >= {}.{} \
-             (6.1 for DEFER_TASKRUN), {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
-        _ => fail(format!("io_uring_setup failed: {e}; {EPOLL_HINT}")),
+        Some(libc::EPERM) if disabled_sysctl() == 1 => ProbeError::Restricted,
+        Some(libc::EPERM) if opts.sqpoll_idle_ms.is_some() => ProbeError::SqpollRefused,
+        Some(libc::EPERM) => ProbeError::Seccomp,
+        Some(libc::ENOSYS) => ProbeError::NoIoUring,
+        Some(libc::ENOMEM) => ProbeError::SetupNoMemory { memlock: memlock_limit() },
+        Some(libc::EINVAL) => ProbeError::SetupRejected,
+        _ => ProbeError::Setup(e),
     }
 }
 
@@ -131,32 +100,23 @@ fn missing_ops(needed: &[(u8, &'static str)], supported: impl Fn(u8) -> bool) ->
 /// See [`crate::probe()`].
 pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     if disabled_sysctl() == 2 {
-        return Err(fail(format!(
-            "io_uring is disabled by sysctl kernel.io_uring_disabled=2: run `sysctl -w kernel.io_uring_disabled=0`, \
-             {EPOLL_HINT}"
-        )));
+        return Err(ProbeError::Disabled);
     }
     if let Some((release, version)) = kernel_release() {
         if version < MIN_KERNEL {
-            return Err(fail(format!(
-                "kernel {release} is too old: the io_uring engine needs Linux >= {}.{} (multishot receive with provided \
-                 buffer rings; 6.1 for DEFER_TASKRUN); upgrade the kernel, {EPOLL_HINT}",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            )));
+            return Err(ProbeError::KernelTooOld { release });
         }
     }
     if let Some(count) = opts.buf_count.filter(|&n| n == 0 || !n.is_power_of_two() || n > 32768) {
-        return Err(fail(format!("--uring-buffers {count} must be a power of two between 1 and 32768")));
+        return Err(ProbeError::BufferCount(count));
     }
     if opts.buf_size == Some(0) {
-        return Err(fail("--uring-buffer-size must be above 0"));
+        return Err(ProbeError::BufferSize);
     }
 
     check_memlock(opts, threads)?;
-    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| setup_error(&e, opts))?;
-    let probe = ring
-        .probe()
-        .map_err(|e| fail(format!("cannot probe io_uring opcodes ({e}): the kernel is too old; {EPOLL_HINT}")))?;
+    let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| setup_error(e, opts))?;
+    let probe = ring.probe().map_err(ProbeError::Opcodes)?;
     let needed = [
         (opcode::AcceptMulti::CODE, "ACCEPT"),
         (opcode::RecvMulti::CODE, "RECV"),
@@ -168,56 +128,30 @@ pub fn probe(opts: &UringOptions, threads: usize) -> Result<(), ProbeError> {
     ];
     let missing = missing_ops(&needed, |code| probe.is_supported(code));
     if !missing.is_empty() {
-        return Err(fail(format!(
-            "this kernel's io_uring lacks {} (needs Linux >= {}.{}), {EPOLL_HINT}",
-            missing.join(", "),
-            MIN_KERNEL.0,
-            MIN_KERNEL.1
-        )));
+        return Err(ProbeError::MissingOpcodes(missing));
     }
 
     let group = ring.add_buf_ring(2, 64, BufMode::default()).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOMEM) => fail(format!(
-            "cannot register a provided buffer ring (ENOMEM): the locked-memory limit is {}; raise it with \
-             `ulimit -l unlimited`, {EPOLL_HINT}",
-            memlock_limit()
-        )),
-        _ => fail(format!(
-            "cannot register a provided buffer ring ({e}): needs Linux >= {}.{}, {EPOLL_HINT}",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )),
+        Some(libc::ENOMEM) => ProbeError::BufRingNoMemory { memlock: memlock_limit() },
+        _ => ProbeError::BufRing(e),
     })?;
 
     let outcome = match check_multishot_recv(&mut ring, group) {
         Ok((4, flags)) if cqueue::more(flags) => Ok(()),
-        Ok((4, _)) => Err((
-            format!(
-                "this kernel's receive is not multishot (needs Linux >= {}.{}), {EPOLL_HINT}",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            ),
-            true,
-        )),
-        Ok((res, _)) if res < 0 => Err((
-            format!(
-                "multishot receive with a provided buffer ring failed ({}): needs Linux >= {}.{}, {EPOLL_HINT}",
-                io::Error::from_raw_os_error(-res),
-                MIN_KERNEL.0,
-                MIN_KERNEL.1
-            ),
-            true,
-        )),
-        Ok(_) => Err((format!("a multishot receive returned wrong data, {EPOLL_HINT}"), true)),
-        Err(e) => Err(e),
+        Ok((4, _)) => Err((ProbeError::NotMultishot, true)),
+        Ok((res, _)) if res < 0 => Err((ProbeError::MultishotFailed(io::Error::from_raw_os_error(-res)), true)),
+        Ok(_) => Err((ProbeError::WrongData, true)),
+        Err((what, settled)) => Err((ProbeError::Check(what), settled)),
     };
     // Dropping the ring closes it before it unmaps its buffers; but while the receive
     // may still be running, leak the ring rather than free memory the kernel may use.
     match outcome {
         Ok(()) => Ok(()),
-        Err((msg, settled)) => {
+        Err((e, settled)) => {
             if !settled {
                 std::mem::forget(ring);
             }
-            Err(fail(msg))
+            Err(e)
         }
     }
 }
@@ -291,6 +225,129 @@ fn check_direct(ring: &mut Ring, has_op: &dyn Fn(u8) -> bool) -> Result<(), Stri
     check_unread_bytes_command(ring)
 }
 
+/// The probe's test of socket commands through the ring: on a loopback TCP connection
+/// holding 4 unread bytes, `SOCKET_URING_OP_SIOCINQ` must answer 4.
+fn check_unread_bytes_command(ring: &mut Ring) -> Result<(), String> {
+    use io_uring::opcode;
+    use std::net::{TcpListener, TcpStream};
+    let pair = || -> io::Result<(TcpStream, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        Ok((client, server))
+    };
+    let (mut client, server) = pair().map_err(|e| format!("cannot open a loopback connection to test it: {e}"))?;
+    client.write_all(b"ping").map_err(|e| format!("cannot write on a loopback connection: {e}"))?;
+    // Wait until the bytes are there (peek blocks until then, 2 s at most).
+    let _ = server.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut peeked = [0u8; 4];
+    if !matches!(server.peek(&mut peeked), Ok(4)) {
+        return Err("a loopback connection did not deliver 4 bytes".into());
+    }
+    let entry = opcode::UringCmd16::new(types::Fd(server.as_raw_fd()), SOCKET_URING_OP_SIOCINQ).build().user_data(7);
+    // SAFETY: the command refers to no memory; `server` stays open until its completion
+    // is reaped below, or is leaked with the ring if it never comes.
+    unsafe { ring.push(&entry) }.map_err(|e| format!("cannot submit: {e}"))?;
+    let server = ManuallyDrop::new(server);
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let mut cqes = Vec::new();
+    loop {
+        if Instant::now() >= give_up {
+            return Err("no completion for SOCKET_URING_OP_SIOCINQ within 2 s".into());
+        }
+        ring.submit_and_wait_timeout(1, Duration::from_millis(100)).map_err(|e| format!("io_uring_enter: {e}"))?;
+        ring.reap(&mut cqes, 4);
+        if let Some(cqe) = cqes.iter().find(|c| c.user_data() == 7) {
+            let res = cqe.result();
+            drop(ManuallyDrop::into_inner(server));
+            return match res {
+                4 => Ok(()),
+                res if res < 0 => {
+                    Err(format!("SOCKET_URING_OP_SIOCINQ failed: {}", io::Error::from_raw_os_error(-res)))
+                }
+                res => Err(format!("SOCKET_URING_OP_SIOCINQ answered {res} for 4 unread bytes")),
+            };
+        }
+    }
+}
+
+/// The probe's functional test: receives "ping" through a multishot receive from
+/// `group` on a socket pair. Returns the first completion's result (4 only if the
+/// bytes were right) and flags. On failure, also says whether every operation
+/// completed (if not, the caller must leak `ring`).
+fn check_multishot_recv(ring: &mut Ring, group: BufGroup) -> Result<(i32, u32), (String, bool)> {
+    let (a, mut b) = UnixStream::pair().map_err(|e| (format!("cannot create a socket pair: {e}"), true))?;
+    // `a` is closed only once its receive has completed: on an unsettled failure it is
+    // leaked with the ring, so the receive never names a closed (and reusable) number.
+    let a = ManuallyDrop::new(a);
+    let result = multishot_recv_ping(ring, group, &a, &mut b);
+    if !matches!(result, Err((_, false))) {
+        drop(ManuallyDrop::into_inner(a));
+    }
+    result
+}
+
+fn multishot_recv_ping(
+    ring: &mut Ring,
+    group: BufGroup,
+    a: &UnixStream,
+    b: &mut UnixStream,
+) -> Result<(i32, u32), (String, bool)> {
+    use io_uring::opcode;
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), group.id()).build().user_data(1);
+    // SAFETY: the receive names `a` and a group registered on (so owned by) `ring`.
+    // This function returns before the receive's last completion only with an error
+    // whose second field is false; then the caller leaks `a` and the ring, so neither
+    // the socket nor the buffers go while the receive may use them.
+    unsafe { ring.push(&recv) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), true))?;
+    let _ = b.write_all(b"ping");
+
+    let mut first: Option<(i32, u32)> = None;
+    let mut recv_done = false;
+    let mut cancel_done = true;
+    let mut cancel_sent = false;
+    let mut cqes = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(2);
+    while !(recv_done && cancel_done) {
+        if Instant::now() >= give_up {
+            return Err(("io_uring did not complete a receive within 2 s".into(), false));
+        }
+        if let Err(e) = ring.submit_and_wait_timeout(1, Duration::from_millis(100)) {
+            return Err((format!("io_uring_enter failed: {e}"), false));
+        }
+        ring.reap(&mut cqes, 16);
+        for cqe in &mut cqes {
+            let buffer = cqe.take_buffer();
+            let len = cqe.result().max(0) as usize;
+            let mut right = None;
+            if let Some(bid) = buffer {
+                let mut got = Vec::new();
+                let placed = ring.buffers(group).consume(bid, len, cqe.flags(), |bytes| got.extend_from_slice(bytes));
+                right = Some(placed.is_ok() && got == b"ping");
+            }
+            if cqe.user_data() != 1 {
+                cancel_done = true;
+                continue;
+            }
+            if first.is_none() {
+                let res = cqe.result();
+                first = Some((if res == 4 && right != Some(true) { 0 } else { res }, cqe.flags()));
+            }
+            if !cqe.more() {
+                recv_done = true;
+            }
+        }
+        if first.is_some() && !recv_done && !cancel_sent {
+            cancel_sent = true;
+            cancel_done = false;
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(1)).build().user_data(2);
+            // SAFETY: a cancellation refers to no memory and no fd.
+            unsafe { ring.push(&cancel) }.map_err(|e| (format!("cannot submit to io_uring: {e}"), false))?;
+        }
+    }
+    first.ok_or_else(|| ("a multishot receive completed without a result".into(), true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,15 +358,14 @@ mod tests {
     fn each_feature_asked_is_on_and_each_turned_off_says_so() {
         let all = features(&UringOptions { features: Features::all(), ..Default::default() });
         if std::env::var("DUET_REQUIRE_URING").as_deref() == Ok("1") {
-            assert_eq!(all.on, Features::all(), "{}", all.summary());
+            assert_eq!(all.on, Features::all(), "{all:?}");
         }
         for feature in Feature::ALL {
             let opts = UringOptions { features: Features::all().without(feature), ..Default::default() };
             let resolved = features(&opts);
             assert!(!resolved.on.has(feature));
-            assert!(resolved.off.contains(&(feature, Off::Flag)), "{}", resolved.summary());
-            assert_eq!(resolved.on, all.on.without(feature), "{}", resolved.summary());
-            assert!(resolved.summary().contains(&format!("{} (--uring-features)", feature.name())));
+            assert!(resolved.off.contains(&(feature, Off::Flag)), "{resolved:?}");
+            assert_eq!(resolved.on, all.on.without(feature), "{resolved:?}");
         }
         let none = features(&UringOptions { features: Features::none(), ..Default::default() });
         assert_eq!(none.on, Features::none());

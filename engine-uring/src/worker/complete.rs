@@ -2,8 +2,9 @@
 //! (the accept's is in `accept`, the file ones in `file`, the loop timeout's in
 //! `timeout`).
 
-use super::conn_slot;
-use super::token::{decode, Op};
+use super::conn::{Life, Recv};
+use super::conn_entry;
+use super::token::{Op, Token};
 use super::{Worker, HEADER_POOL_MAX};
 use crate::sys::{BufId, Completion, IORING_NOTIF_USAGE_ZC_COPIED};
 use duet_engine::ConnId;
@@ -18,39 +19,40 @@ pub(super) fn send_again(res: i32) -> bool {
 
 impl Worker {
     pub(super) fn complete(&mut self, cqe: &mut Completion) {
-        let (op, id) = decode(cqe.user_data());
+        let token = Token::try_from(cqe.user_data());
         let (res, more) = (cqe.result(), cqe.more());
-        tracing::trace!(?op, ?id, res, flags = cqe.flags(), "cqe");
+        tracing::trace!(?token, res, flags = cqe.flags(), "cqe");
         // Only a receive selects a provided buffer. It is taken here, once, and goes
         // back to the ring in `on_recv` on every path.
         let buffer = cqe.take_buffer();
-        if op == Some(Op::Recv) {
+        if let Ok(Token { op: Op::Recv, id }) = token {
             return self.on_recv(id, res, cqe.flags(), buffer);
         }
         if let Some(bid) = buffer {
             // No other operation selects a buffer; should one, it still goes back.
             let _ = self.ring.buffers(self.buf_group).consume(bid, 0, 0, |_| ());
         }
+        let Ok(Token { op, id }) = token else { return };
         match op {
-            Some(Op::Accept) => self.on_accept(res, more),
-            Some(Op::AcceptPoll) => self.on_accept_poll(),
-            Some(Op::Wake) => self.wake_armed = false,
-            Some(Op::Timer) => self.on_loop_timeout(),
-            Some(Op::TimerUpdate) => self.on_loop_timeout_update(),
-            Some(Op::Send) => self.on_send(id, res, cqe.flags()),
-            Some(Op::Cancel | Op::Shutdown) => self.on_settled(id, more),
-            Some(Op::FileRead) => self.on_file_read(id, res, more),
-            Some(Op::FileSend) => self.on_file_send(id, res, more),
-            Some(Op::InputCheck) => self.on_input_check(id, res, more),
-            Some(Op::Recv | Op::Global | Op::CloseDirect) | None => {}
+            Op::Accept => self.on_accept(res, more),
+            Op::AcceptPoll => self.on_accept_poll(),
+            Op::Wake => self.wake.armed = false,
+            Op::Timer => self.timer.on_fired(),
+            Op::TimerUpdate => self.timer.on_updated(),
+            Op::Send => self.on_send(id, res, cqe.flags()),
+            Op::Cancel | Op::Shutdown => self.on_settled(id, more),
+            Op::FileRead => self.on_file_read(id, res, more),
+            Op::FileSend => self.on_file_send(id, res, more),
+            Op::InputCheck => self.on_input_check(id, res, more),
+            Op::Recv | Op::Global | Op::CloseDirect => {}
         }
     }
 
     fn on_recv(&mut self, id: ConnId, res: i32, flags: u32, buffer: Option<BufId>) {
         let more = io_uring::cqueue::more(flags);
         let bufs = self.ring.buffers(self.buf_group);
-        let Some(s) = conn_slot(&mut self.slots, id, more) else {
-            // Cannot happen while ops are counted per slot, but a buffer must never be
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else {
+            // Cannot happen while ops are counted per connection, but a buffer must never be
             // lost.
             if let Some(bid) = buffer {
                 let _ = bufs.consume(bid, 0, 0, |_| ());
@@ -58,15 +60,14 @@ impl Worker {
             return;
         };
         if !more {
-            s.recv_armed = false;
-            s.recv_cancelled = false;
+            e.io.recv = Recv::Off;
         }
-        let conn = &mut s.conn;
+        let conn = &mut e.conn;
         // The buffer goes back to the ring here, delivered to the connection if it
         // carries data for a live one. A buffer picked for a completion that carries
         // no data still goes back (current kernels recycle it themselves).
-        let deliver = res > 0 && !s.closing && !s.dead && !self.stopping;
-        let ctx = &mut self.ctx;
+        let deliver = res > 0 && e.io.life.is_live() && !self.stopping;
+        let ctx = &mut self.core.ctx;
         let delivered = buffer.map(|bid| {
             bufs.consume(bid, res.max(0) as usize, flags, |bytes| {
                 if deliver {
@@ -75,42 +76,42 @@ impl Worker {
             })
         });
         if res > 0 {
-            self.stats.bytes_read += res as u64;
+            self.core.stats.bytes_read += res as u64;
             if !matches!(delivered, Some(Ok(()))) {
                 untracked_buffer(res);
-                s.dead = true;
+                e.io.fail();
             }
         } else {
             if res == -libc::ENOBUFS {
-                self.stats.enobufs += 1;
-                if !more && !s.starved {
-                    s.starved = true;
+                self.core.stats.enobufs += 1;
+                if !more && e.io.recv != Recv::Starved {
+                    e.io.recv = Recv::Starved;
                     self.starved.push_back(id);
                 }
             }
             if res == 0 {
-                if !s.closing && !self.stopping {
+                if e.io.life != Life::Closing && !self.stopping {
                     conn.handle_eof(ctx);
                 }
             } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
                 // A socket error: reset by peer, timed out, ... Drop it.
-                s.dead = true;
+                e.io.fail();
             }
         }
         // ENOBUFS: all buffers were taken this turn; they are back by the time the
         // re-armed receive is submitted. It never drops a connection.
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 
     fn on_send(&mut self, id: ConnId, res: i32, flags: u32) {
         let more = io_uring::cqueue::more(flags);
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
         if more {
             // A zero-copy send's result; its notification follows. The segments stay the
             // kernel's until then, so the bytes are reported sent only then.
-            if let Some(header) = s.send.as_mut() {
+            if let Some(header) = e.io.send.as_mut() {
                 header.set_zc_result(res);
             }
             return;
@@ -120,30 +121,30 @@ impl Worker {
             if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
                 self.zc_copied += 1;
             }
-            s.send.as_ref().and_then(|h| h.zc_result()).unwrap_or(-libc::ECANCELED)
+            e.io.send.as_ref().and_then(|h| h.zc_result()).unwrap_or(-libc::ECANCELED)
         } else {
             res
         };
         let mut offered = 0;
-        if let Some(header) = s.send.take() {
+        if let Some(header) = e.io.send.take() {
             offered = header.total();
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
             }
         }
         if res > 0 {
-            self.stats.bytes_written += res as u64;
+            self.core.stats.bytes_written += res as u64;
             if (res as usize) < offered {
-                self.stats.partial_writes += 1;
+                self.core.stats.partial_writes += 1;
             }
-            if !s.closing && !s.dead && !self.stopping {
-                s.conn.handle_sent(&mut self.ctx, res as usize);
+            if e.io.life.is_live() && !self.stopping {
+                e.conn.handle_sent(&mut self.core.ctx, res as usize);
             }
         } else if res != -libc::ECANCELED && !send_again(res) {
-            s.dead = true; // EPIPE, ECONNRESET, ... (or nothing sent)
+            e.io.fail(); // EPIPE, ECONNRESET, ... (or nothing sent)
         }
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 
@@ -151,24 +152,24 @@ impl Worker {
     /// before it has been reaped (completions are handed out in the order they were
     /// posted), so with nothing unread the connection has no pending input.
     fn on_input_check(&mut self, id: ConnId, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
-        s.input_check = false;
-        if s.closing || self.stopping {
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
+        e.io.input_check = false;
+        if e.io.life == Life::Closing || self.stopping {
             return;
         }
         if res < 0 {
-            s.dead = true;
-        } else if res == 0 && s.conn.wants_input_check() {
-            s.conn.handle_no_pending_input(&mut self.ctx);
+            e.io.fail();
+        } else if res == 0 && e.conn.wants_input_check() {
+            e.conn.handle_no_pending_input(&mut self.core.ctx);
         }
-        s.mark_dirty(id, &mut self.dirty);
+        e.io.mark_dirty(id, &mut self.dirty);
     }
 
     /// An operation with nothing to hand on (a cancellation, a shutdown) completed for
     /// the connection: drive it again.
     fn on_settled(&mut self, id: ConnId, more: bool) {
-        if let Some(s) = conn_slot(&mut self.slots, id, more).filter(|_| !self.stopping) {
-            s.mark_dirty(id, &mut self.dirty);
+        if let Some(e) = conn_entry(&mut self.core.conns, id, more).filter(|_| !self.stopping) {
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 }
@@ -182,7 +183,7 @@ fn untracked_buffer(res: i32) {
     LOGGED.call_once(|| {
         tracing::error!(
             "a receive of {res} bytes named a buffer the engine did not expect; its connection was dropped \
-             (run with --uring-features no-inc,no-bundle and report this)"
+             (turn the io_uring features inc and bundle off and report this)"
         )
     });
 }

@@ -2,11 +2,9 @@
 //! the segment's offset into the connection's chunk buffer, send it, report the bytes
 //! with `handle_sent`, repeat.
 
-use super::sock::on_sock;
-use super::token::{token, Op};
-use super::{conn_slot, Worker};
+use super::conn::ConnOp;
+use super::{conn_entry, Worker};
 use duet_engine::ConnId;
-use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::RawFd;
 
@@ -18,7 +16,7 @@ const CHUNK_POOL_MAX: usize = 16;
 
 /// One connection's chunk buffer: `buf[sent..filled]` is read but not yet sent.
 /// `busy` while the read or the send is in flight (then `buf` must not move or be
-/// freed: it is boxed in the slot until the completion).
+/// freed: it is boxed in the connection until the completion).
 pub(super) struct FileChunk {
     buf: Box<[u8]>,
     pub(super) filled: usize,
@@ -40,6 +38,27 @@ impl FileChunk {
     }
 }
 
+impl FileChunk {
+    /// A read into the buffer starts: at most `len` bytes, from its start. Busy until
+    /// its completion.
+    pub(super) fn start_read(&mut self, len: usize) -> &mut [u8] {
+        self.busy = true;
+        self.filled = 0;
+        self.sent = 0;
+        let len = len.min(self.buf.len());
+        &mut self.buf[..len]
+    }
+
+    /// A send of the next `len` unsent bytes (at most what is filled) starts. Busy until
+    /// its completion.
+    pub(super) fn start_send(&mut self, len: usize) -> &[u8] {
+        self.busy = true;
+        let end = self.filled.min(self.sent + len);
+        self.offered = end - self.sent;
+        &self.buf[self.sent..end]
+    }
+}
+
 /// Keeps `chunk` for reuse, up to the pool's size.
 #[allow(clippy::vec_box)]
 pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
@@ -52,52 +71,25 @@ impl Worker {
     /// Sends the rest of connection `id`'s chunk (`sent < filled`, not busy), at most
     /// `share` bytes of it (the connection's share of the turn).
     pub(super) fn send_chunk(&mut self, id: ConnId, share: usize) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        let target = s.target();
-        let Some(chunk) = s.stream.as_mut() else { return Ok(()) };
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        let Some(chunk) = e.io.stream.as_ref() else { return Ok(()) };
         // What is left of the chunk past the share goes next time.
-        let end = chunk.filled.min(chunk.sent + share);
-        let rest = &mut chunk.buf[chunk.sent..end];
-        chunk.offered = rest.len();
-        self.budget.spend(rest.len());
-        let (buf, len) = (rest.as_mut_ptr(), rest.len() as u32);
-        let entry = on_sock!(target, t => opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
-            .user_data(token(Op::FileSend, id));
-        chunk.busy = true;
-        s.ops += 1;
-        // SAFETY: the send reads the chunk buffer, boxed in the slot and neither moved,
-        // freed nor written while `busy` (until `on_file_send`); `ops` (counting this
-        // send) keeps the slot's buffer and socket until that completion.
-        unsafe { self.ring.push(&entry) }
+        let len = (chunk.filled - chunk.sent).min(share);
+        self.core.budget.spend(len);
+        e.io.submit(&mut self.ring, id, ConnOp::FileSend { len })
     }
 
     /// Reads the next chunk of the file `file` (the front segment of connection
     /// `id`'s output, `left` bytes from `offset`) into its chunk buffer.
     pub(super) fn read_chunk(&mut self, id: ConnId, file: RawFd, offset: u64, left: usize) -> io::Result<()> {
-        let Some(s) = self.slots.get_mut(id) else { return Ok(()) };
-        let chunk = s.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
-        let len = left.min(chunk.buf.len());
-        let entry = opcode::Read::new(types::Fd(file), chunk.buf.as_mut_ptr(), len as u32)
-            .offset(offset)
-            .build()
-            .user_data(token(Op::FileRead, id));
-        chunk.busy = true;
-        chunk.filled = 0;
-        chunk.sent = 0;
-        s.ops += 1;
-        // SAFETY: the read writes `len` bytes (at most the buffer's length) into the
-        // chunk buffer, boxed in the slot and untouched while `busy` (until
-        // `on_file_read`); `ops` keeps the slot's buffer until then. The file stays
-        // open: the connection's output segment holds its `Arc<File>` until that
-        // segment is reported sent, which needs this chunk's send, which starts only
-        // after this read completes; and the connection is dropped only by `close`,
-        // once `ops` is zero.
-        unsafe { self.ring.push(&entry) }
+        let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
+        e.io.stream.get_or_insert_with(|| self.chunks.pop().unwrap_or_else(FileChunk::boxed));
+        e.io.submit(&mut self.ring, id, ConnOp::FileRead { file, offset, len: left })
     }
 
     pub(super) fn on_file_read(&mut self, id: ConnId, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
-        if let Some(chunk) = s.stream.as_mut() {
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
+        if let Some(chunk) = e.io.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
                 chunk.filled = res as usize;
@@ -105,33 +97,33 @@ impl Worker {
             } else {
                 // The file shrank under us (0) or cannot be read: the promised length
                 // cannot be sent, so the connection must go.
-                s.dead = true;
+                e.io.fail();
             }
         }
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 
     pub(super) fn on_file_send(&mut self, id: ConnId, res: i32, more: bool) {
-        let Some(s) = conn_slot(&mut self.slots, id, more) else { return };
-        if let Some(chunk) = s.stream.as_mut() {
+        let Some(e) = conn_entry(&mut self.core.conns, id, more) else { return };
+        if let Some(chunk) = e.io.stream.as_mut() {
             chunk.busy = false;
             if res > 0 {
-                self.stats.bytes_written += res as u64;
+                self.core.stats.bytes_written += res as u64;
                 if (res as usize) < chunk.offered {
-                    self.stats.partial_writes += 1;
+                    self.core.stats.partial_writes += 1;
                 }
                 chunk.sent += res as usize;
-                if !s.closing && !s.dead && !self.stopping {
-                    s.conn.handle_sent(&mut self.ctx, res as usize);
+                if e.io.life.is_live() && !self.stopping {
+                    e.conn.handle_sent(&mut self.core.ctx, res as usize);
                 }
             } else if res != -libc::ECANCELED && !super::complete::send_again(res) {
-                s.dead = true;
+                e.io.fail();
             }
         }
         if !self.stopping {
-            s.mark_dirty(id, &mut self.dirty);
+            e.io.mark_dirty(id, &mut self.dirty);
         }
     }
 }

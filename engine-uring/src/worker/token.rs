@@ -1,4 +1,6 @@
 //! user_data encoding: which operation a completion is for, and for which connection.
+//! A completion's user_data is decoded once, into a [`Token`] (`TryFrom<u64>`), and
+//! matched on afterwards.
 
 use duet_engine::ConnId;
 
@@ -9,7 +11,7 @@ pub(super) enum Op {
     Accept = 1,
     Recv = 2,
     Send = 3,
-    /// A cancellation issued for one connection (counted in its slot).
+    /// A cancellation issued for one connection (counted in its operations).
     Cancel = 4,
     Wake = 5,
     /// The loop's one timeout.
@@ -33,41 +35,80 @@ pub(super) enum Op {
     CloseDirect = 14,
 }
 
+impl Op {
+    /// Every op, each at the index of its code minus one (a test checks it): decoding
+    /// is a lookup, not a hand-repeated match.
+    const ALL: [Op; 14] = [
+        Op::Accept,
+        Op::Recv,
+        Op::Send,
+        Op::Cancel,
+        Op::Wake,
+        Op::Timer,
+        Op::TimerUpdate,
+        Op::Global,
+        Op::FileRead,
+        Op::FileSend,
+        Op::AcceptPoll,
+        Op::InputCheck,
+        Op::Shutdown,
+        Op::CloseDirect,
+    ];
+}
+
+/// A user_data whose top byte is no [`Op`]: not an operation of this engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Foreign;
+
+impl TryFrom<u8> for Op {
+    type Error = Foreign;
+
+    #[inline]
+    fn try_from(code: u8) -> Result<Op, Foreign> {
+        Op::ALL.get(usize::from(code).wrapping_sub(1)).copied().ok_or(Foreign)
+    }
+}
+
 /// Bits of the user_data below the op: a connection's [`ConnId::token`], or zero.
 const OP_SHIFT: u32 = duet_engine::TOKEN_BITS;
 
-/// user_data: op (top 8 bits) | the connection's [`ConnId::token`] (zero for loop
-/// operations). A completion whose id is stale in the slab belongs to a connection that
-/// is gone.
-pub(super) fn token(op: Op, id: ConnId) -> u64 {
-    ((op as u64) << OP_SHIFT) | id.token()
+/// What a completion is for: its op, and its connection (for a loop operation, the
+/// zero id, which no lookup finds live). A completion whose id is stale in the slab
+/// belongs to a connection that is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Token {
+    pub(super) op: Op,
+    pub(super) id: ConnId,
 }
 
-/// user_data for an operation that belongs to the loop, not to a connection.
-pub(super) fn loop_token(op: Op) -> u64 {
-    (op as u64) << OP_SHIFT
+impl Token {
+    /// The token of connection `id`'s operation `op`.
+    #[inline]
+    pub(super) fn conn(op: Op, id: ConnId) -> Token {
+        Token { op, id }
+    }
+
+    /// The token of an operation that belongs to the loop, not to a connection.
+    #[inline]
+    pub(super) fn of_loop(op: Op) -> Token {
+        Token { op, id: ConnId { index: 0, generation: 0 } }
+    }
+
+    /// user_data: op (top 8 bits) | the connection's [`ConnId::token`].
+    #[inline]
+    pub(super) fn user_data(self) -> u64 {
+        ((self.op as u64) << OP_SHIFT) | self.id.token()
+    }
 }
 
-/// The op and connection of a user_data (`None`: not ours).
-pub(super) fn decode(user_data: u64) -> (Option<Op>, ConnId) {
-    let op = match (user_data >> OP_SHIFT) as u8 {
-        1 => Some(Op::Accept),
-        2 => Some(Op::Recv),
-        3 => Some(Op::Send),
-        4 => Some(Op::Cancel),
-        5 => Some(Op::Wake),
-        6 => Some(Op::Timer),
-        7 => Some(Op::TimerUpdate),
-        8 => Some(Op::Global),
-        9 => Some(Op::FileRead),
-        10 => Some(Op::FileSend),
-        11 => Some(Op::AcceptPoll),
-        12 => Some(Op::InputCheck),
-        13 => Some(Op::Shutdown),
-        14 => Some(Op::CloseDirect),
-        _ => None,
-    };
-    (op, ConnId::from_token(user_data))
+impl TryFrom<u64> for Token {
+    type Error = Foreign;
+
+    #[inline]
+    fn try_from(user_data: u64) -> Result<Token, Foreign> {
+        let op = Op::try_from((user_data >> OP_SHIFT) as u8)?;
+        Ok(Token { op, id: ConnId::from_token(user_data) })
+    }
 }
 
 #[cfg(test)]
@@ -75,31 +116,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_data_round_trips_op_slot_and_generation() {
-        let ops = [
-            Op::Accept,
-            Op::Recv,
-            Op::Send,
-            Op::Cancel,
-            Op::Wake,
-            Op::Timer,
-            Op::TimerUpdate,
-            Op::Global,
-            Op::FileRead,
-            Op::FileSend,
-            Op::AcceptPoll,
-            Op::InputCheck,
-            Op::Shutdown,
-            Op::CloseDirect,
-        ];
-        let max_generation = (1 << duet_engine::GENERATION_BITS) - 1;
-        for op in ops {
-            for (index, generation) in [(0, 0), (1, 7), (u32::MAX, max_generation), (123_456, 0x12_3456)] {
-                let id = ConnId { index, generation };
-                assert_eq!(decode(token(op, id)), (Some(op), id));
-            }
-            assert_eq!(decode(loop_token(op)), (Some(op), ConnId { index: 0, generation: 0 }));
+    fn each_op_decodes_from_its_own_code() {
+        for (i, op) in Op::ALL.into_iter().enumerate() {
+            assert_eq!(op as usize, i + 1, "{op:?} is out of place in Op::ALL");
+            assert_eq!(Op::try_from(op as u8), Ok(op));
         }
-        assert_eq!(decode(0).0, None);
+        assert_eq!(Op::try_from(0), Err(Foreign));
+        assert_eq!(Op::try_from(Op::ALL.len() as u8 + 1), Err(Foreign));
+    }
+
+    #[test]
+    fn user_data_round_trips_op_index_and_generation() {
+        let max_generation = (1 << duet_engine::GENERATION_BITS) - 1;
+        for op in Op::ALL {
+            for (index, generation) in [(0, 0), (1, 7), (u32::MAX, max_generation), (123_456, 0x12_3456)] {
+                let token = Token::conn(op, ConnId { index, generation });
+                assert_eq!(Token::try_from(token.user_data()), Ok(token));
+            }
+            let token = Token::of_loop(op);
+            assert_eq!(Token::try_from(token.user_data()), Ok(token));
+        }
+        assert_eq!(Token::try_from(0), Err(Foreign));
     }
 }
