@@ -31,9 +31,11 @@
 //! Shutdown, options) -> io::Result<Stats>` (`options`: the engine's own tuning, always
 //! the last argument), builds its worker on a [`WorkerCore`] (the core plus the
 //! engine's own I/O state; a connection is an [`Entry`] with the engine's part), has the
-//! same shape — `lib.rs` (`serve`), `worker.rs` (the loop),
-//! `sys.rs` (the `unsafe` syscall layer; a completion engine also has `unsafe` at each
-//! documented submission site and where it adopts an accepted descriptor) — and names the same roles the same way:
+//! same shape — `lib.rs` (`serve`), `worker.rs` (the loop), `sys.rs` or `sys/` (the
+//! `unsafe` syscall layer, whose wrappers count their syscalls with [`syscalls::count`];
+//! a completion engine also has `unsafe` in the one submit path of a connection's
+//! operations, at the loop's own submissions and where it adopts an accepted
+//! descriptor) — and names the same roles the same way:
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
 //! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each

@@ -255,9 +255,9 @@ impl ConnIo {
         let entry = entry.user_data(Token::conn(op, id).user_data());
         // SAFETY: `Ring::push` needs what the entry names to outlive its last completion.
         // - The socket (fd or table slot), named by every entry but `CancelRecv` and
-        //   `FileRead` (which names the file, see its note): it is `self.sock`, which `Worker::close` closes only once `ops` (counting this
-        //   operation right after the push) is back to zero, and only `close` drops a
-        //   connection.
+        //   `FileRead` (which names the file, see its note): it is `self.sock`, which
+        //   `Worker::close` closes only once `ops` (counting this operation right after
+        //   the push) is back to zero, and only `close` drops a connection.
         // - Memory: per operation, as noted at each arm above. Nothing points into the
         //   entry (which moves when the slab grows): only into boxes this part owns,
         //   into the heap the `Connection` holds, and into the ring's buffers.
