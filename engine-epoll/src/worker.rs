@@ -94,7 +94,7 @@ impl<S: Selector> Worker<S> {
                 break Err(e);
             }
         };
-        self.close_all();
+        self.teardown();
         let stats = self.core.finish();
         result.map(|()| stats)
     }
@@ -435,7 +435,9 @@ impl<S: Selector> Worker<S> {
         });
     }
 
-    fn close_all(&mut self) {
+    /// The loop has ended: closes every connection. (The role io_uring's `teardown`
+    /// has; a readiness engine has no operation in flight to cancel and reap first.)
+    fn teardown(&mut self) {
         for id in self.core.conns.ids() {
             self.close(id);
         }

@@ -37,7 +37,9 @@
 //! operations, at the loop's own submissions and where it adopts an accepted
 //! descriptor) — and names the same roles the same way:
 //! `accept`, `drive` (bring one connection's I/O in line with its state), `close`,
-//! `begin_drain`, `arm_deadline`, `expire_deadlines`. It meets these rules. The
+//! `begin_drain`, `expire_deadlines`, `teardown` (the loop has ended: close every
+//! connection, after cancelling and reaping what is in flight), each built on the
+//! core's method of the same concern. It meets these rules. The
 //! [`Site`](duet_http::Site) may be swapped while serving (on SIGHUP): each
 //! [`Context`](duet_http::Context) picks up the new table in `Context::set_time`, and
 //! [`run_workers`] wakes every worker through the wakers registered with [`Shutdown`]
