@@ -76,7 +76,12 @@ pub(crate) mod test_ring {
 
     /// A ring, or `None` (with a note) where io_uring is unavailable and not required.
     pub(crate) fn ring(entries: u32) -> Option<Ring> {
-        match Ring::new(entries, None, false) {
+        ring_with(entries, false)
+    }
+
+    /// [`ring`], with `IORING_SETUP_NO_SQARRAY` tried first when `flat_sq`.
+    pub(crate) fn ring_with(entries: u32, flat_sq: bool) -> Option<Ring> {
+        match Ring::new(entries, None, flat_sq) {
             Ok(ring) => Some(ring),
             Err(e) if std::env::var("DUET_REQUIRE_URING").as_deref() != Ok("1") => {
                 eprintln!("io_uring unavailable here ({e}): skipped");
