@@ -151,8 +151,12 @@ fn uring_features_the_receive_pool_follows_incremental_consumption() {
             "16 x 4096 B receive buffers (incremental)",
         ),
     ] {
-        let server = Server::start(engine, extra);
+        let mut server = Server::start(engine, extra);
         assert_serves(&server, engine);
+        // The worker thread logs its line after the listening line: read the log once
+        // the server has exited (its stderr ended), not while the reader may lag.
+        server.sigterm();
+        assert!(server.wait_exit().success());
         let lines = server.stderr_lines();
         let pool = lines.iter().find(|l| l.contains("receive buffers")).expect("the worker's line");
         assert!(pool.ends_with(want), "{engine} {extra:?}: want {want:?} in {pool}");
