@@ -24,7 +24,9 @@
 //! `duet-engine` crate's docs. This crate owns the protocol: [`Connection`], the
 //! per-thread [`Context`], what is served ([`Site`]), the [`Limits`], the Date cache
 //! and the HTTP counters ([`HttpStats`]). It never spawns a thread, opens a socket or
-//! reads a clock.
+//! reads a clock. (The one exception is test code: the `testing` feature's model engine,
+//! `duet_http::testing`, built only for duet-http's tests and the fuzz targets, reads a
+//! clock once for its virtual time and reads files as an engine would; its docs say so.)
 //!
 //! # Layers
 //!
