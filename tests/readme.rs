@@ -1,11 +1,14 @@
-//! Every shell example in README.md runs as written.
+//! Every shell example in the documentation (README.md, CONTRIBUTING.md and docs/*.md) runs
+//! as written.
 //!
 //! Each ```sh block is run by `bash -e -o pipefail` in an empty temporary directory, with
-//! the `duet` under test first on `PATH`, so a command that fails fails the block. A block
-//! that cannot run here (a release build, minutes of benchmarks, a server in the
-//! foreground until Ctrl-C) says so in the README source with an HTML comment on the line
-//! before its fence, `<!-- not run: REASON -->`, which readers do not see. Every other block
-//! runs, so a new example that cannot run fails this test instead of escaping it.
+//! the `duet` under test first on `PATH`, so a command that fails fails the block, and what
+//! it writes to relative paths goes away with the directory. A block that cannot run here (a
+//! release build, minutes of benchmarks, a server in the foreground until Ctrl-C) says so in
+//! the Markdown source with an HTML comment on the line before its fence,
+//! `<!-- not run: REASON -->`, which readers do not see. Every other block runs, so a new
+//! example that cannot run fails this test instead of escaping it. Failures name the file
+//! and the line of the block's fence.
 //!
 //! The one change made to a block: its port 8080 becomes a free port picked for that block
 //! (every block its own), so the test does not depend on 8080 being free on the machine and
@@ -25,39 +28,45 @@ use std::time::Duration;
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What the runnable examples call besides duet and coreutils; checked up front so a
-/// missing one is one clear line rather than a failed block.
-const TOOLS: &[&str] = &["bash", "curl", "jq", "gzip", "cmp"];
+/// missing one is one clear line rather than a failed block. A minimal Debian or Ubuntu
+/// image has all of them but curl, which the README lists as a prerequisite.
+const TOOLS: &[&str] = &["bash", "curl", "gzip", "cmp"];
+
+/// Commands a runnable example may not call: a fresh machine does not have them, and duet's
+/// own output does their job.
+const NOT_ON_A_FRESH_MACHINE: &[&str] = &["jq"];
 
 const MARKER_START: &str = "<!-- not run:";
 const MARKER_END: &str = "-->";
 
-/// One fenced shell block of the README.
+/// One fenced shell block of a Markdown file.
 #[derive(Debug)]
 struct Block {
-    /// The line of its opening fence (1-based).
-    line: usize,
+    /// Where its opening fence is: the file's path from the crate root, a colon, the line
+    /// (1-based).
+    at: String,
     text: String,
     /// The reason given by a `<!-- not run: ... -->` marker, if it has one.
     not_run: Option<String>,
 }
 
-/// The shell blocks of `readme`, with their markers. A marker that is not on the line just
-/// before a shell block's fence, or that gives no reason, is an error: it would otherwise
-/// exempt nothing, or exempt a block without saying why.
-fn shell_blocks(readme: &str) -> Result<Vec<Block>, String> {
+/// The shell blocks of `markdown`, the text of the file `file`, with their markers. A marker
+/// that is not on the line just before a shell block's fence, or that gives no reason, is an
+/// error: it would otherwise exempt nothing, or exempt a block without saying why.
+fn shell_blocks(file: &str, markdown: &str) -> Result<Vec<Block>, String> {
     let mut blocks = Vec::new();
-    let mut lines = readme.lines().enumerate().peekable();
+    let mut lines = markdown.lines().enumerate().peekable();
     let mut pending: Option<(usize, String)> = None;
     while let Some((i, line)) = lines.next() {
         let trimmed = line.trim();
         if let Some(rest) = trimmed.strip_prefix(MARKER_START) {
             if let Some((at, _)) = pending.take() {
-                return Err(format!("README.md:{}: a not-run marker with no shell block after it", at + 1));
+                return Err(format!("{file}:{}: a not-run marker with no shell block after it", at + 1));
             }
             let reason = rest.strip_suffix(MARKER_END).map(str::trim).unwrap_or_default();
             if reason.is_empty() {
                 return Err(format!(
-                    "README.md:{}: `{trimmed}` needs a reason and a closing `-->` on the same line",
+                    "{file}:{}: `{trimmed}` needs a reason and a closing `-->` on the same line",
                     i + 1
                 ));
             }
@@ -66,17 +75,14 @@ fn shell_blocks(readme: &str) -> Result<Vec<Block>, String> {
         }
         let Some(info) = trimmed.strip_prefix("```") else {
             if let Some((at, _)) = pending.take() {
-                return Err(format!(
-                    "README.md:{}: a not-run marker must be the line just before a ```sh fence",
-                    at + 1
-                ));
+                return Err(format!("{file}:{}: a not-run marker must be the line just before a ```sh fence", at + 1));
             }
             continue;
         };
         let marker = pending.take();
         let is_shell = matches!(info.trim(), "sh" | "bash" | "shell" | "console");
         if marker.is_some() && !is_shell {
-            return Err(format!("README.md:{}: a not-run marker before a ```{info} block, which is never run", i + 1));
+            return Err(format!("{file}:{}: a not-run marker before a ```{info} block, which is never run", i + 1));
         }
         let mut text = String::new();
         let mut closed = false;
@@ -89,14 +95,14 @@ fn shell_blocks(readme: &str) -> Result<Vec<Block>, String> {
             text.push('\n');
         }
         if !closed {
-            return Err(format!("README.md:{}: a code block that is never closed", i + 1));
+            return Err(format!("{file}:{}: a code block that is never closed", i + 1));
         }
         if is_shell {
-            blocks.push(Block { line: i + 1, text, not_run: marker.map(|(_, reason)| reason) });
+            blocks.push(Block { at: format!("{file}:{}", i + 1), text, not_run: marker.map(|(_, reason)| reason) });
         }
     }
     match pending {
-        Some((at, _)) => Err(format!("README.md:{}: a not-run marker at the end of the file", at + 1)),
+        Some((at, _)) => Err(format!("{file}:{}: a not-run marker at the end of the file", at + 1)),
         None => Ok(blocks),
     }
 }
@@ -175,16 +181,40 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The documentation files whose examples run, as paths from the crate root: README.md,
+/// CONTRIBUTING.md, then docs/*.md in name order (not the results.md files that `duet compare
+/// --out` writes into docs/'s subdirectories).
+fn documentation_files(root: &Path) -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("a docs/ entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    let mut files = vec!["README.md".to_string(), "CONTRIBUTING.md".to_string()];
+    files.extend(docs);
+    files
+}
+
+/// The first word of `script` that names a command in [`NOT_ON_A_FRESH_MACHINE`].
+fn fresh_machine_lacks(script: &str) -> Option<&'static str> {
+    let words: Vec<&str> = script.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    NOT_ON_A_FRESH_MACHINE.iter().copied().find(|tool| words.contains(tool))
+}
+
 #[test]
-fn readme_markers_parse_and_need_a_reason_and_servers_name_their_port() {
+fn doc_markers_parse_and_need_a_reason_and_servers_name_their_port() {
     let ok = "text\n<!-- not run: forever -->\n```sh\nduet serve\n```\n```sh\necho hi\n```\n```text\nnot shell\n```\n";
-    let blocks = shell_blocks(ok).expect("parses");
+    let blocks = shell_blocks("docs/x.md", ok).expect("parses");
     assert_eq!(blocks.len(), 2);
     assert_eq!(blocks[0].not_run.as_deref(), Some("forever"));
-    assert_eq!((blocks[0].line, blocks[0].text.as_str()), (3, "duet serve\n"));
-    assert_eq!(blocks[1].not_run, None);
+    assert_eq!((blocks[0].at.as_str(), blocks[0].text.as_str()), ("docs/x.md:3", "duet serve\n"));
+    assert_eq!((blocks[1].at.as_str(), blocks[1].not_run.as_deref()), ("docs/x.md:6", None));
     assert_eq!(serve_without_port("duet serve \\\n  --port 8080 &\n"), None);
     assert_eq!(serve_without_port("duet load -c1 x\nduet serve --dir . &\n").as_deref(), Some("duet serve --dir . &"));
+    assert_eq!(fresh_machine_lacks("duet load --json x | jq .requests\n"), Some("jq"));
+    assert_eq!(fresh_machine_lacks("curl -s x | gzip -d\n"), None);
     for bad in [
         "<!-- not run: -->\n```sh\nx\n```\n",
         "<!-- not run: why -->\n\n```sh\nx\n```\n",
@@ -193,15 +223,19 @@ fn readme_markers_parse_and_need_a_reason_and_servers_name_their_port() {
         "```sh\nx\n",
         "<!-- not run: why -->\n",
     ] {
-        assert!(shell_blocks(bad).is_err(), "accepted {bad:?}");
+        let err = shell_blocks("docs/x.md", bad).expect_err(bad);
+        assert!(err.starts_with("docs/x.md:"), "{err} names no file and line");
     }
 }
 
 #[test]
-fn every_readme_example_runs_as_written() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("read README.md");
-    let blocks = shell_blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
+fn every_documented_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut blocks = Vec::new();
+    for file in documentation_files(root) {
+        let text = std::fs::read_to_string(root.join(&file)).unwrap_or_else(|e| panic!("read {file}: {e}"));
+        blocks.extend(shell_blocks(&file, &text).unwrap_or_else(|e| panic!("{e}")));
+    }
     let missing: Vec<&str> = TOOLS
         .iter()
         .copied()
@@ -215,23 +249,19 @@ fn every_readme_example_runs_as_written() {
         .collect();
     assert!(
         missing.is_empty(),
-        "the README examples need {} on PATH (apt-get install {})",
+        "the documented examples need {} on PATH (apt-get install {})",
         missing.join(", "),
         missing.join(" ")
     );
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_duet")).parent().expect("the binary's directory");
     let mut failures = Vec::new();
-    let mut ran = 0;
+    let mut ran = Vec::new();
     for block in &blocks {
         // Even blocks that are not run must at least be shell a reader can paste.
         let syntax =
             Command::new("bash").args(["-n", "-c", &block.text]).stderr(Stdio::piped()).output().expect("bash -n");
         if !syntax.status.success() {
-            failures.push(format!(
-                "README.md:{}: not valid shell: {}",
-                block.line,
-                String::from_utf8_lossy(&syntax.stderr)
-            ));
+            failures.push(format!("{}: not valid shell: {}", block.at, String::from_utf8_lossy(&syntax.stderr)));
             continue;
         }
         if block.not_run.is_some() {
@@ -239,20 +269,28 @@ fn every_readme_example_runs_as_written() {
         }
         if let Some(line) = serve_without_port(&block.text) {
             failures.push(format!(
-                "README.md:{}: `{line}` listens on the default port: write `--port 8080` so this test can move it to a free one",
-                block.line
+                "{}: `{line}` listens on the default port: write `--port 8080` so this test can move it to a free one",
+                block.at
             ));
             continue;
         }
         if block.text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == "sleep") {
             failures.push(format!(
-                "README.md:{}: a sleep is a guess at how long the machine takes: wait for the port \
+                "{}: a sleep is a guess at how long the machine takes: wait for the port \
                  (`curl -s --retry 5 --retry-connrefused ...`)",
-                block.line
+                block.at
             ));
             continue;
         }
-        ran += 1;
+        if let Some(tool) = fresh_machine_lacks(&block.text) {
+            failures.push(format!(
+                "{}: calls {tool}, which a fresh machine does not have: use duet's own output \
+                 (the text report, `grep`, `--latency`)",
+                block.at
+            ));
+            continue;
+        }
+        ran.push(block.at.as_str());
         let script = block.text.replace("8080", &free_port().to_string());
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let work = tmp.path().join("work");
@@ -267,13 +305,22 @@ fn every_readme_example_runs_as_written() {
             ),
         };
         failures.push(format!(
-            "README.md:{}: the example {verdict}\n--- script ---\n{script}--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
-            block.line,
+            "{}: the example {verdict}\n--- script ---\n{script}--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
+            block.at,
             tail(&outcome.stdout, 20),
             tail(&outcome.stderr, 20)
         ));
     }
+    // Shown with --nocapture, and under a failure: which blocks ran.
+    println!("ran {} of {} shell blocks: {}", ran.len(), blocks.len(), ran.join(", "));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // A parser that lost the blocks would pass vacuously.
-    assert!(ran >= 4, "only {ran} README blocks ran; expected the serving, headers, echo and merge examples");
+    for file in ["README.md", "docs/serving.md", "docs/load.md"] {
+        assert!(
+            ran.iter().any(|at| at.starts_with(&format!("{file}:"))),
+            "no block of {file} ran; ran: {}",
+            ran.join(", ")
+        );
+    }
+    assert!(ran.len() >= 6, "only {} blocks ran: {}", ran.len(), ran.join(", "));
 }
