@@ -375,7 +375,10 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
     let ticks = sys::clock_ticks_per_sec();
     let mut progress = progress::Progress::new(config.progress, &config, start);
     sleep_until(times.measure_start, &shared, &mut progress);
-    let measure_start = Instant::now();
+    // The window the threads measure opens at `times.measure_start` (they switch there),
+    // not when this thread wakes: an open-loop schedule starts from it, so a window read
+    // from a late wake-up would be shorter than the schedule it holds.
+    let measure_start = times.measure_start;
     progress.window_opens(measure_start);
     let first = config.server_pid.and_then(|pid| procstat::sample(pid, ticks).ok());
     on_mark(Mark::WindowStart);
