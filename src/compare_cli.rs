@@ -14,7 +14,7 @@ use std::time::Duration;
 /// The engines of the ladder, from the oldest I/O model to the newest.
 pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "uring"];
 /// The ladder's open-loop rate, requests/s in total: far below epoll's saturation, so
-/// that latency measures the server, not a queue. Measured on the README's 2-core VM
+/// that latency measures the server, not a queue. Measured on the 2-core VM of docs/ladder.md
 /// (server on CPU 0, `duet load -t1 -c1000 --idle 9000` on CPU 1, five runs of 5 s):
 /// epoll peaked at 37–53k requests/s closed loop, bound by the load thread, with the
 /// server 35–42 % busy at 8–9 µs a request (its own ceiling about 116k). 5,000 is about
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!("1.5".parse::<Share>(), Err("150% is not a share above 0 and at most 100%".to_string()));
     }
 
-    /// The defaults the flags' help texts and the README state, for each preset.
+    /// The defaults the flags' help texts and docs/compare.md state, for each preset.
     #[test]
     fn each_preset_has_the_documented_defaults() {
         let plain = Defaults::new(false, false);
