@@ -178,6 +178,11 @@ pub struct ServeArgs {
     /// How long a graceful shutdown waits for in-flight requests.
     #[arg(long, default_value = "10s", value_name = "DURATION", help_heading = "Limits and timeouts")]
     pub drain_timeout: Seconds,
+    /// The first part of a graceful shutdown (at most --drain-timeout) in which idle
+    /// keep-alive connections stay open and their next request is answered with
+    /// `Connection: close`: a request already on the wire is answered, not cut off.
+    #[arg(long, default_value = "2s", value_name = "DURATION", help_heading = "Limits and timeouts")]
+    pub lame_duck: Seconds,
     /// io_uring: submission queue entries per ring.
     #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "io_uring")]
     pub uring_entries: u32,

@@ -122,6 +122,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         pin: args.pin,
         limits,
         drain_timeout: args.drain_timeout.0,
+        lame_duck: args.lame_duck.0,
         metrics: args.metrics.as_deref().map(|path| Metrics::new(path, engine.name(), threads)),
         access_log,
     };

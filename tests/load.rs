@@ -599,3 +599,57 @@ fn more_connections_than_the_file_limit_are_refused_before_starting() {
     let err = load_error(&["-c", "10", "--idle", "1000000000000", "-d", "1s", "http://127.0.0.1:1/"]);
     assert!(err.contains("open files") && err.contains("limit"), "{err}");
 }
+
+/// A plain SIGTERM under `duet load` keep-alive load at 256 connections costs no request
+/// an error: the lame duck answers each connection's next request with `Connection:
+/// close`, so no read meets an end of stream or a reset and no write a closed socket.
+/// The reconnects that follow are refused once the listeners are closed: counted as
+/// connect errors, apart.
+fn sigterm_under_keep_alive_load(engine: &str) {
+    const CONNECTIONS: usize = 256;
+    if let Some(reason) = common::skip_reason(engine) {
+        println!("skipping: the {engine} engine cannot run here: {reason}");
+        return;
+    }
+    common::raise_nofile_limit();
+    let mut server = Server::start_with_threads(engine, 2, &["--drain-timeout", "60s", "--metrics", "/metrics"]);
+    let url = url(&server);
+    let load = std::thread::spawn(move || load_json(&["-c", &CONNECTIONS.to_string(), "-t", "1", "-d", "8s", &url]));
+    // Every connection is up before the signal (the count includes these checks' own).
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(server.addr, "duet_accepts_total") < CONNECTIONS as u64 + 1 {
+        assert!(std::time::Instant::now() < give_up, "the load never opened {CONNECTIONS} connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.sigterm();
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status}; stderr:\n{}", server.stderr_lines().join("\n"));
+    let v = load.join().expect("the load thread panicked");
+    assert!(u(&v, &["requests"]) > 0, "{v}");
+    for kind in ["read", "write", "timeout", "status"] {
+        assert_eq!(u(&v, &["errors", kind]), 0, "{kind} errors in {v}");
+    }
+    assert!(u(&v, &["errors", "connect"]) > 0, "the load ended before the server did: {v}");
+}
+
+/// The value of the counter `name` on `GET /metrics` of the server at `addr` (HTTP/1.0:
+/// the connection closes after the answer).
+fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).expect("connect for /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("ask for /metrics");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn sigterm_under_keep_alive_load_costs_no_read_error_on_epoll_engine() {
+    sigterm_under_keep_alive_load("epoll");
+}
+
+#[test]
+fn sigterm_under_keep_alive_load_costs_no_read_error_on_uring_engine() {
+    sigterm_under_keep_alive_load("uring");
+}

@@ -228,6 +228,9 @@ impl<T: EntryIo> WorkerCore<T> {
         if self.shutdown.state() == ShutdownState::Running || !self.drain.begin(self.ctx.now()) {
             return false;
         }
+        if let Some(end) = self.drain.lame_duck_end() {
+            self.ctx.begin_lame_duck(end);
+        }
         for id in self.conns.ids() {
             if let Some(e) = self.conns.get_mut(id).filter(|e| !e.io.is_closing()) {
                 e.conn.begin_shutdown(&mut self.ctx);

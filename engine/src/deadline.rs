@@ -154,7 +154,7 @@ mod tests {
     fn the_loop_wakes_for_the_earliest_of_deadlines_drain_and_accept_retry() {
         let t0 = Instant::now();
         let mut d = Deadlines::new(t0);
-        let mut drain = Drain::new(Duration::from_secs(3));
+        let mut drain = Drain::new(Duration::from_secs(3), Duration::ZERO);
         let mut accept = AcceptPolicy::new();
         assert_eq!(next_wake(&mut d, &drain, &accept), None, "nothing to wait for: block");
         let mut armed = Armed::default();

@@ -127,7 +127,11 @@
 //!    them), calls `Connection::begin_shutdown` on every connection and drives it,
 //!    and returns once [`Drain::should_stop`] says so ([`WorkerCore::should_stop`]). Nothing received is lost: a
 //!    draining connection answers the request in progress, or the next one received,
-//!    with `Connection: close`. One with nothing in progress says so with
+//!    with `Connection: close`. The drain's first part is a lame-duck period
+//!    (`Context::begin_lame_duck`, set by the core): a connection with nothing in
+//!    progress stays open for its next request until the period ends (its Idle timer,
+//!    handled by rule 8), since its client may have sent that request already. After
+//!    that, one with nothing in progress says so with
 //!    `Connection::wants_input_check`; the engine then makes sure the socket holds no
 //!    unread input — a readiness engine reads once more (the edge of bytes that just
 //!    came may still be on its way), a completion engine asks [`socket::unread_bytes`]

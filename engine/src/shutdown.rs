@@ -88,28 +88,42 @@ impl Shutdown {
     }
 }
 
-/// A worker's graceful drain: when it started, and when it gives up on busy
-/// connections.
+/// A worker's graceful drain: when it started, when its lame-duck period ends, and
+/// when it gives up on busy connections.
+///
+/// The lame duck is what keeps a drain from costing a keep-alive client an error: a
+/// client may have its next request on the wire when the drain begins, and closing
+/// its idle connection then (as nginx and Go's `Server.Shutdown` do) makes that
+/// request meet an end of stream or a reset. Within the period an idle connection
+/// stays open and its next request is answered with `Connection: close`; only those
+/// idle for the whole period are closed at its end.
 #[derive(Debug)]
 pub struct Drain {
     timeout: Duration,
-    deadline: Option<Instant>,
+    lame_duck: Duration,
+    started: Option<Instant>,
 }
 
 impl Drain {
-    /// A drain that will give connections `timeout` to finish.
-    pub fn new(timeout: Duration) -> Drain {
-        Drain { timeout, deadline: None }
+    /// A drain that will give connections `timeout` to finish, the first `lame_duck`
+    /// of it (at most `timeout`) a lame-duck period.
+    pub fn new(timeout: Duration, lame_duck: Duration) -> Drain {
+        Drain { timeout, lame_duck: lame_duck.min(timeout), started: None }
     }
 
     /// Starts draining at `now`; returns true only the first time (the caller then
     /// stops accepting and asks every connection to finish).
     pub fn begin(&mut self, now: Instant) -> bool {
-        if self.deadline.is_some() {
+        if self.started.is_some() {
             return false;
         }
-        self.deadline = Some(now + self.timeout);
+        self.started = Some(now);
         true
+    }
+
+    /// When the lame-duck period ends, once the drain has begun.
+    pub fn lame_duck_end(&self) -> Option<Instant> {
+        self.started.map(|t| t + self.lame_duck)
     }
 
     /// How long connections get to finish.
@@ -119,12 +133,12 @@ impl Drain {
 
     /// Whether draining has begun.
     pub fn is_draining(&self) -> bool {
-        self.deadline.is_some()
+        self.started.is_some()
     }
 
     /// When the drain gives up, once it has begun.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.started.map(|t| t + self.timeout)
     }
 
     /// Whether the loop should stop now, given the shutdown `state`, the connections
@@ -133,7 +147,7 @@ impl Drain {
         match state {
             ShutdownState::Running => false,
             ShutdownState::Immediate => true,
-            ShutdownState::Graceful => match self.deadline {
+            ShutdownState::Graceful => match self.deadline() {
                 None => false,
                 Some(_) if open == 0 => true,
                 Some(deadline) if now >= deadline => {
@@ -173,13 +187,14 @@ mod tests {
     #[test]
     fn a_drain_stops_when_connections_are_gone_or_at_its_deadline() {
         let t0 = Instant::now();
-        let mut drain = Drain::new(Duration::from_secs(5));
+        let mut drain = Drain::new(Duration::from_secs(5), Duration::from_secs(9));
         assert!(!drain.should_stop(ShutdownState::Running, 0, t0));
         assert!(drain.should_stop(ShutdownState::Immediate, 3, t0));
         assert!(!drain.should_stop(ShutdownState::Graceful, 0, t0), "not begun yet");
         assert!(drain.begin(t0));
         assert!(!drain.begin(t0 + Duration::from_secs(1)), "begins once");
         assert_eq!(drain.deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(drain.lame_duck_end(), Some(t0 + Duration::from_secs(5)), "the lame duck is part of the drain");
         assert!(!drain.should_stop(ShutdownState::Graceful, 2, t0 + Duration::from_secs(4)));
         assert!(drain.should_stop(ShutdownState::Graceful, 0, t0 + Duration::from_secs(1)));
         assert!(drain.should_stop(ShutdownState::Graceful, 2, t0 + Duration::from_secs(5)));

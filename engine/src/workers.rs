@@ -22,6 +22,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How long a graceful shutdown waits for busy connections.
     pub drain_timeout: Duration,
+    /// The first part of the drain in which idle keep-alive connections stay open for
+    /// their next request, answered with `Connection: close` ([`Drain`]).
+    pub lame_duck: Duration,
     /// Where workers publish their counters for `--metrics` (`None`: off, no cost).
     pub metrics: Option<Arc<Metrics>>,
     /// `--access-log`: where each worker writes a line per response (`None`: off, no
@@ -78,7 +81,7 @@ impl WorkerSetup {
             access_log: AccessLogWriter::new(None, &mut ctx),
             ctx,
             shutdown: Shutdown::new(),
-            drain: Drain::new(Duration::from_secs(1)),
+            drain: Drain::new(Duration::from_secs(1), Duration::ZERO),
             publisher: Publisher { metrics: None, worker: 0 },
         }
     }
@@ -109,7 +112,7 @@ pub fn run_workers<F>(
 where
     F: Fn(WorkerSetup) -> io::Result<Stats> + Send + Sync + 'static,
 {
-    let ServeConfig { listeners, pin, limits, drain_timeout, metrics, access_log } = config;
+    let ServeConfig { listeners, pin, limits, drain_timeout, lame_duck, metrics, access_log } = config;
     let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let cpus: Vec<usize> = cores.iter().map(|c| c.id).collect();
     let worker = Arc::new(worker);
@@ -143,7 +146,7 @@ where
                 listener,
                 ctx,
                 shutdown: shutdown.clone(),
-                drain: Drain::new(drain_timeout),
+                drain: Drain::new(drain_timeout, lame_duck),
                 publisher: Publisher { metrics, worker: index },
             };
             let result = worker(setup);
@@ -184,6 +187,7 @@ mod tests {
             pin: false,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(1),
+            lame_duck: Duration::ZERO,
             metrics: None,
             access_log: None,
         }

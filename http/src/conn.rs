@@ -70,6 +70,11 @@ enum Writing {
 enum KeepAlive {
     /// The connection persists after each response.
     Enabled,
+    /// Graceful shutdown began within its lame-duck period
+    /// ([`Context::begin_lame_duck`]): the next request answered gets `Connection:
+    /// close` and is the last; with none in progress the connection waits for one
+    /// until the Idle timer (no later than the period's end), then turns `Draining`.
+    LameDuck,
     /// Graceful shutdown began: the next request answered (the one in progress, or
     /// one already received) gets `Connection: close` and is the last; with none,
     /// the connection closes once the engine finds no unread input.
@@ -788,6 +793,13 @@ impl Connection {
                 let carry = std::mem::take(&mut self.carry);
                 self.reject(pool, date, stats, deadlines.send, access_log, site, Reject::Timeout, &carry);
             }
+            Timer::Idle if self.keep_alive == KeepAlive::LameDuck => {
+                // The lame duck is over for this connection: it closes as a draining
+                // one does, once the engine found no unread input (which must take no
+                // longer than a linger).
+                self.set_keep_alive(KeepAlive::Draining);
+                self.read_deadline = ctx.deadlines.linger;
+            }
             Timer::Idle | Timer::Send | Timer::Linger => self.close(),
         }
     }
@@ -799,12 +811,26 @@ impl Connection {
     /// backpressure, or one still unread in the socket — is answered with
     /// `Connection: close` and is the last. A connection with nothing in progress
     /// closes once its engine has made sure the socket holds no unread input
-    /// ([`Connection::wants_input_check`]). Every close is then a half-close and a
-    /// linger, never a close with unread input (which the kernel turns into a reset
-    /// that destroys the response).
-    pub fn begin_shutdown(&mut self, _ctx: &mut Context) {
-        if self.keep_alive == KeepAlive::Enabled {
-            self.set_keep_alive(KeepAlive::Draining);
+    /// ([`Connection::wants_input_check`]); within the lame-duck period
+    /// ([`Context::begin_lame_duck`]) it first waits for a next request until the
+    /// period ends (the Idle timer), so a request already on the wire is answered
+    /// rather than crossing the close. Every close is then a half-close and a linger,
+    /// never a close with unread input (which the kernel turns into a reset that
+    /// destroys the response).
+    pub fn begin_shutdown(&mut self, ctx: &mut Context) {
+        if self.keep_alive != KeepAlive::Enabled {
+            return;
+        }
+        match ctx.lame_duck_end.filter(|&end| end > ctx.now) {
+            Some(end) => {
+                self.set_keep_alive(KeepAlive::LameDuck);
+                if matches!(self.reading, Reading::Idle) {
+                    // (Once output pending is sent, the keep-alive wait that starts
+                    // then ends by `end` too: see Context::set_time.)
+                    self.read_deadline = self.read_deadline.min(end);
+                }
+            }
+            None => self.set_keep_alive(KeepAlive::Draining),
         }
     }
 

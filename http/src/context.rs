@@ -58,6 +58,9 @@ pub struct Context {
     pub(crate) metrics: Option<(Arc<dyn MetricsSource>, usize)>,
     /// `--access-log`: the lines not yet written (`None`: off, no cost).
     pub(crate) access_log: Option<Box<AccessLog>>,
+    /// Graceful shutdown's lame-duck period ends then ([`Context::begin_lame_duck`]):
+    /// until then a draining idle connection waits for its next request.
+    pub(crate) lame_duck_end: Option<Instant>,
 }
 
 impl Context {
@@ -76,6 +79,7 @@ impl Context {
             stats: HttpStats::default(),
             metrics: None,
             access_log: None,
+            lame_duck_end: None,
         }
     }
 
@@ -112,6 +116,10 @@ impl Context {
     pub fn set_time(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.deadlines = TurnDeadlines::at(now, &self.limits);
+        if let Some(end) = self.lame_duck_end {
+            // No keep-alive wait that starts while draining outlasts the lame duck.
+            self.deadlines.keepalive = self.deadlines.keepalive.min(end);
+        }
         self.date.update(wall);
         if let Some(log) = self.access_log.as_deref_mut() {
             log.set_time(now, self.date.value());
@@ -127,6 +135,17 @@ impl Context {
         let (snapshot, generation) = self.shared.snapshot();
         self.site = snapshot;
         self.generation = generation;
+    }
+
+    /// Graceful shutdown began, with a lame-duck period until `end`: a connection then
+    /// asked to finish ([`crate::Connection::begin_shutdown`]) answers its next request
+    /// with `Connection: close`, and one with nothing in progress stays open for that
+    /// request until `end` (or its keep-alive deadline, the earlier) instead of closing
+    /// at once. The request a client already had on the wire when the drain began is
+    /// so answered, not lost in a close. An `end` not after now is no period at all.
+    pub fn begin_lame_duck(&mut self, end: Instant) {
+        self.lame_duck_end = Some(end);
+        self.deadlines.keepalive = self.deadlines.keepalive.min(end);
     }
 
     /// The time of this loop turn.

@@ -2,8 +2,13 @@
 //! the socket still held, or the engine's word that it holds none.
 
 use duet_http::testing::*;
-use duet_http::{Limits, Site};
+use duet_http::{Limits, Site, Timer};
 use std::sync::Arc;
+use std::time::Duration;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
 
 #[test]
 fn an_idle_connection_closes_by_half_close_once_no_input_is_pending() {
@@ -126,4 +131,76 @@ fn empty_lines_received_while_draining_do_not_keep_the_connection() {
     assert!(e.write_shut);
     assert_eq!(e.conn.buffered_input(), 0);
     assert!(e.out.is_empty());
+}
+
+/// A lame-duck period of `secs` seconds from `e`'s present, as the engine core begins
+/// it with the drain.
+fn lame_duck(e: &mut Driver, secs: u64) {
+    let end = e.ctx.now() + Duration::from_secs(secs);
+    e.ctx.begin_lame_duck(end);
+    e.shutdown();
+}
+
+#[test]
+fn within_the_lame_duck_an_idle_connection_waits_for_its_next_request_and_answers_it_with_close() {
+    let mut e = Driver::hello();
+    e.read_event(&get("/"));
+    lame_duck(&mut e, 2);
+    assert!(!e.conn.wants_input_check(), "no close while the lame duck lasts");
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Idle), Some(secs(2))), "it waits until the period ends");
+    // The client's next request was on the wire when the drain began.
+    e.pass_time(secs(1));
+    assert!(e.read_event(&get("/")));
+    let rs = e.responses();
+    assert_eq!(rs.iter().map(|r| r.connection()).collect::<Vec<_>>(), [None, Some("close")]);
+    assert!(e.write_shut, "then a half-close");
+}
+
+#[test]
+fn at_the_lame_ducks_end_an_idle_connection_closes_as_any_draining_one_does() {
+    let mut e = Driver::hello();
+    e.read_event(&get("/"));
+    lame_duck(&mut e, 2);
+    e.pass_time(secs(2));
+    assert!(!e.conn.is_closed(), "not an idle timeout's plain close");
+    assert!(e.conn.wants_input_check(), "the engine checks its socket, then half-closes");
+    e.no_pending_input();
+    assert!(e.write_shut);
+    assert_eq!(e.responses().len(), 1);
+    // The engine's check is bounded: a linger later the connection goes anyway.
+    let mut slow = Driver::hello();
+    lame_duck(&mut slow, 2);
+    slow.pass_time(secs(2));
+    assert!(slow.conn.wants_input_check());
+    slow.pass_time(Limits::default().linger_timeout);
+    assert!(slow.conn.is_closed());
+}
+
+#[test]
+fn a_keep_alive_wait_that_starts_in_the_lame_duck_ends_with_it() {
+    // A response queued before the drain and sent after it began: the keep-alive wait
+    // starts at the send, and still ends when the lame duck does.
+    let mut e = Driver::hello();
+    e.feed(&get("/"));
+    lame_duck(&mut e, 2);
+    e.flush();
+    assert_eq!(e.responses()[0].connection(), None, "queued before the drain");
+    assert_eq!((e.timer(), e.deadline()), (Some(Timer::Idle), Some(secs(2))));
+    // A connection whose keep-alive deadline comes first keeps it, and then closes as a
+    // draining one does.
+    let limits = Limits { keepalive_timeout: secs(1), ..Limits::default() };
+    let mut short = Driver::new(Site::hello(), limits);
+    short.read_event(&get("/"));
+    lame_duck(&mut short, 2);
+    assert_eq!(short.deadline(), Some(secs(1)));
+    short.pass_time(secs(1));
+    assert!(short.conn.wants_input_check());
+}
+
+#[test]
+fn a_lame_duck_that_has_ended_is_no_period_at_all() {
+    let mut e = Driver::hello();
+    e.read_event(&get("/"));
+    lame_duck(&mut e, 0);
+    assert!(e.conn.wants_input_check(), "closes once no input is pending, as without a lame duck");
 }
