@@ -104,6 +104,13 @@ pub struct ServeArgs {
     /// an error.
     #[arg(long, help_heading = "Listening")]
     pub reuse_port: bool,
+    /// Serve with N processes under a supervisor (nginx's master/worker shape), each with
+    /// --threads threads [default: 1 each], its own descriptor limit and engine, all on
+    /// listeners the supervisor binds. It forwards SIGTERM/SIGINT and SIGHUP, restarts a
+    /// process that dies, and on SIGUSR2 replaces every process without a client error.
+    /// 1: no supervisor.
+    #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Listening")]
+    pub processes: usize,
     /// Pin worker thread i to CPU i.
     #[arg(long, help_heading = "Listening")]
     pub pin: bool,

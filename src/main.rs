@@ -7,6 +7,7 @@ mod content;
 mod flag_words;
 mod listen;
 mod load_cli;
+mod supervise;
 mod uring_words;
 
 use clap::Parser;
@@ -57,10 +58,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level.as_deref());
     let limits = args.limits();
     limits.validate()?;
-    let threads = match args.threads {
-        Some(0) => return Err("--threads must be at least 1".into()),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let mut supervised = supervise::supervised()?;
+    if supervised.is_none() {
+        match args.processes {
+            0 => return Err("--processes must be at least 1".into()),
+            1 => {}
+            n => return supervise::run(&args, n),
+        }
+    }
+    let threads = match (&supervised, args.threads) {
+        (Some(s), _) => s.listeners.len(),
+        (None, Some(0)) => return Err("--threads must be at least 1".into()),
+        (None, Some(n)) => n,
+        (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
 
     let engine = match args.engine {
@@ -104,7 +114,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         uring.features = resolved.on;
     }
 
-    let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
+    let listeners = match supervised.as_mut() {
+        Some(s) => std::mem::take(&mut s.listeners),
+        None => listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?,
+    };
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     let access_log = match args.access_log.as_deref() {
         Some(path) => {
@@ -112,7 +125,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
+    // Under a supervisor the pid file is the supervisor's.
+    let _pid_file = args.pid_file.as_deref().filter(|_| supervised.is_none()).map(PidFile::write).transpose()?;
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
@@ -129,7 +143,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(path) = args.metrics.as_deref() {
         info!("metrics at http://{addr}{path}");
     }
-    info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread"));
+    match supervised.as_mut() {
+        Some(s) => {
+            info!(
+                "process {} serving http://{addr} (engine {}, {})",
+                s.index,
+                engine.name(),
+                content::count(threads, "thread")
+            );
+            s.ready();
+        }
+        None => info!("listening on http://{addr} (engine {}, {})", engine.name(), content::count(threads, "thread")),
+    }
     let report = match engine.readiness() {
         Some(readiness) => duet_engine_epoll::serve(config, site, shutdown, readiness),
         None => duet_engine_uring::serve(config, site, shutdown, uring),
@@ -141,8 +166,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         content::count(report.requests as usize, "request"),
         content::count(report.errors as usize, "error")
     );
-    info!(
-        "counters: requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
+    let counters = counters_line(&report);
+    info!("counters: {counters}");
+    if let Some(s) = supervised.as_mut() {
+        s.report(&counters);
+    }
+    Ok(())
+}
+
+/// A report's counters as `key=value` words (the log's line, and what a supervised
+/// process hands its supervisor to sum).
+fn counters_line(report: &duet_engine::Stats) -> String {
+    format!(
+        "requests={} syscalls={} syscalls_per_request={:.2} wakeups={} events={} events_per_wakeup={:.2} \
          bytes_read={} bytes_written={} accepts={} closes={} enobufs={} partial_writes={} interest_changes={} \
          refused={}",
         report.requests,
@@ -159,8 +195,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         report.partial_writes,
         report.interest_changes,
         report.refused,
-    );
-    Ok(())
+    )
 }
 
 /// `--pid-file`: holds this process's id while the server runs; removed on the way out.

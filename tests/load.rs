@@ -600,36 +600,78 @@ fn more_connections_than_the_file_limit_are_refused_before_starting() {
     assert!(err.contains("open files") && err.contains("limit"), "{err}");
 }
 
-/// A plain SIGTERM under `duet load` keep-alive load at 256 connections costs no request
+/// What happens to the server in the middle of a keep-alive load.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Interruption {
+    /// A plain SIGTERM: the server drains and exits.
+    Sigterm,
+    /// SIGUSR2 to a `--processes` supervisor: a fresh set of processes replaces the old.
+    RollingRestart,
+}
+
+/// `duet load` keep-alive load at 256 connections against `duet serve --engine ENGINE
+/// EXTRA`, interrupted once every connection is up. Neither interruption costs a request
 /// an error: the lame duck answers each connection's next request with `Connection:
 /// close`, so no read meets an end of stream or a reset and no write a closed socket.
-/// The reconnects that follow are refused once the listeners are closed: counted as
-/// connect errors, apart.
-fn sigterm_under_keep_alive_load(engine: &str) {
+/// After a SIGTERM the reconnects are refused once the listeners are closed: counted as
+/// connect errors, apart. After a rolling restart the reconnects reach the fresh
+/// processes, on the same listeners: no error of any kind.
+fn keep_alive_load_interrupted(engine: &str, extra: &[&str], interruption: Interruption) {
     const CONNECTIONS: usize = 256;
     if let Some(reason) = common::skip_reason(engine) {
         println!("skipping: the {engine} engine cannot run here: {reason}");
         return;
     }
     common::raise_nofile_limit();
-    let mut server = Server::start_with_threads(engine, 2, &["--drain-timeout", "60s", "--metrics", "/metrics"]);
+    let mut args = vec!["--drain-timeout", "60s", "--metrics", "/metrics"];
+    args.extend_from_slice(extra);
+    let mut server = Server::start_with_threads(engine, 2, &args);
     let url = url(&server);
     let load = std::thread::spawn(move || load_json(&["-c", &CONNECTIONS.to_string(), "-t", "1", "-d", "8s", &url]));
-    // Every connection is up before the signal (the count includes these checks' own).
+    // The connections are up before the signal: all of them on one process, or (with a
+    // process group, whose /metrics is the answering process's own) a fair share.
+    let processes = extra.iter().position(|a| *a == "--processes").map_or(1, |i| extra[i + 1].parse().unwrap());
+    let want = (CONNECTIONS / processes / 2).max(1) as u64;
     let give_up = std::time::Instant::now() + Duration::from_secs(20);
-    while metric(server.addr, "duet_accepts_total") < CONNECTIONS as u64 + 1 {
+    while metric(server.addr, "duet_accepts_total") < want {
         assert!(std::time::Instant::now() < give_up, "the load never opened {CONNECTIONS} connections");
         std::thread::sleep(Duration::from_millis(20));
     }
-    server.sigterm();
-    let status = server.wait_exit();
-    assert!(status.success(), "exit status {status}; stderr:\n{}", server.stderr_lines().join("\n"));
+    match interruption {
+        Interruption::Sigterm => {
+            server.sigterm();
+            let status = server.wait_exit();
+            assert!(status.success(), "exit status {status}; stderr:\n{}", server.stderr_lines().join("\n"));
+        }
+        Interruption::RollingRestart => {
+            server.signal(libc::SIGUSR2);
+            // The old set has drained and exited while the load runs on.
+            let give_up = std::time::Instant::now() + Duration::from_secs(20);
+            let exited = |lines: &[String]| lines.iter().filter(|l| l.contains(") exited (exit status 0)")).count();
+            while exited(&server.stderr_lines()) < processes {
+                assert!(std::time::Instant::now() < give_up, "{}", server.stderr_lines().join("\n"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
     let v = load.join().expect("the load thread panicked");
     assert!(u(&v, &["requests"]) > 0, "{v}");
     for kind in ["read", "write", "timeout", "status"] {
         assert_eq!(u(&v, &["errors", kind]), 0, "{kind} errors in {v}");
     }
-    assert!(u(&v, &["errors", "connect"]) > 0, "the load ended before the server did: {v}");
+    match interruption {
+        Interruption::Sigterm => {
+            assert!(u(&v, &["errors", "connect"]) > 0, "the load ended before the server did: {v}")
+        }
+        Interruption::RollingRestart => {
+            assert_eq!(u(&v, &["errors", "connect"]), 0, "connect errors in {v}");
+            let lines = server.stderr_lines();
+            assert!(lines.iter().any(|l| l.contains("the fresh set serves")), "{}", lines.join("\n"));
+            server.sigterm();
+            let status = server.wait_exit();
+            assert!(status.success(), "exit status {status}; stderr:\n{}", server.stderr_lines().join("\n"));
+        }
+    }
 }
 
 /// The value of the counter `name` on `GET /metrics` of the server at `addr` (HTTP/1.0:
@@ -646,10 +688,30 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 
 #[test]
 fn sigterm_under_keep_alive_load_costs_no_read_error_on_epoll_engine() {
-    sigterm_under_keep_alive_load("epoll");
+    keep_alive_load_interrupted("epoll", &[], Interruption::Sigterm);
 }
 
 #[test]
 fn sigterm_under_keep_alive_load_costs_no_read_error_on_uring_engine() {
-    sigterm_under_keep_alive_load("uring");
+    keep_alive_load_interrupted("uring", &[], Interruption::Sigterm);
+}
+
+#[test]
+fn sigterm_to_a_process_group_under_keep_alive_load_drains_every_process_without_a_read_error_on_epoll_engine() {
+    keep_alive_load_interrupted("epoll", &["--processes", "2"], Interruption::Sigterm);
+}
+
+#[test]
+fn sigterm_to_a_process_group_under_keep_alive_load_drains_every_process_without_a_read_error_on_uring_engine() {
+    keep_alive_load_interrupted("uring", &["--processes", "2"], Interruption::Sigterm);
+}
+
+#[test]
+fn a_rolling_restart_under_keep_alive_load_costs_no_error_on_epoll_engine() {
+    keep_alive_load_interrupted("epoll", &["--processes", "2"], Interruption::RollingRestart);
+}
+
+#[test]
+fn a_rolling_restart_under_keep_alive_load_costs_no_error_on_uring_engine() {
+    keep_alive_load_interrupted("uring", &["--processes", "2"], Interruption::RollingRestart);
 }

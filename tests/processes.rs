@@ -1,0 +1,146 @@
+//! `duet serve --processes N`: the supervisor over N server processes (docs/processes.md).
+//! Restarts, signal forwarding and start-up failures, against the real binary.
+
+mod common;
+
+use common::{Client, Server};
+use std::time::{Duration, Instant};
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// The process ids whose parent is `pid`, read from `/proc/*/stat`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after its last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Waits (polling the log, 20 s at most) until `count` lines contain `needle`.
+fn wait_for_lines(server: &Server, needle: &str, count: usize) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = server.stderr_lines();
+        if lines.iter().filter(|l| l.contains(needle)).count() >= count {
+            return;
+        }
+        assert!(Instant::now() < give_up, "no {count} lines with {needle:?}:\n{}", lines.join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill takes no pointers; `pid` is a live child of the server under test.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "kill {pid}");
+}
+
+/// Requests `n` fresh connections; each is answered.
+fn answers(server: &Server, n: usize) {
+    for i in 0..n {
+        let mut c = server.connect();
+        c.send(GET);
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "request {i}: {}", r.raw_head);
+    }
+}
+
+fn started(engine: &str, extra: &[&str]) -> Option<Server> {
+    if let Some(reason) = common::skip_reason(engine) {
+        println!("skipping: the {engine} engine cannot run here: {reason}");
+        return None;
+    }
+    Some(Server::start(engine, extra))
+}
+
+fn a_killed_process_is_restarted_and_the_port_keeps_answering(engine: &str) {
+    let Some(server) = started(engine, &["--processes", "2"]) else { return };
+    let before = children(server.pid());
+    assert_eq!(before.len(), 2, "two processes under the supervisor: {before:?}");
+    answers(&server, 10);
+    kill(before[0], libc::SIGKILL);
+    // Connections made while it is down wait in its listener's queue (the supervisor
+    // holds the listeners): each is answered.
+    answers(&server, 20);
+    wait_for_lines(&server, "died (killed by signal 9 (SIGKILL)); restarting it", 1);
+    wait_for_lines(&server, " serving http://", 3);
+    let after = children(server.pid());
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!after.contains(&before[0]) && after.contains(&before[1]), "before {before:?}, after {after:?}");
+    answers(&server, 20);
+}
+
+#[test]
+fn a_killed_process_is_restarted_and_the_port_keeps_answering_on_epoll_engine() {
+    a_killed_process_is_restarted_and_the_port_keeps_answering("epoll");
+}
+
+#[test]
+fn a_killed_process_is_restarted_and_the_port_keeps_answering_on_uring_engine() {
+    a_killed_process_is_restarted_and_the_port_keeps_answering("uring");
+}
+
+#[test]
+fn a_process_that_keeps_dying_makes_the_supervisor_give_up_with_an_error() {
+    let Some(mut server) = started("epoll", &["--processes", "2"]) else { return };
+    // Process 0 is killed soon after each start: an early death each time, and the
+    // fifth in a row ends the supervisor.
+    for round in 1..=5 {
+        wait_for_lines(&server, "process 0 started", round);
+        kill(newest_pid_of(&server, 0), libc::SIGKILL);
+    }
+    let status = server.wait_exit();
+    let lines = server.stderr_lines();
+    assert!(!status.success(), "the supervisor exited with success:\n{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l.contains("process 0 keeps dying")), "{}", lines.join("\n"));
+    // The supervisor waited for every process it started before it exited.
+    for l in lines.iter().filter(|l| l.contains(" started (pid ")) {
+        let pid: u32 = l.rsplit("(pid ").next().and_then(|p| p.trim_end_matches(')').parse().ok()).expect("a pid");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} left behind");
+    }
+}
+
+/// The pid of the last "process INDEX started (pid PID)" line.
+fn newest_pid_of(server: &Server, index: usize) -> u32 {
+    let prefix = format!("process {index} started (pid ");
+    server
+        .stderr_lines()
+        .iter()
+        .rev()
+        .find_map(|l| l[l.find(&prefix)? + prefix.len()..].split(')').next()?.parse().ok())
+        .expect("a start line")
+}
+
+#[test]
+fn a_process_that_cannot_start_is_one_error_and_the_supervisor_exits() {
+    let out = common::run_duet(&[
+        "serve",
+        "--processes",
+        "2",
+        "--port",
+        "0",
+        "--engine",
+        "epoll",
+        "--route",
+        "/=@/nonexistent/duet-test-file",
+    ]);
+    assert!(!out.0.success(), "{}", out.1);
+    assert!(out.1.contains("process ") && out.1.contains("exited while starting"), "{}", out.1);
+}
+
+#[test]
+fn sighup_reaches_every_process() {
+    let Some(server) = started("epoll", &["--processes", "2"]) else { return };
+    server.signal(libc::SIGHUP);
+    wait_for_lines(&server, "SIGHUP: nothing to reload", 2);
+    let mut c = Client::connect(server.addr);
+    c.send(GET);
+    assert_eq!(c.read_response().status, 200);
+}
