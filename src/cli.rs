@@ -101,7 +101,8 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
     /// Share the port with other processes started with --reuse-port (the kernel spreads
     /// connections over all of them). Without it, a port another process listens on is
-    /// an error.
+    /// an error, and a later --reuse-port process that binds it is never handed a
+    /// connection.
     #[arg(long, help_heading = "Listening")]
     pub reuse_port: bool,
     /// Serve with N processes under a supervisor (nginx's master/worker shape), each with

@@ -16,16 +16,21 @@
 //!    this process's own; otherwise it fails. Of two servers that bound at the same
 //!    time at least the later one sees the other, so they never both serve.
 //!
-//! With `--reuse-port` neither step runs: processes that all ask for it share the port.
-//! (A server started without it cannot stop a later one started with it from joining:
-//! the kernel allows that to any process of the same user.)
+//! 4. **Close the group.** A later process that sets `SO_REUSEPORT` itself (`duet serve
+//!    --reuse-port`) is let into the group by the kernel whatever this one does, so
+//!    the group gets a classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`) that hands each
+//!    new connection to one of this process's listeners, which hold the group's first
+//!    places: a latecomer binds, and is never handed a connection. It runs once per
+//!    connection (on its SYN), never per request.
+//!
+//! With `--reuse-port` none of this runs: processes that all ask for it share the port.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use tracing::debug;
+use std::os::fd::{AsFd, AsRawFd};
+use tracing::{debug, warn};
 
 /// Binds `threads` listeners on `addr` (see the module docs); `reuse_port` lets other
 /// processes share the port. Errors are one line for the user.
@@ -56,6 +61,10 @@ pub fn bind_listeners(addr: SocketAddr, threads: usize, reuse_port: bool) -> Res
     }
     if !reuse_port {
         check_port_is_ours(addr, &listeners)?;
+        let count = u32::try_from(listeners.len()).unwrap_or(u32::MAX);
+        if let Err(e) = duet_engine::socket::reuseport_pick_among_first(listeners[0].as_fd(), count) {
+            warn!("cannot keep port {} to this process ({e}): a later --reuse-port server could join it", addr.port());
+        }
     }
     Ok(listeners)
 }

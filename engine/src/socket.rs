@@ -38,6 +38,17 @@ pub fn unread_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
     crate::sys::unread_bytes(socket)
 }
 
+/// Closes the `SO_REUSEPORT` group of `listener` to latecomers: from now on the kernel
+/// hands each new connection to one of the group's first `count` sockets (at random),
+/// so a socket of another process that joins later (it sets `SO_REUSEPORT` too, which
+/// Linux allows any process of the same user) is never handed one. `count` is the
+/// number of sockets the caller has bound, which hold the group's first places: a
+/// group keeps its sockets in bind order, and moves its last socket into the place of
+/// one that closes (only then can a latecomer be picked).
+pub fn reuseport_pick_among_first(listener: BorrowedFd<'_>, count: u32) -> io::Result<()> {
+    crate::sys::reuseport_pick_among_first(listener, count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +75,33 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).expect("read to EOF");
         assert_eq!(got, b"bye", "the FIN follows the queued bytes");
+    }
+
+    fn reuseport_listener(addr: SocketAddr) -> TcpListener {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.bind(&addr.into()).expect("bind");
+        s.listen(64).expect("listen");
+        s.into()
+    }
+
+    #[test]
+    fn a_reuseport_group_with_its_program_never_hands_a_latecomer_a_connection() {
+        let first = reuseport_listener("127.0.0.1:0".parse().unwrap());
+        let addr = first.local_addr().unwrap();
+        let second = reuseport_listener(addr);
+        reuseport_pick_among_first(first.as_fd(), 2).expect("SO_ATTACH_REUSEPORT_CBPF");
+        let late = reuseport_listener(addr);
+        for l in [&first, &second, &late] {
+            l.set_nonblocking(true).unwrap();
+        }
+        let clients: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+        // Each connect returned once the handshake was done, so each is queued somewhere.
+        let drain = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        let (a, b) = (drain(&first), drain(&second));
+        assert_eq!(drain(&late), 0, "the latecomer was handed a connection");
+        assert_eq!(a + b, clients.len());
+        assert!(a > 0 && b > 0, "the program spreads over both: {a}/{b}");
     }
 
     #[test]

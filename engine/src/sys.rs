@@ -69,3 +69,39 @@ pub(crate) fn unread_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) })?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (linux/asm-generic/socket.h; not in the libc crate for
+/// Linux).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Attaches to the `SO_REUSEPORT` group of `listener` a classic BPF program that picks,
+/// for each new connection, one of the group's first `count` sockets at random.
+pub(crate) fn reuseport_pick_among_first(listener: BorrowedFd<'_>, count: u32) -> io::Result<()> {
+    if count == 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let insn = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let mut program = [
+        // A = a random 32-bit number (an ancillary load: no packet bytes are read)
+        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
+        // A %= count
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, count),
+        // the index of the socket in the group
+        insn(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    let len = std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t;
+    // SAFETY: `fprog` is a live sock_fprog whose `filter` points at the live `program`
+    // of `len` instructions; the kernel copies the program during the call and keeps no
+    // pointer. The listener is borrowed, so open for the call.
+    check(unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            len,
+        )
+    })
+    .map(drop)
+}
