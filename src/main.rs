@@ -137,7 +137,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         limits,
         drain_timeout: args.drain_timeout.0,
         lame_duck: args.lame_duck.0,
-        metrics: args.metrics.as_deref().map(|path| Metrics::new(path, engine.name(), threads)),
+        metrics: args.metrics.as_deref().map(|path| match supervised.as_mut().and_then(|s| s.metrics.take()) {
+            Some(group) => Metrics::in_group(path, engine.name(), threads, group),
+            None => Metrics::new(path, engine.name(), threads),
+        }),
         access_log,
     };
     if let Some(path) = args.metrics.as_deref() {

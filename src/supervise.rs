@@ -17,11 +17,12 @@
 
 use crate::cli::ServeArgs;
 use crate::{cli, listen};
+use duet_engine::GroupCounters;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -35,6 +36,9 @@ pub const LISTEN_FDS: &str = "DUET_LISTEN_FDS";
 pub const STATUS_FD: &str = "DUET_STATUS_FD";
 /// A child's index (0-based), for its logs.
 pub const PROCESS: &str = "DUET_PROCESS";
+/// The group's shared counters for `--metrics`: `FD,SLOTS,FIRST` (the memory, how many
+/// worker slots it has, this child's first).
+pub const METRICS: &str = "DUET_METRICS";
 
 /// A process that dies sooner than this after it started counts toward giving up.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -57,6 +61,8 @@ pub struct Supervised {
     pub index: usize,
     /// Its listeners, one per worker thread.
     pub listeners: Vec<TcpListener>,
+    /// The group's counters, for `--metrics`.
+    pub metrics: Option<GroupCounters>,
     status: File,
 }
 
@@ -81,7 +87,16 @@ pub fn supervised() -> Result<Option<Supervised>, String> {
     if listeners.is_empty() {
         return Err(bad(LISTEN_FDS));
     }
-    Ok(Some(Supervised { index, listeners, status }))
+    let metrics = match std::env::var(METRICS) {
+        Ok(v) => {
+            let parts: Vec<usize> = v.split(',').filter_map(|p| p.parse().ok()).collect();
+            let &[fd, slots, first] = parts.as_slice() else { return Err(bad(METRICS)) };
+            let fd = adopt_fd(RawFd::try_from(fd).map_err(|_| bad(METRICS))?).ok_or_else(|| bad(METRICS))?;
+            Some(GroupCounters::map(fd.as_fd(), slots, first).map_err(|e| format!("{METRICS}: {e}"))?)
+        }
+        Err(_) => None,
+    };
+    Ok(Some(Supervised { index, listeners, metrics, status }))
 }
 
 /// Takes ownership of inherited descriptor `fd`, if it is open (and not one of the
@@ -144,6 +159,11 @@ struct Supervisor {
     /// Dropped when the supervisor stops, so the ports close with the last process.
     listeners: Vec<TcpListener>,
     threads: usize,
+    /// The group's counters for `--metrics`: two sets of slots, one per generation's
+    /// parity, so that during a rolling restart the old and the fresh set both count.
+    metrics: OwnedFd,
+    /// Rolling restarts so far.
+    generation: usize,
     procs: Vec<Proc>,
     slots: Vec<Slot>,
     events: Sender<Event>,
@@ -174,6 +194,9 @@ pub fn run(args: &ServeArgs, processes: usize) -> Result<(), String> {
         args: std::env::args_os().skip(1).collect(),
         listeners,
         threads,
+        metrics: GroupCounters::create(2 * processes * threads)
+            .map_err(|e| format!("cannot make shared memory for the counters: {e}"))?,
+        generation: 0,
         procs: Vec::new(),
         slots: (0..processes).map(|_| Slot::default()).collect(),
         events: tx,
@@ -252,16 +275,20 @@ impl Supervisor {
         let (read, write) = std::io::pipe().map_err(|e| format!("cannot make a status pipe: {e}"))?;
         let write_fd = write.as_raw_fd();
         let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
+        let slots = 2 * self.slots.len() * self.threads;
+        let first = ((self.generation % 2) * self.slots.len() + index) * self.threads;
+        let metrics_fd = self.metrics.as_raw_fd();
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args)
             .env(LISTEN_FDS, list)
             .env(STATUS_FD, write_fd.to_string())
             .env(PROCESS, index.to_string())
+            .env(METRICS, format!("{metrics_fd},{slots},{first}"))
             .stdin(Stdio::null())
             // Its own process group: a Ctrl-C reaches the supervisor alone, which
             // forwards it once (twice would be the "exit at once" second signal).
             .process_group(0);
-        let inherited: Vec<RawFd> = fds.iter().copied().chain([write_fd]).collect();
+        let inherited: Vec<RawFd> = fds.iter().copied().chain([write_fd, metrics_fd]).collect();
         // SAFETY: the closure runs in the forked child before exec and calls only
         // async-signal-safe functions (fcntl, prctl, getppid) on descriptors that are
         // open in it (copies of the parent's, which `self` and `write` keep open across
@@ -451,6 +478,7 @@ impl Supervisor {
             s.restart_at = None;
             s.early_deaths = 0;
         }
+        self.generation += 1;
         for index in 0..self.slots.len() {
             self.spawn(index)?;
         }
@@ -464,6 +492,8 @@ impl Supervisor {
             for p in self.procs.iter_mut().filter(|p| old.contains(&p.child.id())) {
                 p.retiring = false;
             }
+            // A restart of one of the old set uses the old set's counter slots.
+            self.generation -= 1;
             warn!("SIGUSR2: the fresh set did not start ({e}); the old set keeps serving");
             return Ok(());
         }

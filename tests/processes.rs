@@ -144,3 +144,33 @@ fn sighup_reaches_every_process() {
     c.send(GET);
     assert_eq!(c.read_response().status, 200);
 }
+
+/// The value of counter `name` on `GET /metrics` (HTTP/1.0: one connection each).
+fn metric(server: &Server, name: &str) -> u64 {
+    let mut c = server.connect();
+    c.send(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let text = c.read_response().body_str();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// `--metrics` in a process group: whichever process answers sums the counters of every
+/// process (through memory the supervisor shares with them).
+#[test]
+fn metrics_of_a_process_group_are_the_sum_over_every_process() {
+    let Some(server) = started("epoll", &["--processes", "2", "--metrics", "/metrics"]) else { return };
+    answers(&server, 40);
+    // Each worker publishes when it next waits for events: right after its last answer.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while metric(&server, "duet_requests_total") < 40 {
+        assert!(Instant::now() < give_up, "the 40 requests never showed in /metrics");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Published: now every answer, whichever process gives it, counts all 40 (one
+    // process alone has about half of them).
+    for _ in 0..8 {
+        let (requests, accepts) = (metric(&server, "duet_requests_total"), metric(&server, "duet_accepts_total"));
+        assert!(requests >= 40 && accepts >= 40, "requests {requests}, accepts {accepts}");
+    }
+}

@@ -183,7 +183,7 @@ pub use budget::{TurnBudget, WriteLimits, MIN_WRITE_SHARE};
 pub use deadline::{next_wake, Armed, Deadlines, Expired, TICK};
 pub use shutdown::{Drain, Shutdown, ShutdownState};
 pub use slab::{ConnId, Slab, GENERATION_BITS, TOKEN_BITS};
-pub use stats::{Metrics, Stats};
+pub use stats::{GroupCounters, Metrics, Stats};
 pub use waker::Waker;
 pub use wheel::TimerWheel;
 pub use workers::{pin_cpu, run_workers, Publisher, ServeConfig, WorkerSetup};

@@ -2,7 +2,11 @@
 //! worker publishes its counters, and the HTTP layer answers `GET PATH` with
 //! [`Metrics`] rendered as Prometheus text (through [`duet_http::MetricsSource`]).
 
+use crate::sys::SharedMap;
 use duet_http::{HttpStats, MetricsSource};
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Counters a worker keeps; merged into the report of `serve`. Plain integers bumped
@@ -58,6 +62,47 @@ impl Stats {
         self.partial_writes += other.partial_writes;
         self.interest_changes += other.interest_changes;
         self.refused += other.refused;
+    }
+
+    /// How many counters there are ([`Stats::to_words`]).
+    pub const WORDS: usize = 13;
+
+    /// The counters in a fixed order, for memory shared between processes.
+    pub fn to_words(&self) -> [u64; Stats::WORDS] {
+        [
+            self.accepted,
+            self.closed,
+            self.requests,
+            self.errors,
+            self.wakeups,
+            self.events,
+            self.syscalls,
+            self.bytes_read,
+            self.bytes_written,
+            self.enobufs,
+            self.partial_writes,
+            self.interest_changes,
+            self.refused,
+        ]
+    }
+
+    /// The counters from [`Stats::to_words`]'s order.
+    pub fn from_words(w: [u64; Stats::WORDS]) -> Stats {
+        Stats {
+            accepted: w[0],
+            closed: w[1],
+            requests: w[2],
+            errors: w[3],
+            wakeups: w[4],
+            events: w[5],
+            syscalls: w[6],
+            bytes_read: w[7],
+            bytes_written: w[8],
+            enobufs: w[9],
+            partial_writes: w[10],
+            interest_changes: w[11],
+            refused: w[12],
+        }
     }
 
     /// Takes the HTTP layer's counters (requests and errors) of the same worker.
@@ -132,6 +177,52 @@ pub struct Metrics {
     path: Box<[u8]>,
     engine: Box<str>,
     slots: Vec<Mutex<Stats>>,
+    /// In a process group: every process's workers' counters.
+    group: Option<GroupCounters>,
+}
+
+/// The counters of every worker of every process of a `--processes` group, in memory
+/// they share: `slots` slots of [`Stats::WORDS`] words, this process's workers at
+/// `first..first + workers`. Each worker stores its own slot (relaxed atomic stores,
+/// once per loop turn); whichever process answers `GET PATH` sums them all. A slot not
+/// written yet is zero; one of a process that died keeps its last counters until the
+/// process that replaces it writes its own.
+#[derive(Debug)]
+pub struct GroupCounters {
+    map: SharedMap,
+    slots: usize,
+    first: usize,
+}
+
+impl GroupCounters {
+    /// Memory for `slots` worker slots, zero, to be handed to the processes
+    /// ([`GroupCounters::map`]).
+    pub fn create(slots: usize) -> io::Result<OwnedFd> {
+        crate::sys::shared_memory(c"duet-metrics", slots.max(1) * Stats::WORDS * 8)
+    }
+
+    /// Maps the memory `fd` made by [`GroupCounters::create`] for `slots` slots; this
+    /// process's workers use the slots from `first` on.
+    pub fn map(fd: BorrowedFd<'_>, slots: usize, first: usize) -> io::Result<GroupCounters> {
+        let map = SharedMap::new(fd, slots.max(1) * Stats::WORDS * 8)?;
+        Ok(GroupCounters { map, slots, first })
+    }
+
+    fn store(&self, slot: usize, stats: &Stats) {
+        for (i, w) in stats.to_words().into_iter().enumerate() {
+            if let Some(a) = self.map.atomic(slot * Stats::WORDS + i) {
+                a.store(w, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn load(&self, slot: usize) -> Stats {
+        let mut w = [0u64; Stats::WORDS];
+        for (i, word) in w.iter_mut().enumerate() {
+            *word = self.map.atomic(slot * Stats::WORDS + i).map_or(0, |a| a.load(Ordering::Relaxed));
+        }
+        Stats::from_words(w)
+    }
 }
 
 impl Metrics {
@@ -141,6 +232,18 @@ impl Metrics {
             path: path.as_bytes().into(),
             engine: engine.into(),
             slots: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+            group: None,
+        })
+    }
+
+    /// Like [`Metrics::new`], for one process of a group whose counters are in `group`:
+    /// `GET PATH` answers with the sum over every process.
+    pub fn in_group(path: &str, engine: &str, workers: usize, group: GroupCounters) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            path: path.as_bytes().into(),
+            engine: engine.into(),
+            slots: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+            group: Some(group),
         })
     }
 
@@ -151,6 +254,9 @@ impl Metrics {
             if let Ok(mut s) = slot.lock() {
                 s.clone_from(stats);
                 s.set_http(http);
+                if let Some(group) = &self.group {
+                    group.store(group.first + worker, &s);
+                }
             }
         }
     }
@@ -172,6 +278,13 @@ impl Metrics {
                 }
             }
         }
+        if let Some(group) = &self.group {
+            // The other processes' workers (this one's are counted above).
+            let own = group.first..group.first + self.slots.len();
+            for slot in (0..group.slots).filter(|i| !own.contains(i)) {
+                total.merge(&group.load(slot));
+            }
+        }
         total
     }
 }
@@ -189,6 +302,23 @@ impl MetricsSource for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_group_sums_every_processes_workers() {
+        use std::os::fd::AsFd;
+        let fd = GroupCounters::create(4).expect("memfd");
+        // Two processes of two workers each, sharing the memory.
+        let a = Metrics::in_group("/metrics", "epoll", 2, GroupCounters::map(fd.as_fd(), 4, 0).unwrap());
+        let b = Metrics::in_group("/metrics", "uring", 2, GroupCounters::map(fd.as_fd(), 4, 2).unwrap());
+        a.publish(0, &Stats { accepted: 1, ..Stats::default() }, &HttpStats { requests: 10, errors: 0 });
+        a.publish(1, &Stats { accepted: 2, ..Stats::default() }, &HttpStats { requests: 20, errors: 1 });
+        b.publish(1, &Stats { accepted: 4, ..Stats::default() }, &HttpStats { requests: 40, errors: 0 });
+        let seen_by_b = b.snapshot(Some((0, &HttpStats { requests: 5, errors: 0 })));
+        assert_eq!((seen_by_b.accepted, seen_by_b.requests, seen_by_b.errors), (7, 75, 1));
+        let seen_by_a = a.snapshot(None);
+        assert_eq!((seen_by_a.accepted, seen_by_a.requests), (7, 70));
+        assert!(GroupCounters::map(fd.as_fd(), 5, 0).is_err(), "more slots than the memory holds");
+    }
 
     #[test]
     fn metrics_merge_published_slots_with_the_live_worker() {

@@ -105,3 +105,82 @@ pub(crate) fn reuseport_pick_among_first(listener: BorrowedFd<'_>, count: u32) -
     })
     .map(drop)
 }
+
+/// A close-on-exec anonymous file of `len` bytes, zero-filled (`memfd_create` +
+/// `ftruncate`): memory that processes share by inheriting the descriptor.
+pub(crate) fn shared_memory(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a live NUL-terminated string the kernel only reads during the
+    // call; the result is checked.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: no pointers; `fd` is open.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    Ok(fd)
+}
+
+/// A shared, read-write mapping of the first `len` bytes of `fd`, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct SharedMap {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory that only ever is accessed through atomics
+// (`SharedMap::atomic`), so it may be used from any thread.
+unsafe impl Send for SharedMap {}
+// SAFETY: as for Send: every access goes through an atomic.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// Maps `len` bytes of `fd` shared; fails when the file is shorter.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedMap> {
+        // SAFETY: fstat writes one `stat` through the pointer, which points at the live,
+        // exclusively borrowed `st`; `fd` is borrowed, so open for the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+        if len == 0 || (st.st_size as u64) < len as u64 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks (no existing memory is
+        // touched); `fd` is open; the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        crate::syscalls::count(1);
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(SharedMap { ptr, len })
+    }
+
+    /// The `i`-th 64-bit word of the mapping, `None` past its end.
+    pub(crate) fn atomic(&self, i: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        let end = i.checked_add(1)?.checked_mul(8)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: the word lies inside the mapping (checked above), which is page-aligned
+        // so the word is 8-byte aligned, and stays mapped for as long as `self` lives
+        // (the borrow's lifetime). Every process reaches it only through atomics.
+        Some(unsafe { &*self.ptr.as_ptr().add(i * 8).cast::<std::sync::atomic::AtomicU64>() })
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are the mapping made in `new`, not yet unmapped; no
+        // reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
