@@ -5,7 +5,10 @@ use crate::flag_words::{load_error, merge_error};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode, Stdio};
+
+/// Set in a `duet load --processes N` child: `INDEX/N`.
+const SHARE: &str = "DUET_LOAD_SHARE";
 
 /// Flags follow wrk's where wrk has them (and ab's `-n`).
 #[derive(Args, Debug)]
@@ -65,6 +68,11 @@ pub struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Run as N processes side by side (past one process's descriptor limit), each with
+    /// its share of the connections, idle connections, threads, rate and -n; their
+    /// results are merged exactly (as --merge does) into one report.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub processes: usize,
     /// Read these `--json` outputs (of runs side by side, say from several machines) and
     /// print their combined report: counts added, latency histograms merged exactly.
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = [
@@ -84,9 +92,24 @@ pub fn load(args: LoadArgs) -> ExitCode {
     }
 }
 
-fn run(args: LoadArgs) -> Result<(), String> {
+fn run(mut args: LoadArgs) -> Result<(), String> {
     if !args.merge.is_empty() {
         return merge(&args);
+    }
+    let share = match std::env::var(SHARE) {
+        Ok(v) => Some(
+            v.split_once('/')
+                .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+                .filter(|&(i, n)| i < n)
+                .ok_or_else(|| format!("{SHARE}={v}: not INDEX/N"))?,
+        ),
+        Err(_) => None,
+    };
+    match (share, args.processes) {
+        (None, 0) => return Err("--processes must be at least 1".into()),
+        (None, 1) => {}
+        (None, n) => return run_processes(&args, n),
+        (Some((index, n)), _) => take_share(&mut args, index, n)?,
     }
     // clap requires the URL unless --merge is given.
     let Some(url) = args.url else {
@@ -114,10 +137,14 @@ fn run(args: LoadArgs) -> Result<(), String> {
         idle: args.idle,
         warmup: args.warmup.0,
         server_pid: args.server_pid,
-        progress: std::io::stderr().is_terminal(),
+        progress: share.is_none() && std::io::stderr().is_terminal(),
         stop_on_loss: false,
     };
-    let prepared = duet_loadtest::prepare(config).map_err(|e| load_error(&e))?;
+    let mut prepared = duet_loadtest::prepare(config).map_err(|e| load_error(&e))?;
+    if let Some((index, n)) = share {
+        let total = std::env::var(SHARE_TOTAL).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        prepared.share_sources(index, n, total);
+    }
     if !args.json {
         print!("{}", prepared.header_text());
     }
@@ -128,6 +155,103 @@ fn run(args: LoadArgs) -> Result<(), String> {
     if args.json {
         println!("{}", report.json());
     } else {
+        print!("{}", report.text(args.latency));
+    }
+    Ok(())
+}
+
+/// Set in a `duet load --processes N` child: every process's connections and idle ones.
+const SHARE_TOTAL: &str = "DUET_LOAD_TOTAL";
+
+/// Share `index` of `n` of `total` (the first `total % n` shares have one more).
+fn share_of(total: usize, index: usize, n: usize) -> usize {
+    total / n + usize::from(index < total % n)
+}
+
+/// In child `index` of `n`: its share of the run. Its report is JSON, for the parent.
+fn take_share(args: &mut LoadArgs, index: usize, n: usize) -> Result<(), String> {
+    args.connections = share_of(args.connections, index, n);
+    args.idle = share_of(args.idle, index, n);
+    args.threads = share_of(args.threads, index, n).max(1);
+    args.rate = args.rate.map(|r| r / n as f64);
+    args.requests = args.requests.map(|r| r / n as u64 + u64::from((index as u64) < r % n as u64));
+    if args.requests == Some(0) {
+        return Err(format!("-n is smaller than --processes {n}"));
+    }
+    // The server's CPU is sampled once, by the first process, over its window.
+    if index > 0 {
+        args.server_pid = None;
+    }
+    args.json = true;
+    Ok(())
+}
+
+/// `--processes N`: runs N copies of this command as child processes, each with its
+/// share, and prints the merged report. Errors are one line.
+fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
+    if args.connections < n {
+        return Err(format!("--processes {n} needs at least {n} connections (-c), one per process"));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path to start it again: {e}"))?;
+    let total = args.connections + args.idle;
+    let mut children = Vec::with_capacity(n);
+    for index in 0..n {
+        let child = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env(SHARE, format!("{index}/{n}"))
+            .env(SHARE_TOTAL, total.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start load process {index}: {e}"))?;
+        children.push(child);
+    }
+    let mut reports = Vec::with_capacity(n);
+    let mut failure = None;
+    let mut warnings: Vec<String> = Vec::new();
+    for (index, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().map_err(|e| format!("cannot wait for load process {index}: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            // Every process fails alike (a refused connect, say): its line once.
+            let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let line = line.strip_prefix("duet: error: ").unwrap_or(line);
+            failure.get_or_insert_with(|| format!("load process {index} of {n} failed: {line}"));
+            continue;
+        }
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            if !warnings.iter().any(|w| w == line) {
+                warnings.push(line.to_string());
+            }
+        }
+        let name = format!("load process {index}");
+        reports.push(duet_loadtest::Report::from_json(&name, &String::from_utf8_lossy(&out.stdout))?);
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let first_server = reports.first().and_then(|r| r.server);
+    let mut report = duet_loadtest::Report::merge(reports).map_err(|e| merge_error(&e))?;
+    // One run, in N processes: the same report as a run in one process.
+    report.runs = 1;
+    report.server = first_server
+        .map(|s| duet_loadtest::ServerUsage { cpu_us_per_req: s.cpu_s * 1e6 / report.stats.requests as f64, ..s });
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        let c = &report.config;
+        let length = match args.requests {
+            Some(n) => format!("{n} requests"),
+            None => duet_loadtest::format_duration(args.duration.0),
+        };
+        println!(
+            "Running {length} test @ {} in {n} processes\n  {} threads and {} connections",
+            c.url, c.threads, c.connections
+        );
         print!("{}", report.text(args.latency));
     }
     Ok(())

@@ -171,6 +171,8 @@ struct Supervisor {
     totals: BTreeMap<String, u64>,
     /// Processes that reported their counters.
     reported: usize,
+    /// The threads reading the status pipes (each ends when its process has exited).
+    readers: Vec<std::thread::JoinHandle<()>>,
     stopping: bool,
 }
 
@@ -202,6 +204,7 @@ pub fn run(args: &ServeArgs, processes: usize) -> Result<(), String> {
         events: tx,
         totals: BTreeMap::new(),
         reported: 0,
+        readers: Vec::new(),
         stopping: false,
     };
     for index in 0..processes {
@@ -313,7 +316,7 @@ impl Supervisor {
         drop(write);
         let pid = child.id();
         let tx = self.events.clone();
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name(format!("duet-status-{index}"))
             .spawn(move || {
                 for line in BufReader::new(read).lines() {
@@ -329,6 +332,8 @@ impl Supervisor {
                 }
             })
             .map_err(|e| format!("cannot start a status thread: {e}"))?;
+        self.readers.retain(|r| !r.is_finished());
+        self.readers.push(reader);
         info!("process {index} started (pid {pid})");
         self.procs.push(Proc { index, child, started: Instant::now(), ready: false, retiring: false });
         Ok(())
@@ -508,6 +513,16 @@ impl Supervisor {
     fn run(mut self, rx: &Receiver<Event>) -> Result<(), String> {
         loop {
             if self.stopping && self.procs.is_empty() {
+                // Every process has exited: its last words are in the channel once its
+                // reader has seen the end of its pipe.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                while let Ok(event) = rx.try_recv() {
+                    if let Event::Counters(c) = event {
+                        self.add_counters(&c);
+                    }
+                }
                 self.log_totals();
                 return Ok(());
             }

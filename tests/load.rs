@@ -715,3 +715,76 @@ fn a_rolling_restart_under_keep_alive_load_costs_no_error_on_epoll_engine() {
 fn a_rolling_restart_under_keep_alive_load_costs_no_error_on_uring_engine() {
     keep_alive_load_interrupted("uring", &["--processes", "2"], Interruption::RollingRestart);
 }
+
+#[test]
+fn a_run_in_processes_is_merged_exactly_into_one_report() {
+    let Some(server) = serve("epoll") else { return };
+    let v = load_json(&["--processes", "3", "-c", "7", "-t", "3", "-n", "1000", &url(&server)]);
+    assert_eq!(u(&v, &["requests"]), 1000, "-n is split, not multiplied: {v}");
+    assert_eq!((u(&v, &["connections"]), u(&v, &["threads"]), u(&v, &["runs"])), (7, 3, 1), "{v}");
+    assert_eq!(histogram(&v, "latency_us").len(), 1000, "the histograms are merged exactly");
+    assert_no_errors(&v);
+}
+
+#[test]
+fn a_run_in_processes_needs_a_connection_per_process() {
+    let err = load_error(&["--processes", "4", "-c", "3", "http://127.0.0.1:9/"]);
+    assert!(err.contains("--processes 4 needs at least 4 connections"), "{err}");
+}
+
+/// 30,000 keep-alive connections, more than one process may hold here (its descriptor
+/// limit is 20,000), held by `duet serve --processes 2` against `duet load --processes 2`:
+/// every connection stays open and is answered, none is lost.
+fn thirty_thousand_connections(engine: &str) {
+    const CONNECTIONS: usize = 30_000;
+    if let Some(reason) = common::skip_reason(engine) {
+        println!("skipping: the {engine} engine cannot run here: {reason}");
+        return;
+    }
+    let mut server = Server::start_with_threads(engine, 1, &["--processes", "2"]);
+    // The warm-up opens the connections (the window then starts with all of them open).
+    // 30,000 SYNs at once overflow the accept queues (4,096 each): the kernel drops some
+    // and the client retransmits them after 1 s, 3 s, ..., longer than the default 2 s
+    // timeout would wait.
+    let c = CONNECTIONS.to_string();
+    let v = load_json(&[
+        "--processes",
+        "2",
+        "-c",
+        &c,
+        "-t",
+        "2",
+        "--warmup",
+        "5s",
+        "-d",
+        "2s",
+        "--timeout",
+        "10s",
+        &url(&server),
+    ]);
+    assert_eq!(u(&v, &["connections"]), CONNECTIONS as u64, "{v}");
+    assert!(u(&v, &["requests"]) > 0, "{v}");
+    assert_no_errors(&v);
+    // No connection was closed or lost: all 30,000 were open at once.
+    assert_eq!((u(&v, &["lost"]), u(&v, &["reconnects"])), (0, 0), "{v}");
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    let lines = server.stderr_lines();
+    let accepts: u64 = lines
+        .iter()
+        .find_map(|l| {
+            l.split(" summed: ").nth(1)?.split_whitespace().find_map(|w| w.strip_prefix("accepts=")?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no summed counters in\n{}", lines.join("\n")));
+    assert!(accepts >= CONNECTIONS as u64, "the processes accepted {accepts}");
+}
+
+#[test]
+fn thirty_thousand_connections_past_one_processes_limit_on_epoll_engine() {
+    thirty_thousand_connections("epoll");
+}
+
+#[test]
+fn thirty_thousand_connections_past_one_processes_limit_on_uring_engine() {
+    thirty_thousand_connections("uring");
+}

@@ -37,7 +37,7 @@ mod worker;
 
 pub use error::{HeaderProblem, LoadError, MergeError, Need, OutOfRange, Setting};
 pub use framer::{FrameError, Framer, Progress};
-pub use report::{decode_histogram, encode_histogram, Report, ServerUsage};
+pub use report::{decode_histogram, encode_histogram, format_duration, Report, ServerUsage};
 pub use stats::{latency_histogram, Errors, Stats, StatusCounts};
 pub use url::{Target, UrlError};
 
@@ -165,6 +165,26 @@ impl Prepared {
         }
         s.push('\n');
         s
+    }
+}
+
+impl Prepared {
+    /// Makes this run process `index` of `processes` running side by side towards the
+    /// same target with `total` connections (and idle ones) among them: when the total
+    /// needs several loopback sources (see `sources_for`), each process takes its own
+    /// of them (at least one each), so that no source address carries more than its
+    /// third of the ephemeral ports across the processes.
+    pub fn share_sources(&mut self, index: usize, processes: usize, total: usize) {
+        let ports = sys::ephemeral_ports().map_or(DEFAULT_EPHEMERAL_PORTS, |(low, high)| usize::from(high - low) + 1);
+        let all = sources_for(self.addr, total, ports);
+        if all.is_empty() || processes <= 1 {
+            return;
+        }
+        let count = all.len().max(processes).min(MAX_SOURCES);
+        self.sources = (0..count)
+            .filter(|k| k % processes == index % processes)
+            .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, (k + 1) as u8)))
+            .collect();
     }
 }
 

@@ -567,7 +567,8 @@ pub(crate) fn format_binary(x: f64) -> String {
     scaled(x, 1024.0, &["", "K", "M", "G", "T"])
 }
 
-pub(crate) fn format_duration(d: Duration) -> String {
+/// A duration as the reports print it (`10.00s`, `500.00ms`).
+pub fn format_duration(d: Duration) -> String {
     format_us(d.as_secs_f64() * 1e6)
 }
 
