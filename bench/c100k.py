@@ -4,8 +4,7 @@
 100,000 connections (or CONNECTIONS), a tenth active at 5,000 req/s: duet serve --processes 6
 against duet load --processes 6, server on CPU 0, load on CPU 1 (docs/ladder.md, "Measured:
 100,000 connections in process groups"). Prints one JSON line. Run it under the measuring
-lock; wait for TIME_WAIT sockets to clear (/proc/net/sockstat) between runs.
-duet load --processes 6, server on CPU 0, load on CPU 1. Prints one JSON line."""
+lock; wait for TIME_WAIT sockets to clear (/proc/net/sockstat) between runs."""
 import json, os, re, subprocess, sys, time, socket
 engine, port = sys.argv[1], int(sys.argv[2])
 procs = int(sys.argv[3]) if len(sys.argv) > 3 else 6
