@@ -474,3 +474,21 @@ fn bad_engine_specs_are_one_line_errors_before_anything_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'--ablation' cannot be used with '--engines"), "{err}");
 }
+
+/// 100,000 connections are planned before anything starts: past one process's open-file
+/// limit the plan is a process group on each side, which the comparison does not run, so
+/// it says what to run instead (one line, exit 1); with a limit that holds them, the plan
+/// is one process each and there is nothing to refuse.
+#[test]
+fn a_connection_count_past_one_processes_limit_is_refused_with_the_plan() {
+    let limit = common::raise_nofile_limit();
+    if limit > 100_200 {
+        eprintln!("skipping: the open-file limit here ({limit}) holds 100,000 connections in one process");
+        return;
+    }
+    let (status, stderr) = common::run_duet(&["compare", "--connections", "100000", "--engines", "epoll"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains("duet serve --processes ") && lines[0].contains("duet load --processes "), "{stderr}");
+}

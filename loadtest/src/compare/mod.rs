@@ -16,6 +16,7 @@
 mod charts;
 mod error;
 mod output;
+pub mod plan;
 mod run_info;
 mod server;
 pub mod wrk;
@@ -653,16 +654,23 @@ enum Cell {
 /// File descriptors the load generator keeps for itself beyond one per connection.
 const CLIENT_SPARE_FDS: usize = 64;
 
-/// Whether this process may open `connections` sockets: its open-file limit, raised to
-/// the hard limit here. (Ephemeral ports are not the limit on loopback: the load
-/// generator spreads many connections over several 127.0.0.x source addresses.)
+/// Whether `connections` fit: one load process and one server process each (their
+/// open-file limit, raised to the hard limit here), the system-wide file table, the
+/// ephemeral ports across the 127.0.0.x sources and the kernel memory ([`plan`]). Past
+/// one process's limit the plan is a process group on each side, which the comparison
+/// does not run: it says what to run instead.
 fn check_client_limits(connections: usize, threads: usize) -> Result<(), String> {
+    let limits = plan::Limits::here();
     let needed = connections + CLIENT_SPARE_FDS + threads;
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    if needed as u64 > limit {
+    let plan = plan::plan(connections as u64, limits)?;
+    if plan.server_processes > 1 || needed as u64 > limits.nofile {
+        let (s, l) = (plan.server_processes.max(2), plan.load_processes.max(2));
         return Err(format!(
-            "{connections} connections need about {needed} open files in this process (and as many in each \
-             server) but the limit is {limit}: raise the hard limit (ulimit -Hn, or LimitNOFILE) or open fewer"
+            "{connections} connections need about {needed} open files per process but the limit is {}: that is \
+             {s} server and {l} load processes here, and duet compare runs one of each; measure them with \
+             duet serve --processes {s} and duet load --processes {l} (docs/ladder.md, process groups), or raise \
+             the hard limit (ulimit -Hn, or LimitNOFILE)",
+            limits.nofile
         ));
     }
     Ok(())
