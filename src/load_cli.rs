@@ -138,6 +138,7 @@ fn run(mut args: LoadArgs) -> Result<(), String> {
         warmup: args.warmup.0,
         server_pid: args.server_pid,
         progress: share.is_none() && std::io::stderr().is_terminal(),
+        progress_lines: share.is_some() && std::env::var_os(PROGRESS_LINES).is_some(),
         stop_on_loss: false,
     };
     let mut prepared = duet_loadtest::prepare(config).map_err(|e| load_error(&e))?;
@@ -162,6 +163,9 @@ fn run(mut args: LoadArgs) -> Result<(), String> {
 
 /// Set in a `duet load --processes N` child: every process's connections and idle ones.
 const SHARE_TOTAL: &str = "DUET_LOAD_TOTAL";
+/// Set in a `duet load --processes N` child whose parent draws the progress bar: write
+/// the counts as lines (`Config::progress_lines`).
+const PROGRESS_LINES: &str = "DUET_LOAD_PROGRESS_LINES";
 
 /// Share `index` of `n` of `total` (the first `total % n` shares have one more).
 fn share_of(total: usize, index: usize, n: usize) -> usize {
@@ -194,39 +198,86 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path to start it again: {e}"))?;
     let total = args.connections + args.idle;
+    let draw = std::io::stderr().is_terminal();
     let mut children = Vec::with_capacity(n);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<String>)>();
+    let mut readers = Vec::with_capacity(n);
     for index in 0..n {
-        let child = Command::new(&exe)
-            .args(std::env::args_os().skip(1))
+        let mut cmd = Command::new(&exe);
+        cmd.args(std::env::args_os().skip(1))
             .env(SHARE, format!("{index}/{n}"))
             .env(SHARE_TOTAL, total.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start load process {index}: {e}"))?;
-        children.push(child);
+            .stderr(Stdio::piped());
+        if draw {
+            cmd.env(PROGRESS_LINES, "1");
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start load process {index}: {e}"))?;
+        // Its stderr line by line (progress lines and anything else), then None at its end.
+        if let Some(stderr) = child.stderr.take() {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send((index, Some(line)));
+                }
+                let _ = tx.send((index, None));
+            }));
+        }
+        // Its report, read as it comes: a report larger than the pipe must not block it.
+        let stdout = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut out, &mut text);
+                text
+            })
+        });
+        children.push((child, stdout));
+    }
+    drop(tx);
+    let config = duet_loadtest::Config {
+        url: args.url.clone().unwrap_or_default(),
+        duration: args.duration.0,
+        requests: args.requests,
+        warmup: args.warmup.0,
+        ..duet_loadtest::Config::default()
+    };
+    let mut bar = duet_loadtest::GroupProgress::new(draw, &config, n);
+    let mut stderr_text = vec![Vec::<String>::new(); n];
+    // Until every child's stderr has ended (the child has exited).
+    for (index, line) in rx {
+        if let Some(line) = line {
+            if !bar.line(index, &line) {
+                stderr_text[index].push(line);
+            }
+        }
+    }
+    drop(bar);
+    for r in readers {
+        let _ = r.join();
     }
     let mut reports = Vec::with_capacity(n);
     let mut failure = None;
     let mut warnings: Vec<String> = Vec::new();
-    for (index, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().map_err(|e| format!("cannot wait for load process {index}: {e}"))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
+    for (index, (mut child, stdout)) in children.into_iter().enumerate() {
+        let status = child.wait().map_err(|e| format!("cannot wait for load process {index}: {e}"))?;
+        let stdout = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
+        let lines = &stderr_text[index];
+        if !status.success() {
             // Every process fails alike (a refused connect, say): its line once.
-            let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let line = lines.iter().find(|l| !l.trim().is_empty()).map_or("", |l| l.trim());
             let line = line.strip_prefix("duet: error: ").unwrap_or(line);
             failure.get_or_insert_with(|| format!("load process {index} of {n} failed: {line}"));
             continue;
         }
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
             if !warnings.iter().any(|w| w == line) {
-                warnings.push(line.to_string());
+                warnings.push(line.clone());
             }
         }
         let name = format!("load process {index}");
-        reports.push(duet_loadtest::Report::from_json(&name, &String::from_utf8_lossy(&out.stdout))?);
+        reports.push(duet_loadtest::Report::from_json(&name, &String::from_utf8_lossy(&stdout))?);
     }
     if let Some(failure) = failure {
         return Err(failure);

@@ -788,3 +788,27 @@ fn thirty_thousand_connections_past_one_processes_limit_on_epoll_engine() {
 fn thirty_thousand_connections_past_one_processes_limit_on_uring_engine() {
     thirty_thousand_connections("uring");
 }
+
+#[test]
+fn a_run_in_processes_draws_one_progress_bar_over_all_of_them() {
+    let Some(server) = serve("epoll") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let stdout_file = tmp.path().join("progress-stdout.txt");
+    let command = format!(
+        "{DUET} load --processes 2 -c2 -t2 -d600ms --warmup 600ms {} > {}",
+        url(&server),
+        stdout_file.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1), from util-linux");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(terminal.contains("warm-up [") && terminal.contains("load ["), "one bar, both phases: {terminal:?}");
+    assert!(!terminal.contains("progress "), "the processes' count lines are the parent's: {terminal:?}");
+    let stdout = std::fs::read_to_string(&stdout_file).expect("stdout file");
+    assert!(stdout.starts_with("Running ") && stdout.contains("in 2 processes"), "{stdout}");
+    assert!(stdout.contains("Requests/sec:") && !stdout.contains('\x1b'), "{stdout:?}");
+}

@@ -29,6 +29,7 @@ mod error;
 mod framer;
 mod procstat;
 mod progress;
+pub use progress::GroupProgress;
 mod report;
 mod stats;
 mod sys;
@@ -91,6 +92,10 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Draw a live progress bar on stderr while running (when stderr is a terminal).
     pub progress: bool,
+    /// Write the live counts to stderr instead, as `progress WINDOW REQUESTS ERRORS` lines
+    /// every 100 ms (WINDOW 1 once the measured window is open), for a parent process
+    /// that draws one bar over several ([`GroupProgress`]).
+    pub progress_lines: bool,
     /// Stop the run at the first connection the server closes, resets or refuses (or
     /// that cannot connect), instead of reconnecting it: for a caller that needs the
     /// server to hold every connection, and counts [`Report::lost`] as a failure.
@@ -115,6 +120,7 @@ impl Default for Config {
             warmup: Duration::ZERO,
             server_pid: None,
             progress: false,
+            progress_lines: false,
             stop_on_loss: false,
         }
     }

@@ -63,6 +63,8 @@ pub(crate) fn message(phase: Phase, elapsed: Duration, requests: u64, rate: f64,
 
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
+    /// Write the counts as lines on stderr (`Config::progress_lines`).
+    lines: bool,
     phase: Phase,
     window: Phase,
     phase_start: Instant,
@@ -88,7 +90,8 @@ impl Progress {
             bar.set_prefix(phase.label());
             bar
         });
-        Progress { bar, phase, window, phase_start: start, last_at: start, last_requests: 0, rate: 0.0 }
+        let lines = config.progress_lines;
+        Progress { bar, lines, phase, window, phase_start: start, last_at: start, last_requests: 0, rate: 0.0 }
     }
 
     /// The warm-up is over: the bar restarts for the measured window.
@@ -108,10 +111,21 @@ impl Progress {
     }
 
     pub fn update(&mut self, shared: &Shared) {
-        let Some(bar) = &self.bar else { return };
-        let now = Instant::now();
+        if self.bar.is_none() && !self.lines {
+            return;
+        }
         let requests: u64 = shared.live.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
         let errors: u64 = shared.live.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
+        if self.lines {
+            eprintln!("progress {} {requests} {errors}", u8::from(self.phase == self.window));
+        }
+        self.show(requests, errors);
+    }
+
+    /// Draws `requests` and `errors` so far in this phase.
+    fn show(&mut self, requests: u64, errors: u64) {
+        let Some(bar) = &self.bar else { return };
+        let now = Instant::now();
         if now - self.last_at >= RATE_EVERY {
             // The threads reset their counters when the window opens.
             let done = requests.saturating_sub(self.last_requests);
@@ -122,6 +136,46 @@ impl Progress {
         let elapsed = now - self.phase_start;
         bar.set_position(self.phase.position(elapsed, requests));
         bar.set_message(message(self.phase, elapsed, requests, self.rate, errors));
+    }
+}
+
+/// One progress bar over several load processes run side by side (`duet load
+/// --processes`), each writing its counts as lines (`Config::progress_lines`): the bar
+/// shows their sums, the warm-up until every process has opened its window.
+pub struct GroupProgress {
+    progress: Progress,
+    /// Each process's last counts: window open, requests, errors.
+    latest: Vec<(bool, u64, u64)>,
+}
+
+impl GroupProgress {
+    /// A bar for `processes` processes running `config` together (drawn only when
+    /// `enabled` and stderr is a terminal).
+    pub fn new(enabled: bool, config: &Config, processes: usize) -> GroupProgress {
+        GroupProgress {
+            progress: Progress::new(enabled, &Config { progress_lines: false, ..config.clone() }, Instant::now()),
+            latest: vec![(false, 0, 0); processes],
+        }
+    }
+
+    /// Takes a line process `index` wrote; false when it is not a progress line.
+    pub fn line(&mut self, index: usize, line: &str) -> bool {
+        let mut words = line.strip_prefix("progress ").map(|rest| rest.split(' ').map(|w| w.parse::<u64>()));
+        let Some(words) = words.as_mut() else { return false };
+        let (Some(Ok(window)), Some(Ok(requests)), Some(Ok(errors))) = (words.next(), words.next(), words.next())
+        else {
+            return false;
+        };
+        if let Some(slot) = self.latest.get_mut(index) {
+            *slot = (window == 1, requests, errors);
+        }
+        let now = Instant::now();
+        if self.latest.iter().all(|l| l.0) {
+            self.progress.window_opens(now);
+        }
+        let (requests, errors) = self.latest.iter().fold((0, 0), |(r, e), l| (r + l.1, e + l.2));
+        self.progress.show(requests, errors);
+        true
     }
 }
 
@@ -136,6 +190,20 @@ impl Drop for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_bar_takes_its_processes_count_lines_and_nothing_else() {
+        let config = Config { warmup: Duration::from_secs(1), ..Config::default() };
+        let mut g = GroupProgress::new(false, &config, 2);
+        assert!(g.line(0, "progress 0 10 1"));
+        assert!(!g.line(0, "duet: warning: something"), "other lines are the caller's");
+        assert!(!g.line(1, "progress 1 x 0"));
+        assert!(g.line(1, "progress 1 20 0"));
+        assert_eq!(g.latest, [(false, 10, 1), (true, 20, 0)]);
+        assert!(g.progress.phase != g.progress.window, "the window opens when every process's has");
+        assert!(g.line(0, "progress 1 5 0"));
+        assert!(g.progress.phase == g.progress.window);
+    }
 
     #[test]
     fn the_warm_up_is_labelled_and_the_window_counts_time_or_requests() {
