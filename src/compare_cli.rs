@@ -91,83 +91,83 @@ pub struct CompareArgs {
     /// is a row of its own served with `--uring-features FEATURES` (items joined by `+`, e.g.
     /// uring:no-direct, uring:none+direct) [default: epoll,uring; with --ladder:
     /// select,poll,epoll-lt,epoll,uring].
-    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..")]
+    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..", help_heading = "Engines")]
     pub engines: Option<Vec<String>>,
     /// The io_uring ablation: --engines uring, then uring:no-X for each feature X (direct,
     /// ring-fd, flat-sq, send, bundle, zc, inc), uring:none and epoll, interleaved as usual.
-    #[arg(long, conflicts_with = "engines")]
+    #[arg(long, conflicts_with = "engines", help_heading = "Engines")]
     pub ablation: bool,
-    /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
-    #[arg(long, value_name = "LIST")]
-    pub server_cpus: Option<String>,
-    /// CPUs for the load generator [default: the second half; CPU 1 on two CPUs].
-    #[arg(long, value_name = "LIST")]
-    pub load_cpus: Option<String>,
     /// Connections per scenario: all active, or with --active the total of which that
     /// share is active and the rest idle [default: 16,256; 16 with --quick; with --ladder
     /// 1000,10000, 100,200 with --quick].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub connections: Option<Vec<usize>>,
     /// Share of --connections that sends requests, e.g. 10% (at least one connection); the
     /// rest are opened first, answered once and then held idle. A server must hold them all:
     /// a run in which it closes, resets or refuses one is FAILED (reason), e.g. FD_SETSIZE.
     /// Replaces --idle. Prints the ladder tables (mean / p99 latency and CPU per request,
     /// one row per engine, one column per connection count) above the full table.
-    #[arg(long, value_name = "SHARE", conflicts_with = "idle")]
+    #[arg(long, value_name = "SHARE", conflicts_with = "idle", help_heading = "Scenario")]
     pub active: Option<Share>,
     /// Open loop: the active connections send R requests/s in total, latency measured from
     /// each request's intended send time (coordinated omission corrected). Without it:
     /// closed loop (duet load only) [default: none; with --ladder 5000, 1000 with --quick].
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", help_heading = "Scenario")]
     pub rate: Option<f64>,
     /// Load this long before each measured window, unmeasured [default: 0s; with --ladder 1s, 0.2s with --quick].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Load")]
     pub warmup: Option<Seconds>,
     /// The I/O ladder: --engines select,poll,epoll-lt,epoll,uring --connections 1000,10000
     /// --active 10% --rate 5000 --depth 1 --warmup 1s (each can be overridden). With --quick:
     /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
-    #[arg(long)]
+    #[arg(long, help_heading = "Presets")]
     pub ladder: bool,
     /// Requests pipelined per connection [default: 1,16; 1 with --ladder].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub depth: Option<Vec<usize>>,
     /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files)
     /// [default: 13].
-    #[arg(long, value_delimiter = ',', value_name = "BYTES,..")]
+    #[arg(long, value_delimiter = ',', value_name = "BYTES,..", help_heading = "Scenario")]
     pub body_size: Option<Vec<ByteSize>>,
     /// Idle keep-alive connections held open on top of the active ones (duet load only; see
     /// --active) [default: 0].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub idle: Option<Vec<usize>>,
+    /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
+    #[arg(long, value_name = "LIST", help_heading = "Load")]
+    pub server_cpus: Option<String>,
+    /// CPUs for the load generator [default: the second half; CPU 1 on two CPUs].
+    #[arg(long, value_name = "LIST", help_heading = "Load")]
+    pub load_cpus: Option<String>,
     /// Rounds; engines alternate within each round and medians are reported [default: 3; 1
     /// with --quick].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Load")]
     pub rounds: Option<usize>,
     /// Measured window of each run [default: 5s; 1s with --quick, 0.5s with --ladder --quick].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Load")]
     pub duration: Option<Seconds>,
     /// A small matrix that finishes in well under a minute: 1 round of 1 s, 16 connections, depth 1 and 16.
-    #[arg(long)]
+    #[arg(long, help_heading = "Presets")]
     pub quick: bool,
     /// Load generator.
-    #[arg(long, value_enum, default_value_t = LoadWithArg::Duet)]
+    #[arg(long, value_enum, default_value_t = LoadWithArg::Duet, help_heading = "Load")]
     pub load_with: LoadWithArg,
     /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency;
     /// with --active over several connection counts also cpu_by_connections.svg) into DIR
     /// [default: print only].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Another server to compare, run pinned to the server CPUs, e.g.
     /// nginx="nginx -c /path/nginx.conf -g 'master_process off;'"@18083 (repeatable; CMD is
     /// split like a shell would; ready once 127.0.0.1:PORT accepts; it must serve the paths).
-    #[arg(long, value_name = "NAME=CMD@PORT")]
+    #[arg(long, value_name = "NAME=CMD@PORT", help_heading = "Engines")]
     pub peer: Vec<String>,
     /// Also compare the floor responders (examples floor_epoll, floor_uring next to this
     /// binary; build them with `cargo build --release --workspace --examples`), in 13-byte scenarios.
-    #[arg(long)]
+    #[arg(long, help_heading = "Engines")]
     pub floors: bool,
     /// Print the results as JSON instead of the markdown table.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 

@@ -191,19 +191,76 @@ fn help(sub: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `duet serve --help` groups its flags, content before tuning; `duet compare --help`
-/// shows what each flag defaults to.
+/// Each of `needles` is in `text`, in this order.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
+    for pair in needles.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
+    }
+}
+
+/// `duet load --help` groups its flags: what load, what each request is, what is reported.
+#[test]
+fn cli_help_groups_load_flags() {
+    let text = help("load");
+    assert_in_order(
+        &text,
+        &[
+            "Load:",
+            "--connections <N>",
+            "--warmup <DURATION>",
+            "Request:",
+            "--method <METHOD>",
+            "Report:",
+            "      --json ",
+        ],
+    );
+}
+
+/// `duet serve --help` groups its flags, content before tuning and the io_uring flags apart;
+/// `duet compare --help` groups its flags by engines, scenario, load and output and shows
+/// what each flag defaults to.
 #[test]
 fn cli_help_groups_serve_flags_and_shows_compare_defaults() {
     let text = help("serve");
-    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
-    let order = ["Listening:", "--bind <ADDR>", "--pid-file <PATH>", "Content:", "--dir <DIR>", "Limits and timeouts:"];
-    let order =
-        [&order[..], &["--max-headers <N>", "io_uring:", "--uring-buffers <N>", "Logging and metrics:"]].concat();
-    for pair in order.windows(2) {
-        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
-    }
+    assert_in_order(
+        &text,
+        &[
+            "Listening:",
+            "--bind <ADDR>",
+            "--pid-file <PATH>",
+            "Content:",
+            "--dir <DIR>",
+            "Limits and timeouts:",
+            "--max-headers <N>",
+            "--drain-timeout <DURATION>",
+            "io_uring:",
+            "--uring-entries <N>",
+            "--uring-buffers <N>",
+            "--sqpoll",
+            "Logging and metrics:",
+        ],
+    );
     let text = help("compare");
+    assert_in_order(
+        &text,
+        &[
+            "Engines:",
+            "--engines <",
+            "--floors",
+            "Scenario:",
+            "--connections <N,..>",
+            "--idle <N,..>",
+            "Load:",
+            "--rounds <N>",
+            "--load-with <",
+            "Presets:",
+            "      --quick\n",
+            "Output:",
+            "--out <DIR>",
+            "      --json\n",
+        ],
+    );
     for want in ["[default: 16,256", "[default: 1,16", "[default: 3", "[default: 5s", "[default: duet]"] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
