@@ -1,6 +1,7 @@
 //! `duet compare`: flags and the handler. The work is done by `duet_loadtest::compare`.
 
 use crate::arg_types::{ByteSize, Seconds};
+use crate::cli::EngineChoice;
 use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
@@ -33,27 +34,31 @@ pub fn ablation_engines() -> Vec<String> {
     engines
 }
 
-/// Checks one entry of `--engines`: an engine name, or `uring:FEATURES`, the io_uring
-/// engine served with `--uring-features FEATURES` (items joined by `+`, since commas
-/// separate the engines), so a typo is caught before any server starts. An unknown
-/// engine name is left to `duet serve` (a FAILED row that names it), but a feature
-/// where an engine belongs (`uring:none,direct`) is caught here.
-pub fn check_engine_spec(spec: &str) -> Result<(), String> {
+/// Checks one entry of `--engines` (its value parser, so a bad one is a usage error before
+/// anything runs): an engine name of `duet serve --engine`, or `uring:FEATURES`, the
+/// io_uring engine served with `--uring-features FEATURES` (items joined by `+`, since
+/// commas separate the engines). A feature where an engine belongs (`uring:none,direct`)
+/// is named as such.
+pub fn check_engine_spec(spec: &str) -> Result<String, String> {
     let Some((engine, features)) = spec.split_once(':') else {
+        if spec.trim().is_empty() || EngineChoice::from_str(spec.trim(), false).is_ok() {
+            return Ok(spec.to_string());
+        }
         if Features::parse(spec).is_ok() {
             return Err(format!(
-                "--engines: '{spec}' is an io_uring feature, not an engine: join a row's features with + \
-                 (e.g. uring:none+direct)"
+                "'{spec}' is an io_uring feature, not an engine: join a row's features with + (e.g. uring:none+direct)"
             ));
         }
-        return Ok(());
+        let names: Vec<&str> = EngineChoice::value_variants().iter().map(|e| e.name()).collect();
+        return Err(format!(
+            "unknown engine '{spec}' (engines: {}; uring:FEATURES for an io_uring row)",
+            names.join(", ")
+        ));
     };
     if engine != "uring" {
-        return Err(format!(
-            "--engines '{spec}': only the uring engine takes features (uring:FEATURES, e.g. uring:no-zc+no-bundle)"
-        ));
+        return Err("only the uring engine takes features (uring:FEATURES, e.g. uring:no-zc+no-bundle)".into());
     }
-    Features::parse(&features.replace('+', ",")).map(|_| ()).map_err(|e| format!("--engines '{spec}': {e}"))
+    Features::parse(&features.replace('+', ",")).map(|_| spec.to_string()).map_err(|e| e.to_string())
 }
 
 /// A share of the connections: `10%` or `0.1`.
@@ -91,10 +96,13 @@ pub struct CompareArgs {
     /// is a row of its own served with `--uring-features FEATURES` (items joined by `+`, e.g.
     /// uring:no-direct, uring:none+direct) [default: epoll,uring; with --ladder:
     /// select,poll,epoll-lt,epoll,uring].
-    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..", help_heading = "Engines")]
+    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..", value_parser = check_engine_spec,
+          help_heading = "Engines")]
     pub engines: Option<Vec<String>>,
-    /// The io_uring ablation: --engines uring, then uring:no-X for each feature X (direct,
-    /// ring-fd, flat-sq, send, bundle, zc, inc), uring:none and epoll, interleaved as usual.
+    /// The io_uring ablation, interleaved as usual: --engines
+    /// uring,uring:no-direct,uring:no-ring-fd,uring:no-flat-sq,uring:no-send,uring:no-bundle,uring:no-inc,uring:zc,uring:none,epoll
+    /// (the default features, without each in turn, with zc, which the default leaves off,
+    /// with none, and epoll).
     #[arg(long, conflicts_with = "engines", help_heading = "Engines")]
     pub ablation: bool,
     /// Connections per scenario: all active, or with --active the total of which that
@@ -243,9 +251,6 @@ fn run(args: CompareArgs) -> Result<(), String> {
         None if args.ablation => ablation_engines(),
         None => d.engines.iter().map(|e| e.to_string()).collect(),
     };
-    for spec in &engines {
-        check_engine_spec(spec)?;
-    }
     let mut peers =
         args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| compare_error(&e))?;
     if args.floors {
@@ -357,24 +362,39 @@ mod tests {
             ]
         );
         for spec in ablation_engines() {
-            assert_eq!(check_engine_spec(&spec), Ok(()), "{spec}");
+            assert_eq!(check_engine_spec(&spec), Ok(spec.clone()), "{spec}");
         }
     }
 
     #[test]
-    fn only_uring_takes_features_and_they_must_be_known() {
-        for good in ["epoll", "uring", "uring:all", "uring:none+direct", "uring:no-zc+no-bundle", "select"] {
-            assert_eq!(check_engine_spec(good), Ok(()), "{good}");
+    fn engines_are_known_names_and_only_uring_takes_features() {
+        for good in ["epoll", "uring", "uring:all", "uring:none+direct", "uring:no-zc+no-bundle", "select", "epoll-lt"]
+        {
+            assert_eq!(check_engine_spec(good).as_deref(), Ok(good), "{good}");
         }
         let err = check_engine_spec("epoll:none").unwrap_err();
-        assert!(err.contains("'epoll:none'") && err.contains("only the uring engine takes features"), "{err}");
+        assert!(err.contains("only the uring engine takes features"), "{err}");
         let err = check_engine_spec("uring:turbo").unwrap_err();
-        assert!(err.contains("'uring:turbo'") && err.contains("unknown io_uring feature 'turbo'"), "{err}");
+        assert!(err.contains("unknown io_uring feature 'turbo'"), "{err}");
         for bad in ["uring:", "uring:no-direct+", ":none"] {
             assert!(check_engine_spec(bad).is_err(), "{bad}");
         }
         // `--engines uring:none,direct` reaches here as two entries.
         let err = check_engine_spec("direct").unwrap_err();
         assert!(err.contains("'direct' is an io_uring feature") && err.contains("uring:none+direct"), "{err}");
+        let err = check_engine_spec("foo").unwrap_err();
+        assert!(err.starts_with("unknown engine 'foo' (engines: auto, epoll, uring, epoll-lt, poll, select"), "{err}");
+    }
+
+    /// `--ablation`'s help lists the rows it runs, in order.
+    #[test]
+    fn the_ablation_help_names_the_rows_it_runs() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let compare = cli.find_subcommand("compare").expect("compare");
+        let ablation = compare.get_arguments().find(|a| a.get_id() == "ablation").expect("--ablation");
+        let help = ablation.get_long_help().or(ablation.get_help()).expect("help").to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(&ablation_engines().join(",")), "{help}");
     }
 }

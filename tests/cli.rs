@@ -294,3 +294,79 @@ fn cli_uring_buffers_not_a_power_of_two_is_rejected_at_parse_time() {
         );
     }
 }
+
+/// `--bind` with what looks like an IP address but is not one says so, as a usage error,
+/// instead of trying it as a host name.
+#[test]
+fn cli_bind_that_looks_like_an_ip_but_is_not_one_says_so() {
+    usage_error(
+        &["serve", "--port", "0", "--bind", "999.1.1.1"],
+        &["invalid value '999.1.1.1' for '--bind <ADDR>': not an IPv4 address", "duet serve --help"],
+    );
+    let (_, stderr) = run_duet(&["serve", "--port", "0", "--bind", "999.1.1.1"]);
+    assert!(!stderr.contains("resolve") && !stderr.contains("INFO"), "{stderr}");
+    usage_error(&["serve", "--port", "0", "--bind", "[::1]"], &["not an IPv6 address"]);
+}
+
+/// An argument that turns out bad at start (a --bind name that does not resolve, a bad
+/// --metrics path) is the only line: nothing is logged before it, whatever the engine
+/// (`auto` and `uring` log the io_uring features they found once all is checked).
+#[test]
+fn cli_no_start_up_log_line_comes_before_an_argument_error() {
+    for engine in ["auto", "uring", "epoll"] {
+        for (flag, value, says) in [
+            ("--bind", "no-such-host.invalid", "duet: error: --bind no-such-host.invalid: cannot resolve"),
+            ("--metrics", "metrics", "duet: error: --metrics metrics: expected a plain absolute path"),
+        ] {
+            let (status, stderr) = run_duet(&["serve", "--engine", engine, "--port", "0", flag, value]);
+            assert_eq!(status.code(), Some(1), "{engine} {flag}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "{engine} {flag}: expected one line, got:\n{stderr}");
+            assert!(lines[0].starts_with(says), "{engine} {flag}: {stderr}");
+        }
+    }
+}
+
+/// `--pin` is worded one way, the true one (the engine's `pin_cpu` picks the i-th CPU of the
+/// affinity mask, tested in duet-engine), in `--help` and in docs/serving.md.
+#[test]
+fn cli_pin_is_described_as_it_works_in_help_and_docs() {
+    let wording = "the i-th CPU this process may run on";
+    let text = help("serve").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains(&format!("Pin worker thread i to {wording}")), "{text}");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/serving.md")).unwrap();
+    let row = docs.lines().find(|l| l.starts_with("| `--pin` |")).expect("a --pin row in docs/serving.md");
+    assert!(row.replace('*', "").contains(&format!("pin worker i to {wording}")), "{row}");
+}
+
+/// Every flag that takes a DURATION says in its help that a bare number is seconds, and a
+/// bare number is taken as seconds.
+#[test]
+fn cli_every_duration_flag_says_a_bare_number_is_seconds() {
+    let mut durations = 0;
+    for sub in ["serve", "load", "compare"] {
+        let text = help(sub);
+        // Each flag's entry runs from its line (`  -d, --duration <DURATION>`) to the next one's.
+        let mut entries: Vec<String> = Vec::new();
+        for line in text.lines() {
+            match entries.last_mut() {
+                Some(entry) if !line.trim_start().starts_with('-') => entry.push_str(line),
+                _ => entries.push(line.to_string()),
+            }
+        }
+        let mut flags = entries.iter().filter(|entry| entry.contains("<DURATION>")).peekable();
+        assert!(flags.peek().is_some(), "duet {sub} has DURATION flags");
+        for entry in flags {
+            durations += 1;
+            let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(entry.contains("a bare number is seconds"), "{sub}: {entry}");
+        }
+    }
+    assert!(durations >= 10, "{durations}");
+    // `--header-timeout 1.5` is 1.5 s: the server starts with it (a unit-less value it
+    // could not parse would be a usage error).
+    let server = Server::start("epoll", &["--header-timeout", "1.5", "--keepalive-timeout", "2"]);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+}
