@@ -56,6 +56,8 @@ pub enum Command {
     Load(crate::load_cli::LoadArgs),
     /// Run the same load against each engine (pinned, interleaved, medians) and compare them.
     Compare(crate::compare_cli::CompareArgs),
+    /// Print the man page or shell completions, made from these same definitions.
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -348,7 +350,7 @@ pub fn report_clap_error(e: clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
         e.exit();
     }
-    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare"));
+    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare" | "generate"));
     let text = e.render().to_string();
     let text = match subcommand {
         Some(sub) => text.replace("try '--help'", &format!("try 'duet {sub} --help'")),

@@ -5,6 +5,7 @@ mod cli;
 mod compare_cli;
 mod content;
 mod flag_words;
+mod generate;
 mod listen;
 mod load_cli;
 mod uring_words;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Load(args) => load_cli::load(args),
         Command::Compare(args) => compare_cli::compare(args),
+        Command::Generate(args) => generate::generate(args),
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {

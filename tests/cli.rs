@@ -370,3 +370,79 @@ fn cli_every_duration_flag_says_a_bare_number_is_seconds() {
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().status, 200);
 }
+
+/// `duet generate KIND`: exit 0 and what KIND is on standard output.
+fn generate(kind: &str) -> String {
+    let out = common::duet_command().args(["generate", kind]).output().unwrap();
+    assert!(out.status.success(), "duet generate {kind}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The long flags `duet SUB --help` lists.
+fn long_flags(sub: &str) -> Vec<String> {
+    let text = help(sub);
+    let flags: Vec<String> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .collect();
+    assert!(flags.len() > 5, "duet {sub} --help: {flags:?}");
+    flags
+}
+
+/// The man page is one roff page with a section per subcommand that names each of its flags.
+#[test]
+fn cli_generate_man_names_every_subcommand_and_its_flags() {
+    let man = generate("man");
+    assert!(man.lines().any(|l| l.starts_with(".TH duet 1")), "{}", &man[..man.len().min(200)]);
+    for sub in ["serve", "load", "compare", "generate"] {
+        let section = format!(".SH \"DUET {}\"", sub.to_uppercase());
+        let at = man.find(&section).unwrap_or_else(|| panic!("no {section} in the man page"));
+        if sub == "generate" {
+            continue;
+        }
+        for flag in long_flags(sub) {
+            let roff = format!("\\fB{}\\fR", flag.replace('-', "\\-"));
+            assert!(man[at..].contains(&roff), "duet {sub} {flag} ({roff}) not in its section of the man page");
+        }
+    }
+    assert!(man.contains("a bare number is seconds"), "the man page has the same help as --help");
+}
+
+/// Bash, zsh and fish completions: each names the subcommands and their flags in its
+/// shell's own form, and bash's registers itself for `duet` when sourced.
+#[test]
+fn cli_generate_completions_for_bash_zsh_and_fish() {
+    let bash = generate("complete-bash");
+    let zsh = generate("complete-zsh");
+    let fish = generate("complete-fish");
+    assert!(zsh.starts_with("#compdef duet"), "{}", &zsh[..zsh.len().min(200)]);
+    for sub in ["serve", "load", "compare", "generate"] {
+        assert!(bash.contains(&format!("duet,{sub})")), "bash: {sub}");
+        assert!(zsh.contains(&format!("({sub})")), "zsh: {sub}");
+        assert!(fish.contains(&format!("-f -a \"{sub}\"")), "fish: {sub}");
+    }
+    for flag in long_flags("serve").iter().chain(&long_flags("load")).chain(&long_flags("compare")) {
+        assert!(bash.contains(flag.as_str()), "bash: {flag}");
+        // `'--port=[help]:N:...'` for a flag with a value, `'--pin[help]'` for a switch.
+        assert!(zsh.contains(&format!("{flag}=[")) || zsh.contains(&format!("{flag}[")), "zsh: {flag}");
+        assert!(fish.contains(&format!("-l {}", &flag[2..])), "fish: {flag}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("duet.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {}; complete -p duet", script.display()))
+        .output()
+        .expect("bash");
+    let registered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && registered.contains("duet"),
+        "{registered} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    usage_error(&["generate", "nope"], &["invalid value 'nope'", "man, complete-bash, complete-zsh, complete-fish"]);
+}
