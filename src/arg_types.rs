@@ -49,6 +49,13 @@ impl FromStr for Seconds {
     }
 }
 
+/// `--paths FILE` (`duet load`, `duet compare`): its paths, or one line saying why there
+/// are none to use.
+pub fn read_paths(file: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read --paths {}: {e}", file.display()))?;
+    duet_loadtest::parse_paths(&text).map_err(|e| format!("--paths {}: {e}", file.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

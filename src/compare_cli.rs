@@ -1,6 +1,6 @@
 //! `duet compare`: flags and the handler. The work is done by `duet_loadtest::compare`.
 
-use crate::arg_types::{ByteSize, Seconds};
+use crate::arg_types::{read_paths, ByteSize, Seconds};
 use crate::cli::EngineChoice;
 use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
@@ -137,6 +137,11 @@ pub struct CompareArgs {
     /// [default: 13].
     #[arg(long, value_delimiter = ',', value_name = "BYTES,..", help_heading = "Scenario")]
     pub body_size: Option<Vec<ByteSize>>,
+    /// Spread each run's requests over the paths in FILE, one per line, in turn (as `duet load
+    /// --paths`; duet load only), in place of the scenario's path: every server must serve
+    /// them.
+    #[arg(long, value_name = "FILE", help_heading = "Scenario")]
+    pub paths: Option<PathBuf>,
     /// Idle keep-alive connections held open on top of the active ones (duet load only; see
     /// --active) [default: 0].
     #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
@@ -276,6 +281,10 @@ fn run(args: CompareArgs) -> Result<(), String> {
         active: args.active.map(|s| s.0).or(d.active),
         rate: args.rate.or(d.rate),
         warmup: args.warmup.map_or(d.warmup, |s| s.0),
+        paths: match &args.paths {
+            Some(file) => read_paths(file)?,
+            None => Vec::new(),
+        },
     };
     let results = compare::run(config).map_err(|e| compare_error(&e))?;
     let markdown = results.markdown();

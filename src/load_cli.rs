@@ -1,6 +1,6 @@
 //! `duet load`: flags and the handler. The work is done by `duet_loadtest`.
 
-use crate::arg_types::Seconds;
+use crate::arg_types::{read_paths, Seconds};
 use crate::flag_words::{load_error, merge_error};
 use clap::Args;
 use std::io::IsTerminal;
@@ -34,8 +34,16 @@ pub struct LoadArgs {
     #[arg(short = 'H', long = "header", value_name = "HEADER", help_heading = "Request")]
     pub headers: Vec<String>,
     /// Request method.
-    #[arg(long, default_value = "GET", help_heading = "Request")]
+    #[arg(short, long, default_value = "GET", help_heading = "Request")]
     pub method: String,
+    /// Spread the requests over the paths in FILE, one per line (`/a.html`, `/b?x=1`), in
+    /// place of the URL's path: in turn, or at random with --seed.
+    #[arg(long, value_name = "FILE", help_heading = "Request")]
+    pub paths: Option<PathBuf>,
+    /// With --paths: pick each request's path at random, from a generator seeded with N (the
+    /// same N and --threads repeat the same sequence).
+    #[arg(long, value_name = "N", requires = "paths", help_heading = "Request")]
+    pub seed: Option<u64>,
     /// Request body (sent with Content-Length).
     #[arg(long, conflicts_with = "body_file", help_heading = "Request")]
     pub body: Option<String>,
@@ -46,6 +54,10 @@ pub struct LoadArgs {
     /// detailed HdrHistogram spectrum; with --rate, the uncorrected latency beside it (wrk2 -U).
     #[arg(long, help_heading = "Report")]
     pub latency: bool,
+    /// Open a new connection for each request, sending `Connection: close` (as hey, oha and ab
+    /// without -k do); the report counts the connections opened.
+    #[arg(long, conflicts_with_all = ["depth", "idle"], help_heading = "Load")]
+    pub disable_keepalive: bool,
     /// Requests pipelined per connection round trip.
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Load")]
     pub depth: usize,
@@ -69,7 +81,7 @@ pub struct LoadArgs {
     /// print their combined report: counts added, latency histograms merged exactly.
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = [
         "url", "connections", "threads", "duration", "requests", "timeout", "headers", "method", "body",
-        "body_file", "depth", "rate", "idle", "warmup", "server_pid",
+        "body_file", "depth", "rate", "idle", "warmup", "server_pid", "paths", "seed", "disable_keepalive",
     ], help_heading = "Report")]
     pub merge: Vec<PathBuf>,
 }
@@ -99,6 +111,10 @@ fn run(args: LoadArgs) -> Result<(), String> {
         }
         (None, None) => None,
     };
+    let paths = match &args.paths {
+        Some(file) => read_paths(file)?,
+        None => Vec::new(),
+    };
     let config = duet_loadtest::Config {
         url,
         connections: args.connections,
@@ -108,6 +124,9 @@ fn run(args: LoadArgs) -> Result<(), String> {
         timeout: args.timeout.0,
         headers: args.headers,
         method: args.method,
+        paths,
+        path_order: args.seed.map_or(duet_loadtest::PathOrder::RoundRobin, duet_loadtest::PathOrder::Random),
+        keepalive: !args.disable_keepalive,
         body,
         depth: args.depth,
         rate: args.rate,

@@ -335,6 +335,23 @@ fn missing_wrk_or_bad_flags_are_one_line_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--idle needs --load-with duet"), "{err}");
+    let out = common::duet_command()
+        .args(["compare", "--quick", "--engines", "epoll", "--load-with", "wrk", "--paths", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--paths /dev/null: no paths in it"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = dir.path().join("paths.txt");
+    std::fs::write(&paths, "/\n").unwrap();
+    let out = common::duet_command()
+        .args(["compare", "--quick", "--engines", "epoll", "--load-with", "wrk", "--paths", paths.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--paths needs --load-with duet"), "{err}");
     let out = common::duet_command().args(["compare", "--server-cpus", "x"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a CPU list"));
@@ -488,4 +505,23 @@ fn bad_engine_specs_are_usage_errors_before_anything_runs() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'--ablation' cannot be used with '--engines"), "{err}");
+}
+
+/// `--paths FILE` reaches every load run: the requests go to its paths instead of the
+/// scenario's, so a path the servers do not serve shows as errors, and one they serve as
+/// none.
+#[test]
+fn paths_are_passed_to_the_load_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = |paths: &str| {
+        let file = dir.path().join("paths.txt");
+        std::fs::write(&file, paths).unwrap();
+        let args = ["--quick", "--engines", "epoll", "--depth", "1", "--duration", "0.3s"];
+        let v = run_compare(&[&args[..], &["--paths", file.to_str().unwrap()]].concat());
+        let m = &v["scenarios"][0]["engines"]["epoll"]["median"];
+        positive(m, "requests_per_sec");
+        m["errors"].as_u64().expect("an error count")
+    };
+    assert_eq!(errors("/\n"), 0, "/ is served");
+    assert!(errors("/not-served\n") > 0, "every request went to /not-served: a 404 each");
 }

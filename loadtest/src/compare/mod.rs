@@ -89,6 +89,9 @@ pub struct CompareConfig {
     pub rate: Option<f64>,
     /// Load before each measured window, not measured (duet's load generator only).
     pub warmup: Duration,
+    /// Paths each run's requests are spread over in turn, in place of the scenario's
+    /// (duet's load generator only; see [`crate::Config::paths`]); empty: the scenario's.
+    pub paths: Vec<String>,
 }
 
 impl CompareConfig {
@@ -448,6 +451,9 @@ pub fn run(config: CompareConfig) -> Result<Results, CompareError> {
         if !config.warmup.is_zero() {
             return Err(CompareError::NeedsDuetLoad(Setting::Warmup));
         }
+        if !config.paths.is_empty() {
+            return Err(CompareError::NeedsDuetLoad(Setting::Paths));
+        }
         if !wrk::available() {
             return Err(CompareError::WrkMissing);
         }
@@ -690,6 +696,7 @@ fn measure_duet(
         timeout: Duration::from_secs(5),
         progress: false,
         stop_on_loss: must_hold,
+        paths: config.paths.clone(),
         ..crate::Config::default()
     };
     let load_failed = |e: crate::LoadError| Cell::Failed(Failure::new("load failed", e.to_string()));
@@ -850,6 +857,7 @@ pub(crate) mod fixture {
             active,
             rate: Some(5000.0),
             warmup: Duration::from_secs(1),
+            paths: Vec::new(),
         }
     }
 
