@@ -389,6 +389,11 @@ impl Results {
         output::json(self)
     }
 
+    /// Reads what [`Results::json`] wrote (see [`output::from_json`]).
+    pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
+        output::from_json(name, text)
+    }
+
     /// Writes requests_per_sec.svg, cpu_us_per_req.svg and latency.svg into `dir`, and
     /// with an active share and several connection counts cpu_by_connections.svg.
     pub fn write_charts(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
