@@ -45,7 +45,9 @@ pub fn command() -> clap::Command {
             None => arg,
         }
     }
-    Cli::command().mut_subcommands(|sub| sub.mut_args(note_durations))
+    Cli::command()
+        .mut_subcommands(|sub| sub.mut_args(note_durations))
+        .mut_subcommand("compare", crate::compare_cli::with_ablation_rows)
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +58,7 @@ pub enum Command {
     Load(crate::load_cli::LoadArgs),
     /// Run the same load against each engine (pinned, interleaved, medians) and compare them.
     Compare(crate::compare_cli::CompareArgs),
-    /// Print the man page or shell completions, made from these same definitions.
+    /// Print the man page or shell completions, made from the same definitions as --help.
     Generate(crate::generate::GenerateArgs),
 }
 

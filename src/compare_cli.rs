@@ -34,6 +34,19 @@ pub fn ablation_engines() -> Vec<String> {
     engines
 }
 
+/// `--ablation`'s help with the rows it runs, from [`ablation_engines`] itself, so the help
+/// cannot name a row the ablation does not run.
+pub fn with_ablation_rows(compare: clap::Command) -> clap::Command {
+    compare.mut_arg("ablation", |arg| {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let help = match help.split_once(" (the list of rows") {
+            Some((before, _)) => before.to_string(),
+            None => help,
+        };
+        arg.help(format!("{help}: --engines {}", ablation_engines().join(",")))
+    })
+}
+
 /// Checks one entry of `--engines` (its value parser, so a bad one is a usage error before
 /// anything runs): an engine name of `duet serve --engine`, or `uring:FEATURES`, the
 /// io_uring engine served with `--uring-features FEATURES` (items joined by `+`, since
@@ -99,10 +112,9 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..", value_parser = check_engine_spec,
           help_heading = "Engines")]
     pub engines: Option<Vec<String>>,
-    /// The io_uring ablation, interleaved as usual: --engines
-    /// uring,uring:no-direct,uring:no-ring-fd,uring:no-flat-sq,uring:no-send,uring:no-bundle,uring:no-inc,uring:zc,uring:none,epoll
-    /// (the default features, without each in turn, with zc, which the default leaves off,
-    /// with none, and epoll).
+    /// The io_uring ablation, interleaved as usual: io_uring with its default features,
+    /// without each of them in turn, with each one the default leaves off, with none, and
+    /// epoll (the list of rows is added by `with_ablation_rows`).
     #[arg(long, conflicts_with = "engines", help_heading = "Engines")]
     pub ablation: bool,
     /// Connections per scenario: all active, or with --active the total of which that
@@ -398,8 +410,7 @@ mod tests {
     /// `--ablation`'s help lists the rows it runs, in order.
     #[test]
     fn the_ablation_help_names_the_rows_it_runs() {
-        use clap::CommandFactory;
-        let cli = crate::cli::Cli::command();
+        let cli = crate::cli::command();
         let compare = cli.find_subcommand("compare").expect("compare");
         let ablation = compare.get_arguments().find(|a| a.get_id() == "ablation").expect("--ablation");
         let help = ablation.get_long_help().or(ablation.get_help()).expect("help").to_string();
