@@ -389,7 +389,8 @@ impl Results {
         output::json(self)
     }
 
-    /// Reads what [`Results::json`] wrote (see [`output::from_json`]).
+    /// Reads what [`Results::json`] wrote back, for drawing its charts again: the figures as
+    /// measured, the configuration as far as the charts need it.
     pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
         output::from_json(name, text)
     }
