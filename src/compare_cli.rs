@@ -310,9 +310,9 @@ fn run(args: CompareArgs) -> Result<(), String> {
         results.write_charts(dir)?;
     }
     if args.json {
-        println!("{json}");
+        crate::output::print(&format!("{json}\n"))?;
     } else {
-        print!("{markdown}");
+        crate::output::print(&markdown)?;
     }
     Ok(())
 }

@@ -33,12 +33,10 @@ pub fn generate(args: GenerateArgs) -> ExitCode {
         Kind::CompleteZsh => complete(Shell::Zsh, &mut out),
         Kind::CompleteFish => complete(Shell::Fish, &mut out),
     };
-    // A closed pipe (`duet generate man | head`) is the reader's choice, not an error.
-    match written.and_then(|()| std::io::stdout().lock().write_all(&out)) {
+    match written.map_err(|e| e.to_string()).and_then(|()| crate::output::print_bytes(&out)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("duet: error: cannot write to standard output: {e}");
+            eprintln!("duet: error: {e}");
             ExitCode::FAILURE
         }
     }

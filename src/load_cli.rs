@@ -166,16 +166,16 @@ fn run(mut args: LoadArgs) -> Result<(), String> {
         prepared.share_sources(index, n, total);
     }
     if !args.json {
-        print!("{}", prepared.header_text());
+        crate::output::print(&prepared.header_text())?;
     }
     let report = duet_loadtest::run(prepared).map_err(|e| load_error(&e))?;
     if report.server_went_away {
         eprintln!("duet: warning: --server-pid process went away during the run; its figures cover less");
     }
     if args.json {
-        println!("{}", report.json());
+        crate::output::print(&format!("{}\n", report.json()))?;
     } else {
-        print!("{}", report.text(args.latency));
+        crate::output::print(&report.text(args.latency))?;
     }
     Ok(())
 }
@@ -311,18 +311,18 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
     report.server = first_server
         .map(|s| duet_loadtest::ServerUsage { cpu_us_per_req: s.cpu_s * 1e6 / report.stats.requests as f64, ..s });
     if args.json {
-        println!("{}", report.json());
+        crate::output::print(&format!("{}\n", report.json()))?;
     } else {
         let c = &report.config;
         let length = match args.requests {
             Some(n) => format!("{n} requests"),
             None => duet_loadtest::format_duration(args.duration.0),
         };
-        println!(
-            "Running {length} test @ {} in {n} processes\n  {} threads and {} connections",
+        crate::output::print(&format!(
+            "Running {length} test @ {} in {n} processes\n  {} threads and {} connections\n",
             c.url, c.threads, c.connections
-        );
-        print!("{}", report.text(args.latency));
+        ))?;
+        crate::output::print(&report.text(args.latency))?;
     }
     Ok(())
 }
@@ -337,9 +337,9 @@ fn merge(args: &LoadArgs) -> Result<(), String> {
     }
     let report = duet_loadtest::Report::merge(reports).map_err(|e| merge_error(&e))?;
     if args.json {
-        println!("{}", report.json());
+        crate::output::print(&format!("{}\n", report.json()))?;
     } else {
-        print!("{}{}", report.merged_header_text(), report.text(args.latency));
+        crate::output::print(&format!("{}{}", report.merged_header_text(), report.text(args.latency)))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod flag_words;
 mod generate;
 mod listen;
 mod load_cli;
+mod output;
 mod supervise;
 mod uring_words;
 

@@ -198,6 +198,26 @@ fn head_requests_are_framed_without_a_body() {
 }
 
 #[test]
+fn a_reader_that_closes_the_pipe_early_is_not_an_error() {
+    let Some(server) = serve("epoll") else { return };
+    let mut child = Command::new(DUET)
+        .args(["load", "-c", "2", "-t", "1", "-n", "400", &url(&server)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn duet load");
+    // `duet load ... | head -1`: read the first line, then close the pipe.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut first).expect("first line");
+    assert!(first.starts_with("Running 400 requests test @ "), "{first}");
+    let out = child.wait_with_output().expect("wait for duet load");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn text_output_follows_wrk_and_has_no_progress_line_off_a_terminal() {
     let Some(server) = serve("epoll") else { return };
     let out = load(&["-c", "2", "-t", "1", "-d", "1s", "--latency", "--warmup", "300ms", &url(&server)]);
