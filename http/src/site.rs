@@ -162,7 +162,7 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// Starts an empty site.
     pub fn builder() -> SiteBuilder {
-        SiteBuilder { routes: HashMap::new(), headers: Vec::new() }
+        SiteBuilder { routes: HashMap::new(), headers: Vec::new(), file_headers: Vec::new() }
     }
 
     /// The default site: `GET /` answers `200 text/plain; charset=utf-8` `Hello, World!`.
@@ -255,6 +255,8 @@ pub struct SiteBuilder {
     routes: HashMap<Box<[u8]>, Entry>,
     /// `--header` lines, rendered into every response added after them.
     headers: Vec<Box<str>>,
+    /// Lines rendered only into the responses about files added after them.
+    file_headers: Vec<Box<str>>,
 }
 
 impl SiteBuilder {
@@ -265,6 +267,14 @@ impl SiteBuilder {
     /// fields duet sets itself ([`HeaderError`]).
     pub fn header(mut self, line: &str) -> Result<Self, HeaderError> {
         self.headers.push(check_response_header(line)?.into());
+        Ok(self)
+    }
+
+    /// Adds `line` (`Name: value`) to every response about a file added after it
+    /// ([`SiteBuilder::file`]: 200, 206, 304, 416, 406), before the [`SiteBuilder::header`]
+    /// lines; routes, redirects and errors do not get it. Checked as `header` checks.
+    pub fn file_header(mut self, line: &str) -> Result<Self, HeaderError> {
+        self.file_headers.push(check_response_header(line)?.into());
         Ok(self)
     }
 
@@ -342,6 +352,7 @@ impl SiteBuilder {
         let lines: Box<[Box<str>]> = vary
             .then_some("Vary: Accept-Encoding")
             .into_iter()
+            .chain(self.file_headers.iter().map(|l| &**l))
             .chain(self.headers.iter().map(|l| &**l))
             .map(Box::from)
             .collect();
