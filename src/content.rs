@@ -92,6 +92,9 @@ pub struct Loaded {
     /// The directories walked under `--dir` (real paths, the root first): what the
     /// watcher watches.
     pub dirs: Vec<PathBuf>,
+    /// Files left at their previous version (or not served yet) because they changed
+    /// too recently ([`Reuse::settle`]): the caller tries again.
+    pub unsettled: usize,
 }
 
 /// One version of a file on disk. Writing a file changes its size or times, replacing
@@ -133,6 +136,9 @@ pub struct Reuse<'a> {
     /// Files still being written (real paths): they keep their previous version, and a
     /// new one is not served until its writer is done.
     pub held: &'a HashSet<PathBuf>,
+    /// A file changed (its ctime) less than this long ago is treated as held too, and
+    /// counted in [`Loaded::unsettled`]: its writer's events may not have arrived yet.
+    pub settle: Duration,
 }
 
 /// What changed between two loads, by real path (directories with a trailing `/`).
@@ -273,6 +279,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
             precompressed: 0,
             bodies: HashMap::new(),
             dirs: Vec::new(),
+            unsettled: 0,
         });
     }
     let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
@@ -295,6 +302,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
         reuse,
         bodies: HashMap::new(),
         dirs: Vec::new(),
+        unsettled: 0,
     };
     if let Some(dir) = &cfg.dir {
         loader.load_dir(dir, cfg)?;
@@ -319,6 +327,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
         precompressed: loader.precompressed,
         bodies: loader.bodies,
         dirs: loader.dirs,
+        unsettled: loader.unsettled,
     })
 }
 
@@ -395,6 +404,7 @@ struct Loader<'a> {
     reuse: Option<&'a Reuse<'a>>,
     bodies: HashMap<PathBuf, LoadedFile>,
     dirs: Vec<PathBuf>,
+    unsettled: usize,
 }
 
 /// The sibling suffixes `--precompressed` looks for, and their codings.
@@ -466,8 +476,16 @@ impl Loader<'_> {
     /// version.
     fn file_body(&mut self, real: &Path, meta: &fs::Metadata) -> Result<Option<(Body, FileMeta)>, String> {
         let previous = self.reuse.and_then(|r| r.previous.get(real));
-        let held = self.reuse.is_some_and(|r| r.held.contains(real));
         let version = Version::of(meta);
+        let mut held = self.reuse.is_some_and(|r| r.held.contains(real));
+        if let Some(reuse) = self.reuse.filter(|_| !held && previous.is_none_or(|p| p.version != version)) {
+            let changed = UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+            // (A ctime in the future, after the clock was set back, counts as settled.)
+            if changed.elapsed().is_ok_and(|age| age < reuse.settle) {
+                self.unsettled += 1;
+                held = true;
+            }
+        }
         let keep = match previous {
             Some(p) if held => Some(p.clone()),
             Some(p) if p.version == version => {
@@ -800,7 +818,8 @@ mod tests {
         let first = load(&cfg).unwrap();
         fs::write(root.join("edited.txt"), "after!").unwrap();
         let held = HashSet::new();
-        let second = reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held }).unwrap();
+        let second =
+            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
         let (same, edited) = (root.join("same.txt"), root.join("edited.txt"));
         assert_eq!(memory(&second, &same).as_ptr(), memory(&first, &same).as_ptr(), "unchanged: the same bytes");
         assert_eq!(&memory(&second, &edited)[..], b"after!");
@@ -820,7 +839,8 @@ mod tests {
         fs::write(root.join("new.html"), "partial").unwrap();
         fs::create_dir(root.join("sub")).unwrap();
         let held: HashSet<PathBuf> = [root.join("page.html"), root.join("new.html")].into();
-        let second = reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held }).unwrap();
+        let second =
+            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
         assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
         assert!(!second.bodies.contains_key(&root.join("new.html")), "a new file is not served while written");
         assert_eq!(second.files, 1);
@@ -828,6 +848,25 @@ mod tests {
         assert_eq!(changes.describe(), format!("1 added (+{}/)", root.join("sub").display()));
         // SIGHUP reads everything as it is.
         assert_eq!(&memory(&load(&cfg).unwrap(), &root.join("page.html"))[..], b"half");
+    }
+
+    #[test]
+    fn a_file_changed_within_the_settle_time_waits_for_the_next_change_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("page.html"), "old").unwrap();
+        let cfg = dir_config(&root);
+        let first = load(&cfg).unwrap();
+        fs::write(root.join("page.html"), "new!").unwrap();
+        fs::write(root.join("fresh.html"), "fresh").unwrap();
+        let held = HashSet::new();
+        let reuse = Reuse { previous: &first.bodies, held: &held, settle: Duration::from_secs(3600) };
+        let second = reload_changed(&cfg, &reuse).unwrap();
+        assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
+        assert!(!second.bodies.contains_key(&root.join("fresh.html")));
+        assert_eq!(second.unsettled, 2);
+        let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
+        assert_eq!((&memory(&settled, &root.join("page.html"))[..], settled.unsettled), (&b"new!"[..], 0));
     }
 
     #[test]

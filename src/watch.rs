@@ -83,9 +83,10 @@ impl Reloader {
 
     /// A change set: the tree walked again, unchanged files reused, `held` files kept
     /// at their previous version. Swaps the site and logs one line when anything
-    /// changed. Returns the directories now served.
-    fn apply(&mut self, held: &HashSet<PathBuf>) -> Result<Vec<PathBuf>, String> {
-        let reuse = Reuse { previous: &self.bodies, held };
+    /// changed. Returns the directories now served, and how many files changed too
+    /// recently to be taken (the change set is tried again).
+    fn apply(&mut self, held: &HashSet<PathBuf>) -> Result<(Vec<PathBuf>, usize), String> {
+        let reuse = Reuse { previous: &self.bodies, held, settle: QUIET };
         let loaded: Loaded = content::reload_changed(&self.content, &reuse)?;
         let changes = content::Changes::between((&self.bodies, &self.dirs), (&loaded.bodies, &loaded.dirs));
         // Nothing changed (events about files duet does not serve, or a walk after new
@@ -97,7 +98,7 @@ impl Reloader {
             self.site.replace(loaded.site);
             info!("watch: applied {}; serving {summary}", changes.describe());
         }
-        Ok(loaded.dirs)
+        Ok((loaded.dirs, loaded.unsettled))
     }
 }
 
@@ -276,26 +277,32 @@ impl Pending {
 fn run(mut watch: Watch, rx: Receiver<Result<Event, notify::Error>>, reloader: &Mutex<Reloader>) {
     let dotfiles = reloader.lock().unwrap_or_else(|e| e.into_inner()).content.dotfiles;
     let mut pending = Pending::default();
-    // Walk once at once: files created between the load at start and the watches.
-    pending.touch(Instant::now().checked_sub(QUIET).unwrap_or_else(Instant::now));
+    // Walk once: files created between the load at start and the watches.
+    pending.touch(Instant::now());
     loop {
         let received = match pending.deadline() {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
         let now = Instant::now();
-        match received {
-            Ok(Ok(event)) => pending.event(event, dotfiles, now),
-            Ok(Err(e)) if matches!(e.kind, ErrorKind::MaxFilesWatch) => {
-                warn!("{}", limit_message(&watch.root, watch.watched.len() + 1, &e));
-                return;
-            }
-            Ok(Err(e)) => {
-                warn!("watch: {e}");
-                pending.touch(now);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let received = match received {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Everything queued, so the holds are up to date before anything is applied.
+        for event in received.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match event {
+                Ok(event) => pending.event(event, dotfiles, now),
+                Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => {
+                    warn!("{}", limit_message(&watch.root, watch.watched.len() + 1, &e));
+                    return;
+                }
+                Err(e) => {
+                    warn!("watch: {e}");
+                    pending.touch(now);
+                }
+            }
         }
         // Writers silent for too long are taken as done.
         let before = pending.writing.len();
@@ -315,10 +322,11 @@ fn run(mut watch: Watch, rx: Receiver<Result<Event, notify::Error>>, reloader: &
         let held: HashSet<PathBuf> = pending.writing.keys().cloned().collect();
         let applied = reloader.lock().unwrap_or_else(|e| e.into_inner()).apply(&held);
         match applied {
-            Ok(dirs) => match watch.sync(&dirs) {
-                // New directories: walk again for what was created before their watch.
-                Ok(true) => pending.touch(now.checked_sub(QUIET).unwrap_or(now)),
-                Ok(false) => {}
+            Ok((dirs, unsettled)) => match watch.sync(&dirs) {
+                // New directories: walk again for what was created before their watch;
+                // files changed too recently: take them once settled.
+                Ok(added) if added || unsettled > 0 => pending.touch(Instant::now()),
+                Ok(_) => {}
                 Err(e) => {
                     warn!("{}", limit_message(&watch.root, dirs.len(), &e));
                     return;

@@ -237,3 +237,12 @@ fn cli_uring_buffers_not_a_power_of_two_is_rejected_at_parse_time() {
         );
     }
 }
+
+#[test]
+fn cli_serve_takes_one_directory_as_an_argument_or_with_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    usage_error(&["serve", d, "--dir", d], &["cannot be used with", "Usage: duet serve"]);
+    usage_error(&["serve", "--dir", d, "--dir", d], &["cannot be used multiple times", "Usage: duet serve"]);
+    usage_error(&["serve", d, d], &["unexpected argument", "Usage: duet serve"]);
+}
