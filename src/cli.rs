@@ -89,7 +89,7 @@ impl EngineChoice {
 #[command(group(clap::ArgGroup::new("directory").args(["dir", "dir_arg"])))]
 pub struct ServeArgs {
     /// Serve the files under DIR (the same as --dir DIR).
-    #[arg(value_name = "DIR", help_heading = "Content")]
+    #[arg(value_name = "DIR")]
     pub dir_arg: Option<PathBuf>,
     /// I/O engine.
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
@@ -152,7 +152,8 @@ pub struct ServeArgs {
     pub list_dirs: bool,
     /// Add a header field to every response (routes, files, redirects, errors; not --echo
     /// or --metrics answers), e.g.
-    /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
+    /// 'Cache-Control: max-age=3600' (which replaces the files' default, no-cache).
+    /// Repeatable. Fields duet sets itself are refused.
     #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)

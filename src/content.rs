@@ -472,12 +472,13 @@ impl Loader<'_> {
     /// The body of the file at `real` (its metadata `meta` just read), and its
     /// validators; `None` for a new file still being written (not served yet). After a
     /// change, an unchanged file keeps the body it had, as long as it would be held the
-    /// same way (in memory or streamed) now; a file being written keeps its previous
-    /// version.
-    fn file_body(&mut self, real: &Path, meta: &fs::Metadata) -> Result<Option<(Body, FileMeta)>, String> {
+    /// same way (in memory or streamed) now; a file being written, and a `route` file,
+    /// keeps its previous version.
+    fn file_body(&mut self, real: &Path, meta: &fs::Metadata, route: bool) -> Result<Option<(Body, FileMeta)>, String> {
         let previous = self.reuse.and_then(|r| r.previous.get(real));
         let version = Version::of(meta);
-        let mut held = self.reuse.is_some_and(|r| r.held.contains(real));
+        // A `--route` file is read at start and on SIGHUP only.
+        let mut held = self.reuse.is_some_and(|r| route || r.held.contains(real));
         if let Some(reuse) = self.reuse.filter(|_| !held && previous.is_none_or(|p| p.version != version)) {
             let changed = UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
             // (A ctime in the future, after the clock was set back, counts as settled.)
@@ -546,7 +547,7 @@ impl Loader<'_> {
             }
             RouteBody::File(file) => {
                 let meta = fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-                let body = match self.file_body(file, &meta)? {
+                let body = match self.file_body(file, &meta, true)? {
                     Some((body, _)) => body,
                     None => return Err(format!("cannot read {}: it is being written or was removed", file.display())),
                 };
@@ -623,7 +624,7 @@ impl Loader<'_> {
                     self.builder = b.directory(&child_url);
                     listed.push((name, true));
                 } else if meta.is_file() {
-                    if let Some((body, meta)) = self.file_body(&real, &meta)? {
+                    if let Some((body, meta)) = self.file_body(&real, &meta, false)? {
                         files.push(DirFile { meta, name: name.clone(), disk: real, body });
                         listed.push((name, false));
                     }
@@ -867,6 +868,23 @@ mod tests {
         assert_eq!(second.unsettled, 2);
         let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
         assert_eq!((&memory(&settled, &root.join("page.html"))[..], settled.unsettled), (&b"new!"[..], 0));
+    }
+
+    #[test]
+    fn a_change_set_keeps_route_files_as_loaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let route = root.join("route.txt");
+        fs::write(&route, "loaded").unwrap();
+        let cfg = ContentConfig { routes: vec![format!("/r=@{}", route.display())], ..dir_config(&root.join("site")) };
+        fs::create_dir(root.join("site")).unwrap();
+        let first = load(&cfg).unwrap();
+        fs::write(&route, "edited").unwrap();
+        let held = HashSet::new();
+        let second =
+            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
+        assert_eq!(&memory(&second, &route)[..], b"loaded");
+        assert_eq!(&memory(&load(&cfg).unwrap(), &route)[..], b"edited", "SIGHUP reads it again");
     }
 
     #[test]
