@@ -11,12 +11,13 @@ CPU 0 with one worker thread (taskset), this script and wrk on CPU 1.
 latency: writes probe.txt (rewritten in place, or written under a hidden name and
 renamed into place), then asks for /probe.txt on a keep-alive connection, as fast as
 it answers, until the new content comes back; prints the median, p90, p99 and max of
-change -> served over --changes changes.
+change -> served over --changes changes, and the CPU time the watcher thread used per
+change (from /proc: unlike the wall times, it does not grow when the machine is busy).
 
 throughput: wrk -t1 -c32 on /d0/f0.txt for --seconds, with no change, then with one
 file rewritten every --every seconds, interleaved over --rounds rounds; prints
-requests/s of each run and the median ratio. Run it under the machine-wide lock:
-flock /work/wt/measure.lock bench/watch.py throughput ...
+requests/s of each run and the median ratio. Run nothing else on the machine meanwhile
+(on a shared machine, hold its measurement lock: flock LOCKFILE bench/watch.py ...).
 """
 import argparse, http.client, os, re, shutil, statistics, subprocess, sys, tempfile, threading, time
 from benchlib import wait_port
@@ -58,12 +59,25 @@ def write(path, data, how):
         os.rename(tmp, path)
 
 
+def thread_cpu(pid, name):
+    """CPU seconds (user + system) used so far by the thread of `pid` called `name`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        if stat[stat.index("(") + 1:stat.rindex(")")] == name:
+            fields = stat[stat.rindex(")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+    return 0.0
+
+
 def latency(a):
     tree = make_tree(a.files)
     server = start(a.duet, a.engine, a.port, tree)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", a.port)
         samples = []
+        cpu0 = thread_cpu(server.pid, "duet-watch")
         for i in range(a.changes):
             want = f"version {i}\n"
             t0 = time.perf_counter()
@@ -75,11 +89,12 @@ def latency(a):
                 if time.perf_counter() - t0 > 30:
                     sys.exit(f"change {i} not served within 30 s")
             samples.append((time.perf_counter() - t0) * 1000)
+        cpu = (thread_cpu(server.pid, "duet-watch") - cpu0) / a.changes * 1000
         samples.sort()
         q = lambda f: samples[min(len(samples) - 1, int(f * len(samples)))]
         print(f"{a.engine}, {a.files} files, {a.how}, {len(samples)} changes: change -> served "
               f"median {statistics.median(samples):.1f} ms, p90 {q(0.9):.1f} ms, p99 {q(0.99):.1f} ms, "
-              f"max {samples[-1]:.1f} ms")
+              f"max {samples[-1]:.1f} ms; watcher CPU {cpu:.1f} ms per change")
     finally:
         server.kill()
         server.wait()

@@ -87,6 +87,7 @@ impl Reloader {
     /// recently to be taken (the change set is tried again).
     fn apply(&mut self, held: &HashSet<PathBuf>) -> Result<(Vec<PathBuf>, usize), String> {
         let reuse = Reuse { previous: &self.bodies, held, settle: QUIET };
+        let started = Instant::now();
         let loaded: Loaded = content::reload_changed(&self.content, &reuse)?;
         let changes = content::Changes::between((&self.bodies, &self.dirs), (&loaded.bodies, &loaded.dirs));
         // Nothing changed (events about files duet does not serve, or a walk after new
@@ -96,7 +97,11 @@ impl Reloader {
             self.bodies = loaded.bodies;
             self.dirs = loaded.dirs.clone();
             self.site.replace(loaded.site);
-            info!("watch: applied {}; serving {summary}", changes.describe());
+            info!(
+                "watch: applied {} in {:.1} ms; serving {summary}",
+                changes.describe(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
         Ok((loaded.dirs, loaded.unsettled))
     }
