@@ -136,6 +136,9 @@ pub struct Reuse<'a> {
     /// Files still being written (real paths): they keep their previous version, and a
     /// new one is not served until its writer is done.
     pub held: &'a HashSet<PathBuf>,
+    /// The site built from `previous`: a file kept at its previous version (and whose
+    /// variants are) is served as that site renders it.
+    pub site: &'a Site,
     /// A file changed (its ctime) less than this long ago is treated as held too, and
     /// counted in [`Loaded::unsettled`]: its writer's events may not have arrived yet.
     pub settle: Duration,
@@ -416,6 +419,8 @@ struct DirFile {
     disk: PathBuf,
     body: Body,
     meta: FileMeta,
+    /// The version the previous site serves (so its built entry can be reused).
+    kept: bool,
 }
 
 impl Loader<'_> {
@@ -474,7 +479,12 @@ impl Loader<'_> {
     /// change, an unchanged file keeps the body it had, as long as it would be held the
     /// same way (in memory or streamed) now; a file being written, and a `route` file,
     /// keeps its previous version.
-    fn file_body(&mut self, real: &Path, meta: &fs::Metadata, route: bool) -> Result<Option<(Body, FileMeta)>, String> {
+    fn file_body(
+        &mut self,
+        real: &Path,
+        meta: &fs::Metadata,
+        route: bool,
+    ) -> Result<Option<(Body, FileMeta, bool)>, String> {
         let previous = self.reuse.and_then(|r| r.previous.get(real));
         let version = Version::of(meta);
         // A `--route` file is read at start and on SIGHUP only.
@@ -496,6 +506,7 @@ impl Loader<'_> {
             _ if held => return Ok(None),
             _ => None,
         };
+        let kept = keep.is_some();
         let loaded = match keep {
             Some(p) => LoadedFile { body: self.account(p.body), ..p },
             None => {
@@ -510,18 +521,21 @@ impl Loader<'_> {
                     debug!("{} changed while it was read; keeping its previous version", real.display());
                     self.undo(&body);
                     return match previous {
-                        Some(p) => Ok(Some(self.keep(real, p.clone()))),
+                        Some(p) => {
+                            let p = LoadedFile { body: self.account(p.body.clone()), ..p.clone() };
+                            Ok(Some(self.keep(real, p, true)))
+                        }
                         None => Ok(None),
                     };
                 }
                 LoadedFile { version: Version::of(&meta), meta: file_meta(&meta, body.len()), body }
             }
         };
-        Ok(Some(self.keep(real, loaded)))
+        Ok(Some(self.keep(real, loaded, kept)))
     }
 
-    fn keep(&mut self, real: &Path, file: LoadedFile) -> (Body, FileMeta) {
-        let out = (file.body.clone(), file.meta.clone());
+    fn keep(&mut self, real: &Path, file: LoadedFile, kept: bool) -> (Body, FileMeta, bool) {
+        let out = (file.body.clone(), file.meta.clone(), kept);
         self.bodies.insert(real.to_path_buf(), file);
         out
     }
@@ -548,7 +562,7 @@ impl Loader<'_> {
             RouteBody::File(file) => {
                 let meta = fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
                 let body = match self.file_body(file, &meta, true)? {
-                    Some((body, _)) => body,
+                    Some((body, _, _)) => body,
                     None => return Err(format!("cannot read {}: it is being written or was removed", file.display())),
                 };
                 (self.content_type(path, || guess_type(file)), body)
@@ -624,8 +638,8 @@ impl Loader<'_> {
                     self.builder = b.directory(&child_url);
                     listed.push((name, true));
                 } else if meta.is_file() {
-                    if let Some((body, meta)) = self.file_body(&real, &meta, false)? {
-                        files.push(DirFile { meta, name: name.clone(), disk: real, body });
+                    if let Some((body, meta, kept)) = self.file_body(&real, &meta, false)? {
+                        files.push(DirFile { meta, name: name.clone(), disk: real, body, kept });
                         listed.push((name, false));
                     }
                 }
@@ -636,7 +650,25 @@ impl Loader<'_> {
                 if !variants.is_empty() {
                     self.precompressed += 1;
                 }
-                self.add_file(file, &format!("{url}/{}", file.name), variants);
+                let file_url = format!("{url}/{}", file.name);
+                // Unchanged with the same variants, themselves unchanged: served as the
+                // previous site renders it.
+                let built = self
+                    .reuse
+                    .filter(|_| file.kept && siblings_kept(&file.name, &files, cfg.precompressed))
+                    .and_then(|r| r.site.built_file(&file_url))
+                    .filter(|b| b.codings().iter().eq(variants.iter().map(|v| &v.coding)));
+                match built {
+                    Some(built) => {
+                        if self.types.contains_key(&file_url) {
+                            self.used_types.insert(file_url.clone());
+                        }
+                        let b = std::mem::replace(&mut self.builder, Site::builder());
+                        self.builder = b.built_file(&file_url, built);
+                        self.files += 1;
+                    }
+                    None => self.add_file(file, &file_url, variants),
+                }
             }
             let index = format!("{url}/index.html");
             let slashed = format!("{url}/");
@@ -666,6 +698,16 @@ fn file_meta(meta: &fs::Metadata, len: u64) -> FileMeta {
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
     FileMeta { etag: format!("{:x}-{nanos:x}-{len:x}", meta.ino()), modified }
+}
+
+/// True when every `NAME.br` / `NAME.gz` next to `name` in `files` (name order) is at
+/// the version the previous site serves (always, without `--precompressed`).
+fn siblings_kept(name: &str, files: &[DirFile], precompressed: bool) -> bool {
+    !precompressed
+        || PRECOMPRESSED.iter().all(|(suffix, _)| {
+            let sibling = format!("{name}{suffix}");
+            files.binary_search_by(|f| f.name.as_str().cmp(&sibling)).map_or(true, |i| files[i].kept)
+        })
 }
 
 /// The `NAME.br` and `NAME.gz` among the files of the same directory, as variants of
@@ -819,12 +861,18 @@ mod tests {
         let first = load(&cfg).unwrap();
         fs::write(root.join("edited.txt"), "after!").unwrap();
         let held = HashSet::new();
-        let second =
-            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
         let (same, edited) = (root.join("same.txt"), root.join("edited.txt"));
         assert_eq!(memory(&second, &same).as_ptr(), memory(&first, &same).as_ptr(), "unchanged: the same bytes");
         assert_eq!(&memory(&second, &edited)[..], b"after!");
         assert_eq!(second.bytes, 4 + 6, "reused bodies count against the budget too");
+        let built = |l: &Loaded, p: &str| l.site.built_file(p).expect(p);
+        assert!(built(&second, "/same.txt") == built(&first, "/same.txt"), "unchanged: not rendered again");
+        assert!(built(&second, "/edited.txt") != built(&first, "/edited.txt"));
         let changes = Changes::between((&first.bodies, &first.dirs), (&second.bodies, &second.dirs));
         assert_eq!(changes.describe(), format!("1 changed (~{})", edited.display()));
     }
@@ -840,8 +888,11 @@ mod tests {
         fs::write(root.join("new.html"), "partial").unwrap();
         fs::create_dir(root.join("sub")).unwrap();
         let held: HashSet<PathBuf> = [root.join("page.html"), root.join("new.html")].into();
-        let second =
-            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
         assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
         assert!(!second.bodies.contains_key(&root.join("new.html")), "a new file is not served while written");
         assert_eq!(second.files, 1);
@@ -861,13 +912,41 @@ mod tests {
         fs::write(root.join("page.html"), "new!").unwrap();
         fs::write(root.join("fresh.html"), "fresh").unwrap();
         let held = HashSet::new();
-        let reuse = Reuse { previous: &first.bodies, held: &held, settle: Duration::from_secs(3600) };
+        let reuse =
+            Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::from_secs(3600) };
         let second = reload_changed(&cfg, &reuse).unwrap();
         assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
         assert!(!second.bodies.contains_key(&root.join("fresh.html")));
         assert_eq!(second.unsettled, 2);
         let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
         assert_eq!((&memory(&settled, &root.join("page.html"))[..], settled.unsettled), (&b"new!"[..], 0));
+    }
+
+    #[test]
+    fn a_file_whose_precompressed_sibling_changed_is_rendered_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("app.js"), "plain").unwrap();
+        fs::write(root.join("app.js.gz"), "gz one").unwrap();
+        let cfg = ContentConfig { precompressed: true, ..dir_config(&root) };
+        let first = load(&cfg).unwrap();
+        let held = HashSet::new();
+        let again = |prev: &Loaded| {
+            reload_changed(
+                &cfg,
+                &Reuse { previous: &prev.bodies, held: &held, site: &prev.site, settle: Duration::ZERO },
+            )
+            .unwrap()
+        };
+        let built = |l: &Loaded| l.site.built_file("/app.js").unwrap();
+        let same = again(&first);
+        assert!(built(&same) == built(&first), "nothing changed");
+        fs::write(root.join("app.js.gz"), "gz two, longer").unwrap();
+        let second = again(&same);
+        assert!(built(&second) != built(&same), "the .gz changed");
+        fs::remove_file(root.join("app.js.gz")).unwrap();
+        let third = again(&second);
+        assert!(built(&third) != built(&second) && built(&third).codings().is_empty(), "the .gz went");
     }
 
     #[test]
@@ -881,8 +960,11 @@ mod tests {
         let first = load(&cfg).unwrap();
         fs::write(&route, "edited").unwrap();
         let held = HashSet::new();
-        let second =
-            reload_changed(&cfg, &Reuse { previous: &first.bodies, held: &held, settle: Duration::ZERO }).unwrap();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
         assert_eq!(&memory(&second, &route)[..], b"loaded");
         assert_eq!(&memory(&load(&cfg).unwrap(), &route)[..], b"edited", "SIGHUP reads it again");
     }

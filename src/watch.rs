@@ -86,7 +86,7 @@ impl Reloader {
     /// changed. Returns the directories now served, and how many files changed too
     /// recently to be taken (the change set is tried again).
     fn apply(&mut self, held: &HashSet<PathBuf>) -> Result<(Vec<PathBuf>, usize), String> {
-        let reuse = Reuse { previous: &self.bodies, held, settle: QUIET };
+        let reuse = Reuse { previous: &self.bodies, held, site: &self.site, settle: QUIET };
         let started = Instant::now();
         let loaded: Loaded = content::reload_changed(&self.content, &reuse)?;
         let changes = content::Changes::between((&self.bodies, &self.dirs), (&loaded.bodies, &loaded.dirs));

@@ -69,6 +69,27 @@ impl FileEntry {
     }
 }
 
+/// A file as one site serves it: its responses rendered, with its variants and the
+/// header lines of that site. [`SiteBuilder::built_file`] serves it unchanged in another
+/// site, so a reload that finds a file unchanged neither renders it again nor frees
+/// the old rendering on a worker thread.
+#[derive(Clone, Debug)]
+pub struct BuiltFile(Arc<FileEntry>);
+
+/// The same rendering (one shared by two sites), not merely equal content.
+impl PartialEq for BuiltFile {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl BuiltFile {
+    /// The codings of its precompressed variants, br before gzip.
+    pub fn codings(&self) -> &[Coding] {
+        &self.0.codings
+    }
+}
+
 /// What a path maps to.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
@@ -204,6 +225,15 @@ impl Site {
         hooks.push(Box::new(hook));
     }
 
+    /// The file served at `path` (decoded, as given to [`SiteBuilder::file`]), if a
+    /// file is served there.
+    pub fn built_file(&self, path: &str) -> Option<BuiltFile> {
+        match self.snapshot().0.lookup(path.as_bytes()) {
+            Some(Entry::File(entry)) => Some(BuiltFile(Arc::clone(entry))),
+            _ => None,
+        }
+    }
+
     /// How many times the table has been replaced.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
@@ -331,6 +361,14 @@ impl SiteBuilder {
             .collect();
         let entry = self.file_entry(content_type, body.into(), meta, None, vary, variants);
         self.routes.insert(path.as_bytes().into(), Entry::File(Arc::new(entry)));
+        self
+    }
+
+    /// Serves at `path` a file built by another site ([`Site::built_file`]) as it was
+    /// built there: the same responses, variants and header lines (so only for a site
+    /// built with the same [`SiteBuilder::header`] and [`SiteBuilder::file_header`] lines).
+    pub fn built_file(mut self, path: &str, file: BuiltFile) -> Self {
+        self.routes.insert(path.as_bytes().into(), Entry::File(file.0));
         self
     }
 
