@@ -23,6 +23,7 @@
 use bytes::Bytes;
 use duet_http::{Body, Coding, FileMeta, HeaderError, SetInstead, Site, SiteBuilder, Variant};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -88,7 +89,9 @@ pub struct Loaded {
     pub precompressed: usize,
     /// Every file body loaded (files under `--dir` and `@FILE` routes) by its real
     /// path, with the version it was loaded at: what the next [`reload_changed`] reuses.
-    pub bodies: HashMap<PathBuf, LoadedFile>,
+    /// (Keyed by the path's bytes: a `Path` hashes component by component, several
+    /// times slower, and these are canonical already.)
+    pub bodies: HashMap<OsString, LoadedFile>,
     /// The directories walked under `--dir` (real paths, the root first): what the
     /// watcher watches.
     pub dirs: Vec<PathBuf>,
@@ -132,10 +135,10 @@ pub struct LoadedFile {
 /// What a reload after a change may take from the previous load.
 pub struct Reuse<'a> {
     /// The previous load's bodies.
-    pub previous: &'a HashMap<PathBuf, LoadedFile>,
+    pub previous: &'a HashMap<OsString, LoadedFile>,
     /// Files still being written (real paths): they keep their previous version, and a
     /// new one is not served until its writer is done.
-    pub held: &'a HashSet<PathBuf>,
+    pub held: &'a HashSet<OsString>,
     /// The site built from `previous`: a file kept at its previous version (and whose
     /// variants are) is served as that site renders it.
     pub site: &'a Site,
@@ -153,7 +156,7 @@ pub struct Changes {
 }
 
 /// What a load served: its bodies by real path and its directories.
-pub type Served<'a> = (&'a HashMap<PathBuf, LoadedFile>, &'a [PathBuf]);
+pub type Served<'a> = (&'a HashMap<OsString, LoadedFile>, &'a [PathBuf]);
 
 impl Changes {
     pub fn between((before, before_dirs): Served, (after, after_dirs): Served) -> Changes {
@@ -163,18 +166,24 @@ impl Changes {
             (before_dirs.iter().collect(), after_dirs.iter().collect());
         changes.added.extend(after_set.difference(&before_set).map(|d| slashed(d)));
         changes.removed.extend(before_set.difference(&after_set).map(|d| slashed(d)));
+        let mut files_added = 0;
         for (path, file) in after {
             match before.get(path) {
                 None => {
-                    changes.added.insert(path.clone());
+                    changes.added.insert(path.into());
+                    files_added += 1;
                 }
                 Some(old) if old.version != file.version => {
-                    changes.changed.insert(path.clone());
+                    changes.changed.insert(path.into());
                 }
                 Some(_) => {}
             }
         }
-        changes.removed = before.keys().filter(|p| !after.contains_key(*p)).cloned().collect();
+        // Every file of `after` not added was in `before`: unless `before` has more,
+        // nothing was removed (no second pass over the tree).
+        if before.len() > after.len() - files_added {
+            changes.removed.extend(before.keys().filter(|p| !after.contains_key(*p)).map(PathBuf::from));
+        }
         changes
     }
 
@@ -405,7 +414,7 @@ struct Loader<'a> {
     streamed_bytes: u64,
     precompressed: usize,
     reuse: Option<&'a Reuse<'a>>,
-    bodies: HashMap<PathBuf, LoadedFile>,
+    bodies: HashMap<OsString, LoadedFile>,
     dirs: Vec<PathBuf>,
     unsettled: usize,
 }
@@ -485,10 +494,10 @@ impl Loader<'_> {
         meta: &fs::Metadata,
         route: bool,
     ) -> Result<Option<(Body, FileMeta, bool)>, String> {
-        let previous = self.reuse.and_then(|r| r.previous.get(real));
+        let previous = self.reuse.and_then(|r| r.previous.get(real.as_os_str()));
         let version = Version::of(meta);
         // A `--route` file is read at start and on SIGHUP only.
-        let mut held = self.reuse.is_some_and(|r| route || r.held.contains(real));
+        let mut held = self.reuse.is_some_and(|r| route || r.held.contains(real.as_os_str()));
         if let Some(reuse) = self.reuse.filter(|_| !held && previous.is_none_or(|p| p.version != version)) {
             let changed = UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
             // (A ctime in the future, after the clock was set back, counts as settled.)
@@ -536,7 +545,7 @@ impl Loader<'_> {
 
     fn keep(&mut self, real: &Path, file: LoadedFile, kept: bool) -> (Body, FileMeta, bool) {
         let out = (file.body.clone(), file.meta.clone(), kept);
-        self.bodies.insert(real.to_path_buf(), file);
+        self.bodies.insert(real.as_os_str().to_owned(), file);
         out
     }
 
@@ -616,7 +625,9 @@ impl Loader<'_> {
                 } else {
                     path.clone()
                 };
-                let meta = match fs::metadata(&real) {
+                // fstatat from the directory, not a walk of the whole path, when the
+                // entry is no link.
+                let meta = match if file_type.is_symlink() { fs::metadata(&real) } else { entry.metadata() } {
                     Ok(meta) => meta,
                     // Removed since the directory was read: as if it had not been there.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -845,7 +856,7 @@ mod tests {
     }
 
     fn memory(loaded: &Loaded, path: &Path) -> Bytes {
-        match &loaded.bodies[path].body {
+        match &loaded.bodies[path.as_os_str()].body {
             Body::Memory(b) => b.clone(),
             Body::File { .. } => panic!("{} is streamed", path.display()),
         }
@@ -875,6 +886,16 @@ mod tests {
         assert!(built(&second, "/edited.txt") != built(&first, "/edited.txt"));
         let changes = Changes::between((&first.bodies, &first.dirs), (&second.bodies, &second.dirs));
         assert_eq!(changes.describe(), format!("1 changed (~{})", edited.display()));
+        fs::remove_file(&same).unwrap();
+        fs::write(root.join("new.txt"), "new").unwrap();
+        let third = reload_changed(
+            &cfg,
+            &Reuse { previous: &second.bodies, held: &held, site: &second.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        let changes = Changes::between((&second.bodies, &second.dirs), (&third.bodies, &third.dirs));
+        let (new, same) = (root.join("new.txt"), same.display());
+        assert_eq!(changes.describe(), format!("1 added, 1 removed (+{} -{same})", new.display()));
     }
 
     #[test]
@@ -887,14 +908,17 @@ mod tests {
         fs::write(root.join("page.html"), "half").unwrap();
         fs::write(root.join("new.html"), "partial").unwrap();
         fs::create_dir(root.join("sub")).unwrap();
-        let held: HashSet<PathBuf> = [root.join("page.html"), root.join("new.html")].into();
+        let held: HashSet<OsString> = [root.join("page.html").into(), root.join("new.html").into()].into();
         let second = reload_changed(
             &cfg,
             &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
         )
         .unwrap();
         assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
-        assert!(!second.bodies.contains_key(&root.join("new.html")), "a new file is not served while written");
+        assert!(
+            !second.bodies.contains_key(root.join("new.html").as_os_str()),
+            "a new file is not served while written"
+        );
         assert_eq!(second.files, 1);
         let changes = Changes::between((&first.bodies, &first.dirs), (&second.bodies, &second.dirs));
         assert_eq!(changes.describe(), format!("1 added (+{}/)", root.join("sub").display()));
@@ -916,7 +940,7 @@ mod tests {
             Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::from_secs(3600) };
         let second = reload_changed(&cfg, &reuse).unwrap();
         assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
-        assert!(!second.bodies.contains_key(&root.join("fresh.html")));
+        assert!(!second.bodies.contains_key(root.join("fresh.html").as_os_str()));
         assert_eq!(second.unsettled, 2);
         let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
         assert_eq!((&memory(&settled, &root.join("page.html"))[..], settled.unsettled), (&b"new!"[..], 0));

@@ -23,6 +23,7 @@ use duet_http::Site;
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{ErrorKind, Event, INotifyWatcher, RecursiveMode, Watcher};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ const TEST_MAX_WATCHES: &str = "DUET_TEST_MAX_WATCHES";
 pub struct Reloader {
     content: ContentConfig,
     site: Arc<Site>,
-    bodies: HashMap<PathBuf, LoadedFile>,
+    bodies: HashMap<OsString, LoadedFile>,
     dirs: Vec<PathBuf>,
 }
 
@@ -57,7 +58,7 @@ impl Reloader {
     pub fn new(
         content: ContentConfig,
         site: Arc<Site>,
-        bodies: HashMap<PathBuf, LoadedFile>,
+        bodies: HashMap<OsString, LoadedFile>,
         dirs: Vec<PathBuf>,
     ) -> Self {
         Reloader { content, site, bodies, dirs }
@@ -85,7 +86,7 @@ impl Reloader {
     /// at their previous version. Swaps the site and logs one line when anything
     /// changed. Returns the directories now served, and how many files changed too
     /// recently to be taken (the change set is tried again).
-    fn apply(&mut self, held: &HashSet<PathBuf>) -> Result<(Vec<PathBuf>, usize), String> {
+    fn apply(&mut self, held: &HashSet<OsString>) -> Result<(Vec<PathBuf>, usize), String> {
         let reuse = Reuse { previous: &self.bodies, held, site: &self.site, settle: QUIET };
         let started = Instant::now();
         let loaded: Loaded = content::reload_changed(&self.content, &reuse)?;
@@ -324,7 +325,7 @@ fn run(mut watch: Watch, rx: Receiver<Result<Event, notify::Error>>, reloader: &
         }
         pending.first = None;
         pending.last = None;
-        let held: HashSet<PathBuf> = pending.writing.keys().cloned().collect();
+        let held: HashSet<OsString> = pending.writing.keys().map(|p| p.as_os_str().to_owned()).collect();
         let applied = reloader.lock().unwrap_or_else(|e| e.into_inner()).apply(&held);
         match applied {
             Ok((dirs, unsettled)) => match watch.sync(&dirs) {
