@@ -51,6 +51,9 @@ pub struct Reloader {
     site: Arc<Site>,
     bodies: HashMap<OsString, LoadedFile>,
     dirs: Vec<PathBuf>,
+    /// The watcher's event queue, to have it walk the tree after a SIGHUP (so it
+    /// watches what SIGHUP loaded: a `--dir` symlink switched to another release).
+    rescan: Option<mpsc::Sender<notify::Result<Event>>>,
 }
 
 impl Reloader {
@@ -61,7 +64,7 @@ impl Reloader {
         bodies: HashMap<OsString, LoadedFile>,
         dirs: Vec<PathBuf>,
     ) -> Self {
-        Reloader { content, site, bodies, dirs }
+        Reloader { content, site, bodies, dirs, rescan: None }
     }
 
     /// SIGHUP: everything read again, nothing held.
@@ -77,6 +80,9 @@ impl Reloader {
                 self.dirs = loaded.dirs;
                 self.site.replace(loaded.site);
                 info!("reloaded {summary}");
+                if let Some(tx) = &self.rescan {
+                    let _ = tx.send(Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)));
+                }
             }
             Err(e) => warn!("reload failed, still serving the previous content: {e}"),
         }
@@ -135,6 +141,7 @@ fn limit_message(root: &Path, dirs: usize, e: &notify::Error) -> String {
 pub fn spawn(reloader: Arc<Mutex<Reloader>>, dirs: Vec<PathBuf>) -> Result<(), String> {
     let Some(root) = dirs.first().cloned() else { return Ok(()) };
     let (tx, rx) = mpsc::channel();
+    let rescan = tx.clone();
     let watcher = match INotifyWatcher::new(tx, notify::Config::default()) {
         Ok(w) => w,
         Err(e) => {
@@ -148,6 +155,7 @@ pub fn spawn(reloader: Arc<Mutex<Reloader>>, dirs: Vec<PathBuf>) -> Result<(), S
         return Ok(());
     }
     info!("watching {} for changes ({})", watch.root.display(), content::count(dirs.len(), "directory"));
+    reloader.lock().unwrap_or_else(|e| e.into_inner()).rescan = Some(rescan);
     std::thread::Builder::new()
         .name("duet-watch".into())
         .spawn(move || run(watch, rx, &reloader))
@@ -170,6 +178,9 @@ impl Watch {
     /// Watches exactly `dirs`. Returns whether a directory was added (files created in
     /// it before its watch was in place are found by walking the tree once more).
     fn sync(&mut self, dirs: &[PathBuf]) -> Result<bool, notify::Error> {
+        if let Some(root) = dirs.first() {
+            self.root.clone_from(root);
+        }
         let wanted: HashSet<&PathBuf> = dirs.iter().collect();
         let gone: Vec<PathBuf> = self.watched.iter().filter(|d| !wanted.contains(d)).cloned().collect();
         for dir in gone {

@@ -22,6 +22,7 @@ per_engine!(
     watch_at_the_inotify_limit_falls_back_to_sighup,
     watch_reaching_the_inotify_limit_later_falls_back_to_sighup,
     serve_takes_the_directory_as_an_argument,
+    watch_follows_a_dir_symlink_switched_and_reloaded,
 );
 
 /// Asks for `path` until `done` holds for the answer, which it returns; every answer
@@ -279,4 +280,25 @@ fn serve_takes_the_directory_as_an_argument(engine: &str) {
     wait_for_log(&server, "for changes");
     t.write("site/index.html", b"edited");
     wait_for(&server, "/", 200, Some(b"edited"));
+}
+
+/// A deploy that switches a `--dir` symlink to a new release and sends SIGHUP: the new
+/// release is served, and from then on watched (its changes served without a signal).
+fn watch_follows_a_dir_symlink_switched_and_reloaded(engine: &str) {
+    let t = TempTree::new(&format!("watch-switch-{engine}"));
+    t.write("releases/1/index.html", b"release 1");
+    t.write("releases/2/index.html", b"release 2");
+    std::os::unix::fs::symlink("releases/1", t.root().join("current")).unwrap();
+    let server = Server::start(engine, &["--dir", &t.path("current")]);
+    wait_for_log(&server, "for changes");
+    assert_eq!(fetch(&mut server.connect(), "/", "").body, b"release 1");
+    // A change applied: the watcher's first walk (through the old link) is done.
+    t.write("releases/1/index.html", b"release 1, edited");
+    wait_for(&server, "/", 200, Some(b"release 1, edited"));
+    std::os::unix::fs::symlink("releases/2", t.root().join("current.new")).unwrap();
+    std::fs::rename(t.root().join("current.new"), t.root().join("current")).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for(&server, "/", 200, Some(b"release 2"));
+    t.write("releases/2/index.html", b"release 2, edited");
+    wait_for(&server, "/", 200, Some(b"release 2, edited"));
 }
