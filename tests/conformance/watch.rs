@@ -65,15 +65,7 @@ fn wait_for(server: &Server, path: &str, status: u16, body: Option<&[u8]>) -> Re
 
 /// Waits until the server's log has a line with `needle`.
 fn wait_for_log(server: &Server, needle: &str) {
-    let deadline = Instant::now() + common::READ_TIMEOUT;
-    while !server.stderr_lines().iter().any(|l| l.contains(needle)) {
-        assert!(Instant::now() < deadline, "no log line with {needle:?}:\n{}", server.stderr_lines().join("\n"));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn applied_lines(server: &Server) -> usize {
-    server.stderr_lines().iter().filter(|l| l.contains("watch: applied")).count()
+    server.wait_for_line(needle);
 }
 
 fn watch_serves_added_changed_and_removed_files(engine: &str) {
@@ -91,15 +83,12 @@ fn watch_serves_added_changed_and_removed_files(engine: &str) {
     std::fs::remove_file(t.path("site/new.txt")).unwrap();
     wait_for(&server, "/new.txt", 404, None);
     // One line per change set, each naming what changed.
-    let deadline = Instant::now() + common::READ_TIMEOUT;
-    while applied_lines(&server) < 3 {
-        assert!(Instant::now() < deadline, "{}", server.stderr_lines().join("\n"));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let lines = server.stderr_lines();
-    assert!(lines.iter().any(|l| l.contains("watch: applied 1 added") && l.contains("new.txt")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("watch: applied 1 changed") && l.contains("a.txt")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("watch: applied 1 removed") && l.contains("new.txt")), "{lines:?}");
+    let lines = server.wait_for_line("watch: applied 1 removed");
+    let applied: Vec<&String> = lines.iter().filter(|l| l.contains("watch: applied")).collect();
+    assert_eq!(applied.len(), 3, "{lines:?}");
+    assert!(applied[0].contains("1 added (+") && applied[0].contains("new.txt"), "{}", applied[0]);
+    assert!(applied[1].contains("1 changed (~") && applied[1].contains("a.txt"), "{}", applied[1]);
+    assert!(applied[2].contains("1 removed (-") && applied[2].contains("new.txt"), "{}", applied[2]);
 }
 
 fn watch_follows_a_rename(engine: &str) {
