@@ -87,14 +87,16 @@ pub struct Loaded {
     pub streamed_bytes: u64,
     /// Files served with a precompressed variant.
     pub precompressed: usize,
-    /// Every file body loaded (files under `--dir` and `@FILE` routes) by its real
-    /// path, with the version it was loaded at: what the next [`reload_changed`] reuses.
-    /// (Keyed by the path's bytes: a `Path` hashes component by component, several
-    /// times slower, and these are canonical already.)
+    /// Every file body loaded, with the version it was loaded at: what the next
+    /// [`reload_changed`] reuses. Keyed by what serves it: a file under `--dir` by its
+    /// URL path (so a link added to a file already served is a change), a `@FILE`
+    /// route by `@` and its path.
     pub bodies: HashMap<OsString, LoadedFile>,
     /// The directories walked under `--dir` (real paths, the root first): what the
     /// watcher watches.
     pub dirs: Vec<PathBuf>,
+    /// Their URL paths, with the trailing slash.
+    pub dir_urls: Vec<String>,
     /// Files left at their previous version (or not served yet) because they changed
     /// too recently ([`Reuse::settle`]): the caller tries again.
     pub unsettled: usize,
@@ -147,34 +149,33 @@ pub struct Reuse<'a> {
     pub settle: Duration,
 }
 
-/// What changed between two loads, by real path (directories with a trailing `/`).
+/// What changed between two loads, by URL path (directories with a trailing `/`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub added: BTreeSet<PathBuf>,
-    pub changed: BTreeSet<PathBuf>,
-    pub removed: BTreeSet<PathBuf>,
+    pub added: BTreeSet<String>,
+    pub changed: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
 }
 
-/// What a load served: its bodies by real path and its directories.
-pub type Served<'a> = (&'a HashMap<OsString, LoadedFile>, &'a [PathBuf]);
+/// What a load served: its bodies ([`Loaded::bodies`]) and its directories' URL paths.
+pub type Served<'a> = (&'a HashMap<OsString, LoadedFile>, &'a [String]);
 
 impl Changes {
     pub fn between((before, before_dirs): Served, (after, after_dirs): Served) -> Changes {
         let mut changes = Changes::default();
-        let slashed = |d: &PathBuf| d.join("");
         let (before_set, after_set): (HashSet<_>, HashSet<_>) =
             (before_dirs.iter().collect(), after_dirs.iter().collect());
-        changes.added.extend(after_set.difference(&before_set).map(|d| slashed(d)));
-        changes.removed.extend(before_set.difference(&after_set).map(|d| slashed(d)));
+        changes.added.extend(after_set.difference(&before_set).map(|d| d.to_string()));
+        changes.removed.extend(before_set.difference(&after_set).map(|d| d.to_string()));
         let mut files_added = 0;
         for (path, file) in after {
             match before.get(path) {
                 None => {
-                    changes.added.insert(path.into());
+                    changes.added.insert(path.to_string_lossy().into_owned());
                     files_added += 1;
                 }
                 Some(old) if old.version != file.version => {
-                    changes.changed.insert(path.into());
+                    changes.changed.insert(path.to_string_lossy().into_owned());
                 }
                 Some(_) => {}
             }
@@ -182,7 +183,9 @@ impl Changes {
         // Every file of `after` not added was in `before`: unless `before` has more,
         // nothing was removed (no second pass over the tree).
         if before.len() > after.len() - files_added {
-            changes.removed.extend(before.keys().filter(|p| !after.contains_key(*p)).map(PathBuf::from));
+            changes
+                .removed
+                .extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| p.to_string_lossy().into_owned()));
         }
         changes
     }
@@ -191,13 +194,13 @@ impl Changes {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
     }
 
-    /// `2 added, 1 changed (+/site/a.html ...)`: the counts that are not zero, then the
+    /// `2 added, 1 changed (+/a.html ...)`: the counts that are not zero, then the
     /// first few paths.
     pub fn describe(&self) -> String {
         const SHOWN: usize = 3;
         let all: Vec<String> = [("+", &self.added), ("~", &self.changed), ("-", &self.removed)]
             .iter()
-            .flat_map(|(mark, set)| set.iter().map(move |p| format!("{mark}{}", p.display())))
+            .flat_map(|(mark, set)| set.iter().map(move |p| format!("{mark}{p}")))
             .collect();
         let counts: Vec<String> =
             [(self.added.len(), "added"), (self.changed.len(), "changed"), (self.removed.len(), "removed")]
@@ -291,6 +294,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
             precompressed: 0,
             bodies: HashMap::new(),
             dirs: Vec::new(),
+            dir_urls: Vec::new(),
             unsettled: 0,
         });
     }
@@ -314,6 +318,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
         reuse,
         bodies: HashMap::new(),
         dirs: Vec::new(),
+        dir_urls: Vec::new(),
         unsettled: 0,
     };
     if let Some(dir) = &cfg.dir {
@@ -339,6 +344,7 @@ fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, Strin
         precompressed: loader.precompressed,
         bodies: loader.bodies,
         dirs: loader.dirs,
+        dir_urls: loader.dir_urls,
         unsettled: loader.unsettled,
     })
 }
@@ -416,6 +422,7 @@ struct Loader<'a> {
     reuse: Option<&'a Reuse<'a>>,
     bodies: HashMap<OsString, LoadedFile>,
     dirs: Vec<PathBuf>,
+    dir_urls: Vec<String>,
     unsettled: usize,
 }
 
@@ -491,10 +498,11 @@ impl Loader<'_> {
     fn file_body(
         &mut self,
         real: &Path,
+        key: OsString,
         meta: &fs::Metadata,
         route: bool,
     ) -> Result<Option<(Body, FileMeta, bool)>, String> {
-        let previous = self.reuse.and_then(|r| r.previous.get(real.as_os_str()));
+        let previous = self.reuse.and_then(|r| r.previous.get(&key));
         let version = Version::of(meta);
         // A `--route` file is read at start and on SIGHUP only.
         let mut held = self.reuse.is_some_and(|r| route || r.held.contains(real.as_os_str()));
@@ -532,7 +540,7 @@ impl Loader<'_> {
                     return match previous {
                         Some(p) => {
                             let p = LoadedFile { body: self.account(p.body.clone()), ..p.clone() };
-                            Ok(Some(self.keep(real, p, true)))
+                            Ok(Some(self.keep(key, p, true)))
                         }
                         None => Ok(None),
                     };
@@ -540,12 +548,12 @@ impl Loader<'_> {
                 LoadedFile { version: Version::of(&meta), meta: file_meta(&meta, body.len()), body }
             }
         };
-        Ok(Some(self.keep(real, loaded, kept)))
+        Ok(Some(self.keep(key, loaded, kept)))
     }
 
-    fn keep(&mut self, real: &Path, file: LoadedFile, kept: bool) -> (Body, FileMeta, bool) {
+    fn keep(&mut self, key: OsString, file: LoadedFile, kept: bool) -> (Body, FileMeta, bool) {
         let out = (file.body.clone(), file.meta.clone(), kept);
-        self.bodies.insert(real.as_os_str().to_owned(), file);
+        self.bodies.insert(key, file);
         out
     }
 
@@ -570,7 +578,7 @@ impl Loader<'_> {
             }
             RouteBody::File(file) => {
                 let meta = fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-                let body = match self.file_body(file, &meta, true)? {
+                let body = match self.file_body(file, format!("@{path}").into(), &meta, true)? {
                     Some((body, _, _)) => body,
                     None => return Err(format!("cannot read {}: it is being written or was removed", file.display())),
                 };
@@ -592,6 +600,7 @@ impl Loader<'_> {
         let mut stack = vec![(root.clone(), String::new(), Vec::new())];
         while let Some((disk, url, ancestors)) = stack.pop() {
             self.dirs.push(disk.clone());
+            self.dir_urls.push(format!("{url}/"));
             let read = fs::read_dir(&disk).map_err(|e| format!("cannot read directory {}: {e}", disk.display()))?;
             let mut entries = read
                 .collect::<Result<Vec<_>, _>>()
@@ -649,7 +658,7 @@ impl Loader<'_> {
                     self.builder = b.directory(&child_url);
                     listed.push((name, true));
                 } else if meta.is_file() {
-                    if let Some((body, meta, kept)) = self.file_body(&real, &meta, false)? {
+                    if let Some((body, meta, kept)) = self.file_body(&real, child_url.clone().into(), &meta, false)? {
                         files.push(DirFile { meta, name: name.clone(), disk: real, body, kept });
                         listed.push((name, false));
                     }
@@ -855,10 +864,10 @@ mod tests {
         }
     }
 
-    fn memory(loaded: &Loaded, path: &Path) -> Bytes {
-        match &loaded.bodies[path.as_os_str()].body {
+    fn memory(loaded: &Loaded, key: &str) -> Bytes {
+        match &loaded.bodies[std::ffi::OsStr::new(key)].body {
             Body::Memory(b) => b.clone(),
-            Body::File { .. } => panic!("{} is streamed", path.display()),
+            Body::File { .. } => panic!("{key} is streamed"),
         }
     }
 
@@ -877,25 +886,33 @@ mod tests {
             &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
         )
         .unwrap();
-        let (same, edited) = (root.join("same.txt"), root.join("edited.txt"));
-        assert_eq!(memory(&second, &same).as_ptr(), memory(&first, &same).as_ptr(), "unchanged: the same bytes");
-        assert_eq!(&memory(&second, &edited)[..], b"after!");
+        let (same, edited) = ("/same.txt", "/edited.txt");
+        assert_eq!(memory(&second, same).as_ptr(), memory(&first, same).as_ptr(), "unchanged: the same bytes");
+        assert_eq!(&memory(&second, edited)[..], b"after!");
         assert_eq!(second.bytes, 4 + 6, "reused bodies count against the budget too");
         let built = |l: &Loaded, p: &str| l.site.built_file(p).expect(p);
         assert!(built(&second, "/same.txt") == built(&first, "/same.txt"), "unchanged: not rendered again");
         assert!(built(&second, "/edited.txt") != built(&first, "/edited.txt"));
-        let changes = Changes::between((&first.bodies, &first.dirs), (&second.bodies, &second.dirs));
-        assert_eq!(changes.describe(), format!("1 changed (~{})", edited.display()));
-        fs::remove_file(&same).unwrap();
+        let changes = Changes::between((&first.bodies, &first.dir_urls), (&second.bodies, &second.dir_urls));
+        assert_eq!(changes.describe(), "1 changed (~/edited.txt)");
+        fs::remove_file(root.join("same.txt")).unwrap();
         fs::write(root.join("new.txt"), "new").unwrap();
         let third = reload_changed(
             &cfg,
             &Reuse { previous: &second.bodies, held: &held, site: &second.site, settle: Duration::ZERO },
         )
         .unwrap();
-        let changes = Changes::between((&second.bodies, &second.dirs), (&third.bodies, &third.dirs));
-        let (new, same) = (root.join("new.txt"), same.display());
-        assert_eq!(changes.describe(), format!("1 added, 1 removed (+{} -{same})", new.display()));
+        let changes = Changes::between((&second.bodies, &second.dir_urls), (&third.bodies, &third.dir_urls));
+        assert_eq!(changes.describe(), "1 added, 1 removed (+/new.txt -/same.txt)");
+        // A link to a file already served is a path added.
+        std::os::unix::fs::symlink("edited.txt", root.join("link.txt")).unwrap();
+        let fourth = reload_changed(
+            &cfg,
+            &Reuse { previous: &third.bodies, held: &held, site: &third.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        let changes = Changes::between((&third.bodies, &third.dir_urls), (&fourth.bodies, &fourth.dir_urls));
+        assert_eq!(changes.describe(), "1 added (+/link.txt)");
     }
 
     #[test]
@@ -914,16 +931,16 @@ mod tests {
             &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
         )
         .unwrap();
-        assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
+        assert_eq!(&memory(&second, "/page.html")[..], b"old");
         assert!(
-            !second.bodies.contains_key(root.join("new.html").as_os_str()),
+            !second.bodies.contains_key(std::ffi::OsStr::new("/new.html")),
             "a new file is not served while written"
         );
         assert_eq!(second.files, 1);
-        let changes = Changes::between((&first.bodies, &first.dirs), (&second.bodies, &second.dirs));
-        assert_eq!(changes.describe(), format!("1 added (+{}/)", root.join("sub").display()));
+        let changes = Changes::between((&first.bodies, &first.dir_urls), (&second.bodies, &second.dir_urls));
+        assert_eq!(changes.describe(), "1 added (+/sub/)");
         // SIGHUP reads everything as it is.
-        assert_eq!(&memory(&load(&cfg).unwrap(), &root.join("page.html"))[..], b"half");
+        assert_eq!(&memory(&load(&cfg).unwrap(), "/page.html")[..], b"half");
     }
 
     #[test]
@@ -939,11 +956,11 @@ mod tests {
         let reuse =
             Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::from_secs(3600) };
         let second = reload_changed(&cfg, &reuse).unwrap();
-        assert_eq!(&memory(&second, &root.join("page.html"))[..], b"old");
-        assert!(!second.bodies.contains_key(root.join("fresh.html").as_os_str()));
+        assert_eq!(&memory(&second, "/page.html")[..], b"old");
+        assert!(!second.bodies.contains_key(std::ffi::OsStr::new("/fresh.html")));
         assert_eq!(second.unsettled, 2);
         let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
-        assert_eq!((&memory(&settled, &root.join("page.html"))[..], settled.unsettled), (&b"new!"[..], 0));
+        assert_eq!((&memory(&settled, "/page.html")[..], settled.unsettled), (&b"new!"[..], 0));
     }
 
     #[test]
@@ -989,8 +1006,8 @@ mod tests {
             &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
         )
         .unwrap();
-        assert_eq!(&memory(&second, &route)[..], b"loaded");
-        assert_eq!(&memory(&load(&cfg).unwrap(), &route)[..], b"edited", "SIGHUP reads it again");
+        assert_eq!(&memory(&second, "@/r")[..], b"loaded");
+        assert_eq!(&memory(&load(&cfg).unwrap(), "@/r")[..], b"edited", "SIGHUP reads it again");
     }
 
     #[test]

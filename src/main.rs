@@ -127,7 +127,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let shutdown = Shutdown::new();
     let watching = content.dir.is_some() && !args.no_watch;
     let reloader =
-        Arc::new(Mutex::new(watch::Reloader::new(content, Arc::clone(&site), loaded.bodies, loaded.dirs.clone())));
+        Arc::new(Mutex::new(watch::Reloader::new(content, Arc::clone(&site), loaded.bodies, loaded.dir_urls)));
     spawn_signal_thread(shutdown.clone(), Arc::clone(&reloader), access_log.clone())?;
     if watching {
         watch::spawn(reloader, loaded.dirs)?;

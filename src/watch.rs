@@ -50,21 +50,22 @@ pub struct Reloader {
     content: ContentConfig,
     site: Arc<Site>,
     bodies: HashMap<OsString, LoadedFile>,
-    dirs: Vec<PathBuf>,
+    /// The URL paths of the directories served.
+    dir_urls: Vec<String>,
     /// The watcher's event queue, to have it walk the tree after a SIGHUP (so it
     /// watches what SIGHUP loaded: a `--dir` symlink switched to another release).
     rescan: Option<mpsc::Sender<notify::Result<Event>>>,
 }
 
 impl Reloader {
-    /// `site` serves what `bodies` and `dirs` (from the same [`Loaded`]) say.
+    /// `site` serves what `bodies` and `dir_urls` (from the same [`Loaded`]) say.
     pub fn new(
         content: ContentConfig,
         site: Arc<Site>,
         bodies: HashMap<OsString, LoadedFile>,
-        dirs: Vec<PathBuf>,
+        dir_urls: Vec<String>,
     ) -> Self {
-        Reloader { content, site, bodies, dirs, rescan: None }
+        Reloader { content, site, bodies, dir_urls, rescan: None }
     }
 
     /// SIGHUP: everything read again, nothing held.
@@ -77,7 +78,7 @@ impl Reloader {
             Ok(loaded) => {
                 let summary = loaded.summary();
                 self.bodies = loaded.bodies;
-                self.dirs = loaded.dirs;
+                self.dir_urls = loaded.dir_urls;
                 self.site.replace(loaded.site);
                 info!("reloaded {summary}");
                 if let Some(tx) = &self.rescan {
@@ -96,13 +97,13 @@ impl Reloader {
         let reuse = Reuse { previous: &self.bodies, held, site: &self.site, settle: QUIET };
         let started = Instant::now();
         let loaded: Loaded = content::reload_changed(&self.content, &reuse)?;
-        let changes = content::Changes::between((&self.bodies, &self.dirs), (&loaded.bodies, &loaded.dirs));
+        let changes = content::Changes::between((&self.bodies, &self.dir_urls), (&loaded.bodies, &loaded.dir_urls));
         // Nothing changed (events about files duet does not serve, or a walk after new
         // watches that found nothing new): the table stays, no log line.
         if !changes.is_empty() {
             let summary = loaded.summary();
             self.bodies = loaded.bodies;
-            self.dirs = loaded.dirs.clone();
+            self.dir_urls = loaded.dir_urls;
             self.site.replace(loaded.site);
             info!(
                 "watch: applied {} in {:.1} ms; serving {summary}",

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 per_engine!(
     watch_serves_added_changed_and_removed_files,
     watch_follows_a_rename,
+    watch_serves_a_link_added_to_a_served_file,
     watch_never_serves_a_file_rewritten_in_place_before_its_writer_closes_it,
     watch_serves_a_file_replaced_by_rename_whole,
     watch_serves_added_and_removed_directories,
@@ -99,6 +100,19 @@ fn watch_follows_a_rename(engine: &str) {
     std::fs::rename(t.path("site/a.txt"), t.path("site/b.txt")).unwrap();
     wait_for(&server, "/b.txt", 200, Some(b"moving"));
     assert_eq!(fetch(&mut server.connect(), "/a.txt", "").status, 404);
+}
+
+/// A symlink to a file already served changes no file, but adds a path.
+fn watch_serves_a_link_added_to_a_served_file(engine: &str) {
+    let t = TempTree::new(&format!("watch-ln-{engine}"));
+    t.write("site/a.txt", b"linked");
+    let server = Server::start(engine, &["--dir", &t.path("site")]);
+    wait_for_log(&server, "for changes");
+    std::os::unix::fs::symlink("a.txt", t.root().join("site/link.txt")).unwrap();
+    wait_for(&server, "/link.txt", 200, Some(b"linked"));
+    std::fs::remove_file(t.root().join("site/link.txt")).unwrap();
+    wait_for(&server, "/link.txt", 404, None);
+    assert_eq!(fetch(&mut server.connect(), "/a.txt", "").body, b"linked");
 }
 
 /// A file rewritten in place (truncated, then written in two parts): until its writer
