@@ -54,7 +54,7 @@ fn ask_until(
         );
         // Not a synchronisation: it only keeps this loop from taking a CPU from the
         // server's watcher thread on a busy machine.
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
