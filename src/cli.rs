@@ -121,7 +121,11 @@ impl EngineChoice {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("directory").args(["dir", "dir_arg"])))]
 pub struct ServeArgs {
+    /// Serve the files under DIR (the same as --dir DIR).
+    #[arg(value_name = "DIR")]
+    pub dir_arg: Option<PathBuf>,
     /// I/O engine.
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
     pub engine: EngineChoice,
@@ -167,24 +171,33 @@ pub struct ServeArgs {
     /// Override the Content-Type of a path served by --route or --dir. Repeatable.
     #[arg(long = "route-type", value_name = "PATH=MIME", help_heading = "Content")]
     pub route_types: Vec<String>,
-    /// Serve the files under DIR, loaded at start (and on SIGHUP): into memory, or kept
-    /// open and streamed from disk when over --max-cached-file or past --cache-budget.
+    /// Serve the files under DIR: into memory, or kept open and streamed from disk when
+    /// over --max-cached-file or past --cache-budget. Changes are served as they happen
+    /// (see --no-watch).
     #[arg(long, value_name = "DIR", help_heading = "Content")]
     pub dir: Option<PathBuf>,
+    /// With --dir: watch DIR (inotify, one watch per directory) and serve each change once
+    /// its writes settle. The default.
+    #[arg(long, overrides_with = "no_watch", help_heading = "Content")]
+    pub watch: bool,
+    /// With --dir: load DIR at start and on SIGHUP only.
+    #[arg(long, overrides_with = "watch", help_heading = "Content")]
+    pub no_watch: bool,
     /// With --dir: serve files and directories whose name starts with a dot.
     #[arg(long, help_heading = "Content")]
     pub dotfiles: bool,
     /// With --dir: serve a `FILE.br` or `FILE.gz` next to FILE, in place of FILE, to
     /// clients whose Accept-Encoding allows it (br first at equal weight).
-    #[arg(long, requires = "dir", help_heading = "Content")]
+    #[arg(long, requires = "directory", help_heading = "Content")]
     pub precompressed: bool,
     /// With --dir: answer a directory without index.html with an HTML list of what it
     /// serves (without it: 403 Forbidden).
-    #[arg(long, requires = "dir", help_heading = "Content")]
+    #[arg(long, requires = "directory", help_heading = "Content")]
     pub list_dirs: bool,
     /// Add a header field to every response (routes, files, redirects, errors; not --echo
     /// or --metrics answers), e.g.
-    /// 'Cache-Control: max-age=3600'. Repeatable. Fields duet sets itself are refused.
+    /// 'Cache-Control: max-age=3600' (which replaces the files' default, no-cache).
+    /// Repeatable. Fields duet sets itself are refused.
     #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
@@ -284,7 +297,7 @@ impl ServeArgs {
         crate::content::ContentConfig {
             routes: self.routes.clone(),
             route_types: self.route_types.clone(),
-            dir: self.dir.clone(),
+            dir: self.dir.clone().or_else(|| self.dir_arg.clone()),
             dotfiles: self.dotfiles,
             precompressed: self.precompressed,
             list_dirs: self.list_dirs,

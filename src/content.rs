@@ -1,12 +1,18 @@
 //! Static content: `--route` and `--dir` read from disk and turned into a [`Site`].
 //!
-//! All file I/O happens here, at start and on SIGHUP; duet-http only ever sees bytes
-//! and open files. Every body up to `--max-cached-file`, while the total stays within
+//! All file I/O happens here, at start, on SIGHUP and when the watcher (`watch.rs`)
+//! applies a change set; duet-http only ever sees bytes and open files. Every body up to `--max-cached-file`, while the total stays within
 //! `--cache-budget`, is loaded once into a shared `Bytes` and its headers rendered once,
 //! so such a file costs a request no more than the built-in `Hello, World!`. Larger
 //! files, and every file past the budget, are opened here and streamed from disk by the
 //! engine at request time (same pre-rendered headers and validators); a reload opens
 //! them again.
+//!
+//! A reload after a change ([`reload_changed`]) walks the tree again but reads only what
+//! changed: a file whose device, inode, size, modification and change times are those
+//! it had at the last load keeps the body it had (the same bytes in memory, or the same
+//! open descriptor). Files still being written ([`Reuse::held`]) keep their previous
+//! version, or are not served yet when new.
 //!
 //! Only what is loaded can be served: the site is a table of the files found under
 //! `--dir` (symlinks that leave it refused, dotfiles skipped unless `--dotfiles`), so
@@ -16,14 +22,15 @@
 
 use bytes::Bytes;
 use duet_http::{Body, Coding, FileMeta, HeaderError, SetInstead, Site, SiteBuilder, Variant};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// What `duet serve` was asked to serve.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +51,17 @@ pub struct ContentConfig {
     pub cache_budget: u64,
     /// `--echo` paths.
     pub echoes: Vec<String>,
+}
+
+/// The freshness duet gives files under `--dir` unless a `--header` sets Cache-Control:
+/// content changes on disk while served, so caches must revalidate every time (a
+/// conditional request, answered `304` from the pre-rendered response while the file is
+/// unchanged) rather than guess a lifetime from Last-Modified.
+pub const DEFAULT_FILE_CACHE_CONTROL: &str = "Cache-Control: no-cache";
+
+/// True when one of the `--header` lines sets the field `name`.
+fn sets_header(lines: &[String], name: &str) -> bool {
+    lines.iter().any(|l| l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name)))
 }
 
 impl ContentConfig {
@@ -69,6 +87,135 @@ pub struct Loaded {
     pub streamed_bytes: u64,
     /// Files served with a precompressed variant.
     pub precompressed: usize,
+    /// Every file body loaded, with the version it was loaded at: what the next
+    /// [`reload_changed`] reuses. Keyed by what serves it: a file under `--dir` by its
+    /// URL path (so a link added to a file already served is a change), a `@FILE`
+    /// route by `@` and its path.
+    pub bodies: HashMap<OsString, LoadedFile>,
+    /// The directories walked under `--dir` (real paths, the root first): what the
+    /// watcher watches.
+    pub dirs: Vec<PathBuf>,
+    /// Their URL paths, with the trailing slash.
+    pub dir_urls: Vec<String>,
+    /// Files left at their previous version (or not served yet) because they changed
+    /// too recently ([`Reuse::settle`]): the caller tries again.
+    pub unsettled: usize,
+}
+
+/// One version of a file on disk. Writing a file changes its size or times, replacing
+/// it changes its inode: a file with the same version holds the same bytes (short of
+/// writes through a shared mapping, which update no time until msync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Version {
+    fn of(meta: &fs::Metadata) -> Version {
+        Version {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A loaded file body and the version it was read from.
+#[derive(Clone, Debug)]
+pub struct LoadedFile {
+    pub version: Version,
+    body: Body,
+    meta: FileMeta,
+}
+
+/// What a reload after a change may take from the previous load.
+pub struct Reuse<'a> {
+    /// The previous load's bodies.
+    pub previous: &'a HashMap<OsString, LoadedFile>,
+    /// Files still being written (real paths): they keep their previous version, and a
+    /// new one is not served until its writer is done.
+    pub held: &'a HashSet<OsString>,
+    /// The site built from `previous`: a file kept at its previous version (and whose
+    /// variants are) is served as that site renders it.
+    pub site: &'a Site,
+    /// A file changed (its ctime) less than this long ago is treated as held too, and
+    /// counted in [`Loaded::unsettled`]: its writer's events may not have arrived yet.
+    pub settle: Duration,
+}
+
+/// What changed between two loads, by URL path (directories with a trailing `/`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: BTreeSet<String>,
+    pub changed: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+}
+
+/// What a load served: its bodies ([`Loaded::bodies`]) and its directories' URL paths.
+pub type Served<'a> = (&'a HashMap<OsString, LoadedFile>, &'a [String]);
+
+impl Changes {
+    pub fn between((before, before_dirs): Served, (after, after_dirs): Served) -> Changes {
+        let mut changes = Changes::default();
+        let (before_set, after_set): (HashSet<_>, HashSet<_>) =
+            (before_dirs.iter().collect(), after_dirs.iter().collect());
+        changes.added.extend(after_set.difference(&before_set).map(|d| d.to_string()));
+        changes.removed.extend(before_set.difference(&after_set).map(|d| d.to_string()));
+        let mut files_added = 0;
+        for (path, file) in after {
+            match before.get(path) {
+                None => {
+                    changes.added.insert(path.to_string_lossy().into_owned());
+                    files_added += 1;
+                }
+                Some(old) if old.version != file.version => {
+                    changes.changed.insert(path.to_string_lossy().into_owned());
+                }
+                Some(_) => {}
+            }
+        }
+        // Every file of `after` not added was in `before`: unless `before` has more,
+        // nothing was removed (no second pass over the tree).
+        if before.len() > after.len() - files_added {
+            changes
+                .removed
+                .extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| p.to_string_lossy().into_owned()));
+        }
+        changes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// `2 added, 1 changed (+/a.html ...)`: the counts that are not zero, then the
+    /// first few paths.
+    pub fn describe(&self) -> String {
+        const SHOWN: usize = 3;
+        let all: Vec<String> = [("+", &self.added), ("~", &self.changed), ("-", &self.removed)]
+            .iter()
+            .flat_map(|(mark, set)| set.iter().map(move |p| format!("{mark}{p}")))
+            .collect();
+        let counts: Vec<String> =
+            [(self.added.len(), "added"), (self.changed.len(), "changed"), (self.removed.len(), "removed")]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+        let more = all.len().saturating_sub(SHOWN);
+        format!(
+            "{} ({}{})",
+            counts.join(", "),
+            all[..all.len().min(SHOWN)].join(" "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        )
+    }
 }
 
 /// `1 thread`, `2 threads`, `1 body`, `0 bodies`.
@@ -115,12 +262,25 @@ fn header_error(e: &HeaderError) -> String {
 
 /// Reads everything the configuration names. Any error is one line saying what to fix.
 pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
+    load_with(cfg, None)
+}
+
+/// Like [`load`], after a change on disk: reuses every body of `reuse.previous` whose
+/// file is unchanged, and keeps files still being written at their previous version.
+pub fn reload_changed(cfg: &ContentConfig, reuse: &Reuse) -> Result<Loaded, String> {
+    load_with(cfg, Some(reuse))
+}
+
+fn load_with(cfg: &ContentConfig, reuse: Option<&Reuse>) -> Result<Loaded, String> {
     for path in &cfg.echoes {
         check_path("--echo", path, path)?;
     }
-    let base = cfg.headers.iter().try_fold(Site::builder(), |b, line| {
+    let mut base = cfg.headers.iter().try_fold(Site::builder(), |b, line| {
         b.header(line).map_err(|e| format!("--header {line:?}: {}", header_error(&e)))
     })?;
+    if cfg.dir.is_some() && !sets_header(&cfg.headers, "cache-control") {
+        base = base.file_header(DEFAULT_FILE_CACHE_CONTROL).map_err(|e| e.to_string())?;
+    }
     if cfg.is_default() {
         let builder = cfg.echoes.iter().fold(base.hello(), |b, path| b.echo(path));
         return Ok(Loaded {
@@ -132,6 +292,10 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
             streamed: 0,
             streamed_bytes: 0,
             precompressed: 0,
+            bodies: HashMap::new(),
+            dirs: Vec::new(),
+            dir_urls: Vec::new(),
+            unsettled: 0,
         });
     }
     let routes = cfg.routes.iter().map(|r| parse_route(r)).collect::<Result<Vec<_>, _>>()?;
@@ -151,6 +315,11 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         streamed: 0,
         streamed_bytes: 0,
         precompressed: 0,
+        reuse,
+        bodies: HashMap::new(),
+        dirs: Vec::new(),
+        dir_urls: Vec::new(),
+        unsettled: 0,
     };
     if let Some(dir) = &cfg.dir {
         loader.load_dir(dir, cfg)?;
@@ -173,6 +342,10 @@ pub fn load(cfg: &ContentConfig) -> Result<Loaded, String> {
         streamed: loader.streamed,
         streamed_bytes: loader.streamed_bytes,
         precompressed: loader.precompressed,
+        bodies: loader.bodies,
+        dirs: loader.dirs,
+        dir_urls: loader.dir_urls,
+        unsettled: loader.unsettled,
     })
 }
 
@@ -235,7 +408,7 @@ fn guess_type(path: &Path) -> String {
 /// Deepest directory nesting followed under `--dir`.
 const MAX_DEPTH: usize = 64;
 
-struct Loader {
+struct Loader<'a> {
     builder: SiteBuilder,
     types: HashMap<String, String>,
     used_types: HashSet<String>,
@@ -246,6 +419,11 @@ struct Loader {
     streamed: usize,
     streamed_bytes: u64,
     precompressed: usize,
+    reuse: Option<&'a Reuse<'a>>,
+    bodies: HashMap<OsString, LoadedFile>,
+    dirs: Vec<PathBuf>,
+    dir_urls: Vec<String>,
+    unsettled: usize,
 }
 
 /// The sibling suffixes `--precompressed` looks for, and their codings.
@@ -257,9 +435,11 @@ struct DirFile {
     disk: PathBuf,
     body: Body,
     meta: FileMeta,
+    /// The version the previous site serves (so its built entry can be reused).
+    kept: bool,
 }
 
-impl Loader {
+impl Loader<'_> {
     fn content_type(&mut self, url: &str, fallback: impl FnOnce() -> String) -> String {
         match self.types.get(url) {
             Some(t) => {
@@ -277,26 +457,115 @@ impl Loader {
     }
 
     /// Opens a file and either reads it into memory (when it fits the limits) or keeps
-    /// it open to be streamed from disk at request time.
-    fn open_body(&mut self, path: &Path) -> Result<(Body, fs::Metadata), String> {
-        let err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-        let file = fs::File::open(path).map_err(err)?;
-        let meta = file.metadata().map_err(err)?;
+    /// it open to be streamed from disk at request time. Also returns the version it
+    /// had when opened and, for a body read into memory, whether the file was written
+    /// while it was read.
+    fn open_body(&mut self, path: &Path) -> std::io::Result<(Body, fs::Metadata, bool)> {
+        let file = fs::File::open(path)?;
+        let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(format!("cannot read {}: not a regular file", path.display()));
+            return Err(std::io::Error::other("not a regular file"));
         }
         let size = meta.len();
         if !self.fits(size) {
-            self.streamed += 1;
-            self.streamed_bytes += size;
-            return Ok((Body::file(Arc::new(file), size), meta));
+            return Ok((self.account(Body::file(Arc::new(file), size)), meta, false));
         }
         let mut data = Vec::with_capacity(size as usize);
         // Never more than the stat said (the file may be growing): what was read is
         // what is served and accounted for.
-        file.take(size).read_to_end(&mut data).map_err(err)?;
-        self.used += data.len() as u64;
-        Ok((Body::Memory(Bytes::from(data)), meta))
+        (&file).take(size).read_to_end(&mut data)?;
+        let written_meanwhile = file.metadata().map_or(true, |after| Version::of(&after) != Version::of(&meta));
+        Ok((self.account(Body::Memory(Bytes::from(data))), meta, written_meanwhile))
+    }
+
+    /// Counts `body` against the cache budget (in memory) or as streamed.
+    fn account(&mut self, body: Body) -> Body {
+        match &body {
+            Body::Memory(b) => self.used += b.len() as u64,
+            Body::File { len, .. } => {
+                self.streamed += 1;
+                self.streamed_bytes += len;
+            }
+        }
+        body
+    }
+
+    /// The body of the file at `real` (its metadata `meta` just read), and its
+    /// validators; `None` for a new file still being written (not served yet). After a
+    /// change, an unchanged file keeps the body it had, as long as it would be held the
+    /// same way (in memory or streamed) now; a file being written, and a `route` file,
+    /// keeps its previous version.
+    fn file_body(
+        &mut self,
+        real: &Path,
+        key: OsString,
+        meta: &fs::Metadata,
+        route: bool,
+    ) -> Result<Option<(Body, FileMeta, bool)>, String> {
+        let previous = self.reuse.and_then(|r| r.previous.get(&key));
+        let version = Version::of(meta);
+        // A `--route` file is read at start and on SIGHUP only.
+        let mut held = self.reuse.is_some_and(|r| route || r.held.contains(real.as_os_str()));
+        if let Some(reuse) = self.reuse.filter(|_| !held && previous.is_none_or(|p| p.version != version)) {
+            let changed = UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+            // (A ctime in the future, after the clock was set back, counts as settled.)
+            if changed.elapsed().is_ok_and(|age| age < reuse.settle) {
+                self.unsettled += 1;
+                held = true;
+            }
+        }
+        let keep = match previous {
+            Some(p) if held => Some(p.clone()),
+            Some(p) if p.version == version => {
+                let in_memory = matches!(p.body, Body::Memory(_));
+                (in_memory == self.fits(version.len)).then(|| p.clone())
+            }
+            _ if held => return Ok(None),
+            _ => None,
+        };
+        let kept = keep.is_some();
+        let loaded = match keep {
+            Some(p) => LoadedFile { body: self.account(p.body), ..p },
+            None => {
+                let (body, meta, written_meanwhile) = match self.open_body(real) {
+                    Ok(opened) => opened,
+                    // Removed since its directory was read: as if it had not been there.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.reuse.is_some() => return Ok(None),
+                    Err(e) => return Err(format!("cannot read {}: {e}", real.display())),
+                };
+                if written_meanwhile && self.reuse.is_some() {
+                    // Caught mid-write: the writer's own events bring another change set.
+                    debug!("{} changed while it was read; keeping its previous version", real.display());
+                    self.undo(&body);
+                    return match previous {
+                        Some(p) => {
+                            let p = LoadedFile { body: self.account(p.body.clone()), ..p.clone() };
+                            Ok(Some(self.keep(key, p, true)))
+                        }
+                        None => Ok(None),
+                    };
+                }
+                LoadedFile { version: Version::of(&meta), meta: file_meta(&meta, body.len()), body }
+            }
+        };
+        Ok(Some(self.keep(key, loaded, kept)))
+    }
+
+    fn keep(&mut self, key: OsString, file: LoadedFile, kept: bool) -> (Body, FileMeta, bool) {
+        let out = (file.body.clone(), file.meta.clone(), kept);
+        self.bodies.insert(key, file);
+        out
+    }
+
+    /// Takes back what [`Loader::account`] counted for `body`.
+    fn undo(&mut self, body: &Body) {
+        match body {
+            Body::Memory(b) => self.used -= b.len() as u64,
+            Body::File { len, .. } => {
+                self.streamed -= 1;
+                self.streamed_bytes -= len;
+            }
+        }
     }
 
     fn add_route(&mut self, path: &str, body: &RouteBody) -> Result<(), String> {
@@ -308,7 +577,11 @@ impl Loader {
                 (t, Body::Memory(Bytes::from(text.clone().into_bytes())))
             }
             RouteBody::File(file) => {
-                let (body, _) = self.open_body(file)?;
+                let meta = fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let body = match self.file_body(file, format!("@{path}").into(), &meta, true)? {
+                    Some((body, _, _)) => body,
+                    None => return Err(format!("cannot read {}: it is being written or was removed", file.display())),
+                };
                 (self.content_type(path, || guess_type(file)), body)
             }
         };
@@ -326,6 +599,8 @@ impl Loader {
         // directories above it: a symlink back up the tree is not followed)
         let mut stack = vec![(root.clone(), String::new(), Vec::new())];
         while let Some((disk, url, ancestors)) = stack.pop() {
+            self.dirs.push(disk.clone());
+            self.dir_urls.push(format!("{url}/"));
             let read = fs::read_dir(&disk).map_err(|e| format!("cannot read directory {}: {e}", disk.display()))?;
             let mut entries = read
                 .collect::<Result<Vec<_>, _>>()
@@ -359,7 +634,14 @@ impl Loader {
                 } else {
                     path.clone()
                 };
-                let meta = fs::metadata(&real).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                // fstatat from the directory, not a walk of the whole path, when the
+                // entry is no link.
+                let meta = match if file_type.is_symlink() { fs::metadata(&real) } else { entry.metadata() } {
+                    Ok(meta) => meta,
+                    // Removed since the directory was read: as if it had not been there.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                };
                 let child_url = format!("{url}/{name}");
                 if meta.is_dir() {
                     if real == disk || ancestors.contains(&real) {
@@ -376,9 +658,10 @@ impl Loader {
                     self.builder = b.directory(&child_url);
                     listed.push((name, true));
                 } else if meta.is_file() {
-                    let (body, meta) = self.open_body(&real)?;
-                    files.push(DirFile { meta: file_meta(&meta, body.len()), name: name.clone(), disk: real, body });
-                    listed.push((name, false));
+                    if let Some((body, meta, kept)) = self.file_body(&real, child_url.clone().into(), &meta, false)? {
+                        files.push(DirFile { meta, name: name.clone(), disk: real, body, kept });
+                        listed.push((name, false));
+                    }
                 }
                 // Sockets, FIFOs and devices are never served.
             }
@@ -387,7 +670,25 @@ impl Loader {
                 if !variants.is_empty() {
                     self.precompressed += 1;
                 }
-                self.add_file(file, &format!("{url}/{}", file.name), variants);
+                let file_url = format!("{url}/{}", file.name);
+                // Unchanged with the same variants, themselves unchanged: served as the
+                // previous site renders it.
+                let built = self
+                    .reuse
+                    .filter(|_| file.kept && siblings_kept(&file.name, &files, cfg.precompressed))
+                    .and_then(|r| r.site.built_file(&file_url))
+                    .filter(|b| b.codings().iter().eq(variants.iter().map(|v| &v.coding)));
+                match built {
+                    Some(built) => {
+                        if self.types.contains_key(&file_url) {
+                            self.used_types.insert(file_url.clone());
+                        }
+                        let b = std::mem::replace(&mut self.builder, Site::builder());
+                        self.builder = b.built_file(&file_url, built);
+                        self.files += 1;
+                    }
+                    None => self.add_file(file, &file_url, variants),
+                }
             }
             let index = format!("{url}/index.html");
             let slashed = format!("{url}/");
@@ -417,6 +718,16 @@ fn file_meta(meta: &fs::Metadata, len: u64) -> FileMeta {
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
     FileMeta { etag: format!("{:x}-{nanos:x}-{len:x}", meta.ino()), modified }
+}
+
+/// True when every `NAME.br` / `NAME.gz` next to `name` in `files` (name order) is at
+/// the version the previous site serves (always, without `--precompressed`).
+fn siblings_kept(name: &str, files: &[DirFile], precompressed: bool) -> bool {
+    !precompressed
+        || PRECOMPRESSED.iter().all(|(suffix, _)| {
+            let sibling = format!("{name}{suffix}");
+            files.binary_search_by(|f| f.name.as_str().cmp(&sibling)).map_or(true, |i| files[i].kept)
+        })
 }
 
 /// The `NAME.br` and `NAME.gz` among the files of the same directory, as variants of
@@ -542,6 +853,167 @@ mod tests {
         assert!(html.contains("<a href=\"x%3Ay%23z%3F.html\">x:y#z?.html</a>"), "{html}");
         assert!(html.contains("<a href=\"%C3%A9t%C3%A9\">été</a>"), "{html}");
         assert!(!listing("/", &entries).contains("../"), "no parent link at the root");
+    }
+
+    fn dir_config(dir: &Path) -> ContentConfig {
+        ContentConfig {
+            dir: Some(dir.to_path_buf()),
+            max_cached_file: 1 << 20,
+            cache_budget: 1 << 30,
+            ..Default::default()
+        }
+    }
+
+    fn memory(loaded: &Loaded, key: &str) -> Bytes {
+        match &loaded.bodies[std::ffi::OsStr::new(key)].body {
+            Body::Memory(b) => b.clone(),
+            Body::File { .. } => panic!("{key} is streamed"),
+        }
+    }
+
+    #[test]
+    fn a_reload_after_a_change_reads_only_the_files_that_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("same.txt"), "same").unwrap();
+        fs::write(root.join("edited.txt"), "before").unwrap();
+        let cfg = dir_config(&root);
+        let first = load(&cfg).unwrap();
+        fs::write(root.join("edited.txt"), "after!").unwrap();
+        let held = HashSet::new();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        let (same, edited) = ("/same.txt", "/edited.txt");
+        assert_eq!(memory(&second, same).as_ptr(), memory(&first, same).as_ptr(), "unchanged: the same bytes");
+        assert_eq!(&memory(&second, edited)[..], b"after!");
+        assert_eq!(second.bytes, 4 + 6, "reused bodies count against the budget too");
+        let built = |l: &Loaded, p: &str| l.site.built_file(p).expect(p);
+        assert!(built(&second, "/same.txt") == built(&first, "/same.txt"), "unchanged: not rendered again");
+        assert!(built(&second, "/edited.txt") != built(&first, "/edited.txt"));
+        let changes = Changes::between((&first.bodies, &first.dir_urls), (&second.bodies, &second.dir_urls));
+        assert_eq!(changes.describe(), "1 changed (~/edited.txt)");
+        fs::remove_file(root.join("same.txt")).unwrap();
+        fs::write(root.join("new.txt"), "new").unwrap();
+        let third = reload_changed(
+            &cfg,
+            &Reuse { previous: &second.bodies, held: &held, site: &second.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        let changes = Changes::between((&second.bodies, &second.dir_urls), (&third.bodies, &third.dir_urls));
+        assert_eq!(changes.describe(), "1 added, 1 removed (+/new.txt -/same.txt)");
+        // A link to a file already served is a path added.
+        std::os::unix::fs::symlink("edited.txt", root.join("link.txt")).unwrap();
+        let fourth = reload_changed(
+            &cfg,
+            &Reuse { previous: &third.bodies, held: &held, site: &third.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        let changes = Changes::between((&third.bodies, &third.dir_urls), (&fourth.bodies, &fourth.dir_urls));
+        assert_eq!(changes.describe(), "1 added (+/link.txt)");
+    }
+
+    #[test]
+    fn a_file_being_written_keeps_its_previous_version_and_a_new_one_waits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("page.html"), "old").unwrap();
+        let cfg = dir_config(&root);
+        let first = load(&cfg).unwrap();
+        fs::write(root.join("page.html"), "half").unwrap();
+        fs::write(root.join("new.html"), "partial").unwrap();
+        fs::create_dir(root.join("sub")).unwrap();
+        let held: HashSet<OsString> = [root.join("page.html").into(), root.join("new.html").into()].into();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        assert_eq!(&memory(&second, "/page.html")[..], b"old");
+        assert!(
+            !second.bodies.contains_key(std::ffi::OsStr::new("/new.html")),
+            "a new file is not served while written"
+        );
+        assert_eq!(second.files, 1);
+        let changes = Changes::between((&first.bodies, &first.dir_urls), (&second.bodies, &second.dir_urls));
+        assert_eq!(changes.describe(), "1 added (+/sub/)");
+        // SIGHUP reads everything as it is.
+        assert_eq!(&memory(&load(&cfg).unwrap(), "/page.html")[..], b"half");
+    }
+
+    #[test]
+    fn a_file_changed_within_the_settle_time_waits_for_the_next_change_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("page.html"), "old").unwrap();
+        let cfg = dir_config(&root);
+        let first = load(&cfg).unwrap();
+        fs::write(root.join("page.html"), "new!").unwrap();
+        fs::write(root.join("fresh.html"), "fresh").unwrap();
+        let held = HashSet::new();
+        let reuse =
+            Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::from_secs(3600) };
+        let second = reload_changed(&cfg, &reuse).unwrap();
+        assert_eq!(&memory(&second, "/page.html")[..], b"old");
+        assert!(!second.bodies.contains_key(std::ffi::OsStr::new("/fresh.html")));
+        assert_eq!(second.unsettled, 2);
+        let settled = reload_changed(&cfg, &Reuse { settle: Duration::ZERO, ..reuse }).unwrap();
+        assert_eq!((&memory(&settled, "/page.html")[..], settled.unsettled), (&b"new!"[..], 0));
+    }
+
+    #[test]
+    fn a_file_whose_precompressed_sibling_changed_is_rendered_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::write(root.join("app.js"), "plain").unwrap();
+        fs::write(root.join("app.js.gz"), "gz one").unwrap();
+        let cfg = ContentConfig { precompressed: true, ..dir_config(&root) };
+        let first = load(&cfg).unwrap();
+        let held = HashSet::new();
+        let again = |prev: &Loaded| {
+            reload_changed(
+                &cfg,
+                &Reuse { previous: &prev.bodies, held: &held, site: &prev.site, settle: Duration::ZERO },
+            )
+            .unwrap()
+        };
+        let built = |l: &Loaded| l.site.built_file("/app.js").unwrap();
+        let same = again(&first);
+        assert!(built(&same) == built(&first), "nothing changed");
+        fs::write(root.join("app.js.gz"), "gz two, longer").unwrap();
+        let second = again(&same);
+        assert!(built(&second) != built(&same), "the .gz changed");
+        fs::remove_file(root.join("app.js.gz")).unwrap();
+        let third = again(&second);
+        assert!(built(&third) != built(&second) && built(&third).codings().is_empty(), "the .gz went");
+    }
+
+    #[test]
+    fn a_change_set_keeps_route_files_as_loaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let route = root.join("route.txt");
+        fs::write(&route, "loaded").unwrap();
+        let cfg = ContentConfig { routes: vec![format!("/r=@{}", route.display())], ..dir_config(&root.join("site")) };
+        fs::create_dir(root.join("site")).unwrap();
+        let first = load(&cfg).unwrap();
+        fs::write(&route, "edited").unwrap();
+        let held = HashSet::new();
+        let second = reload_changed(
+            &cfg,
+            &Reuse { previous: &first.bodies, held: &held, site: &first.site, settle: Duration::ZERO },
+        )
+        .unwrap();
+        assert_eq!(&memory(&second, "@/r")[..], b"loaded");
+        assert_eq!(&memory(&load(&cfg).unwrap(), "@/r")[..], b"edited", "SIGHUP reads it again");
+    }
+
+    #[test]
+    fn files_get_a_freshness_default_unless_a_header_sets_cache_control() {
+        assert!(sets_header(&["cache-control : max-age=5".to_string()], "Cache-Control"));
+        assert!(!sets_header(&["X-Cache-Control: 1".to_string()], "Cache-Control"));
     }
 
     #[test]

@@ -11,13 +11,13 @@ mod load_cli;
 mod output;
 mod supervise;
 mod uring_words;
+mod watch;
 
 use clap::FromArgMatches;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
 use duet_engine::{AccessLog, Metrics, ServeConfig, Shutdown};
-use duet_http::Site;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
@@ -140,7 +140,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     raise_nofile_limit();
     let site = Arc::new(loaded.site);
     let shutdown = Shutdown::new();
-    spawn_signal_thread(shutdown.clone(), Arc::clone(&site), content, access_log.clone())?;
+    let watching = content.dir.is_some() && !args.no_watch;
+    let reloader =
+        Arc::new(Mutex::new(watch::Reloader::new(content, Arc::clone(&site), loaded.bodies, loaded.dir_urls)));
+    spawn_signal_thread(shutdown.clone(), Arc::clone(&reloader), access_log.clone())?;
+    if watching {
+        watch::spawn(reloader, loaded.dirs)?;
+    } else if args.no_watch {
+        info!("--no-watch: changes under --dir are served after SIGHUP");
+    }
     let config = ServeConfig {
         listeners,
         pin: args.pin,
@@ -230,21 +238,6 @@ impl Drop for PidFile {
     }
 }
 
-fn reload(site: &Site, content: &content::ContentConfig) {
-    if content.is_default() {
-        info!("SIGHUP: nothing to reload (no --route or --dir)");
-        return;
-    }
-    match content::load(content) {
-        Ok(loaded) => {
-            let summary = loaded.summary();
-            site.replace(loaded.site);
-            info!("reloaded {summary}");
-        }
-        Err(e) => warn!("reload failed, still serving the previous content: {e}"),
-    }
-}
-
 fn reopen(log: &AccessLog) {
     match log.reopen() {
         Ok(()) => info!("SIGHUP: reopened the access log {}", log.target()),
@@ -265,8 +258,7 @@ fn raise_nofile_limit() {
 /// file in use.
 fn spawn_signal_thread(
     shutdown: Shutdown,
-    site: Arc<Site>,
-    content: content::ContentConfig,
+    reloader: Arc<Mutex<watch::Reloader>>,
     access_log: Option<Arc<AccessLog>>,
 ) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -282,7 +274,7 @@ fn spawn_signal_thread(
                     if let Some(log) = access_log.as_ref().filter(|log| log.target() != "-") {
                         reopen(log);
                     }
-                    reload(&site, &content);
+                    reloader.lock().unwrap_or_else(|e| e.into_inner()).reload_all();
                     continue;
                 }
                 seen += 1;

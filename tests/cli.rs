@@ -482,3 +482,12 @@ fn cli_generate_completions_for_bash_zsh_and_fish() {
     );
     usage_error(&["generate", "nope"], &["invalid value 'nope'", "man, complete-bash, complete-zsh, complete-fish"]);
 }
+
+#[test]
+fn cli_serve_takes_one_directory_as_an_argument_or_with_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    usage_error(&["serve", d, "--dir", d], &["cannot be used with", "Usage: duet serve"]);
+    usage_error(&["serve", "--dir", d, "--dir", d], &["cannot be used multiple times", "Usage: duet serve"]);
+    usage_error(&["serve", d, d], &["unexpected argument", "Usage: duet serve"]);
+}

@@ -84,5 +84,5 @@ pub use headers::{HeaderError, SetInstead};
 pub use limits::Limits;
 pub use out::{BufPool, OutBuf};
 pub use response::{Body, Prerendered};
-pub use site::{FileMeta, Site, SiteBuilder, Variant};
+pub use site::{BuiltFile, FileMeta, Site, SiteBuilder, Variant};
 pub use stats::{HttpStats, MetricsSource};

@@ -69,6 +69,27 @@ impl FileEntry {
     }
 }
 
+/// A file as one site serves it: its responses rendered, with its variants and the
+/// header lines of that site. [`SiteBuilder::built_file`] serves it unchanged in another
+/// site, so a reload that finds a file unchanged neither renders it again nor frees
+/// the old rendering on a worker thread.
+#[derive(Clone, Debug)]
+pub struct BuiltFile(Arc<FileEntry>);
+
+/// The same rendering (one shared by two sites), not merely equal content.
+impl PartialEq for BuiltFile {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl BuiltFile {
+    /// The codings of its precompressed variants, br before gzip.
+    pub fn codings(&self) -> &[Coding] {
+        &self.0.codings
+    }
+}
+
 /// What a path maps to.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
@@ -162,7 +183,7 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// Starts an empty site.
     pub fn builder() -> SiteBuilder {
-        SiteBuilder { routes: HashMap::new(), headers: Vec::new() }
+        SiteBuilder { routes: HashMap::new(), headers: Vec::new(), file_headers: Vec::new() }
     }
 
     /// The default site: `GET /` answers `200 text/plain; charset=utf-8` `Hello, World!`.
@@ -202,6 +223,15 @@ impl Site {
     pub fn on_replace(&self, hook: impl Fn() + Send + Sync + 'static) {
         let mut hooks = self.on_replace.lock().unwrap_or_else(|e| e.into_inner());
         hooks.push(Box::new(hook));
+    }
+
+    /// The file served at `path` (decoded, as given to [`SiteBuilder::file`]), if a
+    /// file is served there.
+    pub fn built_file(&self, path: &str) -> Option<BuiltFile> {
+        match self.snapshot().0.lookup(path.as_bytes()) {
+            Some(Entry::File(entry)) => Some(BuiltFile(Arc::clone(entry))),
+            _ => None,
+        }
     }
 
     /// How many times the table has been replaced.
@@ -255,6 +285,8 @@ pub struct SiteBuilder {
     routes: HashMap<Box<[u8]>, Entry>,
     /// `--header` lines, rendered into every response added after them.
     headers: Vec<Box<str>>,
+    /// Lines rendered only into the responses about files added after them.
+    file_headers: Vec<Box<str>>,
 }
 
 impl SiteBuilder {
@@ -265,6 +297,14 @@ impl SiteBuilder {
     /// fields duet sets itself ([`HeaderError`]).
     pub fn header(mut self, line: &str) -> Result<Self, HeaderError> {
         self.headers.push(check_response_header(line)?.into());
+        Ok(self)
+    }
+
+    /// Adds `line` (`Name: value`) to every response about a file added after it
+    /// ([`SiteBuilder::file`]: 200, 206, 304, 416, 406), before the [`SiteBuilder::header`]
+    /// lines; routes, redirects and errors do not get it. Checked as `header` checks.
+    pub fn file_header(mut self, line: &str) -> Result<Self, HeaderError> {
+        self.file_headers.push(check_response_header(line)?.into());
         Ok(self)
     }
 
@@ -324,6 +364,14 @@ impl SiteBuilder {
         self
     }
 
+    /// Serves at `path` a file built by another site ([`Site::built_file`]) as it was
+    /// built there: the same responses, variants and header lines (so only for a site
+    /// built with the same [`SiteBuilder::header`] and [`SiteBuilder::file_header`] lines).
+    pub fn built_file(mut self, path: &str, file: BuiltFile) -> Self {
+        self.routes.insert(path.as_bytes().into(), Entry::File(file.0));
+        self
+    }
+
     fn file_entry(
         &self,
         content_type: &str,
@@ -342,6 +390,7 @@ impl SiteBuilder {
         let lines: Box<[Box<str>]> = vary
             .then_some("Vary: Accept-Encoding")
             .into_iter()
+            .chain(self.file_headers.iter().map(|l| &**l))
             .chain(self.headers.iter().map(|l| &**l))
             .map(Box::from)
             .collect();

@@ -99,6 +99,48 @@ fn configured_headers_are_on_every_kind_of_response() {
 }
 
 #[test]
+fn file_headers_are_on_every_response_about_a_file_and_only_there() {
+    let s = Arc::new(
+        Site::builder()
+            .file_header("Cache-Control: no-cache")
+            .unwrap()
+            .header("X-Frame-Options: DENY")
+            .unwrap()
+            .file_with_variants(
+                "/both.txt",
+                "text/plain; charset=utf-8",
+                Bytes::from_static(PLAIN),
+                &meta("id", WALL_SECS - 100),
+                vec![variant(Coding::Gzip, GZ, "gz")],
+            )
+            .route("/r", "text/plain", Bytes::from_static(b"route"))
+            .directory("/d")
+            .forbidden("/d/")
+            .build(),
+    );
+    for (input, status) in [
+        (req("GET", "/both.txt", &[]), 200),
+        (req("GET", "/both.txt", &["Accept-Encoding: gzip"]), 200),
+        (req("GET", "/both.txt", &["If-None-Match: \"id\""]), 304),
+        (req("GET", "/both.txt", &["Range: bytes=0-1"]), 206),
+        (req("GET", "/both.txt", &["Range: bytes=99-"]), 416),
+        (req("GET", "/both.txt", &["Accept-Encoding: identity;q=0, *;q=0"]), 406),
+    ] {
+        let r = one_of(&s, &input, false);
+        assert_eq!(r.status, status, "{}", head(&r));
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{}", head(&r));
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{}", head(&r));
+    }
+    for (input, status) in [(req("GET", "/r", &[]), 200), (req("GET", "/d", &[]), 301), (req("GET", "/d/", &[]), 403)] {
+        let r = one_of(&s, &input, false);
+        assert_eq!(r.status, status, "{}", head(&r));
+        assert_eq!(r.header("cache-control"), None, "not a file: {}", head(&r));
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{}", head(&r));
+    }
+    assert!(matches!(Site::builder().file_header("Content-Length: 1"), Err(HeaderError::Managed { .. })));
+}
+
+#[test]
 fn configured_header_lines_are_checked() {
     assert!(matches!(Site::builder().header("X-A b: c"), Err(HeaderError::BadName)));
     assert!(matches!(Site::builder().header("X-A: b\r\nX-Injected: 1"), Err(HeaderError::BadValue)));

@@ -93,6 +93,13 @@ impl Server {
         started(Server::spawn(serve_command(engine, 0, threads, extra), engine, false), &what)
     }
 
+    /// Like [`Server::start`], with `env` added to the server's environment.
+    pub fn start_with_env(engine: &str, env: &[(&str, &str)], extra: &[&str]) -> Server {
+        let mut cmd = serve_command(engine, 0, 1, extra);
+        cmd.envs(env.iter().copied());
+        started(Server::spawn(cmd, engine, false), &format!("duet serve --engine {engine} {extra:?} with {env:?}"))
+    }
+
     /// Like [`Server::start`], but reports a start-up failure instead of panicking.
     pub fn try_start(engine: &str, extra: &[&str]) -> Result<Server, StartFailure> {
         Server::try_start_on_port(engine, 0, extra)

@@ -61,6 +61,7 @@ mod static_files;
 mod streaming;
 mod strictness;
 mod timeouts_shutdown;
+mod watch;
 
 use common::{show, Client, Response};
 

@@ -14,6 +14,7 @@ per_engine!(
     precompressed_refusals_and_off_by_default,
     directory_without_index_is_forbidden,
     list_dirs_lists_what_is_served,
+    files_must_be_revalidated_unless_a_cache_control_header_says_otherwise,
 );
 
 const HEADERS: [&str; 4] =
@@ -270,4 +271,38 @@ fn list_dirs_lists_what_is_served(engine: &str) {
         assert!(!r.body.windows(SECRET.len()).any(|w| w == SECRET), "{path} leaked");
         assert!(!r.body_str().contains("secret.txt"), "{path} listed outside --dir:\n{}", r.body_str());
     }
+}
+
+/// Files under --dir say `Cache-Control: no-cache` (content changes on disk while
+/// served; the validators make a revalidation a 304), so no cache guesses a lifetime;
+/// routes and error answers do not; a `--header` Cache-Control replaces it, never
+/// joins it.
+fn files_must_be_revalidated_unless_a_cache_control_header_says_otherwise(engine: &str) {
+    let t = TempTree::site(&format!("cc-{engine}"));
+    let site = t.path("site");
+    let server = Server::start(engine, &["--dir", &site, "--route", "/r=route"]);
+    let mut c = server.connect();
+    let r = fetch(&mut c, "/style.css", "");
+    assert_eq!(r.header("cache-control"), Some("no-cache"), "{}", r.raw_head);
+    let etag = r.header("etag").expect("validators with no-cache").to_string();
+    for (headers, status) in [
+        (format!("If-None-Match: {etag}\r\n"), 304),
+        ("Range: bytes=0-1\r\n".to_string(), 206),
+        ("Range: bytes=999-\r\n".to_string(), 416),
+    ] {
+        c.send(&get_path("/style.css", &headers));
+        let r = if status == 304 { c.read_head_response() } else { c.read_response() };
+        assert_eq!(r.status, status, "{}", r.raw_head);
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{status}:\n{}", r.raw_head);
+    }
+    assert_eq!(fetch(&mut c, "/sub/", "").header("cache-control"), Some("no-cache"), "an index.html");
+    for (path, status) in [("/r", 200), ("/missing", 404), ("/sub", 301)] {
+        let r = fetch(&mut c, path, "");
+        assert_eq!(r.status, status, "{}", r.raw_head);
+        assert_eq!(r.header("cache-control"), None, "not a file:\n{}", r.raw_head);
+    }
+    drop(server);
+    let server = Server::start(engine, &["--dir", &site, "--header", "cache-control: public, max-age=60"]);
+    let r = fetch(&mut server.connect(), "/style.css", "");
+    assert_eq!(r.header_all("cache-control"), ["public, max-age=60"], "{}", r.raw_head);
 }

@@ -299,7 +299,11 @@ fn static_sighup_reload(engine: &str) {
     t.write("site/v.txt", b"version one");
     let route = t.write("route.txt", b"route one");
     let route_arg = format!("/r=@{}", route.display());
-    let server = Server::start(engine, &["--dir", &t.path("site"), "--route", &route_arg, "--max-cached-file", "1KiB"]);
+    // --no-watch: what changes here is applied by the signal alone, all at once.
+    let server = Server::start(
+        engine,
+        &["--dir", &t.path("site"), "--no-watch", "--route", &route_arg, "--max-cached-file", "1KiB"],
+    );
     let mut c = server.connect();
     let batch = |c: &mut Client| -> (Vec<u8>, Vec<u8>) {
         c.send(&[get_path("/v.txt", ""), get_path("/r", ""), get_path("/sub/a.txt", "")].concat());
