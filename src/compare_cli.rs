@@ -22,7 +22,8 @@ pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "u
 pub const LADDER_RATE: f64 = 5000.0;
 
 /// The ablation's engines (`--ablation`): io_uring with its default features, then
-/// without each of them in turn, then with each feature the default leaves off (zc),
+/// without each of them in turn, then with each feature the default leaves off (zc,
+/// splice),
 /// then with none, and epoll to measure them against.
 pub fn ablation_engines() -> Vec<String> {
     let mut engines = vec!["uring".to_string()];
@@ -93,8 +94,9 @@ pub struct CompareArgs {
     /// select,poll,epoll-lt,epoll,uring].
     #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..")]
     pub engines: Option<Vec<String>>,
-    /// The io_uring ablation: --engines uring, then uring:no-X for each feature X (direct,
-    /// ring-fd, flat-sq, send, bundle, zc, inc), uring:none and epoll, interleaved as usual.
+    /// The io_uring ablation: --engines uring, then uring:no-X for each default feature X
+    /// (direct, ring-fd, flat-sq, send, bundle, inc, sendfile), uring:zc, uring:splice,
+    /// uring:none and epoll, interleaved as usual.
     #[arg(long, conflicts_with = "engines")]
     pub ablation: bool,
     /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
@@ -340,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ablation_is_the_default_then_each_one_off_then_zc_on_then_none_then_epoll() {
+    fn the_ablation_is_the_default_then_each_one_off_then_zc_and_splice_on_then_none_then_epoll() {
         assert_eq!(
             ablation_engines(),
             [
@@ -351,7 +353,9 @@ mod tests {
                 "uring:no-send",
                 "uring:no-bundle",
                 "uring:no-inc",
+                "uring:no-sendfile",
                 "uring:zc",
+                "uring:splice",
                 "uring:none",
                 "epoll",
             ]
