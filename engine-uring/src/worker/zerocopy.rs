@@ -143,7 +143,7 @@ impl Worker {
     /// follows, or no process fd can be had): the ring sends it.
     pub(super) fn send_head_now(&mut self, id: ConnId, share: usize) -> io::Result<Option<Step>> {
         let Some(e) = self.core.conns.get_mut(id) else { return Ok(Some(Step::Stop)) };
-        let Some(out) = e.conn.poll_output() else { return Ok(None) };
+        let Some(out) = e.conn.poll_output().filter(|out| out.has_file()) else { return Ok(None) };
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let count = out.fill_max(&mut iov, share);
         let total: usize = iov[..count].iter().map(|s| s.len()).sum();
