@@ -26,7 +26,7 @@ impl FromStr for ByteSize {
     }
 }
 
-/// A duration: `10s`, `500ms`, `2m`, `1h`, or plain seconds (`1.5`).
+/// A duration: `10s`, `500ms`, `2m`, `1h`, `250us`, or a bare number of seconds (`1.5`).
 #[derive(Clone, Copy, Debug)]
 pub struct Seconds(pub Duration);
 
@@ -43,10 +43,17 @@ impl FromStr for Seconds {
             "us" => n / 1e6,
             "m" => n * 60.0,
             "h" => n * 3600.0,
-            _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+            _ => return Err(format!("'{s}' has an unknown unit (use us, ms, s, m or h; a bare number is seconds)")),
         };
         Duration::try_from_secs_f64(secs).map(Seconds).map_err(|_| format!("'{s}' is out of range"))
     }
+}
+
+/// `--paths FILE` (`duet load`, `duet compare`): its paths, or one line saying why there
+/// are none to use.
+pub fn read_paths(file: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read --paths {}: {e}", file.display()))?;
+    duet_loadtest::parse_paths(&text).map_err(|e| format!("--paths {}: {e}", file.display()))
 }
 
 #[cfg(test)]

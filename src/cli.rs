@@ -17,6 +17,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What a DURATION without a unit means, added to the help of every flag that takes one by
+/// [`command`]. The units (us, ms, s, m, h) show in the defaults and the docs.
+pub const DURATION_NOTE: &str = "a bare number is seconds";
+
+/// The command line, as `--help`, the man page and the completions show it: the clap
+/// definitions, with [`DURATION_NOTE`] added to the help of every flag whose value is a
+/// DURATION, so that no such flag goes without it and none words it differently.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // Before a default the text states itself (`... [default: 5s; 1s with --quick]`).
+    fn noted(help: &str) -> String {
+        match help.rfind(" [default:").filter(|_| help.ends_with(']')) {
+            Some(at) => format!("{}; {DURATION_NOTE}{}", &help[..at], &help[at..]),
+            None => format!("{help}; {DURATION_NOTE}"),
+        }
+    }
+    fn note_durations(arg: clap::Arg) -> clap::Arg {
+        if !arg.get_value_names().is_some_and(|names| names.iter().any(|n| n == "DURATION")) {
+            return arg;
+        }
+        let help = noted(&arg.get_help().map(|h| h.to_string()).unwrap_or_default());
+        let long = arg.get_long_help().map(|h| noted(&h.to_string()));
+        let arg = arg.help(help);
+        match long {
+            Some(long) => arg.long_help(long),
+            None => arg,
+        }
+    }
+    Cli::command()
+        .mut_subcommands(|sub| sub.mut_args(note_durations))
+        .mut_subcommand("compare", crate::compare_cli::with_ablation_rows)
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve HTTP/1.1: --route and --dir content, or GET / answering "Hello, World!".
@@ -25,6 +58,8 @@ pub enum Command {
     Load(crate::load_cli::LoadArgs),
     /// Run the same load against each engine (pinned, interleaved, medians) and compare them.
     Compare(crate::compare_cli::CompareArgs),
+    /// Print the man page or shell completions, made from the same definitions as --help.
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,7 +121,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto, help_heading = "Listening")]
     pub engine: EngineChoice,
     /// Address to listen on: an IP address or a host name (resolved at start, IPv4 first).
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", help_heading = "Listening")]
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", value_parser = bind_address, help_heading = "Listening")]
     pub bind: String,
     /// Port to listen on (0 picks a free one; the log says which).
     #[arg(long, default_value_t = 8080, value_name = "N", help_heading = "Listening")]
@@ -99,7 +134,8 @@ pub struct ServeArgs {
     /// an error.
     #[arg(long, help_heading = "Listening")]
     pub reuse_port: bool,
-    /// Pin worker thread i to CPU i.
+    /// Pin worker thread i to the i-th CPU this process may run on (its affinity mask),
+    /// wrapping around when there are more workers than CPUs.
     #[arg(long, help_heading = "Listening")]
     pub pin: bool,
     /// Write the server's process id to PATH once it listens (for `kill -HUP $(cat PATH)`);
@@ -267,6 +303,25 @@ fn uring_buffers(s: &str) -> Result<u16, String> {
     }
 }
 
+/// `--bind`: an IP address, or a host name resolved at start. What looks like an address
+/// but is not one (`999.1.1.1`, `1.2.3`, `::g`) is said to be that, rather than becoming a
+/// failed name lookup.
+fn bind_address(s: &str) -> Result<String, String> {
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err("not an IPv4 address (four numbers from 0 to 255, e.g. 127.0.0.1)".into());
+    }
+    if s.contains(':') {
+        return Err("not an IPv6 address (e.g. ::1; no brackets, no port)".into());
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        return Err("not an IP address or a host name".into());
+    }
+    Ok(s.to_string())
+}
+
 /// The address `--bind HOST --port PORT` names: an IP address as given, or the first
 /// IPv4 address a host name resolves to (else its first address). One line when it
 /// does not resolve.
@@ -292,7 +347,7 @@ pub fn report_clap_error(e: clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
         e.exit();
     }
-    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare"));
+    let subcommand = std::env::args().skip(1).find(|a| matches!(a.as_str(), "serve" | "load" | "compare" | "generate"));
     let text = e.render().to_string();
     let text = match subcommand {
         Some(sub) => text.replace("try '--help'", &format!("try 'duet {sub} --help'")),
@@ -342,6 +397,22 @@ mod tests {
         assert_eq!(uring_buffers("32768"), Ok(32768));
         for bad in ["1000", "0", "65535", "65536", "x"] {
             assert!(uring_buffers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bind_says_what_looks_like_an_address_but_is_not_one() {
+        for good in ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "my-host.example"] {
+            assert_eq!(bind_address(good).as_deref(), Ok(good));
+        }
+        for ipv4ish in ["999.1.1.1", "1.2.3", "256.0.0.1", "1.2.3.4.5", "127.1"] {
+            assert!(bind_address(ipv4ish).unwrap_err().starts_with("not an IPv4 address"), "{ipv4ish}");
+        }
+        for ipv6ish in ["::g", "[::1]", "127.0.0.1:80", "1:2:3:4:5:6:7:8:9"] {
+            assert!(bind_address(ipv6ish).unwrap_err().starts_with("not an IPv6 address"), "{ipv6ish}");
+        }
+        for junk in ["", "a b", "host/name", "host*"] {
+            assert_eq!(bind_address(junk), Err("not an IP address or a host name".to_string()), "{junk:?}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! `duet compare`: flags and the handler. The work is done by `duet_loadtest::compare`.
 
-use crate::arg_types::{ByteSize, Seconds};
+use crate::arg_types::{read_paths, ByteSize, Seconds};
+use crate::cli::EngineChoice;
 use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
@@ -34,27 +35,44 @@ pub fn ablation_engines() -> Vec<String> {
     engines
 }
 
-/// Checks one entry of `--engines`: an engine name, or `uring:FEATURES`, the io_uring
-/// engine served with `--uring-features FEATURES` (items joined by `+`, since commas
-/// separate the engines), so a typo is caught before any server starts. An unknown
-/// engine name is left to `duet serve` (a FAILED row that names it), but a feature
-/// where an engine belongs (`uring:none,direct`) is caught here.
-pub fn check_engine_spec(spec: &str) -> Result<(), String> {
+/// `--ablation`'s help with the rows it runs, from [`ablation_engines`] itself, so the help
+/// cannot name a row the ablation does not run.
+pub fn with_ablation_rows(compare: clap::Command) -> clap::Command {
+    compare.mut_arg("ablation", |arg| {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let help = match help.split_once(" (the list of rows") {
+            Some((before, _)) => before.to_string(),
+            None => help,
+        };
+        arg.help(format!("{help}: --engines {}", ablation_engines().join(",")))
+    })
+}
+
+/// Checks one entry of `--engines` (its value parser, so a bad one is a usage error before
+/// anything runs): an engine name of `duet serve --engine`, or `uring:FEATURES`, the
+/// io_uring engine served with `--uring-features FEATURES` (items joined by `+`, since
+/// commas separate the engines). A feature where an engine belongs (`uring:none,direct`)
+/// is named as such.
+pub fn check_engine_spec(spec: &str) -> Result<String, String> {
     let Some((engine, features)) = spec.split_once(':') else {
+        if spec.trim().is_empty() || EngineChoice::from_str(spec.trim(), false).is_ok() {
+            return Ok(spec.to_string());
+        }
         if Features::parse(spec).is_ok() {
             return Err(format!(
-                "--engines: '{spec}' is an io_uring feature, not an engine: join a row's features with + \
-                 (e.g. uring:none+direct)"
+                "'{spec}' is an io_uring feature, not an engine: join a row's features with + (e.g. uring:none+direct)"
             ));
         }
-        return Ok(());
+        let names: Vec<&str> = EngineChoice::value_variants().iter().map(|e| e.name()).collect();
+        return Err(format!(
+            "unknown engine '{spec}' (engines: {}; uring:FEATURES for an io_uring row)",
+            names.join(", ")
+        ));
     };
     if engine != "uring" {
-        return Err(format!(
-            "--engines '{spec}': only the uring engine takes features (uring:FEATURES, e.g. uring:no-zc+no-bundle)"
-        ));
+        return Err("only the uring engine takes features (uring:FEATURES, e.g. uring:no-zc+no-bundle)".into());
     }
-    Features::parse(&features.replace('+', ",")).map(|_| ()).map_err(|e| format!("--engines '{spec}': {e}"))
+    Features::parse(&features.replace('+', ",")).map(|_| spec.to_string()).map_err(|e| e.to_string())
 }
 
 /// A share of the connections: `10%` or `0.1`.
@@ -92,90 +110,96 @@ pub struct CompareArgs {
     /// is a row of its own served with `--uring-features FEATURES` (items joined by `+`, e.g.
     /// uring:no-direct, uring:none+direct) [default: epoll,uring; with --ladder:
     /// select,poll,epoll-lt,epoll,uring].
-    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..")]
+    #[arg(long, value_delimiter = ',', value_name = "ENGINE[:FEATURES],..", value_parser = check_engine_spec,
+          help_heading = "Engines")]
     pub engines: Option<Vec<String>>,
-    /// The io_uring ablation: --engines uring, then uring:no-X for each default feature X
-    /// (direct, ring-fd, flat-sq, send, bundle, inc, sendfile), uring:zc, uring:splice,
-    /// uring:none and epoll, interleaved as usual.
-    #[arg(long, conflicts_with = "engines")]
+    /// The io_uring ablation, interleaved as usual: io_uring with its default features,
+    /// without each of them in turn, with each one the default leaves off, with none, and
+    /// epoll (the list of rows is added by `with_ablation_rows`).
+    #[arg(long, conflicts_with = "engines", help_heading = "Engines")]
     pub ablation: bool,
-    /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
-    #[arg(long, value_name = "LIST")]
-    pub server_cpus: Option<String>,
-    /// CPUs for the load generator [default: the second half; CPU 1 on two CPUs].
-    #[arg(long, value_name = "LIST")]
-    pub load_cpus: Option<String>,
     /// Connections per scenario: all active, or with --active the total of which that
     /// share is active and the rest idle [default: 16,256; 16 with --quick; with --ladder
     /// 1000,10000, 100,200 with --quick].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub connections: Option<Vec<usize>>,
     /// Share of --connections that sends requests, e.g. 10% (at least one connection); the
     /// rest are opened first, answered once and then held idle. A server must hold them all:
     /// a run in which it closes, resets or refuses one is FAILED (reason), e.g. FD_SETSIZE.
     /// Replaces --idle. Prints the ladder tables (mean / p99 latency and CPU per request,
     /// one row per engine, one column per connection count) above the full table.
-    #[arg(long, value_name = "SHARE", conflicts_with = "idle")]
+    #[arg(long, value_name = "SHARE", conflicts_with = "idle", help_heading = "Scenario")]
     pub active: Option<Share>,
     /// Open loop: the active connections send R requests/s in total, latency measured from
     /// each request's intended send time (coordinated omission corrected). Without it:
     /// closed loop (duet load only) [default: none; with --ladder 5000, 1000 with --quick].
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", help_heading = "Scenario")]
     pub rate: Option<f64>,
     /// Load this long before each measured window, unmeasured [default: 0s; with --ladder 1s, 0.2s with --quick].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Load")]
     pub warmup: Option<Seconds>,
     /// The I/O ladder: --engines select,poll,epoll-lt,epoll,uring --connections 1000,10000
     /// --active 10% --rate 5000 --depth 1 --warmup 1s (each can be overridden). With --quick:
     /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
-    #[arg(long)]
+    #[arg(long, help_heading = "Presets")]
     pub ladder: bool,
     /// The file-serving rows: --body-size 4KiB,64KiB,256KiB,1MiB,16MiB --connections 64,256
     /// --depth 1, the bodies files of one generated directory served with --dir, and nginx
     /// (sendfile on, one worker) serving it too when installed (each can be overridden).
     /// With --quick: 64 connections, 1 round of 1 s.
-    #[arg(long, conflicts_with_all = ["ladder", "floors"])]
+    #[arg(long, conflicts_with_all = ["ladder", "floors"], help_heading = "Presets")]
     pub files: bool,
     /// Requests pipelined per connection [default: 1,16; 1 with --ladder or --files].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub depth: Option<Vec<usize>>,
     /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files)
     /// [default: 13; with --files 4KiB,64KiB,256KiB,1MiB,16MiB].
-    #[arg(long, value_delimiter = ',', value_name = "BYTES,..")]
+    #[arg(long, value_delimiter = ',', value_name = "BYTES,..", help_heading = "Scenario")]
     pub body_size: Option<Vec<ByteSize>>,
+    /// Spread each run's requests over the paths in FILE, one per line, in turn (as `duet load
+    /// --paths`; duet load only), in place of the scenario's path: every server must serve
+    /// them.
+    #[arg(long, value_name = "FILE", help_heading = "Scenario")]
+    pub paths: Option<PathBuf>,
     /// Idle keep-alive connections held open on top of the active ones (duet load only; see
     /// --active) [default: 0].
-    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub idle: Option<Vec<usize>>,
+    /// CPUs for the servers, e.g. 0 or 0-3 [default: the first half; CPU 0 on two CPUs].
+    #[arg(long, value_name = "LIST", help_heading = "Load")]
+    pub server_cpus: Option<String>,
+    /// CPUs for the load generator [default: the second half; CPU 1 on two CPUs].
+    #[arg(long, value_name = "LIST", help_heading = "Load")]
+    pub load_cpus: Option<String>,
     /// Rounds; engines alternate within each round and medians are reported [default: 3; 1
     /// with --quick].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Load")]
     pub rounds: Option<usize>,
     /// Measured window of each run [default: 5s; 1s with --quick, 0.5s with --ladder --quick].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Load")]
     pub duration: Option<Seconds>,
     /// A small matrix that finishes in well under a minute: 1 round of 1 s, 16 connections, depth 1 and 16.
-    #[arg(long)]
+    #[arg(long, help_heading = "Presets")]
     pub quick: bool,
     /// Load generator.
-    #[arg(long, value_enum, default_value_t = LoadWithArg::Duet)]
+    #[arg(long, value_enum, default_value_t = LoadWithArg::Duet, help_heading = "Load")]
     pub load_with: LoadWithArg,
     /// Also write results.json, results.md and SVG charts (req/s, CPU per request, latency;
     /// with --active over several connection counts also cpu_by_connections.svg) into DIR
     /// [default: print only].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Another server to compare, run pinned to the server CPUs, e.g.
     /// nginx="nginx -c /path/nginx.conf -g 'master_process off;'"@18083 (repeatable; CMD is
     /// split like a shell would; ready once 127.0.0.1:PORT accepts; it must serve the paths).
-    #[arg(long, value_name = "NAME=CMD@PORT")]
+    #[arg(long, value_name = "NAME=CMD@PORT", help_heading = "Engines")]
     pub peer: Vec<String>,
     /// Also compare the floor responders (examples floor_epoll, floor_uring next to this
     /// binary; build them with `cargo build --release --workspace --examples`), in 13-byte scenarios.
-    #[arg(long)]
+    #[arg(long, help_heading = "Engines")]
     pub floors: bool,
     /// Print the results as JSON instead of the markdown table.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -262,9 +286,6 @@ fn run(args: CompareArgs) -> Result<(), String> {
         None if args.ablation => ablation_engines(),
         None => d.engines.iter().map(|e| e.to_string()).collect(),
     };
-    for spec in &engines {
-        check_engine_spec(spec)?;
-    }
     let mut peers =
         args.peer.iter().map(|p| Peer::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| compare_error(&e))?;
     if args.floors {
@@ -291,6 +312,10 @@ fn run(args: CompareArgs) -> Result<(), String> {
         rate: args.rate.or(d.rate),
         warmup: args.warmup.map_or(d.warmup, |s| s.0),
         files: args.files,
+        paths: match &args.paths {
+            Some(file) => read_paths(file)?,
+            None => Vec::new(),
+        },
     };
     let results = compare::run(config).map_err(|e| compare_error(&e))?;
     let markdown = results.markdown();
@@ -388,24 +413,38 @@ mod tests {
             ]
         );
         for spec in ablation_engines() {
-            assert_eq!(check_engine_spec(&spec), Ok(()), "{spec}");
+            assert_eq!(check_engine_spec(&spec), Ok(spec.clone()), "{spec}");
         }
     }
 
     #[test]
-    fn only_uring_takes_features_and_they_must_be_known() {
-        for good in ["epoll", "uring", "uring:all", "uring:none+direct", "uring:no-zc+no-bundle", "select"] {
-            assert_eq!(check_engine_spec(good), Ok(()), "{good}");
+    fn engines_are_known_names_and_only_uring_takes_features() {
+        for good in ["epoll", "uring", "uring:all", "uring:none+direct", "uring:no-zc+no-bundle", "select", "epoll-lt"]
+        {
+            assert_eq!(check_engine_spec(good).as_deref(), Ok(good), "{good}");
         }
         let err = check_engine_spec("epoll:none").unwrap_err();
-        assert!(err.contains("'epoll:none'") && err.contains("only the uring engine takes features"), "{err}");
+        assert!(err.contains("only the uring engine takes features"), "{err}");
         let err = check_engine_spec("uring:turbo").unwrap_err();
-        assert!(err.contains("'uring:turbo'") && err.contains("unknown io_uring feature 'turbo'"), "{err}");
+        assert!(err.contains("unknown io_uring feature 'turbo'"), "{err}");
         for bad in ["uring:", "uring:no-direct+", ":none"] {
             assert!(check_engine_spec(bad).is_err(), "{bad}");
         }
         // `--engines uring:none,direct` reaches here as two entries.
         let err = check_engine_spec("direct").unwrap_err();
         assert!(err.contains("'direct' is an io_uring feature") && err.contains("uring:none+direct"), "{err}");
+        let err = check_engine_spec("foo").unwrap_err();
+        assert!(err.starts_with("unknown engine 'foo' (engines: auto, epoll, uring, epoll-lt, poll, select"), "{err}");
+    }
+
+    /// `--ablation`'s help lists the rows it runs, in order.
+    #[test]
+    fn the_ablation_help_names_the_rows_it_runs() {
+        let cli = crate::cli::command();
+        let compare = cli.find_subcommand("compare").expect("compare");
+        let ablation = compare.get_arguments().find(|a| a.get_id() == "ablation").expect("--ablation");
+        let help = ablation.get_long_help().or(ablation.get_help()).expect("help").to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(&ablation_engines().join(",")), "{help}");
     }
 }

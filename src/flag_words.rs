@@ -21,6 +21,7 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Warmup => "--warmup",
         Setting::Active => "--active",
         Setting::Rounds => "--rounds",
+        Setting::Paths => "--paths",
     }
 }
 
@@ -43,6 +44,9 @@ pub fn load_error(e: &LoadError) -> String {
             flag(Setting::Idle),
         ),
         LoadError::ServerProcess { pid, why } => format!("--server-pid {pid}: {why} (is that process running?)"),
+        LoadError::NeedsKeepAlive(setting) => {
+            format!("{} keeps a connection for more than one request: drop it or --disable-keepalive", flag(*setting))
+        }
         other => other.to_string(),
     }
 }
@@ -131,6 +135,8 @@ pub fn load_samples() -> Vec<String> {
             LoadError::BadHeader { header: "x".into(), problem: HeaderProblem::NoColon },
             LoadError::TooFewFiles { connections: 10, idle: 5, needed: 100, limit: 50 },
             LoadError::ServerProcess { pid: 7, why: "gone".into() },
+            LoadError::NeedsKeepAlive(Setting::Depth),
+            LoadError::NeedsKeepAlive(Setting::Idle),
         ]
         .iter()
         .map(load_error),
@@ -158,6 +164,7 @@ pub fn compare_samples() -> Vec<String> {
         CompareError::NeedsDuetLoad(Setting::Active),
         CompareError::NeedsDuetLoad(Setting::Rate),
         CompareError::NeedsDuetLoad(Setting::Warmup),
+        CompareError::NeedsDuetLoad(Setting::Paths),
         CompareError::WrkMissing,
         CompareError::Peer { spec: "x".into(), problem: PeerProblem::NoEquals },
         CompareError::FloorMissing("/b/floor_epoll".into()),
@@ -191,6 +198,19 @@ mod tests {
         assert_eq!(
             refused(Config { rate: Some(-1.0), ..d() }),
             "--rate must be a positive number of requests per second"
+        );
+    }
+
+    #[test]
+    fn keep_alive_off_refuses_what_holds_a_connection_open() {
+        let off = || Config { keepalive: false, ..Config::default() };
+        assert_eq!(
+            refused(Config { depth: 4, ..off() }),
+            "--depth keeps a connection for more than one request: drop it or --disable-keepalive"
+        );
+        assert_eq!(
+            refused(Config { idle: 10, ..off() }),
+            "--idle keeps a connection for more than one request: drop it or --disable-keepalive"
         );
     }
 

@@ -5,11 +5,12 @@ mod cli;
 mod compare_cli;
 mod content;
 mod flag_words;
+mod generate;
 mod listen;
 mod load_cli;
 mod uring_words;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::{Cli, Command, EngineChoice, ServeArgs};
 use duet_engine::{AccessLog, Metrics, ServeConfig, Shutdown};
 use duet_http::Site;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => return cli::report_clap_error(e),
     };
     match cli.command {
         Command::Load(args) => load_cli::load(args),
         Command::Compare(args) => compare_cli::compare(args),
+        Command::Generate(args) => generate::generate(args),
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {
@@ -63,6 +65,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
 
+    if let Some(path) = args.metrics.as_deref() {
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b == b'%') {
+            return Err(format!("--metrics {path}: expected a plain absolute path such as /metrics"));
+        }
+    }
+    // Every argument is checked (and the --bind name resolved) before the first log line.
+    let bind = cli::resolve_bind(&args.bind, args.port)?;
+
+    let mut fallback = None;
     let engine = match args.engine {
         EngineChoice::Uring => {
             duet_engine_uring::probe(&args.uring_options(), threads)
@@ -72,7 +83,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         EngineChoice::Auto => match duet_engine_uring::probe(&args.uring_options(), threads) {
             Ok(()) => EngineChoice::Uring,
             Err(e) => {
-                info!("io_uring unavailable ({}); using the epoll engine", uring_words::probe_failure(&e));
+                fallback = Some(uring_words::probe_failure(&e));
                 EngineChoice::Epoll
             }
         },
@@ -80,13 +91,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         readiness => readiness,
     };
 
-    if let Some(path) = args.metrics.as_deref() {
-        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b == b'%') {
-            return Err(format!("--metrics {path}: expected a plain absolute path such as /metrics"));
-        }
-    }
     let content = args.content(engine);
     let loaded = content::load(&content)?;
+    if let Some(why) = fallback {
+        info!("io_uring unavailable ({why}); using the epoll engine");
+    }
     if !content.is_default() {
         info!("loaded {}", loaded.summary());
     }
@@ -104,7 +113,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         uring.features = resolved.on;
     }
 
-    let listeners = listen::bind_listeners(cli::resolve_bind(&args.bind, args.port)?, threads, args.reuse_port)?;
+    let listeners = listen::bind_listeners(bind, threads, args.reuse_port)?;
     let addr = listeners[0].local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     let access_log = match args.access_log.as_deref() {
         Some(path) => {

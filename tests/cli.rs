@@ -191,19 +191,76 @@ fn help(sub: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `duet serve --help` groups its flags, content before tuning; `duet compare --help`
-/// shows what each flag defaults to.
+/// Each of `needles` is in `text`, in this order.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
+    for pair in needles.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
+    }
+}
+
+/// `duet load --help` groups its flags: what load, what each request is, what is reported.
+#[test]
+fn cli_help_groups_load_flags() {
+    let text = help("load");
+    assert_in_order(
+        &text,
+        &[
+            "Load:",
+            "--connections <N>",
+            "--warmup <DURATION>",
+            "Request:",
+            "--method <METHOD>",
+            "Report:",
+            "      --json ",
+        ],
+    );
+}
+
+/// `duet serve --help` groups its flags, content before tuning and the io_uring flags apart;
+/// `duet compare --help` groups its flags by engines, scenario, load and output and shows
+/// what each flag defaults to.
 #[test]
 fn cli_help_groups_serve_flags_and_shows_compare_defaults() {
     let text = help("serve");
-    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"));
-    let order = ["Listening:", "--bind <ADDR>", "--pid-file <PATH>", "Content:", "--dir <DIR>", "Limits and timeouts:"];
-    let order =
-        [&order[..], &["--max-headers <N>", "io_uring:", "--uring-buffers <N>", "Logging and metrics:"]].concat();
-    for pair in order.windows(2) {
-        assert!(at(pair[0]) < at(pair[1]), "{} should come before {}:\n{text}", pair[0], pair[1]);
-    }
+    assert_in_order(
+        &text,
+        &[
+            "Listening:",
+            "--bind <ADDR>",
+            "--pid-file <PATH>",
+            "Content:",
+            "--dir <DIR>",
+            "Limits and timeouts:",
+            "--max-headers <N>",
+            "--drain-timeout <DURATION>",
+            "io_uring:",
+            "--uring-entries <N>",
+            "--uring-buffers <N>",
+            "--sqpoll",
+            "Logging and metrics:",
+        ],
+    );
     let text = help("compare");
+    assert_in_order(
+        &text,
+        &[
+            "Engines:",
+            "--engines <",
+            "--floors",
+            "Scenario:",
+            "--connections <N,..>",
+            "--idle <N,..>",
+            "Load:",
+            "--rounds <N>",
+            "--load-with <",
+            "Presets:",
+            "      --quick\n",
+            "Output:",
+            "--out <DIR>",
+            "      --json\n",
+        ],
+    );
     for want in ["[default: 16,256", "[default: 1,16", "[default: 3", "[default: 5s", "[default: duet]"] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
@@ -236,4 +293,156 @@ fn cli_uring_buffers_not_a_power_of_two_is_rejected_at_parse_time() {
             &["invalid value '1000' for '--uring-buffers <N>'", "power of two", "duet serve --help"],
         );
     }
+}
+
+/// `--bind` with what looks like an IP address but is not one says so, as a usage error,
+/// instead of trying it as a host name.
+#[test]
+fn cli_bind_that_looks_like_an_ip_but_is_not_one_says_so() {
+    usage_error(
+        &["serve", "--port", "0", "--bind", "999.1.1.1"],
+        &["invalid value '999.1.1.1' for '--bind <ADDR>': not an IPv4 address", "duet serve --help"],
+    );
+    let (_, stderr) = run_duet(&["serve", "--port", "0", "--bind", "999.1.1.1"]);
+    assert!(!stderr.contains("resolve") && !stderr.contains("INFO"), "{stderr}");
+    usage_error(&["serve", "--port", "0", "--bind", "[::1]"], &["not an IPv6 address"]);
+}
+
+/// An argument that turns out bad at start (a --bind name that does not resolve, a bad
+/// --metrics path) is the only line: nothing is logged before it, whatever the engine
+/// (`auto` and `uring` log the io_uring features they found once all is checked).
+#[test]
+fn cli_no_start_up_log_line_comes_before_an_argument_error() {
+    for engine in ["auto", "uring", "epoll"] {
+        for (flag, value, says) in [
+            ("--bind", "no-such-host.invalid", "duet: error: --bind no-such-host.invalid: cannot resolve"),
+            ("--metrics", "metrics", "duet: error: --metrics metrics: expected a plain absolute path"),
+        ] {
+            let (status, stderr) = run_duet(&["serve", "--engine", engine, "--port", "0", flag, value]);
+            assert_eq!(status.code(), Some(1), "{engine} {flag}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "{engine} {flag}: expected one line, got:\n{stderr}");
+            assert!(lines[0].starts_with(says), "{engine} {flag}: {stderr}");
+        }
+    }
+}
+
+/// `--pin` is worded one way, the true one (the engine's `pin_cpu` picks the i-th CPU of the
+/// affinity mask, tested in duet-engine), in `--help` and in docs/serving.md.
+#[test]
+fn cli_pin_is_described_as_it_works_in_help_and_docs() {
+    let wording = "the i-th CPU this process may run on";
+    let text = help("serve").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains(&format!("Pin worker thread i to {wording}")), "{text}");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/serving.md")).unwrap();
+    let row = docs.lines().find(|l| l.starts_with("| `--pin` |")).expect("a --pin row in docs/serving.md");
+    assert!(row.replace('*', "").contains(&format!("pin worker i to {wording}")), "{row}");
+}
+
+/// Every flag that takes a DURATION says in its help that a bare number is seconds, and a
+/// bare number is taken as seconds.
+#[test]
+fn cli_every_duration_flag_says_a_bare_number_is_seconds() {
+    let mut durations = 0;
+    for sub in ["serve", "load", "compare"] {
+        let text = help(sub);
+        // Each flag's entry runs from its line (`  -d, --duration <DURATION>`) to the next one's.
+        let mut entries: Vec<String> = Vec::new();
+        for line in text.lines() {
+            match entries.last_mut() {
+                Some(entry) if !line.trim_start().starts_with('-') => entry.push_str(line),
+                _ => entries.push(line.to_string()),
+            }
+        }
+        let mut flags = entries.iter().filter(|entry| entry.contains("<DURATION>")).peekable();
+        assert!(flags.peek().is_some(), "duet {sub} has DURATION flags");
+        for entry in flags {
+            durations += 1;
+            let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(entry.contains("a bare number is seconds"), "{sub}: {entry}");
+        }
+    }
+    assert!(durations >= 10, "{durations}");
+    // `--header-timeout 1.5` is 1.5 s: the server starts with it (a unit-less value it
+    // could not parse would be a usage error).
+    let server = Server::start("epoll", &["--header-timeout", "1.5", "--keepalive-timeout", "2"]);
+    let mut c = server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+}
+
+/// `duet generate KIND`: exit 0 and what KIND is on standard output.
+fn generate(kind: &str) -> String {
+    let out = common::duet_command().args(["generate", kind]).output().unwrap();
+    assert!(out.status.success(), "duet generate {kind}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The long flags `duet SUB --help` lists.
+fn long_flags(sub: &str) -> Vec<String> {
+    let text = help(sub);
+    let flags: Vec<String> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .collect();
+    assert!(flags.len() > 5, "duet {sub} --help: {flags:?}");
+    flags
+}
+
+/// The man page is one roff page with a section per subcommand that names each of its flags.
+#[test]
+fn cli_generate_man_names_every_subcommand_and_its_flags() {
+    let man = generate("man");
+    assert!(man.lines().any(|l| l.starts_with(".TH duet 1")), "{}", &man[..man.len().min(200)]);
+    for sub in ["serve", "load", "compare", "generate"] {
+        let section = format!(".SH \"DUET {}\"", sub.to_uppercase());
+        let at = man.find(&section).unwrap_or_else(|| panic!("no {section} in the man page"));
+        if sub == "generate" {
+            continue;
+        }
+        for flag in long_flags(sub) {
+            let roff = format!("\\fB{}\\fR", flag.replace('-', "\\-"));
+            assert!(man[at..].contains(&roff), "duet {sub} {flag} ({roff}) not in its section of the man page");
+        }
+    }
+    assert!(man.contains("a bare number is seconds"), "the man page has the same help as --help");
+}
+
+/// Bash, zsh and fish completions: each names the subcommands and their flags in its
+/// shell's own form, and bash's registers itself for `duet` when sourced.
+#[test]
+fn cli_generate_completions_for_bash_zsh_and_fish() {
+    let bash = generate("complete-bash");
+    let zsh = generate("complete-zsh");
+    let fish = generate("complete-fish");
+    assert!(zsh.starts_with("#compdef duet"), "{}", &zsh[..zsh.len().min(200)]);
+    for sub in ["serve", "load", "compare", "generate"] {
+        assert!(bash.contains(&format!("duet,{sub})")), "bash: {sub}");
+        assert!(zsh.contains(&format!("({sub})")), "zsh: {sub}");
+        assert!(fish.contains(&format!("-f -a \"{sub}\"")), "fish: {sub}");
+    }
+    for flag in long_flags("serve").iter().chain(&long_flags("load")).chain(&long_flags("compare")) {
+        assert!(bash.contains(flag.as_str()), "bash: {flag}");
+        // `'--port=[help]:N:...'` for a flag with a value, `'--pin[help]'` for a switch.
+        assert!(zsh.contains(&format!("{flag}=[")) || zsh.contains(&format!("{flag}[")), "zsh: {flag}");
+        assert!(fish.contains(&format!("-l {}", &flag[2..])), "fish: {flag}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("duet.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {}; complete -p duet", script.display()))
+        .output()
+        .expect("bash");
+    let registered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && registered.contains("duet"),
+        "{registered} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    usage_error(&["generate", "nope"], &["invalid value 'nope'", "man, complete-bash, complete-zsh, complete-fish"]);
 }

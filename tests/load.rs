@@ -599,3 +599,168 @@ fn more_connections_than_the_file_limit_are_refused_before_starting() {
     let err = load_error(&["-c", "10", "--idle", "1000000000000", "-d", "1s", "http://127.0.0.1:1/"]);
     assert!(err.contains("open files") && err.contains("limit"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// --paths, --seed, --disable-keepalive, -m.
+
+/// What a [`recording_server`] saw: for each connection (in accept order), the request
+/// lines it carried and whether each said `Connection: close`.
+#[derive(Debug, Default)]
+struct Seen {
+    connections: Vec<Vec<(String, bool)>>,
+}
+
+impl Seen {
+    /// Every request line, in order, of the connections that carried any.
+    fn request_lines(&self) -> Vec<String> {
+        self.connections.iter().flatten().map(|(line, _)| line.clone()).collect()
+    }
+}
+
+/// A server that answers every request `200 ok` and keeps the connection open whatever
+/// the request says, recording what it receives.
+fn recording_server() -> (String, Arc<std::sync::Mutex<Seen>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test server");
+    let url = format!("http://{}/", listener.local_addr().expect("local addr"));
+    let record = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let index = {
+                let mut seen = record.lock().unwrap();
+                seen.connections.push(Vec::new());
+                seen.connections.len() - 1
+            };
+            let record = Arc::clone(&record);
+            std::thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else { return };
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let (mut first, mut close) = (String::new(), false);
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) if first.is_empty() => first = line.trim_end().to_string(),
+                            Ok(_) => close |= line.eq_ignore_ascii_case("connection: close\r\n"),
+                        }
+                    }
+                    record.lock().unwrap().connections[index].push((first, close));
+                    if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// A paths file in a temporary directory.
+fn paths_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("paths.txt");
+    std::fs::write(&file, text).unwrap();
+    let name = file.to_str().unwrap().to_string();
+    (dir, name)
+}
+
+/// `--paths`: each request takes the next path of the file in turn (a thread's requests
+/// cycle through all of them), pipelined batches included; `-m` sets the method.
+#[test]
+fn paths_spread_the_requests_in_turn() {
+    let (_dir, file) = paths_file("/a.html\n\n/b/c?x=1\r\n/d\n");
+    for depth in ["1", "3"] {
+        let (url, seen) = recording_server();
+        let v = load_json(&["-t", "1", "-c", "1", "-n", "30", "--depth", depth, "-m", "PUT", "--paths", &file, &url]);
+        assert_eq!(u(&v, &["requests"]), 30, "{v}");
+        assert_no_errors(&v);
+        let lines = seen.lock().unwrap().request_lines();
+        let want: Vec<String> =
+            ["/a.html", "/b/c?x=1", "/d"].iter().cycle().take(30).map(|p| format!("PUT {p} HTTP/1.1")).collect();
+        assert_eq!(lines, want, "depth {depth}");
+    }
+    // Two threads: each takes every path in turn, starting from its own.
+    let (url, seen) = recording_server();
+    let v = load_json(&["-t", "2", "-c", "2", "-n", "300", "--paths", &file, &url]);
+    assert_eq!(u(&v, &["requests"]), 300, "{v}");
+    let lines = seen.lock().unwrap().request_lines();
+    for path in ["/a.html", "/b/c?x=1", "/d"] {
+        let n = lines.iter().filter(|l| **l == format!("GET {path} HTTP/1.1")).count();
+        assert!((98..=102).contains(&n), "{path}: {n} of 300: {lines:?}");
+    }
+}
+
+/// `--seed N`: the paths are picked at random, the same sequence for the same seed.
+#[test]
+fn a_seed_picks_paths_at_random_and_repeatably() {
+    let text: String = (0..10).map(|i| format!("/p{i}\n")).collect();
+    let (_dir, file) = paths_file(&text);
+    let run = |seed: &str| {
+        let (url, seen) = recording_server();
+        let v = load_json(&["-t", "1", "-c", "1", "-n", "200", "--paths", &file, "--seed", seed, &url]);
+        assert_eq!(u(&v, &["requests"]), 200, "{v}");
+        let lines = seen.lock().unwrap().request_lines();
+        lines
+    };
+    let first = run("7");
+    assert_eq!(first, run("7"), "the same seed, the same requests");
+    assert_ne!(first, run("8"), "another seed, other requests");
+    for i in 0..10 {
+        assert!(first.contains(&format!("GET /p{i} HTTP/1.1")), "/p{i} never picked in {first:?}");
+    }
+    let in_turn: Vec<String> = (0..200).map(|i| format!("GET /p{} HTTP/1.1", i % 10)).collect();
+    assert_ne!(first, in_turn, "random, not in turn");
+}
+
+/// A paths file that cannot be used is one line naming the file and what is wrong.
+#[test]
+fn a_bad_paths_file_is_one_clear_line() {
+    let (url, _seen) = recording_server();
+    for (text, says) in [
+        ("", "no paths in it (one per line, e.g. /index.html)"),
+        ("\n  \n", "no paths in it"),
+        ("/a\nindex.html\n", "line 2: 'index.html' does not start with / (an origin-form path, e.g. /index.html)"),
+        ("/a b\n", "line 1: '/a b' has a space, a control character or a non-ASCII byte (percent-encode it"),
+        ("/a#top\n", "line 1: '/a#top' has a #fragment"),
+    ] {
+        let (_dir, file) = paths_file(text);
+        let err = load_error(&["-n", "1", "--paths", &file, &url]);
+        assert!(err.starts_with(&format!("duet: error: --paths {file}: {says}")), "{text:?}: {err}");
+    }
+    let missing = std::env::temp_dir().join(format!("duet-no-such-paths-{}", std::process::id()));
+    let err = load_error(&["-n", "1", "--paths", missing.to_str().unwrap(), &url]);
+    assert!(err.starts_with(&format!("duet: error: cannot read --paths {}: ", missing.display())), "{err}");
+    let err = usage_error(&["-n", "1", "--seed", "3", &url]);
+    assert!(err.contains("--paths <FILE>"), "--seed needs --paths: {err}");
+}
+
+/// `--disable-keepalive`: every request says `Connection: close` and has a connection of its
+/// own, opened by the client even when the server would keep the last one open; the report
+/// counts the connections opened. Pipelining and idle connections need keep-alive.
+#[test]
+fn disable_keepalive_opens_a_connection_per_request_and_counts_them() {
+    let (url, seen) = recording_server();
+    let v = load_json(&["-t", "1", "-c", "2", "-n", "20", "--disable-keepalive", &url]);
+    assert_eq!(u(&v, &["requests"]), 20, "{v}");
+    assert_no_errors(&v);
+    assert_eq!(u(&v, &["connects"]), 20, "one connection per request: {v}");
+    assert_eq!(u(&v, &["lost"]), 0, "a close asked for is no loss: {v}");
+    let seen = seen.lock().unwrap();
+    let used: Vec<&Vec<(String, bool)>> = seen.connections.iter().filter(|c| !c.is_empty()).collect();
+    assert_eq!(used.len(), 20, "{seen:?}");
+    assert!(used.iter().all(|c| c.len() == 1 && c[0].1), "one request each, with Connection: close: {seen:?}");
+    drop(seen);
+
+    let (url, _seen) = recording_server();
+    let out = load(&["-t", "1", "-c", "1", "-n", "5", "--disable-keepalive", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 threads and 1 connections, a new connection per request"), "{text}");
+    assert!(text.contains("Connections opened: 5 (keep-alive off: one per request)"), "{text}");
+    for flag in [&["--depth", "4"][..], &["--idle", "3"][..]] {
+        let err = usage_error(&[&["-n", "5", "--disable-keepalive"][..], flag, &[url.as_str()]].concat());
+        assert!(err.contains("'--disable-keepalive' cannot be used with"), "{err}");
+    }
+}

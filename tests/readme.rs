@@ -3,7 +3,8 @@
 //!
 //! Each ```sh block is run by `bash -e -o pipefail` in an empty temporary directory, with
 //! the `duet` under test first on `PATH`, so a command that fails fails the block, and what
-//! it writes to relative paths goes away with the directory. A block that cannot run here (a
+//! it writes to relative paths goes away with the directory; since readers may run them in
+//! the clone, each name a block leaves there must be in .gitignore. A block that cannot run here (a
 //! release build, minutes of benchmarks, a server in the foreground until Ctrl-C) says so in
 //! the Markdown source with an HTML comment on the line before its fence,
 //! `<!-- not run: REASON -->`, which readers do not see. Every other block runs, so a new
@@ -197,6 +198,28 @@ fn documentation_files(root: &Path) -> Vec<String> {
     files
 }
 
+/// The names a .gitignore of plain names ignores at the top of the clone: `/NAME`,
+/// `/NAME/` and `NAME` (no globs, no negations: .gitignore has none).
+fn gitignored_names(gitignore: &str) -> Vec<String> {
+    gitignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_start_matches('/').trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// The entries of `dir` (where a block ran) that none of `ignored` covers, sorted.
+fn unignored_entries(dir: &Path, ignored: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the block's directory")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !ignored.contains(name))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The first word of `script` that names a command in [`NOT_ON_A_FRESH_MACHINE`].
 fn fresh_machine_lacks(script: &str) -> Option<&'static str> {
     let words: Vec<&str> = script.split(|c: char| !c.is_ascii_alphanumeric()).collect();
@@ -215,6 +238,13 @@ fn doc_markers_parse_and_need_a_reason_and_servers_name_their_port() {
     assert_eq!(serve_without_port("duet load -c1 x\nduet serve --dir . &\n").as_deref(), Some("duet serve --dir . &"));
     assert_eq!(fresh_machine_lacks("duet load --json x | jq .requests\n"), Some("jq"));
     assert_eq!(fresh_machine_lacks("curl -s x | gzip -d\n"), None);
+    let ignored = gitignored_names("/target\n# examples\n/public/\nfeed.xml\n\n");
+    assert_eq!(ignored, ["target", "public", "feed.xml"]);
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["public", "feed.xml", "stray.txt", "left-over"] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    assert_eq!(unignored_entries(dir.path(), &ignored), ["left-over", "stray.txt"]);
     for bad in [
         "<!-- not run: -->\n```sh\nx\n```\n",
         "<!-- not run: why -->\n\n```sh\nx\n```\n",
@@ -254,6 +284,7 @@ fn every_documented_example_runs_as_written() {
         missing.join(" ")
     );
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_duet")).parent().expect("the binary's directory");
+    let ignored = gitignored_names(&std::fs::read_to_string(root.join(".gitignore")).expect("read .gitignore"));
     let mut failures = Vec::new();
     let mut ran = Vec::new();
     for block in &blocks {
@@ -297,7 +328,18 @@ fn every_documented_example_runs_as_written() {
         std::fs::create_dir(&work).expect("create the work directory");
         let outcome = run_block(&script, &work, bin_dir);
         let verdict = match outcome.status {
-            Some(status) if status.success() => continue,
+            Some(status) if status.success() => {
+                // Run in the clone, as readers may, what it leaves must not show in `git status`.
+                let unignored = unignored_entries(&work, &ignored);
+                if !unignored.is_empty() {
+                    failures.push(format!(
+                        "{}: the example leaves {} behind, which .gitignore misses (add /NAME)",
+                        block.at,
+                        unignored.join(", ")
+                    ));
+                }
+                continue;
+            }
             Some(status) => format!("exited with {status}"),
             None => format!(
                 "did not finish within {BLOCK_TIMEOUT:?}: a block that runs long or until stopped needs \

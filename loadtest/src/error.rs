@@ -31,6 +31,8 @@ pub enum Setting {
     Active,
     /// Rounds of a comparison.
     Rounds,
+    /// Paths the requests are spread over.
+    Paths,
 }
 
 impl Setting {
@@ -48,6 +50,7 @@ impl Setting {
             Setting::Warmup => "a warm-up",
             Setting::Active => "an active share",
             Setting::Rounds => "rounds",
+            Setting::Paths => "paths",
         }
     }
 }
@@ -143,6 +146,16 @@ pub enum LoadError {
     },
     /// The URL is not one the load generator can use.
     Url(UrlError),
+    /// A path to spread the requests over cannot be a request's target.
+    BadPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        problem: crate::PathProblem,
+    },
+    /// A setting that holds a connection open for more than one request (pipelining
+    /// depth, idle connections) with keep-alive off.
+    NeedsKeepAlive(Setting),
     /// The host does not resolve, or no server accepts a connection.
     Connect(String),
     /// The run itself failed (a thread could not start or panicked, or the server
@@ -176,6 +189,10 @@ impl fmt::Display for LoadError {
                 write!(f, "server process {pid}: {why} (is that process running?)")
             }
             LoadError::Url(e) => e.fmt(f),
+            LoadError::BadPath { path, problem } => write!(f, "path '{}' {problem}", path.escape_debug()),
+            LoadError::NeedsKeepAlive(setting) => {
+                write!(f, "{} needs keep-alive connections: each request goes on its own", setting.name())
+            }
             LoadError::Connect(why) | LoadError::Run(why) => f.write_str(why),
         }
     }

@@ -27,6 +27,7 @@
 pub mod compare;
 mod error;
 mod framer;
+mod paths;
 mod procstat;
 mod progress;
 mod report;
@@ -37,6 +38,7 @@ mod worker;
 
 pub use error::{HeaderProblem, LoadError, MergeError, Need, OutOfRange, Setting};
 pub use framer::{FrameError, Framer, Progress};
+pub use paths::{check_path, parse_paths, PathOrder, PathProblem, PathsError};
 pub use report::{decode_histogram, encode_histogram, Report, ServerUsage};
 pub use stats::{latency_histogram, Errors, Stats, StatusCounts};
 pub use url::{Target, UrlError};
@@ -77,6 +79,16 @@ pub struct Config {
     pub headers: Vec<String>,
     /// The request method.
     pub method: String,
+    /// Paths to spread the requests over (origin form: `/a.html`, `/b?x=1`) in place of the
+    /// URL's path; empty: the URL's path only.
+    pub paths: Vec<String>,
+    /// How each request picks one of `paths`.
+    pub path_order: PathOrder,
+    /// Keep each connection open for the next request (HTTP/1.1's default). Off: every
+    /// request says `Connection: close` and goes on a new connection, opened when the last
+    /// response arrives (as `hey -disable-keepalive`, `oha --disable-keepalive` and `ab`
+    /// without `-k` do); [`Stats::connects`] counts them.
+    pub keepalive: bool,
     /// The request body, with a Content-Length added unless `headers` has one.
     pub body: Option<Vec<u8>>,
     /// Requests pipelined per connection.
@@ -108,6 +120,9 @@ impl Default for Config {
             timeout: Duration::from_secs(2),
             headers: Vec::new(),
             method: "GET".into(),
+            paths: Vec::new(),
+            path_order: PathOrder::RoundRobin,
+            keepalive: true,
             body: None,
             depth: 1,
             rate: None,
@@ -127,6 +142,8 @@ pub struct Prepared {
     target: Target,
     addr: SocketAddr,
     request: Vec<u8>,
+    /// With `paths`: the request of each path, in their order (empty: only `request`).
+    by_path: Vec<Vec<u8>>,
     /// Source addresses the connections are spread over (empty: the kernel's choice).
     sources: Vec<IpAddr>,
 }
@@ -159,6 +176,16 @@ impl Prepared {
         }
         if let Some(r) = c.rate {
             s.push_str(&format!(", {r} requests/s open loop"));
+        }
+        if !c.keepalive {
+            s.push_str(", a new connection per request");
+        }
+        if !c.paths.is_empty() {
+            let order = match c.path_order {
+                PathOrder::RoundRobin => "in turn".to_string(),
+                PathOrder::Random(seed) => format!("at random (seed {seed})"),
+            };
+            s.push_str(&format!(", {} paths {order}", c.paths.len()));
         }
         if let (Some(first), Some(last)) = (self.sources.first(), self.sources.last()) {
             s.push_str(&format!(", from {first} to {last}"));
@@ -214,6 +241,17 @@ pub fn prepare(mut config: Config) -> Result<Prepared, LoadError> {
             return out_of_range(Setting::Rate, Need::PositiveRate);
         }
     }
+    if !config.keepalive {
+        if config.depth > 1 {
+            return Err(LoadError::NeedsKeepAlive(Setting::Depth));
+        }
+        if config.idle > 0 {
+            return Err(LoadError::NeedsKeepAlive(Setting::Idle));
+        }
+    }
+    for path in &config.paths {
+        check_path(path).map_err(|problem| LoadError::BadPath { path: path.clone(), problem })?;
+    }
     config.threads = config.threads.min(config.connections);
     config.method = config.method.to_ascii_uppercase();
     if config.method.is_empty() || !config.method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
@@ -230,11 +268,12 @@ pub fn prepare(mut config: Config) -> Result<Prepared, LoadError> {
         procstat::sample(pid, sys::clock_ticks_per_sec()).map_err(|why| LoadError::ServerProcess { pid, why })?;
     }
 
-    let request = render_request(&config, &target)?;
+    let request = render_request(&config, &target, &target.path)?;
+    let by_path = config.paths.iter().map(|path| render_request(&config, &target, path)).collect::<Result<_, _>>()?;
     let addr = connect_check(&target, config.timeout).map_err(LoadError::Connect)?;
     let ports = sys::ephemeral_ports().map_or(DEFAULT_EPHEMERAL_PORTS, |(low, high)| usize::from(high - low) + 1);
     let sources = sources_for(addr, config.connections + config.idle, ports);
-    Ok(Prepared { config, target, addr, request, sources })
+    Ok(Prepared { config, target, addr, request, by_path, sources })
 }
 
 /// Resolves the host and opens (and closes) one connection, so that a server that is
@@ -262,8 +301,9 @@ fn connect_check(target: &Target, timeout: Duration) -> Result<SocketAddr, Strin
     }
 }
 
-fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, LoadError> {
-    let mut head = format!("{} {} HTTP/1.1\r\n", config.method, target.path);
+/// The bytes of one request for `path` (the target's, or one of `--paths`).
+fn render_request(config: &Config, target: &Target, path: &str) -> Result<Vec<u8>, LoadError> {
+    let mut head = format!("{} {path} HTTP/1.1\r\n", config.method);
     let has = |name: &str| {
         config.headers.iter().any(|h| h.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name)))
     };
@@ -283,6 +323,9 @@ fn render_request(config: &Config, target: &Target) -> Result<Vec<u8>, LoadError
             return bad(HeaderProblem::LineBreak);
         }
         head.push_str(&format!("{name}: {}\r\n", value.trim()));
+    }
+    if !config.keepalive && !has("connection") {
+        head.push_str("Connection: close\r\n");
     }
     if let Some(body) = &config.body {
         if !has("content-length") {
@@ -316,7 +359,7 @@ pub fn run(prepared: Prepared) -> Result<Report, LoadError> {
 /// thread), so that a caller can read the server's own counters over the same window.
 /// An aborted run still calls both.
 pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<Report, LoadError> {
-    let Prepared { config, target, addr, request, sources } = prepared;
+    let Prepared { config, target, addr, request, by_path, sources } = prepared;
     let threads = config.threads;
     let plan = Plan {
         addr,
@@ -324,6 +367,9 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
         request_len: request.len(),
         depth: config.depth,
         head_request: config.method == "HEAD",
+        by_path,
+        path_order: config.path_order,
+        keepalive: config.keepalive,
         timeout: config.timeout,
         interval: config.rate.map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
         total_connections: config.connections,
@@ -632,15 +678,15 @@ mod tests {
             body: Some(b"abc".to_vec()),
             ..Config::default()
         };
-        let r = render_request(&config, &target).unwrap();
+        let r = render_request(&config, &target, &target.path).unwrap();
         assert_eq!(
             r,
             b"POST /x?y HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nContent-Length: 3\r\n\r\nabc".to_vec()
         );
         let config = Config { headers: vec!["host: example".into()], ..Config::default() };
-        let r = render_request(&config, &target).unwrap();
+        let r = render_request(&config, &target, &target.path).unwrap();
         assert_eq!(r, b"GET /x?y HTTP/1.1\r\nhost: example\r\n\r\n".to_vec());
         let config = Config { headers: vec!["no colon".into()], ..Config::default() };
-        assert!(render_request(&config, &target).is_err());
+        assert!(render_request(&config, &target, &target.path).is_err());
     }
 }

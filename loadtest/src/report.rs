@@ -185,6 +185,9 @@ impl Report {
         if s.reconnects > 0 {
             let _ = writeln!(out, "  Reconnects (server closed): {}", s.reconnects);
         }
+        if !self.config.keepalive {
+            let _ = writeln!(out, "  Connections opened: {} (keep-alive off: one per request)", s.connects);
+        }
         if self.config.idle > 0 {
             let _ = writeln!(out, "  Idle connections held: {} of {}", self.idle_held, self.config.idle);
         }
@@ -253,6 +256,8 @@ impl Report {
                 status: e.status,
             },
             reconnects: s.reconnects,
+            connects: s.connects,
+            keepalive: c.keepalive,
             lost: self.lost,
             thread_rate_samples: s.rate_samples.iter().map(|x| (x * 10.0).round() / 10.0).collect(),
             server: self.server.map(|sv| ServerJson {
@@ -285,6 +290,7 @@ impl Report {
             status: j.errors.status,
         };
         stats.reconnects = j.reconnects;
+        stats.connects = j.connects;
         stats.rate_samples = j.thread_rate_samples;
         for (code, n) in &j.status.codes {
             let known = code.parse::<u16>().is_ok_and(|c| stats.status.add(c, *n));
@@ -304,6 +310,7 @@ impl Report {
             depth: j.depth,
             rate: j.rate,
             warmup: Duration::from_secs_f64(j.warmup_s),
+            keepalive: j.keepalive,
             ..Config::default()
         };
         Ok(Report {
@@ -344,6 +351,7 @@ impl Report {
             c.rate = c.rate.zip(r.config.rate).map(|(a, b)| a + b);
             c.requests = c.requests.zip(r.config.requests).map(|(a, b)| a + b);
             c.warmup = c.warmup.max(r.config.warmup);
+            c.keepalive &= r.config.keepalive;
             // Both histograms have the bounds of latency_histogram() (from_json made
             // them so), so adding them is exact and cannot fail.
             all.stats.merge(&r.stats);
@@ -416,6 +424,12 @@ struct JsonReport {
     status: StatusJson,
     errors: ErrorsJson,
     reconnects: u64,
+    /// Connections established in the window (`--json` of older builds: 0).
+    #[serde(default)]
+    connects: u64,
+    /// False with `--disable-keepalive`.
+    #[serde(default = "yes")]
+    keepalive: bool,
     #[serde(default)]
     lost: u64,
     /// Each thread's requests per second every 100 ms: the Req/Sec row, kept so that a
@@ -428,6 +442,10 @@ struct JsonReport {
 
 fn one() -> usize {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Serialize, Deserialize)]

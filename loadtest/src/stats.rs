@@ -115,6 +115,9 @@ pub struct Stats {
     pub errors: Errors,
     /// Connections re-opened because the server closed them (or after an error).
     pub reconnects: u64,
+    /// Connections that were opened and carried a request (one per request with keep-alive
+    /// off; a connection opened when the last request had gone is not one of them).
+    pub connects: u64,
     /// Requests per second of each thread, sampled every 100 ms (wrk's Req/Sec row).
     pub rate_samples: Vec<f64>,
 }
@@ -136,6 +139,7 @@ impl Stats {
             bytes_read: 0,
             errors: Errors::default(),
             reconnects: 0,
+            connects: 0,
             rate_samples: Vec::new(),
         }
     }
@@ -161,6 +165,7 @@ impl Stats {
         self.bytes_read = 0;
         self.errors = Errors::default();
         self.reconnects = 0;
+        self.connects = 0;
         self.rate_samples.clear();
     }
 
@@ -174,6 +179,7 @@ impl Stats {
         self.bytes_read += other.bytes_read;
         self.errors.add(&other.errors);
         self.reconnects += other.reconnects;
+        self.connects += other.connects;
         self.rate_samples.extend_from_slice(&other.rate_samples);
     }
 }

@@ -7,6 +7,7 @@
 //! written with one send.
 
 use crate::framer::{FrameError, Framer, Progress};
+use crate::paths::{PathOrder, Picker};
 use crate::stats::Stats;
 use crate::sys::{self, Epoll, Event};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -36,6 +37,11 @@ pub(crate) struct Plan {
     pub request_len: usize,
     pub depth: usize,
     pub head_request: bool,
+    /// With paths: each path's request (`batch` is then unused); empty without.
+    pub by_path: Vec<Vec<u8>>,
+    pub path_order: PathOrder,
+    /// Off: one request per connection (see [`crate::Config::keepalive`]).
+    pub keepalive: bool,
     pub timeout: Duration,
     /// Open loop: the interval between the intended send times of one connection.
     pub interval: Option<Duration>,
@@ -151,7 +157,11 @@ struct Conn {
     framer: Framer,
     /// Each request awaiting its response, in order.
     sent: VecDeque<Sent>,
-    /// Unsent part of the last write, as a range of `Plan::batch`.
+    /// With paths: the requests of the last write, copied from `Plan::by_path`.
+    out: Vec<u8>,
+    /// Connected, and no request sent on it yet (counted in `Stats::connects` with its first).
+    unused: bool,
+    /// Unsent part of the last write, as a range of `Plan::batch` (or of `out`).
     write_from: usize,
     write_to: usize,
     /// Last time bytes moved; the timeout counts from here.
@@ -176,6 +186,8 @@ struct Worker<'a> {
     measuring: bool,
     /// `-n`: tickets this thread has claimed and not used yet.
     tickets: u64,
+    /// With paths: which one each request takes.
+    picker: Picker,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
@@ -200,6 +212,8 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             state: State::Closed { retry_at: now + Duration::from_secs(86_400 * 365) },
             framer: Framer::new(plan.head_request),
             sent: VecDeque::with_capacity(plan.depth),
+            out: Vec::new(),
+            unused: false,
             write_from: 0,
             write_to: 0,
             last_progress: now,
@@ -217,6 +231,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
         statuses: Vec::with_capacity(plan.depth),
         measuring: false,
         tickets: 0,
+        picker: Picker::new(plan.path_order, plan.by_path.len(), share.thread),
     };
     let mut events: Vec<Event> = Vec::with_capacity(1024);
 
@@ -406,6 +421,7 @@ impl Worker<'_> {
             let c = &mut self.conns[i];
             c.state = State::Open;
             c.last_progress = now;
+            c.unused = true;
             self.refill(i, now);
             return;
         }
@@ -451,6 +467,18 @@ impl Worker<'_> {
                         }
                     };
                     self.complete(i, progress, now);
+                    let c = &self.conns[i];
+                    if !self.plan.keepalive && c.kind == Kind::Active && c.sent.is_empty() && progress.complete > 0 {
+                        // Answered: the next request goes on a new connection, whether or
+                        // not the server closed this one. A close asked for is no loss.
+                        if self.may_send() {
+                            self.reconnect(i, now);
+                        } else {
+                            // `-n` is used up: no connection for a request never sent.
+                            self.close(i, now + Duration::from_secs(86_400 * 365));
+                        }
+                        return false;
+                    }
                     if progress.close {
                         self.stats.reconnects += 1;
                         self.lose();
@@ -532,8 +560,7 @@ impl Worker<'_> {
         for _ in 0..n {
             c.sent.push_back(Sent { intended: now, actual: now, measured });
         }
-        c.write_from = 0;
-        c.write_to = n * self.plan.request_len;
+        self.queue(i, n);
         self.flush(i, now);
     }
 
@@ -558,8 +585,7 @@ impl Worker<'_> {
             c.next_due += interval;
         }
         if n > 0 {
-            c.write_from = 0;
-            c.write_to = n * self.plan.request_len;
+            self.queue(i, n);
             self.flush(i, now);
         }
     }
@@ -582,15 +608,38 @@ impl Worker<'_> {
         next
     }
 
+    /// Makes the next `n` requests connection `i`'s pending write: `n` copies of the one
+    /// request, already back to back in `Plan::batch`, or with paths `n` picked requests
+    /// copied into the connection's own buffer.
+    fn queue(&mut self, i: usize, n: usize) {
+        let plan = self.plan;
+        let c = &mut self.conns[i];
+        if std::mem::take(&mut c.unused) {
+            self.stats.connects += 1;
+        }
+        c.write_from = 0;
+        if plan.by_path.is_empty() {
+            c.write_to = n * plan.request_len;
+            return;
+        }
+        c.out.clear();
+        for _ in 0..n {
+            c.out.extend_from_slice(&plan.by_path[self.picker.next()]);
+        }
+        c.write_to = c.out.len();
+    }
+
     /// Writes the pending range; on a short write the rest waits for EPOLLOUT.
     fn flush(&mut self, i: usize, now: Instant) {
-        let c = &mut self.conns[i];
-        let Some(socket) = c.socket.as_ref() else { return };
-        while c.write_from < c.write_to {
-            match socket.send(&self.plan.batch[c.write_from..c.write_to]) {
+        let plan = self.plan;
+        let Conn { socket, out, write_from, write_to, last_progress, .. } = &mut self.conns[i];
+        let Some(socket) = socket.as_ref() else { return };
+        let pending: &[u8] = if plan.by_path.is_empty() { &plan.batch } else { out };
+        while *write_from < *write_to {
+            match socket.send(&pending[*write_from..*write_to]) {
                 Ok(n) => {
-                    c.write_from += n;
-                    c.last_progress = now;
+                    *write_from += n;
+                    *last_progress = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -602,8 +651,8 @@ impl Worker<'_> {
                 }
             }
         }
-        c.write_from = 0;
-        c.write_to = 0;
+        *write_from = 0;
+        *write_to = 0;
     }
 
     /// Deadlines and backoffs.

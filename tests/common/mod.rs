@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use std::time::Duration;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the server may take to print its listening line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for a log line it knows the server will write.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server may take to exit after a signal or a start-up error.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -62,7 +64,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub engine: String,
-    lines: Arc<Mutex<Vec<String>>>,
+    /// stderr so far, and a condvar the reader thread notifies after every line.
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
     events: Receiver<Event>,
     drain: Option<JoinHandle<()>>,
     exited: Option<ExitStatus>,
@@ -142,7 +145,7 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn duet");
         let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (tx, events) = mpsc::channel();
         let drain = {
             let lines = Arc::clone(&lines);
@@ -158,7 +161,8 @@ impl Server {
                     }
                     let text = String::from_utf8_lossy(&line).trim_end().to_string();
                     let listening = if announced { None } else { parse_listening(&text) };
-                    lines.lock().unwrap().push(text);
+                    lines.0.lock().unwrap().push(text);
+                    lines.1.notify_all();
                     if let Some(addr) = listening {
                         announced = true;
                         let _ = tx.send(Event::Listening(addr));
@@ -210,7 +214,20 @@ impl Server {
 
     /// What the server has written to stderr so far.
     pub fn stderr_lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line contains `needle` (the server logs some events from
+    /// another thread than the one that answers, so a response can arrive before its
+    /// log line has been read), then returns every line so far. Panics after
+    /// `LOG_TIMEOUT` with what was logged.
+    pub fn wait_for_line(&self, needle: &str) -> Vec<String> {
+        let (lock, logged) = &*self.lines;
+        let guard = lock.lock().unwrap();
+        let (guard, timeout) =
+            logged.wait_timeout_while(guard, LOG_TIMEOUT, |lines| !lines.iter().any(|l| l.contains(needle))).unwrap();
+        assert!(!timeout.timed_out(), "no log line with {needle:?} within {LOG_TIMEOUT:?}:\n{}", guard.join("\n"));
+        guard.clone()
     }
 
     /// A new client connection with read/write timeouts.

@@ -81,16 +81,56 @@ fn tick(y: f64) -> String {
     }
 }
 
-/// The canvas: a title, the legend strip of `servers`, and one area per scenario, each
-/// wide enough for a bar per server.
+/// Grey, for notes.
+const GREY: RGBColor = RGBColor(90, 90, 90);
+/// Dark red, for the mark of a run too short to compare by.
+const WARN: RGBColor = RGBColor(178, 24, 43);
+
+/// How much single `--quick` runs varied, measured 2026-12-07 03:30 UTC on the 2-CPU VM of
+/// docs/results.md while other builds shared both CPUs: six runs of `duet compare --quick`
+/// in a row (`flock /work/wt/measure.lock`, release build) gave uring/epoll req/s of
+/// 0.68x-1.47x (median 0.93x, half the range ±27-40 % of it) and uring/epoll CPU per
+/// request of 0.80x-1.04x (±9 %); the three quick runs of issue 21 gave 0.92x, 0.86x and
+/// 0.69x.
+const QUICK_NOISE: &str = "noise ±30 % in req/s, ±10 % in CPU per request";
+
+/// The lines under a chart's title: what a panel title such as `c=16 d=1 13 B` means, and
+/// for a run of one round the mark that its figures are too noisy to compare by.
+fn header_lines(r: &Results) -> Vec<(String, RGBColor)> {
+    let active = if r.config.active.is_some() { "active " } else { "" };
+    let mut key = format!(
+        "panels: c = {active}connections, d = requests in flight on each (pipelining depth), then the response body size"
+    );
+    if r.scenarios.iter().any(|s| s.scenario.idle > 0) {
+        key.push_str("; +N idle: idle keep-alive connections held open too");
+    }
+    let mut lines = vec![(key, GREY)];
+    if let Some(mark) = quick_mark(&r.config) {
+        lines.push((mark, WARN));
+    }
+    lines
+}
+
+/// `quick: 1 round of 1 s, noise ...` for a comparison of one round (`--quick`), whose
+/// single runs differ by more than the engines often do; None with more rounds.
+fn quick_mark(c: &super::CompareConfig) -> Option<String> {
+    (c.rounds == 1).then(|| {
+        let seconds = c.duration.as_secs_f64();
+        format!("quick: 1 round of {seconds} s, {QUICK_NOISE}: compare with --rounds 3 or more")
+    })
+}
+
+/// The canvas: a title, the lines under it, the legend strip of `servers`, and one area
+/// per scenario, each wide enough for a bar per server.
 fn canvas<'a>(
     path: &'a Path,
     title: &str,
+    lines: &[(String, RGBColor)],
     servers: &[String],
     panels: usize,
 ) -> Result<(Area<'a>, Vec<Area<'a>>, i32), Box<dyn std::error::Error>> {
     let legend: Vec<(String, RGBColor)> = servers.iter().enumerate().map(|(i, s)| (s.clone(), color(i))).collect();
-    canvas_with(path, title, &legend, panels, bar_panel_width(servers.len()))
+    canvas_with(path, title, lines, &legend, panels, bar_panel_width(servers.len()))
 }
 
 /// A bar panel's width for `servers` bars: the usual one, wider past a few servers.
@@ -102,6 +142,8 @@ fn bar_panel_width(servers: usize) -> u32 {
 const BAR_SLOT: u32 = 64;
 /// The legend's line height.
 const LEGEND_LINE: u32 = 20;
+/// The height of a line of text under the title.
+const HEADER_LINE: u32 = 16;
 
 /// The width of a legend entry: a swatch and its name.
 fn legend_entry_width(name: &str) -> i32 {
@@ -133,28 +175,35 @@ fn names_staggered(servers: &[String], panel_width: u32) -> bool {
     servers.iter().any(|name| 7 * name.chars().count() as u32 > slot)
 }
 
-/// The canvas with any legend entries and panels `panel_width` wide; also where a note
-/// under the legend goes (its y).
+/// The canvas with `lines` of text under the title, any legend entries, and panels
+/// `panel_width` wide; also where a note under the legend goes (its y).
 fn canvas_with<'a>(
     path: &'a Path,
     title: &str,
+    lines: &[(String, RGBColor)],
     legend: &[(String, RGBColor)],
     panels: usize,
     panel_width: u32,
 ) -> Result<(Area<'a>, Vec<Area<'a>>, i32), Box<dyn std::error::Error>> {
     let (rows, cols) = grid(panels);
-    // Wide enough for the title and the legend even with one panel.
-    let width = (panel_width * cols as u32).max(MIN_WIDTH);
+    // Wide enough for the title, the lines under it and the legend even with one panel.
+    let widest_line = lines.iter().map(|(text, _)| 20 + 7 * text.chars().count() as u32).max().unwrap_or(0);
+    let width = (panel_width * cols as u32).max(MIN_WIDTH).max(widest_line);
     // The legend: a swatch and a name per entry, left to right, on as many lines as it takes.
     let layout = legend_layout(legend, width);
-    let extra = LEGEND_LINE * layout.last().map_or(0, |&(_, line)| line);
+    let extra = LEGEND_LINE * layout.last().map_or(0, |&(_, line)| line) + HEADER_LINE * lines.len() as u32;
     let header_height = HEADER + extra;
     let root = SVGBackend::new(path, (width, PANEL.1 * rows as u32 + header_height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(header_height);
     header.draw(&Text::new(title.to_string(), (10, 8), ("sans-serif", 20).into_font()))?;
+    for (k, (text, colour)) in lines.iter().enumerate() {
+        let y = 34 + (HEADER_LINE * k as u32) as i32;
+        header.draw(&Text::new(text.clone(), (10, y), ("sans-serif", 12).into_font().color(colour)))?;
+    }
+    let legend_top = 44 + (HEADER_LINE * lines.len() as u32) as i32;
     for ((name, colour), &(x, line)) in legend.iter().zip(&layout) {
-        let y = 44 + (LEGEND_LINE * line) as i32;
+        let y = legend_top + (LEGEND_LINE * line) as i32;
         header.draw(&Rectangle::new([(x, y), (x + 14, y + 12)], colour.filled()))?;
         header.draw(&Text::new(name.clone(), (x + 20, y - 1), ("sans-serif", 14).into_font()))?;
     }
@@ -178,7 +227,6 @@ fn axis_label(y: f64) -> String {
 
 /// Text centred on a point, its top (`VPos::Top`) or bottom there.
 fn centred(size: u32, v: VPos, grey: bool) -> TextStyle<'static> {
-    const GREY: RGBColor = RGBColor(90, 90, 90);
     let colour = if grey { &GREY } else { &BLACK };
     TextStyle::from(("sans-serif", size).into_font()).color(colour).pos(Pos::new(HPos::Center, v))
 }
@@ -208,7 +256,7 @@ where
 /// (see `output::load_bound`), and a note in the header saying so.
 fn bars(r: &Results, path: &Path, title: &str, get: super::Getter, mark_load_bound: bool) -> DrawResult {
     let servers = r.config.servers();
-    let (root, areas, note_y) = canvas(path, title, &servers, r.scenarios.len())?;
+    let (root, areas, note_y) = canvas(path, title, &header_lines(r), &servers, r.scenarios.len())?;
     let staggered = names_staggered(&servers, bar_panel_width(servers.len()));
     let bound = |f: &Figures| mark_load_bound && super::output::load_bound(&r.config, f);
     if r.scenarios.iter().any(|s| servers.iter().filter_map(|n| s.figures(n)).any(&bound)) {
@@ -289,15 +337,26 @@ fn latency_unit(top_us: f64) -> (f64, &'static str) {
 }
 
 /// Small multiples again, and in each panel one group of three bars (p50, p99, p99.9)
-/// per server, the servers named under their groups. A scenario whose latency was not
-/// measured (wrk with pipelining) says so in its panel.
+/// per server, the servers named under their groups. One unit for the whole chart (the
+/// largest value's), named in the title and on every panel's axis, so panels compare at
+/// a glance. A scenario whose latency was not measured (wrk with pipelining) says so in
+/// its panel.
 fn latency(r: &Results, path: &Path) -> DrawResult {
     let servers = r.config.servers();
-    let title = "latency percentiles (lower is better)";
+    let top_us = r
+        .scenarios
+        .iter()
+        .flat_map(|s| servers.iter().filter_map(|name| s.figures(name)))
+        .flat_map(|f| PERCENTILES.iter().map(|(_, _, get)| get(f)))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let (div, unit) = latency_unit(top_us);
+    let title = format!("latency percentiles in {unit} (lower is better)");
     let legend: Vec<(String, RGBColor)> = PERCENTILES.iter().map(|(name, c, _)| (name.to_string(), *c)).collect();
     // Each group needs room for its name under it.
     let panel_width = PANEL.0.max(70 + 80 * servers.len() as u32);
-    let (root, areas, _) = canvas_with(path, title, &legend, r.scenarios.len(), panel_width)?;
+    let lines = header_lines(r);
+    let (root, areas, _) = canvas_with(path, &title, &lines, &legend, r.scenarios.len(), panel_width)?;
     let staggered = names_staggered(&servers, panel_width);
     let missing = r.scenarios.iter().any(|s| {
         servers
@@ -307,8 +366,8 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
     });
     if missing {
         let note = "n/a: not reported (wrk with pipelining; use --load-with duet)";
-        let style = ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90));
-        root.draw(&Text::new(note, (250, 43), style))?;
+        let style = ("sans-serif", 13).into_font().color(&GREY);
+        root.draw(&Text::new(note, (250, 43 + (HEADER_LINE * lines.len() as u32) as i32), style))?;
     }
     let n = servers.len().max(1) as f64;
     for (s, area) in r.scenarios.iter().zip(&areas) {
@@ -319,9 +378,8 @@ fn latency(r: &Results, path: &Path) -> DrawResult {
             .flat_map(|(i, f)| PERCENTILES.iter().enumerate().map(move |(k, (_, _, get))| (i, k, get(f))))
             .filter(|(_, _, v)| v.is_finite())
             .collect();
-        let top_us = bars.iter().map(|b| b.2).fold(0.0f64, f64::max);
-        let (div, unit) = latency_unit(top_us);
-        let top = (top_us / div).max(1e-3) * 1.15;
+        let panel_top_us = bars.iter().map(|b| b.2).fold(0.0f64, f64::max);
+        let top = (panel_top_us / div).max(1e-3) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(s.scenario.label(), ("sans-serif", 15))
             .margin(8)
@@ -452,9 +510,12 @@ fn cpu_by_connections(r: &Results, path: &Path) -> DrawResult {
     ))?;
     header.draw(&Text::new(
         format!("{}% of the connections active, {load}; server on {cpus}", share * 100.0),
-        (16, 38),
-        ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)),
+        (16, 34),
+        ("sans-serif", 14).into_font().color(&GREY),
     ))?;
+    if let Some(mark) = quick_mark(c) {
+        header.draw(&Text::new(mark, (16, 52), ("sans-serif", 12).into_font().color(&WARN)))?;
+    }
     let mut chart = ChartBuilder::on(&plot_area)
         .margin(16)
         .margin_top(6)
@@ -635,6 +696,95 @@ mod tests {
         // The depth-16 panel says why it has no bars.
         assert!(has("latency n/a: not measured"), "{texts:?}");
         assert!(has("n/a: not reported (wrk with pipelining; use --load-with duet)"), "{texts:?}");
+    }
+
+    /// One unit for the whole latency chart: a panel in the hundreds of µs next to one in
+    /// ms is drawn in ms too, and every panel's axis says so.
+    #[test]
+    fn the_latency_chart_has_one_unit_named_in_its_title_and_on_every_panel() {
+        let mut r = two_depths();
+        let small = |engine: &str, p: [f64; 3]| crate::compare::EngineResult {
+            engine: engine.into(),
+            rounds: vec![],
+            median: Figures { requests_per_sec: 1e5, p50_us: p[0], p99_us: p[1], p999_us: p[2], ..Figures::default() },
+            failed: None,
+        };
+        r.scenarios[1].engines = vec![small("epoll", [105.0, 224.0, 452.0]), small("uring", [108.0, 191.0, 335.0])];
+        let texts = chart_texts(&r, "latency.svg");
+        let has = |t: &str| texts.iter().any(|x| x == t);
+        assert!(has("latency percentiles in ms (lower is better)"), "{texts:?}");
+        assert_eq!(texts.iter().filter(|t| *t == "ms").count(), 2, "both panels' axes: {texts:?}");
+        assert!(!texts.iter().any(|t| t.contains("µs")), "{texts:?}");
+        // The µs panel's values in ms.
+        assert!(has("0.45") && has("0.11") && has("5.43"), "{texts:?}");
+        // All in µs when nothing reaches 2 ms.
+        r.scenarios.truncate(0);
+        r.scenarios.push(crate::compare::ScenarioResult {
+            scenario: crate::compare::Scenario { connections: 16, depth: 1, body_size: 13, idle: 0 },
+            engines: vec![small("epoll", [105.0, 224.0, 452.0]), small("uring", [108.0, 191.0, 335.0])],
+        });
+        let texts = chart_texts(&r, "latency.svg");
+        assert!(texts.iter().any(|t| t == "latency percentiles in µs (lower is better)"), "{texts:?}");
+        assert!(texts.iter().any(|t| t == "452"), "{texts:?}");
+    }
+
+    /// Every small-multiples chart decodes its panel titles, idle connections included
+    /// where there are some.
+    #[test]
+    fn each_chart_says_what_its_panel_titles_mean() {
+        let key = "panels: c = connections, d = requests in flight on each (pipelining depth), then the response \
+                   body size";
+        let mut r = two_depths();
+        r.config.active = None;
+        for file in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg"] {
+            assert!(chart_texts(&r, file).iter().any(|t| t == key), "{file}");
+        }
+        r.scenarios[0].scenario.idle = 100;
+        let texts = chart_texts(&r, "requests_per_sec.svg");
+        let idle = format!("{key}; +N idle: idle keep-alive connections held open too");
+        assert!(texts.contains(&idle), "{texts:?}");
+        assert!(texts.iter().any(|t| t == "c=16 d=1 13 B +100 idle"), "{texts:?}");
+        // With an active share, c counts the active ones.
+        let texts = chart_texts(&crate::compare::fixture::ladder(), "latency.svg");
+        assert!(texts.iter().any(|t| t.starts_with("panels: c = active connections, d = ")), "{texts:?}");
+    }
+
+    /// A comparison of one round (`--quick`) says in every chart that its figures are one
+    /// short run each, with the noise such runs showed; one of several rounds does not.
+    #[test]
+    fn a_one_round_run_is_marked_quick_with_its_noise_in_every_chart() {
+        let mut r = crate::compare::fixture::ladder();
+        r.config.rounds = 1;
+        r.config.duration = std::time::Duration::from_secs(1);
+        let mark = "quick: 1 round of 1 s, noise ±30 % in req/s, ±10 % in CPU per request: compare with --rounds 3 \
+                    or more";
+        for file in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg", "cpu_by_connections.svg"] {
+            assert!(chart_texts(&r, file).iter().any(|t| t == mark), "{file}");
+        }
+        r.config.duration = std::time::Duration::from_millis(500);
+        assert!(chart_texts(&r, "latency.svg").iter().any(|t| t.starts_with("quick: 1 round of 0.5 s, noise")));
+        r.config.rounds = 3;
+        for file in ["requests_per_sec.svg", "cpu_us_per_req.svg", "latency.svg", "cpu_by_connections.svg"] {
+            assert!(!chart_texts(&r, file).iter().any(|t| t.starts_with("quick:")), "{file}");
+        }
+    }
+
+    /// The charts drawn again from results.json are those of the run: the JSON read back
+    /// writes the same JSON.
+    #[test]
+    fn results_read_back_from_json_are_the_results_written() {
+        for r in [two_depths(), crate::compare::fixture::ladder()] {
+            let json = r.json();
+            let back = Results::from_json("results.json", &json).unwrap();
+            assert_eq!(back.json(), json);
+        }
+        // What decides the charts drawn: the ladder's line chart needs its totals back.
+        let ladder = crate::compare::fixture::ladder();
+        let back = Results::from_json("results.json", &ladder.json()).unwrap();
+        assert_eq!(back.config.connections, ladder.config.connections);
+        assert!(by_connections_applies(&back));
+        let err = Results::from_json("x.json", "{}").unwrap_err();
+        assert!(err.starts_with("x.json: not the results.json of duet compare"), "{err}");
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub struct CompareConfig {
     /// `serve` decides, not held as a route), and nginx serves the same directory with
     /// `sendfile on` as a peer when it is installed.
     pub files: bool,
+    /// Paths each run's requests are spread over in turn, in place of the scenario's
+    /// (duet's load generator only; see [`crate::Config::paths`]); empty: the scenario's.
+    pub paths: Vec<String>,
 }
 
 impl CompareConfig {
@@ -391,6 +394,12 @@ impl Results {
         output::json(self)
     }
 
+    /// Reads what [`Results::json`] wrote back, for drawing its charts again: the figures as
+    /// measured, the configuration as far as the charts need it.
+    pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
+        output::from_json(name, text)
+    }
+
     /// Writes requests_per_sec.svg, cpu_us_per_req.svg and latency.svg into `dir`, and
     /// with an active share and several connection counts cpu_by_connections.svg.
     pub fn write_charts(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
@@ -452,6 +461,9 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
         }
         if !config.warmup.is_zero() {
             return Err(CompareError::NeedsDuetLoad(Setting::Warmup));
+        }
+        if !config.paths.is_empty() {
+            return Err(CompareError::NeedsDuetLoad(Setting::Paths));
         }
         if !wrk::available() {
             return Err(CompareError::WrkMissing);
@@ -721,6 +733,7 @@ fn measure_duet(
         timeout: Duration::from_secs(5),
         progress: false,
         stop_on_loss: must_hold,
+        paths: config.paths.clone(),
         ..crate::Config::default()
     };
     let load_failed = |e: crate::LoadError| Cell::Failed(Failure::new("load failed", e.to_string()));
@@ -882,6 +895,7 @@ pub(crate) mod fixture {
             rate: Some(5000.0),
             warmup: Duration::from_secs(1),
             files: false,
+            paths: Vec::new(),
         }
     }
 

@@ -364,6 +364,149 @@ pub fn markdown(r: &Results) -> String {
     out
 }
 
+/// Reads a results.json that [`json`] wrote back into [`Results`], for drawing its charts
+/// again (`cargo run -p duet-loadtest --example charts`): the figures as measured, the
+/// configuration as far as the charts need it. `name` says where it came from, for the
+/// error.
+pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
+    let bad = |what: &str| format!("{name}: not the results.json of duet compare ({what})");
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        v[key]
+            .as_array()
+            .ok_or_else(|| bad(key))?
+            .iter()
+            .map(|s| s.as_str().map(String::from).ok_or_else(|| bad(key)))
+            .collect()
+    };
+    let numbers = |value: &Value, key: &str| -> Result<Vec<usize>, String> {
+        value
+            .as_array()
+            .ok_or_else(|| bad(key))?
+            .iter()
+            .map(|n| n.as_u64().map(|n| n as usize).ok_or_else(|| bad(key)))
+            .collect()
+    };
+    let count = |value: &Value, key: &str| value[key].as_u64().ok_or_else(|| bad(key));
+    let engines = strings("engines")?;
+    let peers: Vec<super::Peer> = v["peers"]
+        .as_array()
+        .ok_or_else(|| bad("peers"))?
+        .iter()
+        .map(|p| {
+            Ok(super::Peer {
+                name: p["name"].as_str().ok_or_else(|| bad("peers"))?.to_string(),
+                argv: Vec::new(),
+                port: p["port"].as_u64().unwrap_or(0) as u16,
+                fixed_body: false,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let mut scenarios = Vec::new();
+    for s in v["scenarios"].as_array().ok_or_else(|| bad("scenarios"))? {
+        let scenario = super::Scenario {
+            connections: count(s, "connections")? as usize,
+            depth: count(s, "depth")? as usize,
+            body_size: count(s, "body_size")?,
+            idle: count(s, "idle")? as usize,
+        };
+        let mut results = Vec::new();
+        for server in engines.iter().chain(peers.iter().map(|p| &p.name)) {
+            let e = &s["engines"][server];
+            if e.is_null() {
+                continue;
+            }
+            let figures = |f: &Value| -> Figures {
+                let get = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
+                Figures {
+                    requests_per_sec: get("requests_per_sec"),
+                    mean_us: get("latency_mean_us"),
+                    p50_us: get("latency_p50_us"),
+                    p99_us: get("latency_p99_us"),
+                    p999_us: get("latency_p999_us"),
+                    cpu_us_per_req: get("cpu_us_per_req"),
+                    cpu_util: get("cpu_util"),
+                    rss_peak_bytes: get("rss_peak_bytes"),
+                    syscalls_per_req: get("syscalls_per_req"),
+                    events_per_wakeup: get("events_per_wakeup"),
+                    errors: f["errors"].as_u64().unwrap_or(0),
+                }
+            };
+            let failed = e["failed"].as_str().map(|reason| super::Failure {
+                reason: reason.to_string(),
+                detail: e["detail"].as_str().unwrap_or_default().to_string(),
+            });
+            let rounds: Vec<Figures> = e["rounds"].as_array().map_or(Vec::new(), |r| r.iter().map(figures).collect());
+            results.push(super::EngineResult {
+                engine: server.clone(),
+                rounds,
+                median: if failed.is_some() { Figures::default() } else { figures(&e["median"]) },
+                failed,
+            });
+        }
+        scenarios.push(ScenarioResult { scenario, engines: results });
+    }
+    let unique = |values: Vec<usize>| {
+        let mut seen: Vec<usize> = Vec::new();
+        for x in values {
+            if !seen.contains(&x) {
+                seen.push(x);
+            }
+        }
+        seen
+    };
+    let active = v["active_share"].as_f64();
+    let run = &v["run"];
+    let text_of = |key: &str| run[key].as_str().unwrap_or("unknown").to_string();
+    let config = super::CompareConfig {
+        duet_exe: "duet".into(),
+        engines,
+        server_cpus: numbers(&v["server_cpus"], "server_cpus")?,
+        load_cpus: numbers(&v["load_cpus"], "load_cpus")?,
+        // With an active share the counts are totals, as `--connections` gave them.
+        connections: unique(
+            scenarios
+                .iter()
+                .map(|s| if active.is_some() { s.scenario.total() } else { s.scenario.connections })
+                .collect(),
+        ),
+        depths: unique(scenarios.iter().map(|s| s.scenario.depth).collect()),
+        body_sizes: {
+            let mut sizes: Vec<u64> = Vec::new();
+            for s in &scenarios {
+                if !sizes.contains(&s.scenario.body_size) {
+                    sizes.push(s.scenario.body_size);
+                }
+            }
+            sizes
+        },
+        idle: if active.is_some() { vec![0] } else { unique(scenarios.iter().map(|s| s.scenario.idle).collect()) },
+        rounds: count(&v, "rounds")? as usize,
+        duration: std::time::Duration::try_from_secs_f64(v["duration_s"].as_f64().ok_or_else(|| bad("duration_s"))?)
+            .map_err(|_| bad("duration_s"))?,
+        load_with: if v["load_with"] == "wrk" { super::LoadWith::Wrk } else { super::LoadWith::Duet },
+        peers,
+        progress: false,
+        active,
+        rate: v["rate"].as_f64(),
+        warmup: std::time::Duration::try_from_secs_f64(v["warmup_s"].as_f64().unwrap_or(0.0))
+            .map_err(|_| bad("warmup_s"))?,
+        paths: Vec::new(),
+        // How the bodies were served is not in the results; the charts do not need it.
+        files: false,
+    };
+    let info = super::RunInfo {
+        kernel: text_of("kernel"),
+        cpu_model: text_of("cpu_model"),
+        cpus: run["cpus"].as_u64().unwrap_or(0) as usize,
+        version: text_of("version"),
+        commit: text_of("commit"),
+        date: text_of("date"),
+        command: text_of("command"),
+    };
+    Ok(Results { config, run: info, scenarios })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
