@@ -214,9 +214,9 @@ pub struct ServeArgs {
     pub uring_entries: u32,
     /// io_uring: the optional features to use where the kernel has them, a comma-separated
     /// list applied left to right from the default set: default, all, none, NAME (add) or
-    /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc. The
-    /// default is all but zc. One log line at start says which are on and why each other
-    /// one is off.
+    /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc,
+    /// sendfile, splice. The default is all but zc and splice. One log line at start says
+    /// which are on and why each other one is off.
     #[arg(long, default_value = "default", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
     pub uring_features: Features,
     /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
