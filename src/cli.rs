@@ -104,19 +104,14 @@ impl EngineChoice {
     }
 
     /// The default of `--max-cached-file` for this (resolved) engine: the largest file
-    /// served from memory rather than streamed from the page cache. epoll streams a
-    /// file with `sendfile`, which the kernel does without copying the bytes, so past
-    /// 64 KiB (where a copy starts to cost more than the extra call for the headers) a
-    /// file is cheaper streamed; and a crowd of slow readers asking for large files
-    /// then costs the loop page references, not a copy of every body. io_uring reads a
-    /// streamed file through a buffer and sends that (two copies), so memory wins up to
-    /// 4 MiB.
+    /// served from memory rather than streamed from the page cache. Both engines stream
+    /// a file with `sendfile`, which the kernel does without copying the bytes, so past
+    /// 64 KiB (where a copy starts to cost more than the extra call for the head) a file
+    /// is cheaper streamed (measured for io_uring in docs/io_uring.md); and a crowd of
+    /// slow readers asking for large files then costs page references, not a copy of
+    /// every body.
     pub fn default_max_cached_file(self) -> u64 {
-        if self.readiness().is_some() {
-            64 << 10
-        } else {
-            4 << 20
-        }
+        64 << 10
     }
 }
 
@@ -201,7 +196,7 @@ pub struct ServeArgs {
     #[arg(long = "header", value_name = "'NAME: VALUE'", help_heading = "Content")]
     pub headers: Vec<String>,
     /// Largest file held in memory; larger files are streamed from disk (the page cache)
-    /// per request [default: 64KiB on the readiness engines, 4MiB on io_uring]
+    /// per request [default: 64KiB]
     #[arg(long, value_name = "BYTES", help_heading = "Content")]
     pub max_cached_file: Option<ByteSize>,
     /// Total size of the files and routes held in memory; files past it are streamed from disk.
@@ -245,9 +240,9 @@ pub struct ServeArgs {
     pub uring_entries: u32,
     /// io_uring: the optional features to use where the kernel has them, a comma-separated
     /// list applied left to right from the default set: default, all, none, NAME (add) or
-    /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc. The
-    /// default is all but zc. One log line at start says which are on and why each other
-    /// one is off.
+    /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc,
+    /// sendfile, splice. The default is all but zc and splice. One log line at start says
+    /// which are on and why each other one is off.
     #[arg(long, default_value = "default", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
     pub uring_features: Features,
     /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked

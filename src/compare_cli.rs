@@ -23,7 +23,8 @@ pub const LADDER_ENGINES: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "u
 pub const LADDER_RATE: f64 = 5000.0;
 
 /// The ablation's engines (`--ablation`): io_uring with its default features, then
-/// without each of them in turn, then with each feature the default leaves off (zc),
+/// without each of them in turn, then with each feature the default leaves off (zc,
+/// splice),
 /// then with none, and epoll to measure them against.
 pub fn ablation_engines() -> Vec<String> {
     let mut engines = vec!["uring".to_string()];
@@ -142,11 +143,17 @@ pub struct CompareArgs {
     /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
     #[arg(long, help_heading = "Presets")]
     pub ladder: bool,
-    /// Requests pipelined per connection [default: 1,16; 1 with --ladder].
+    /// The file-serving rows: --body-size 4KiB,64KiB,256KiB,1MiB,16MiB --connections 64,256
+    /// --depth 1, the bodies files of one generated directory served with --dir, and nginx
+    /// (sendfile on, one worker) serving it too when installed (each can be overridden).
+    /// With --quick: 64 connections, 1 round of 1 s.
+    #[arg(long, conflicts_with_all = ["ladder", "floors"], help_heading = "Presets")]
+    pub files: bool,
+    /// Requests pipelined per connection [default: 1,16; 1 with --ladder or --files].
     #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub depth: Option<Vec<usize>>,
     /// Response body sizes (13 B is the built-in `Hello, World!`; others are generated files)
-    /// [default: 13].
+    /// [default: 13; with --files 4KiB,64KiB,256KiB,1MiB,16MiB].
     #[arg(long, value_delimiter = ',', value_name = "BYTES,..", help_heading = "Scenario")]
     pub body_size: Option<Vec<ByteSize>>,
     /// Spread each run's requests over the paths in FILE, one per line, in turn (as `duet load
@@ -196,13 +203,18 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
-/// What each flag left out means, for the plain comparison, `--quick`, `--ladder` and
-/// `--ladder --quick`: the one place of the defaults the flags' help texts state.
+/// The body sizes of `--files`: a small file, the cache limit, and the sizes that
+/// `sendfile` serves in one, a few and many shares of a turn.
+pub const FILES_BODY_SIZES: [u64; 5] = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 16 << 20];
+
+/// What each flag left out means, for the plain comparison, `--quick`, `--ladder`,
+/// `--files` and their `--quick`: the one place of the defaults the flags' help texts state.
 #[derive(Debug, PartialEq)]
 struct Defaults {
     engines: &'static [&'static str],
     connections: &'static [usize],
     depths: &'static [usize],
+    body_sizes: &'static [u64],
     rounds: usize,
     duration: Duration,
     warmup: Duration,
@@ -211,11 +223,12 @@ struct Defaults {
 }
 
 impl Defaults {
-    fn new(ladder: bool, quick: bool) -> Defaults {
+    fn new(ladder: bool, files: bool, quick: bool) -> Defaults {
         let plain = Defaults {
             engines: &["epoll", "uring"],
             connections: &[16, 256],
             depths: &[1, 16],
+            body_sizes: &[compare::DEFAULT_BODY],
             rounds: 3,
             duration: Duration::from_secs(5),
             warmup: Duration::ZERO,
@@ -231,7 +244,12 @@ impl Defaults {
             rate: Some(LADDER_RATE),
             ..plain
         };
+        let files_full = Defaults { connections: &[64, 256], depths: &[1], body_sizes: &FILES_BODY_SIZES, ..plain };
         match (ladder, quick) {
+            (false, false) if files => files_full,
+            (false, true) if files => {
+                Defaults { connections: &[64], rounds: 1, duration: Duration::from_secs(1), ..files_full }
+            }
             (false, false) => plain,
             (false, true) => Defaults { connections: &[16], rounds: 1, duration: Duration::from_secs(1), ..plain },
             (true, false) => ladder_full,
@@ -261,7 +279,7 @@ fn run(args: CompareArgs) -> Result<(), String> {
     let (default_server, default_load) = compare::default_split(&compare::allowed_cpus());
     let cpus =
         |flag: &Option<String>, default: Vec<usize>| flag.as_deref().map_or(Ok(default), compare::parse_cpu_list);
-    let d = Defaults::new(args.ladder, args.quick);
+    let d = Defaults::new(args.ladder, args.files, args.quick);
     let duet_exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
     let engines: Vec<String> = match &args.engines {
         Some(list) => list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
@@ -281,7 +299,7 @@ fn run(args: CompareArgs) -> Result<(), String> {
         load_cpus: cpus(&args.load_cpus, default_load)?,
         connections: args.connections.unwrap_or_else(|| d.connections.to_vec()),
         depths: args.depth.unwrap_or_else(|| d.depths.to_vec()),
-        body_sizes: args.body_size.map_or_else(|| vec![compare::DEFAULT_BODY], |v| v.iter().map(|b| b.0).collect()),
+        body_sizes: args.body_size.map_or_else(|| d.body_sizes.to_vec(), |v| v.iter().map(|b| b.0).collect()),
         idle: args.idle.unwrap_or_else(|| vec![0]),
         rounds: args.rounds.unwrap_or(d.rounds),
         duration: args.duration.map_or(d.duration, |s| s.0),
@@ -293,6 +311,7 @@ fn run(args: CompareArgs) -> Result<(), String> {
         active: args.active.map(|s| s.0).or(d.active),
         rate: args.rate.or(d.rate),
         warmup: args.warmup.map_or(d.warmup, |s| s.0),
+        files: args.files,
         paths: match &args.paths {
             Some(file) => read_paths(file)?,
             None => Vec::new(),
@@ -336,17 +355,17 @@ mod tests {
     /// The defaults the flags' help texts and docs/compare.md state, for each preset.
     #[test]
     fn each_preset_has_the_documented_defaults() {
-        let plain = Defaults::new(false, false);
+        let plain = Defaults::new(false, false, false);
         assert_eq!(
             (plain.engines, plain.connections, plain.depths),
             (&["epoll", "uring"][..], &[16, 256][..], &[1, 16][..])
         );
         assert_eq!((plain.rounds, plain.duration, plain.warmup), (3, Duration::from_secs(5), Duration::ZERO));
         assert_eq!((plain.active, plain.rate), (None, None));
-        let quick = Defaults::new(false, true);
+        let quick = Defaults::new(false, false, true);
         assert_eq!((quick.connections, quick.depths), (&[16][..], &[1, 16][..]));
         assert_eq!((quick.rounds, quick.duration), (1, Duration::from_secs(1)));
-        let ladder = Defaults::new(true, false);
+        let ladder = Defaults::new(true, false, false);
         assert_eq!(
             (ladder.engines, ladder.connections, ladder.depths),
             (&LADDER_ENGINES[..], &[1000, 10_000][..], &[1][..])
@@ -356,7 +375,16 @@ mod tests {
             (3, Duration::from_secs(5), Duration::from_secs(1))
         );
         assert_eq!((ladder.active, ladder.rate), (Some(0.1), Some(5000.0)));
-        let ladder_quick = Defaults::new(true, true);
+        let files = Defaults::new(false, true, false);
+        assert_eq!(
+            (files.engines, files.connections, files.depths, files.body_sizes),
+            (&["epoll", "uring"][..], &[64, 256][..], &[1][..], &[4096, 65536, 262_144, 1 << 20, 16 << 20][..])
+        );
+        assert_eq!((files.rounds, files.duration), (3, Duration::from_secs(5)));
+        let files_quick = Defaults::new(false, true, true);
+        assert_eq!((files_quick.connections, files_quick.rounds), (&[64][..], 1));
+        assert_eq!(Defaults::new(true, true, false), Defaults::new(true, false, false), "--ladder wins");
+        let ladder_quick = Defaults::new(true, false, true);
         assert_eq!((ladder_quick.engines, ladder_quick.connections), (&LADDER_ENGINES[..], &[100, 200][..]));
         assert_eq!((ladder_quick.rounds, ladder_quick.duration), (1, Duration::from_millis(500)));
         assert_eq!(
@@ -366,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ablation_is_the_default_then_each_one_off_then_zc_on_then_none_then_epoll() {
+    fn the_ablation_is_the_default_then_each_one_off_then_zc_and_splice_on_then_none_then_epoll() {
         assert_eq!(
             ablation_engines(),
             [
@@ -377,7 +405,9 @@ mod tests {
                 "uring:no-send",
                 "uring:no-bundle",
                 "uring:no-inc",
+                "uring:no-sendfile",
                 "uring:zc",
+                "uring:splice",
                 "uring:none",
                 "epoll",
             ]

@@ -215,6 +215,36 @@ fn quick_compare_with_floors_and_a_peer() {
     assert!(err.contains("expected NAME=CMD@PORT") && err.lines().count() == 1, "{err}");
 }
 
+/// `--files`: the bodies are files of one directory every server serves (a duet engine
+/// with `--dir`; nginx, when installed, from its root with sendfile), each answered
+/// whole and without error, at the preset's 64 connections with `--quick`.
+#[test]
+fn the_files_preset_serves_one_generated_directory_with_nginx_as_a_peer_when_installed() {
+    let engines = engines();
+    let list = engines.join(",");
+    let args = ["--files", "--quick", "--engines", &list, "--body-size", "4KiB,1MiB", "--duration", "0.5s"];
+    let v = run_compare(&args);
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().any(|p| std::path::Path::new(p).is_file());
+    let mut rows = engines.clone();
+    if nginx {
+        rows.push("nginx");
+    } else {
+        eprintln!("nginx is not installed: the --files rows without it");
+    }
+    let scenarios = v["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 2, "64 connections, depth 1, two sizes: {v}");
+    for (s, size) in scenarios.iter().zip([4096, 1 << 20]) {
+        assert_eq!((s["connections"].as_u64(), s["depth"].as_u64()), (Some(64), Some(1)), "{s}");
+        assert_eq!(s["body_size"], size, "{s}");
+        for row in &rows {
+            let m = &s["engines"][row]["median"];
+            assert_eq!(m["errors"], 0, "{row} had errors: {s}");
+            positive(m, "requests_per_sec");
+            positive(m, "cpu_us_per_req");
+        }
+    }
+}
+
 /// The ladder's engines, oldest I/O model first (`duet compare --ladder`).
 const LADDER: [&str; 5] = ["select", "poll", "epoll-lt", "epoll", "uring"];
 
@@ -438,8 +468,8 @@ fn uring_feature_rows_have_figures_of_their_own() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--ablation`: uring, uring:no-X for every default feature, uring:zc, uring:none and
-/// epoll, each a row
+/// `--ablation`: uring, uring:no-X for every default feature, uring:zc, uring:splice,
+/// uring:none and epoll, each a row
 /// with figures (or, where io_uring is unavailable, a row that says it did not start).
 #[test]
 fn the_ablation_runs_every_feature_row() {
@@ -451,7 +481,9 @@ fn the_ablation_runs_every_feature_row() {
         "uring:no-send",
         "uring:no-bundle",
         "uring:no-inc",
+        "uring:no-sendfile",
         "uring:zc",
+        "uring:splice",
         "uring:none",
         "epoll",
     ];
@@ -466,7 +498,7 @@ fn the_ablation_runs_every_feature_row() {
         Some(reason) => {
             eprintln!("io_uring unavailable ({reason}): expecting the uring rows FAILED (did not start)");
             check_markdown_rows(&md, &["epoll"], 1);
-            for row in &ablation[..9] {
+            for row in &ablation[..11] {
                 assert_eq!(v["scenarios"][0]["engines"][row]["failed"], "did not start", "{row}: {v}");
             }
         }

@@ -8,7 +8,7 @@ mod common;
 use common::{Client, Server};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-const FEATURES: [&str; 7] = ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc"];
+const FEATURES: [&str; 9] = ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc", "sendfile", "splice"];
 
 /// The io_uring engine is here, or the test is skipped (unless DUET_REQUIRE_URING=1).
 fn uring_here() -> bool {
@@ -49,7 +49,12 @@ fn uring_features_all_are_on_here_and_each_turned_off_is_named() {
     assert_serves(&server, "all features");
     let server = Server::start("uring", &[]);
     let line = features_line(&server);
-    assert!(line.ends_with("on: direct,ring-fd,flat-sq,send,bundle,inc; off: zc (--uring-features)"), "{line}");
+    assert!(
+        line.ends_with(
+            "on: direct,ring-fd,flat-sq,send,bundle,inc,sendfile; off: zc (--uring-features), splice (--uring-features)"
+        ),
+        "{line}"
+    );
     for feature in FEATURES {
         let server = Server::start(&format!("uring:all,no-{feature}"), &[]);
         let line = features_line(&server);
@@ -109,7 +114,10 @@ fn uring_features_large_responses_are_sent_zero_copy_and_arrive_whole() {
     std::fs::write(dir.join("big.bin"), &body).expect("write");
     let route = format!("/big=@{}", dir.join("big.bin").display());
     for (threshold, zero_copy) in [("64KiB", true), ("1MiB", false)] {
-        let mut server = Server::start("uring:zc", &["--route", &route, "--uring-zc-threshold", threshold]);
+        let mut server = Server::start(
+            "uring:zc",
+            &["--route", &route, "--uring-zc-threshold", threshold, "--max-cached-file", "1MiB"],
+        );
         let mut c = server.connect();
         for _ in 0..3 {
             c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -180,7 +188,61 @@ fn uring_features_the_access_log_turns_direct_descriptors_off() {
     let log = dir.join("access.log");
     let server = Server::start("uring", &["--access-log", &log.display().to_string()]);
     let line = features_line(&server);
-    assert!(line.contains("off: zc (--uring-features), direct (--access-log"), "{line}");
+    assert!(line.contains("off: zc (--uring-features), splice (--uring-features), direct (--access-log"), "{line}");
     assert_serves(&server, "with an access log");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Threads of the server process (io_uring's io-wq workers show up here).
+fn threads(server: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", server.pid())).expect("read /proc/<pid>/task").count()
+}
+
+/// File bodies by `sendfile` from the loop: a direct descriptor gets a process fd for
+/// it (`IORING_OP_FIXED_FD_INSTALL`) the first time its connection sends a file, kept
+/// until the connection closes, and no thread is added. Ring splices are punted to
+/// io-wq worker threads, which appear in /proc/PID/task; the chunk buffer path needs
+/// neither fd nor thread.
+#[test]
+fn uring_features_sendfile_installs_one_fd_per_connection_and_splices_run_in_io_wq_threads() {
+    if !uring_here() {
+        return;
+    }
+    let dir = tempdir("file-paths");
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &body).expect("write");
+    std::fs::write(dir.join("small.txt"), b"small").expect("write");
+    let site = dir.display().to_string();
+    for (engine, fds_each, more_threads) in
+        [("uring", true, false), ("uring:no-sendfile", false, false), ("uring:splice", false, true)]
+    {
+        let server = Server::start(engine, &["--dir", &site]);
+        // The worker thread is running once it has answered.
+        let mut first = server.connect();
+        first.send(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(first.read_response().body, b"small");
+        let (fds, tasks) = (server.fd_count(), threads(&server));
+        let clients: Vec<Client> = (0..20)
+            .map(|_| {
+                let mut c = server.connect();
+                for _ in 0..2 {
+                    c.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let r = c.read_response();
+                    assert!(r.status == 200 && r.body == body, "{engine}: the body arrives whole");
+                }
+                c
+            })
+            .collect();
+        let held = server.fd_count() - fds;
+        if fds_each {
+            assert!((20..25).contains(&held), "{engine}: {held} descriptors for 20 connections");
+        } else {
+            // Splice pipes (two descriptors each) are pooled: 16 at most are kept.
+            assert!(held <= 34, "{engine}: {held} descriptors for 20 connections");
+        }
+        let added = threads(&server) - tasks;
+        assert_eq!(added > 0, more_threads, "{engine}: {added} threads added");
+        drop(clients);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,11 +25,22 @@ pub enum Feature {
     /// Incremental consumption of provided buffers (`IOU_PBUF_RING_INC`): one large
     /// buffer serves many small receives, so the receive pool can be small.
     Incremental,
+    /// File bodies leave with `sendfile(2)` called from the loop on the non-blocking
+    /// socket (page-cache pages go to the socket by reference: no copy, no buffer), with
+    /// a one-shot `POLLOUT` through the ring when the socket is full. A direct descriptor
+    /// gets a process fd for it once, with `IORING_OP_FIXED_FD_INSTALL`. Off: files are
+    /// read into a chunk buffer and sent from it (two copies).
+    Sendfile,
+    /// File bodies go file -> pipe -> socket as linked `IORING_OP_SPLICE` entries
+    /// through a pipe per streaming connection. Every splice runs in an io-wq thread
+    /// (io_uring cannot splice without blocking), so it is off by default: an ablation
+    /// item. Takes precedence over [`Feature::Sendfile`] when both are on.
+    Splice,
 }
 
 impl Feature {
     /// Every feature, in the order they are listed.
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 9] = [
         Feature::Direct,
         Feature::RingFd,
         Feature::FlatSq,
@@ -37,6 +48,8 @@ impl Feature {
         Feature::Bundle,
         Feature::ZeroCopy,
         Feature::Incremental,
+        Feature::Sendfile,
+        Feature::Splice,
     ];
 
     /// Its name in a feature list ([`Features::parse`]) and in the log.
@@ -49,6 +62,8 @@ impl Feature {
             Feature::Bundle => "bundle",
             Feature::ZeroCopy => "zc",
             Feature::Incremental => "inc",
+            Feature::Sendfile => "sendfile",
+            Feature::Splice => "splice",
         }
     }
 
@@ -63,11 +78,14 @@ impl Feature {
             Feature::Bundle => "6.10",
             Feature::ZeroCopy => "6.1",
             Feature::Incremental => "6.12",
+            // `IORING_OP_FIXED_FD_INSTALL`, for a direct descriptor (5.1 without them).
+            Feature::Sendfile => "6.8",
+            Feature::Splice => "5.7",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << self as u8
+    fn bit(self) -> u16 {
+        1 << self as u16
     }
 
     fn from_name(name: &str) -> Option<Feature> {
@@ -77,14 +95,16 @@ impl Feature {
 
 /// A set of [`Feature`]s.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Features(u8);
+pub struct Features(u16);
 
 /// The default set: every feature but zero-copy send, which does not pay on loopback
 /// (the kernel copies each send anyway and says so in its notification) and, on Linux
-/// 6.18, stalls a large send to a peer whose receive window is a few KiB.
+/// 6.18, stalls a large send to a peer whose receive window is a few KiB; and but ring
+/// splices, which io_uring runs in io-wq worker threads (measured in docs/io_uring.md:
+/// no cheaper than `sendfile` from the loop, and three more threads).
 impl Default for Features {
     fn default() -> Self {
-        Features::all().without(Feature::ZeroCopy)
+        Features::all().without(Feature::ZeroCopy).without(Feature::Splice)
     }
 }
 
@@ -222,16 +242,16 @@ mod tests {
     #[test]
     fn the_list_is_applied_left_to_right_from_the_default() {
         let default = Features::default();
-        assert_eq!(default.to_string(), "direct,ring-fd,flat-sq,send,bundle,inc");
+        assert_eq!(default.to_string(), "direct,ring-fd,flat-sq,send,bundle,inc,sendfile");
         assert_eq!(Features::parse("default").unwrap(), default);
         assert_eq!(Features::parse("all").unwrap(), Features::all());
-        assert_eq!(Features::parse("zc").unwrap(), Features::all());
+        assert_eq!(Features::parse("zc,splice").unwrap(), Features::all());
         assert_eq!(Features::parse("none").unwrap(), Features::none());
         assert_eq!(Features::parse("none,direct").unwrap(), Features::none().with(Feature::Direct));
         let two_off = Features::parse("all,no-zc, no-bundle").unwrap();
         assert!(!two_off.has(Feature::ZeroCopy) && !two_off.has(Feature::Bundle));
         assert!(two_off.has(Feature::Direct) && two_off.has(Feature::Incremental));
-        assert_eq!(two_off.to_string(), "direct,ring-fd,flat-sq,send,inc");
+        assert_eq!(two_off.to_string(), "direct,ring-fd,flat-sq,send,inc,sendfile,splice");
         for f in Feature::ALL {
             assert_eq!(Features::parse(f.name()).unwrap(), default.with(f));
             assert_eq!(Features::parse(&format!("no-{}", f.name())).unwrap(), default.without(f));

@@ -13,7 +13,9 @@
 //!   cancelled while `wants_read` is false (backpressure) and re-armed after.
 //! - **send**: at most one `sendmsg` in flight per connection, its `iovec`s pointing
 //!   at the connection's own output segments (never copied), the header kept with the
-//!   connection until the completion; partial sends continue.
+//!   connection until the completion; partial sends continue. File bodies go by
+//!   `sendfile(2)` from the loop (a ring poll waits for a full socket), see
+//!   [`Feature::Sendfile`].
 //! - **close**: cancel by fd, and close (drop the connection's `OwnedFd`, or close its
 //!   slot of the ring's file table) only once every completion of the connection has
 //!   been reaped; user_data carries the op, the connection's index and generation.
@@ -40,7 +42,8 @@
 //! `worker` (the loop, `drive`, `close`, `begin_drain`, `expire_deadlines`, the teardown
 //! guard), `worker::conn` (a connection's io_uring part: receive and lifecycle states,
 //! `submit`), `worker::accept` (the multishot accept), `worker::timeout` (the loop's
-//! one timeout), `worker::file` (file streaming), `worker::complete` (one handler per
+//! one timeout), `worker::file` (file streaming through a chunk buffer),
+//! `worker::zerocopy` (file bodies by `sendfile` from the loop, or by ring splices), `worker::complete` (one handler per
 //! completion) and `worker::token` (user_data, decoded once).
 //!
 //! Errors are typed ([`ProbeError`], [`UnknownFeature`]) and name no command-line flag:

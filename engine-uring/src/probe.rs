@@ -195,6 +195,9 @@ pub fn features(opts: &UringOptions) -> Resolved {
             Feature::Bundle => Err("no IORING_FEAT_RECVSEND_BUNDLE".into()),
             Feature::Incremental => check_incremental(opts),
             Feature::Direct => check_direct(&mut ring, &has_op),
+            Feature::Sendfile => check_sendfile(on.has(Feature::Direct), &has_op),
+            Feature::Splice if has_op(opcode::Splice::CODE) => Ok(()),
+            Feature::Splice => Err("no IORING_OP_SPLICE".into()),
         };
         match check {
             Ok(()) => on = on.with(feature),
@@ -210,6 +213,20 @@ fn check_incremental(opts: &UringOptions) -> Result<(), String> {
     let mut ring = Ring::new(8, opts.sqpoll_idle_ms, false).map_err(|e| format!("cannot set up a ring: {e}"))?;
     let mode = BufMode { incremental: true, bundles: false };
     ring.add_buf_ring(2, 64, mode).map(drop).map_err(|e| format!("IOU_PBUF_RING_INC refused: {e}"))
+}
+
+/// `sendfile(2)` from the loop: a ring poll for writability, and with direct descriptors
+/// (`direct`: already resolved on, [`Feature::ALL`] lists it first) the op that gives a
+/// table slot a process fd, which `sendfile` needs. Without it the engine reads files
+/// through a chunk buffer, as with the feature off.
+fn check_sendfile(direct: bool, has_op: &dyn Fn(u8) -> bool) -> Result<(), String> {
+    if !has_op(opcode::PollAdd::CODE) {
+        return Err("no IORING_OP_POLL_ADD".into());
+    }
+    if direct && !has_op(opcode::FixedFdInstall::CODE) {
+        return Err("no IORING_OP_FIXED_FD_INSTALL to give a direct descriptor the fd sendfile needs".into());
+    }
+    Ok(())
 }
 
 /// Direct descriptors: a sparse file table, the opcodes used on its slots, and a socket
@@ -351,6 +368,20 @@ fn multishot_recv_ping(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel without `IORING_OP_FIXED_FD_INSTALL` (before 6.8) leaves sendfile off
+    /// with direct descriptors, saying why (the features line logs it once), and on
+    /// without them; without a ring poll it is off either way.
+    #[test]
+    fn sendfile_falls_back_where_the_kernel_lacks_an_op_it_needs() {
+        let before_6_8 = |code: u8| code != opcode::FixedFdInstall::CODE;
+        let why = check_sendfile(true, &before_6_8).expect_err("on with direct descriptors and no fd install");
+        assert!(why.contains("FIXED_FD_INSTALL"), "{why}");
+        assert_eq!(check_sendfile(false, &before_6_8), Ok(()));
+        assert_eq!(check_sendfile(true, &|_| true), Ok(()));
+        let no_poll = |code: u8| code != opcode::PollAdd::CODE;
+        assert!(check_sendfile(false, &no_poll).expect_err("on without a poll").contains("POLL_ADD"));
+    }
 
     /// On this kernel every feature is there (DUET_REQUIRE_URING says so); each one a
     /// flag turns off is off for that reason, and the others stay on.

@@ -33,11 +33,12 @@ mod file;
 mod sock;
 mod timeout;
 mod token;
+mod zerocopy;
 
 use crate::sys::{BufGroup, BufMode, Completion, Ring, SendHeader};
 use crate::{Feature, Features, UringOptions};
 use accept::Acceptor;
-use conn::{Conn, ConnIo, ConnOp, Life, Recv};
+use conn::{Conn, ConnIo, ConnOp, Installed, Life, Recv};
 use duet_engine::{
     socket, syscalls, ConnId, ShutdownState, Slab, Stats, Waker, WorkerCore, WorkerSetup, WriteLimits, TICK,
 };
@@ -64,11 +65,27 @@ const REAPS_PER_TURN: usize = 8;
 /// leaves in one send, and the cost of the turns is not felt by large transfers, while
 /// a turn stays at a few milliseconds under a crowd of slow readers of large bodies.
 const WRITE_LIMITS: WriteLimits = WriteLimits::new(1024 * 1024, 4 * 1024 * 1024);
+/// The limits when file bodies go by `sendfile` (or splices): still 1 MiB to one
+/// connection, but 2 MiB in all. `sendfile` runs in the loop thread, like epoll's, so a
+/// turn's file bytes are the turn's own time, not the next `io_uring_enter`'s; and
+/// with no copy to pay, a slow reader's socket takes a whole share at once (the kernel
+/// charges the socket the pages' length only), so 4 MiB a turn would fill sixteen slow
+/// readers' sockets before a fresh client's request, arrived after theirs, is read.
+const SENDFILE_WRITE_LIMITS: WriteLimits = WriteLimits::new(1024 * 1024, 2 * 1024 * 1024);
 /// Send headers kept for reuse; more are freed (like the output buffer pool).
 const HEADER_POOL_MAX: usize = 512;
 /// How long teardown waits for the ring to give back every completion before it gives
 /// up and leaks the worker.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// The turn's write limits for the file-body path `features` choose.
+fn write_limits(features: Features) -> WriteLimits {
+    if features.has(Feature::Sendfile) || features.has(Feature::Splice) {
+        SENDFILE_WRITE_LIMITS
+    } else {
+        WRITE_LIMITS
+    }
+}
 
 /// The live connection `id`, with one operation fewer in flight if this completion was
 /// its last (`more` false). `None` for a connection that is gone (which cannot happen
@@ -213,6 +230,9 @@ struct Worker {
     /// The teardown done, if it is.
     torn_down: Option<Teardown>,
     overflow_logged: bool,
+    /// `sendfile` refused a file body here (`zerocopy`): files go through the chunk
+    /// buffer from then on.
+    sendfile_refused: bool,
     #[cfg(test)]
     fault: Option<std::sync::Arc<fault::Fault>>,
 }
@@ -255,7 +275,7 @@ impl Worker {
         // Blocking, so the ring's read on it waits for a wake instead of failing EAGAIN.
         let waker = Waker::blocking()?;
         Ok(Worker {
-            core: WorkerCore::new(setup, waker, WRITE_LIMITS),
+            core: WorkerCore::new(setup, waker, write_limits(features)),
             ring,
             features,
             zc_threshold: uring.zc_threshold,
@@ -274,6 +294,7 @@ impl Worker {
             stopping: false,
             torn_down: None,
             overflow_logged: false,
+            sendfile_refused: false,
             #[cfg(test)]
             fault: uring.fault.clone(),
         })
@@ -489,12 +510,14 @@ impl Worker {
     }
 
     /// Starts the next send of connection `id` if none is in flight: the rest of a
-    /// file chunk, the next file chunk, or the in-memory segments; or shuts down the
-    /// write side once everything is sent and the connection must close.
+    /// file chunk, the next file chunk (or its `sendfile` or splices, see `zerocopy`),
+    /// or the in-memory segments; or shuts down the write side once everything is sent
+    /// and the connection must close.
     fn drive_output(&mut self, id: ConnId) -> io::Result<()> {
+        let path = self.file_path();
         loop {
             let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
-            if e.io.send.is_some() || e.io.stream.as_ref().is_some_and(|c| c.busy) {
+            if e.io.output_busy() {
                 return Ok(());
             }
             // Whatever is sent next, it is at most the connection's share of the turn.
@@ -506,10 +529,42 @@ impl Worker {
             if e.io.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
                 return self.send_chunk(id, share);
             }
+            let splicing = e.io.stream.as_ref().is_some_and(|c| c.in_pipe > 0);
             if let Some((file, offset, left)) = e.conn.poll_output().and_then(|out| out.front_file()) {
                 let file = file.as_raw_fd();
+                // The chunk buffer serves the body when the path's own means fail for
+                // it (no process fd, no pipe, refused by the kernel).
+                let step = match path {
+                    zerocopy::FilePath::Sendfile => self.sendfile_out(id, share)?,
+                    zerocopy::FilePath::Splice => self.splice_out(id, share)?,
+                    zerocopy::FilePath::Read => zerocopy::Step::Fallback,
+                };
+                match step {
+                    zerocopy::Step::Again => continue,
+                    zerocopy::Step::Stop => return Ok(()),
+                    zerocopy::Step::Fallback => {}
+                }
+                if self.core.conns.get(id).is_some_and(|e| e.io.stream.as_ref().is_some_and(|c| c.has_pipe())) {
+                    // Fell back from splices with nothing in the pipe: a buffer instead.
+                    if let Some(chunk) = self.core.conns.get_mut(id).and_then(|e| e.io.stream.take()) {
+                        file::recycle(&mut self.chunks, chunk);
+                    }
+                }
                 return self.read_chunk(id, file, offset, left);
             }
+            if splicing {
+                // Cannot happen (bytes in the pipe are the front file's), but never
+                // send past them.
+                return Ok(());
+            }
+            if path == zerocopy::FilePath::Sendfile {
+                match self.send_head_now(id, share)? {
+                    Some(zerocopy::Step::Again) => continue,
+                    Some(_) => return Ok(()),
+                    None => {}
+                }
+            }
+            let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
             if let Some(out) = e.conn.poll_output() {
                 if let Some(chunk) = e.io.stream.take() {
                     // Done with files for now: give the chunk buffer back.
@@ -532,6 +587,12 @@ impl Worker {
                 }
                 e.conn.handle_write_shutdown(&mut self.core.ctx);
                 continue;
+            }
+            if e.conn.output_len() == 0 {
+                // All sent: an idle connection keeps no chunk buffer or pipe.
+                if let Some(chunk) = e.io.stream.take() {
+                    file::recycle(&mut self.chunks, chunk);
+                }
             }
             return Ok(());
         }
@@ -563,6 +624,9 @@ impl Worker {
                     // reused early.
                     let _ = unsafe { ring.push(&entry) };
                 }
+            }
+            if let Installed::Fd(fd) = io.installed {
+                syscalls::close(fd);
             }
             if let Some(header) = io.send {
                 if headers.len() < HEADER_POOL_MAX {
@@ -633,8 +697,10 @@ mod tests {
     #[test]
     fn idle_slot_stays_small() {
         // 160 until the socket became a process fd or a direct descriptor (8 bytes
-        // with its tag, not 4). A connection's entry: the core's part and `ConnIo`.
+        // with its tag, not 4); 168 until file bodies went by `sendfile` (the process
+        // fd installed for a direct descriptor, and the writability poll's flag). A
+        // connection's entry: the core's part and `ConnIo`.
         let size = std::mem::size_of::<Conn>();
-        assert!(size <= 168, "a connection's entry is {size} bytes");
+        assert!(size <= 176, "a connection's entry is {size} bytes");
     }
 }

@@ -93,6 +93,13 @@ impl OutBuf {
         self.total - self.sent
     }
 
+    /// Whether a file segment is still to send, at the front or behind memory ones: an
+    /// engine that sends file bodies from its loop may then send the bytes before it
+    /// there too.
+    pub fn has_file(&self) -> bool {
+        self.files_unsent > 0
+    }
+
     /// Bytes still to send that are held in memory (file segments excluded): what
     /// counts toward the output cap.
     pub(crate) fn memory_remaining(&self) -> usize {
@@ -338,6 +345,7 @@ mod tests {
             buf.advance(n);
         }
         assert_eq!((buf.files_unsent(), buf.memory_remaining()), (0, 0));
+        assert!(!buf.has_file(), "every file segment sent");
         out
     }
 
@@ -368,8 +376,10 @@ mod tests {
         assert_eq!(b.remaining(), want.len());
         assert_eq!(b.files_unsent(), 3);
         assert_eq!(b.memory_remaining(), want.len() - 6003);
-        // fill stops before the first file; nothing of the file is at the front yet.
+        // fill stops before the first file; nothing of the file is at the front yet,
+        // but one is to come.
         assert_eq!(collect(&b, 16), b"head1");
+        assert!(b.has_file());
         assert!(b.front_file().is_none());
         for max in [1, 2, 3, 7, 100, 4096, 5003, usize::MAX] {
             assert_eq!(drain(&mut build(), max), want, "max {max}");

@@ -24,6 +24,9 @@ macro_rules! per_engine {
         engine_tests!(epoll, "epoll"; $($tests)*);
         engine_tests!(uring, "uring"; $($tests)*);
         engine_tests!(uring_plain, "uring:none"; $($tests)*);
+        engine_tests!(uring_fd_sendfile, "uring:no-direct"; $($tests)*);
+        engine_tests!(uring_splice, "uring:splice"; $($tests)*);
+        engine_tests!(uring_read_files, "uring:no-sendfile"; $($tests)*);
         engine_tests!(epoll_lt, "epoll-lt"; $($tests)*);
         engine_tests!(poll, "poll"; $($tests)*);
         engine_tests!(select, "select"; $($tests)*);
@@ -53,6 +56,7 @@ mod access_log;
 mod connection;
 mod echo;
 mod engine_risks;
+mod file_bodies;
 mod metrics;
 mod rejections;
 mod site_options;

@@ -16,7 +16,7 @@ use std::time::Duration;
 per_engine!(
     slow_readers_of_large_files_do_not_hold_back_a_fresh_client,
     a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client,
-    files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring,
+    files_over_64kib_are_streamed_by_default_on_every_engine,
     a_client_that_stops_reading_is_waited_for_not_polled,
 );
 
@@ -101,23 +101,16 @@ fn a_deep_pipeline_of_unread_answers_does_not_hold_back_a_fresh_client(engine: &
     assert!(answers.iter().all(|r| r.status == 200 && r.body.len() == 2048));
 }
 
-/// By default the readiness engines (epoll and its baselines) serve a file over 64 KiB
-/// from the page cache with `sendfile` (no copy into each socket), io_uring from memory
-/// up to 4 MiB (it streams files through a buffer, so memory is cheaper there); all
-/// answer it alike.
-fn files_over_64kib_are_streamed_by_default_on_epoll_and_cached_on_uring(engine: &str) {
+/// By default every engine serves a file over 64 KiB from the page cache with
+/// `sendfile` (no copy into each socket; io_uring from its loop, see docs/io_uring.md)
+/// and one of 64 KiB from memory; all answer it alike.
+fn files_over_64kib_are_streamed_by_default_on_every_engine(engine: &str) {
     let t = TempTree::new("default-cache");
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     t.write("site/mid.bin", &body);
     t.write("site/small.bin", &vec![b's'; 64 * 1024]);
     let server = Server::start(engine, &["--dir", &t.path("site")]);
-    // io_uring caches both; every readiness engine (epoll and its baselines) streams.
-    let want = match engine {
-        e if crate::common::is_uring(e) => {
-            "2 files and 0 routes: 2 bodies cached (165536 bytes in memory), 0 streamed from disk (0 bytes)"
-        }
-        _ => "2 files and 0 routes: 1 body cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)",
-    };
+    let want = "2 files and 0 routes: 1 body cached (65536 bytes in memory), 1 streamed from disk (100000 bytes)";
     let lines = server.stderr_lines();
     assert!(lines.iter().any(|l| l.contains(want)), "{engine}: expected {want:?} in {lines:?}");
     let mut c = server.connect();

@@ -44,6 +44,10 @@ impl Worker {
             Op::FileRead => self.on_file_read(id, res, more),
             Op::FileSend => self.on_file_send(id, res, more),
             Op::InputCheck => self.on_input_check(id, res, more),
+            Op::PollOut => self.on_pollout(id, res, more),
+            Op::InstallFd => self.on_install_fd(id, res, more),
+            Op::SpliceIn => self.on_splice_in(id, res, more),
+            Op::SpliceOut => self.on_splice_out(id, res, more),
             Op::Recv | Op::Global | Op::CloseDirect => {}
         }
     }

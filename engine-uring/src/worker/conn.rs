@@ -13,7 +13,7 @@ use crate::sys::{BufGroup, Ring, SendHeader, SOCKET_URING_OP_SIOCINQ};
 use duet_engine::{ConnId, Entry, EntryIo};
 use io_uring::{opcode, types};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 /// The receive side: the connection's one multishot receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,27 @@ pub(super) struct ConnIo {
     pub(super) input_check: bool,
     /// Queued on `Worker::dirty`, for driving at the end of this turn.
     pub(super) dirty: bool,
+    /// A poll for writability is in flight (a `sendfile` or a head sent from the loop
+    /// found the socket full): no output until it completes.
+    pub(super) pollout: bool,
+    /// The process fd `sendfile` needs when the socket is a direct descriptor.
+    pub(super) installed: Installed,
+}
+
+/// A direct descriptor's process fd, installed (`IORING_OP_FIXED_FD_INSTALL`) the first
+/// time the connection sends a file body with `sendfile`, and closed with the connection.
+#[derive(Debug, Default)]
+pub(super) enum Installed {
+    /// None asked for.
+    #[default]
+    No,
+    /// The install is in flight: no output until it completes.
+    Installing,
+    /// The same socket as the table slot, as a process fd.
+    Fd(OwnedFd),
+    /// The install failed (out of descriptors): this connection's files go through the
+    /// chunk buffer.
+    Refused,
 }
 
 impl EntryIo for ConnIo {
@@ -115,6 +136,15 @@ pub(super) enum ConnOp {
     InputCheck,
     /// Shuts the socket's write side down through the ring (direct descriptors).
     ShutdownWrite,
+    /// A one-shot poll until the socket is writable (it was full for `sendfile`).
+    PollOut,
+    /// Gives the direct descriptor a process fd, for `sendfile`.
+    InstallFd,
+    /// Splices `len` bytes of `file` at `offset` into the chunk's pipe, linked to the
+    /// `SpliceOut` pushed right after it.
+    SpliceIn { file: RawFd, offset: u64, len: usize },
+    /// Splices `len` bytes from the chunk's pipe to the socket.
+    SpliceOut { len: usize },
 }
 
 impl ConnIo {
@@ -128,7 +158,29 @@ impl ConnIo {
             life: Life::Open,
             input_check: false,
             dirty: false,
+            pollout: false,
+            installed: Installed::No,
         }
+    }
+
+    /// The socket as a process fd, for the calls made from the loop (`sendfile`): its
+    /// own, or the one installed for its direct descriptor.
+    #[inline]
+    pub(super) fn process_fd(&self) -> Option<BorrowedFd<'_>> {
+        match (&self.sock, &self.installed) {
+            (Sock::Fd(fd), _) | (Sock::Direct(_), Installed::Fd(fd)) => Some(fd.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// No output may start now: a send, a poll for writability, an fd install or a
+    /// file chunk's operation is in flight.
+    #[inline]
+    pub(super) fn output_busy(&self) -> bool {
+        self.send.is_some()
+            || self.pollout
+            || matches!(self.installed, Installed::Installing)
+            || self.stream.as_ref().is_some_and(|c| c.busy)
     }
 
     /// Queues connection `id` on `dirty` once per turn.
@@ -251,11 +303,53 @@ impl ConnIo {
                 let Target::Direct(slot) = target else { return Err(not_direct()) };
                 (opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR).build(), Op::Shutdown)
             }
+            // No memory: the socket only. One at a time (`pollout` until its completion).
+            ConnOp::PollOut => {
+                if self.pollout {
+                    return Err(busy());
+                }
+                self.pollout = true;
+                (on_sock!(target, t => opcode::PollAdd::new(t, libc::POLLOUT as u32).build()), Op::PollOut)
+            }
+            // No memory: the table slot only; the fd it makes is adopted from the result.
+            ConnOp::InstallFd => {
+                let Target::Direct(slot) = target else { return Err(not_direct()) };
+                if !matches!(self.installed, Installed::No) {
+                    return Err(busy());
+                }
+                self.installed = Installed::Installing;
+                (opcode::FixedFdInstall::new(types::Fixed(slot), 0).build(), Op::InstallFd)
+            }
+            // The pipe is in the boxed chunk in `self.stream`, busy (`splicing`) until
+            // both splices' completions: it is neither closed nor reused before. The file
+            // is held by the front output segment, as for `FileRead`.
+            ConnOp::SpliceIn { file, offset, len } => {
+                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let w = chunk.pipe_in().ok_or_else(no_chunk)?;
+                chunk.splicing += 1;
+                chunk.busy = true;
+                let entry = opcode::Splice::new(types::Fd(file), offset as i64, types::Fd(w), -1, len as u32)
+                    .flags(libc::SPLICE_F_MOVE)
+                    .build()
+                    .flags(io_uring::squeue::Flags::IO_LINK);
+                (entry, Op::SpliceIn)
+            }
+            ConnOp::SpliceOut { len } => {
+                let chunk = self.stream.as_mut().ok_or_else(no_chunk)?;
+                let r = chunk.pipe_out().ok_or_else(no_chunk)?;
+                chunk.splicing += 1;
+                chunk.busy = true;
+                chunk.offered = len;
+                let entry = on_sock!(target, t => opcode::Splice::new(types::Fd(r), -1, t, -1, len as u32)
+                    .flags(libc::SPLICE_F_MOVE)
+                    .build());
+                (entry, Op::SpliceOut)
+            }
         };
         let entry = entry.user_data(Token::conn(op, id).user_data());
         // SAFETY: `Ring::push` needs what the entry names to outlive its last completion.
-        // - The socket (fd or table slot), named by every entry but `CancelRecv` and
-        //   `FileRead` (which names the file, see its note): it is `self.sock`, which
+        // - The socket (fd or table slot), named by every entry but `CancelRecv`,
+        //   `FileRead` and `SpliceIn` (which name the file, see their note): it is `self.sock`, which
         //   `Worker::close` closes only once `ops` (counting this operation right after
         //   the push) is back to zero, and only `close` drops a connection.
         // - Memory: per operation, as noted at each arm above. Nothing points into the

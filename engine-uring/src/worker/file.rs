@@ -6,7 +6,7 @@ use super::conn::ConnOp;
 use super::{conn_entry, Worker};
 use duet_engine::ConnId;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Bytes of a streamed file read and sent per round: one chunk buffer per connection
 /// that is streaming a file, none otherwise.
@@ -21,20 +21,69 @@ pub(super) struct FileChunk {
     buf: Box<[u8]>,
     pub(super) filled: usize,
     pub(super) sent: usize,
-    /// Bytes the send in flight offers.
-    offered: usize,
+    /// Bytes the send (or the splice to the socket) in flight offers.
+    pub(super) offered: usize,
     pub(super) busy: bool,
+    /// With [`crate::Feature::Splice`]: the connection's pipe (then `buf` is empty), the
+    /// bytes in it not yet sent, the splices in flight, and whether the last one to the
+    /// socket came back short (the socket is full: poll before the next).
+    pipe: Option<Pipe>,
+    pub(super) in_pipe: usize,
+    pub(super) splicing: u8,
+    pub(super) stalled: bool,
+}
+
+/// A splice pipe: (read end, write end).
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // The two closes the fields' drops make.
+        duet_engine::syscalls::count(2);
+    }
 }
 
 impl FileChunk {
     fn boxed() -> Box<FileChunk> {
+        FileChunk::with(vec![0u8; FILE_CHUNK].into_boxed_slice(), None)
+    }
+
+    /// A chunk with no buffer and a pipe of (asked) `size` bytes, for ring splices.
+    pub(super) fn piped(size: usize) -> io::Result<Box<FileChunk>> {
+        let (r, w) = crate::sys::pipe(size)?;
+        Ok(FileChunk::with(Box::new([]), Some(Pipe { r, w })))
+    }
+
+    fn with(buf: Box<[u8]>, pipe: Option<Pipe>) -> Box<FileChunk> {
         Box::new(FileChunk {
-            buf: vec![0u8; FILE_CHUNK].into_boxed_slice(),
+            buf,
             filled: 0,
             sent: 0,
             offered: 0,
             busy: false,
+            pipe,
+            in_pipe: 0,
+            splicing: 0,
+            stalled: false,
         })
+    }
+
+    /// Whether this chunk carries a splice pipe.
+    pub(super) fn has_pipe(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// The pipe's write end (what a file is spliced into).
+    pub(super) fn pipe_in(&self) -> Option<RawFd> {
+        self.pipe.as_ref().map(|p| p.w.as_raw_fd())
+    }
+
+    /// The pipe's read end (what is spliced to the socket).
+    pub(super) fn pipe_out(&self) -> Option<RawFd> {
+        self.pipe.as_ref().map(|p| p.r.as_raw_fd())
     }
 }
 
@@ -59,10 +108,11 @@ impl FileChunk {
     }
 }
 
-/// Keeps `chunk` for reuse, up to the pool's size.
+/// Keeps `chunk` for reuse, up to the pool's size. A pipe with bytes left in it (its
+/// connection went mid-body) is closed, never reused: those bytes belong to no one.
 #[allow(clippy::vec_box)]
 pub(super) fn recycle(pool: &mut Vec<Box<FileChunk>>, chunk: Box<FileChunk>) {
-    if pool.len() < CHUNK_POOL_MAX {
+    if pool.len() < CHUNK_POOL_MAX && chunk.in_pipe == 0 && chunk.splicing == 0 {
         pool.push(chunk);
     }
 }

@@ -33,12 +33,20 @@ pub(super) enum Op {
     Shutdown = 13,
     /// The close of a connection's table slot (the connection is gone by then).
     CloseDirect = 14,
+    /// A one-shot poll for writability (the socket was full for `sendfile`).
+    PollOut = 15,
+    /// A direct descriptor's process fd installed (for `sendfile`).
+    InstallFd = 16,
+    /// A splice of a file into the connection's pipe.
+    SpliceIn = 17,
+    /// A splice from that pipe to the socket.
+    SpliceOut = 18,
 }
 
 impl Op {
     /// Every op, each at the index of its code minus one (a test checks it): decoding
     /// is a lookup, not a hand-repeated match.
-    const ALL: [Op; 14] = [
+    const ALL: [Op; 18] = [
         Op::Accept,
         Op::Recv,
         Op::Send,
@@ -53,6 +61,10 @@ impl Op {
         Op::InputCheck,
         Op::Shutdown,
         Op::CloseDirect,
+        Op::PollOut,
+        Op::InstallFd,
+        Op::SpliceIn,
+        Op::SpliceOut,
     ];
 }
 

@@ -90,6 +90,11 @@ pub struct CompareConfig {
     pub rate: Option<f64>,
     /// Load before each measured window, not measured (duet's load generator only).
     pub warmup: Duration,
+    /// The file-serving rows (`--files`): the bodies are files of one generated
+    /// directory that every engine serves with `--dir` (so each is streamed or cached as
+    /// `serve` decides, not held as a route), and nginx serves the same directory with
+    /// `sendfile on` as a peer when it is installed.
+    pub files: bool,
     /// Paths each run's requests are spread over in turn, in place of the scenario's
     /// (duet's load generator only; see [`crate::Config::paths`]); empty: the scenario's.
     pub paths: Vec<String>,
@@ -405,7 +410,7 @@ impl Results {
 
 /// Runs the comparison. Each error's Display is one line; an engine that fails (does
 /// not start, exits, or cannot hold the connections) is a result, not an error.
-pub fn run(config: CompareConfig) -> Result<Results, CompareError> {
+pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
     // The date is when the comparison started.
     let run = RunInfo::collect();
     if config.engines.is_empty() {
@@ -496,16 +501,36 @@ pub fn run(config: CompareConfig) -> Result<Results, CompareError> {
     let mut sizes: Vec<u64> = config.body_sizes.iter().copied().filter(|&s| s != DEFAULT_BODY).collect();
     sizes.sort_unstable();
     sizes.dedup();
+    // With `files`, one directory of payload-N files served with --dir; else routes.
+    let files_dir = tmp.path().join("files");
+    let dir = config.files.then_some(files_dir.as_path());
     if !sizes.is_empty() {
         // Any --route replaces the built-in site, so keep `/` answering as it does by default.
         routes.push("/=Hello, World!".to_string());
     }
+    if dir.is_some() {
+        std::fs::create_dir_all(&files_dir)
+            .map_err(|e| CompareError::Setup(format!("cannot create {}: {e}", files_dir.display())))?;
+    }
     for size in sizes {
-        let path = tmp.path().join(format!("payload-{size}.bin"));
+        let path = match dir {
+            Some(dir) => dir.join(format!("payload-{size}")),
+            None => tmp.path().join(format!("payload-{size}.bin")),
+        };
         std::fs::write(&path, vec![b'x'; size as usize])
             .map_err(|e| CompareError::Setup(format!("cannot write {}: {e}", path.display())))?;
-        routes.push(format!("/payload-{size}=@{}", path.display()));
+        if dir.is_none() {
+            routes.push(format!("/payload-{size}=@{}", path.display()));
+        }
     }
+    if let Some(dir) = dir {
+        if let Some(nginx) = server::nginx_files_peer(tmp.path(), dir).map_err(CompareError::Setup)? {
+            if !config.servers().contains(&nginx.name) {
+                config.peers.push(nginx);
+            }
+        }
+    }
+    let names = config.servers();
     let mut scripts = Vec::new();
     if config.load_with == LoadWith::Wrk {
         for &d in &config.depths {
@@ -515,8 +540,14 @@ pub fn run(config: CompareConfig) -> Result<Results, CompareError> {
 
     let mut contenders = Vec::new();
     for engine in &config.engines {
-        let server =
-            server::Server::start(&config.duet_exe, engine, config.server_cpus.len(), &config.server_cpus, &routes);
+        let server = server::Server::start(
+            &config.duet_exe,
+            engine,
+            config.server_cpus.len(),
+            &config.server_cpus,
+            &routes,
+            dir,
+        );
         contenders.push(Contender::new(engine, false, server));
     }
     for peer in &config.peers {
@@ -871,6 +902,7 @@ pub(crate) mod fixture {
             active,
             rate: Some(5000.0),
             warmup: Duration::from_secs(1),
+            files: false,
             paths: Vec::new(),
         }
     }

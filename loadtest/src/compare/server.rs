@@ -108,6 +108,7 @@ impl Server {
         threads: usize,
         cpus: &[usize],
         routes: &[String],
+        dir: Option<&Path>,
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
@@ -119,6 +120,9 @@ impl Server {
             .env("NO_COLOR", "1");
         for r in routes {
             cmd.arg("--route").arg(r);
+        }
+        if let Some(dir) = dir {
+            cmd.arg("--dir").arg(dir);
         }
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
@@ -294,6 +298,37 @@ fn parse_counters(text: &str) -> Result<Counters, &'static str> {
 /// Whether something accepts TCP connections at `addr`.
 fn accepts(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// nginx as the file-serving peer (`--files`), when `nginx` is on the PATH (or in
+/// /usr/sbin): one worker in one process (`master_process off`, so its CPU is the process
+/// started), `sendfile on`, serving `root` on a free port, with its configuration and
+/// pid file written into `tmp`. `None` when nginx is not installed.
+pub fn nginx_files_peer(tmp: &Path, root: &Path) -> Result<Option<super::Peer>, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    let Some(nginx) = found else { return Ok(None) };
+    let port = free_port()?;
+    let conf = tmp.join("nginx-files.conf");
+    let text = format!(
+        "# duet compare --files: nginx with sendfile, one worker, the same files.\n\
+         worker_processes 1;\ndaemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/nginx.err warn;\n\
+         events {{ worker_connections 19000; use epoll; }}\n\
+         http {{\n  access_log off;\n  server_tokens off;\n  sendfile on;\n  keepalive_timeout 120s;\n  \
+         keepalive_requests 1000000000;\n  client_body_temp_path {tmp};\n  \
+         server {{ listen 127.0.0.1:{port} reuseport backlog=4096; root {root}; }}\n}}\n",
+        tmp = tmp.display(),
+        root = root.display(),
+    );
+    std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let argv = [nginx.display().to_string(), "-c".into(), conf.display().to_string(), "-g".into()]
+        .into_iter()
+        .chain(["master_process off;".to_string()])
+        .collect();
+    Ok(Some(super::Peer { name: "nginx".into(), argv, port, fixed_body: false }))
 }
 
 /// A free loopback port (bound and released: another program may take it meanwhile).
