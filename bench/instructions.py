@@ -82,11 +82,11 @@ def inclusive(dump, pattern):
     return best
 
 
-def measure(cmd, port, req, n, keep=None):
+def measure(cmd, port, req, n, keep=None, extra_args=()):
     """(whole-process, handle_input) instructions for n requests `req` to the server `cmd`."""
     tmp = tempfile.mkdtemp(prefix="callgrind-")
     out = os.path.join(tmp, "callgrind.out")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + shlex.split(cmd)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *extra_args] + shlex.split(cmd)
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         if not wait_port(int(port)):
@@ -127,6 +127,7 @@ def main():
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--path", default="/")
     ap.add_argument("--keep", metavar="DIR", help="keep each dump as DIR/NAME-REQUEST.callgrind")
+    ap.add_argument("--callgrind-arg", action="append", default=[], help="passed to valgrind, e.g. --dump-instr=yes")
     ap.add_argument("servers", nargs="+")
     a = ap.parse_args()
     extra = "".join(f"{h}\r\n" for h in a.header)
@@ -137,7 +138,7 @@ def main():
         cmd, port = rest.rsplit("@", 1)
         for kind in a.request or ["minimal", "browser"]:
             keep = a.keep and os.path.join(a.keep, f"{name}-{kind}.callgrind")
-            whole, handle = measure(cmd, port, request(kind, a.path, extra), n, keep)
+            whole, handle = measure(cmd, port, request(kind, a.path, extra), n, keep, a.callgrind_arg)
             print(f"{name:16} {kind:8} {whole / n:8.1f} {handle / n:12.1f}", flush=True)
 
 
