@@ -34,6 +34,11 @@ const TCHAR: u8 = 1;
 const TARGET: u8 = 2;
 const HOST: u8 = 4;
 
+/// A byte of a request target (see [`CLASS`]).
+pub(crate) const fn is_target_byte(b: u8) -> bool {
+    CLASS[b as usize] & TARGET != 0
+}
+
 /// A byte of `uri-host [ ":" port ]`: reg-name, IPv4 or IP-literal characters.
 pub(crate) const fn is_host_byte(b: u8) -> bool {
     CLASS[b as usize] & HOST != 0
@@ -140,6 +145,16 @@ impl LineScan {
     /// The request line is complete and valid; `pos` and `start` now track field lines.
     pub(crate) fn line_done(&self) -> bool {
         self.part == Part::Done
+    }
+
+    /// Nothing of the head has been scanned yet.
+    pub(crate) fn at_start(&self) -> bool {
+        self.part == Part::Method && self.pos == 0
+    }
+
+    /// The request line was found complete and valid by other means, ending at `end`.
+    pub(crate) fn skip_line(&mut self, end: u32) {
+        (self.pos, self.start, self.part) = (end, end, Part::Done);
     }
 
     /// Scans `head` (the bytes of the head from its first byte; longer each call) from

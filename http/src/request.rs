@@ -4,7 +4,7 @@
 
 use crate::headers::{list_items, trim, Fields, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
 use crate::limits::{Limits, MAX_HEADERS_CEILING};
-use crate::line::{is_host_byte, is_tchar, Line, LineScan, MAX_METHOD};
+use crate::line::{is_host_byte, is_target_byte, is_tchar, Line, LineScan, MAX_METHOD};
 use crate::reject::{Malformed, Reject};
 
 #[cfg(test)]
@@ -70,7 +70,10 @@ const SYNTAX: Reject = Reject::BadRequest(Malformed::Syntax);
 /// what a field means is not kept between calls (it would not fit in a `Connection`).
 pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> Result<Option<Head<'h>>, Reject> {
     let resumed = scan.line_done();
-    if !resumed {
+    let common = if scan.at_start() { common_line(head) } else { None };
+    if let Some(line) = &common {
+        scan.skip_line(line.end as u32);
+    } else if !resumed {
         match scan.scan(head) {
             Line::Invalid(reject) => return Err(reject),
             Line::Incomplete => return Ok(None),
@@ -94,7 +97,10 @@ pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> 
             return Ok(None);
         }
     };
-    let line = RequestLine::of(head, if resumed { None } else { Some(from) });
+    let line = match common {
+        Some(line) => line,
+        None => RequestLine::of(head, if resumed { None } else { Some(from) }),
+    };
     if resumed && from != line.end {
         // What the earlier field lines mean was not kept: read them all again (they are
         // valid, so this ends where the scan above did).
@@ -104,6 +110,31 @@ pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> 
         }
     }
     finish(limits, head, line, fields, end).map(Some)
+}
+
+/// `GET target HTTP/1.1` (or 1.0) and CRLF, whole at the start of `head`: the request
+/// line nearly every request has, checked here with a word compare for the version. What
+/// it accepts [`LineScan`] accepts too; anything else is left to it.
+#[inline(always)]
+fn common_line(head: &[u8]) -> Option<RequestLine> {
+    if !head.starts_with(b"GET ") {
+        return None;
+    }
+    let mut i = 4;
+    while i < head.len() && is_target_byte(head[i]) {
+        i += 1;
+    }
+    let rest = head.get(i..i + 11)?;
+    let mut version = [0u8; 8];
+    version.copy_from_slice(&rest[1..9]);
+    let version = u64::from_le_bytes(version);
+    let http10 = match version {
+        _ if i == 4 || rest[0] != b' ' || rest[9..] != *b"\r\n" => return None,
+        v if v == u64::from_le_bytes(*b"HTTP/1.1") => false,
+        v if v == u64::from_le_bytes(*b"HTTP/1.0") => true,
+        _ => return None,
+    };
+    Some(RequestLine { method_end: 3, target_end: i, http10, end: i + 11 })
 }
 
 /// Where the parts of a valid request line are.
@@ -178,36 +209,32 @@ static VALUE: [bool; 256] = {
 
 /// The end of the run of value bytes at `i`: eight bytes at a time, each word checked
 /// for a byte below 0x20 or equal to 0x7f (HTAB, the one allowed control, is let through
-/// one byte at a time).
-#[inline(always)]
+/// one byte at a time). Not inlined: apart from the field-line loop its constants stay in
+/// registers.
+#[inline(never)]
 fn value_end(h: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    loop {
-        while let Some(word) = h.get(i..i + 8) {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(word);
-            let x = u64::from_le_bytes(bytes);
-            // The classic "has a byte less than n" and "has a zero byte" words: their
-            // lowest set bit marks the first such byte exactly.
-            let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-            let d = x ^ (ONES * 0x7f);
-            let del = d.wrapping_sub(ONES) & !d & HIGH;
-            let stop = below | del;
-            if stop != 0 {
-                i += (stop.trailing_zeros() / 8) as usize;
-                break;
-            }
+    while let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*word);
+        // Per byte, without carries between bytes: the low seven bits plus 0x60 reach
+        // the high bit from 0x20 up, plus 0x01 only at 0x7f; bytes from 0x80 pass.
+        let low = x & LOW7;
+        let stop = ((low + 0x0101_0101_0101_0101) | !(low + 0x6060_6060_6060_6060)) & !x & HIGH;
+        if stop == 0 {
             i += 8;
+            continue;
         }
-        while i < h.len() && VALUE[h[i] as usize] && h[i] != b'\t' {
-            i += 1;
-        }
+        i += (stop.trailing_zeros() / 8) as usize;
         if h.get(i) != Some(&b'\t') {
             return i;
         }
         i += 1;
     }
+    while i < h.len() && VALUE[h[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// What a field name means here. Matched once per field line, so that what follows
@@ -318,36 +345,38 @@ static KNOWN: [Known; 27] = [
     known(b"upgrade-insecure-requests", Name::Other),
 ];
 
-/// Where the names starting with each letter begin in [`KNOWN`] (and the next letter's
-/// where they end).
-static BY_LETTER: [u8; 27] = {
-    let mut index = [0u8; 27];
-    let mut letter = 0;
-    while letter < 26 {
+/// Where the names whose first byte has these low five bits begin in [`KNOWN`] (and,
+/// one entry on, where they end): a letter's bits are the same in both cases, and any
+/// other byte only costs compares that fail.
+static BY_LETTER: [u8; 33] = {
+    let mut index = [0u8; 33];
+    let mut bits = 0;
+    while bits < 33 {
         let mut k = 0;
-        while k < KNOWN.len() && KNOWN[k].want[0] as u8 - b'a' < letter as u8 {
+        while k < KNOWN.len() && (KNOWN[k].want[0] as u8 & 0x1f) < bits as u8 {
             k += 1;
         }
-        index[letter] = k as u8;
-        letter += 1;
+        index[bits] = k as u8;
+        bits += 1;
     }
-    index[26] = KNOWN.len() as u8;
     index
 };
 
 /// The known name and its colon at the start of `line`, if it is one.
 #[inline(always)]
 fn known_name(line: &[u8]) -> Option<&'static Known> {
-    let letter = (line.first()? | 0x20).wrapping_sub(b'a') as usize;
-    let (lo, hi) = (*BY_LETTER.get(letter)? as usize, *BY_LETTER.get(letter + 1)? as usize);
+    let bits = (line.first()? & 0x1f) as usize;
+    let (lo, hi) = (BY_LETTER[bits] as usize, BY_LETTER[bits + 1] as usize);
     let word = |w: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&line[w * 8..w * 8 + 8]);
         u64::from_le_bytes(bytes)
     };
-    KNOWN[lo..hi]
-        .iter()
-        .find(|k| line.len() >= k.words * 8 && (0..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w]))
+    KNOWN.get(lo..hi)?.iter().find(|k| {
+        line.len() >= k.words * 8
+            && (word(0) | k.fold[0]) & k.keep[0] == k.want[0]
+            && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w])
+    })
 }
 
 /// The syntax error at `at` in the field line starting at `line`, once that line is
@@ -370,62 +399,68 @@ fn field_lines<'h>(
     max: usize,
     acc: &mut Acc<'h>,
 ) -> Result<Lines, Reject> {
+    let mut n = *count;
+    let more = |line: usize, n: usize, count: &mut usize| {
+        *count = n;
+        Ok(Lines::More(line))
+    };
     loop {
         let line = i;
-        let Some(&first) = head.get(i) else {
-            return Ok(Lines::More(line));
-        };
-        if first == b'\r' || first == b'\n' {
-            return match head.get(i + 1) {
-                _ if first == b'\n' => Ok(Lines::End(i + 1)),
-                Some(b'\n') => Ok(Lines::End(i + 2)),
-                Some(_) => refuse(head, i + 1, line),
-                None => Ok(Lines::More(line)),
-            };
-        }
         // The name: one or more tchar, then the colon.
-        let name = match known_name(&head[i..]) {
+        let name = match known_name(head.get(i..).unwrap_or_default()) {
             Some(k) => {
-                i += k.len;
+                i += k.len + 1;
                 k.name
             }
             None => {
+                let Some(&first) = head.get(i) else {
+                    return more(line, n, count);
+                };
+                if first == b'\r' || first == b'\n' {
+                    return match head.get(i + 1) {
+                        _ if first == b'\n' => Ok(Lines::End(i + 1)),
+                        Some(b'\n') => Ok(Lines::End(i + 2)),
+                        Some(_) => refuse(head, i + 1, line),
+                        None => more(line, n, count),
+                    };
+                }
                 while i < head.len() && is_tchar(head[i]) {
                     i += 1;
                 }
                 match head.get(i) {
-                    None => return Ok(Lines::More(line)),
+                    None => return more(line, n, count),
                     Some(b':') if i > line => {}
                     Some(_) => return refuse(head, i, line),
                 }
-                Name::of(&head[line..i])
+                i += 1;
+                Name::of(&head[line..i - 1])
             }
         };
-        i += 1;
-        while matches!(head.get(i), Some(b' ' | b'\t')) {
+        while let Some(b' ' | b'\t') = head.get(i) {
             i += 1;
         }
         let value_start = i;
         i = value_end(head, i);
         let mut value_stop = i;
-        match head.get(i) {
-            None => return Ok(Lines::More(line)),
-            Some(b'\n') => i += 1,
-            Some(b'\r') => match head.get(i + 1) {
-                Some(b'\n') => i += 2,
-                Some(_) => return refuse(head, i + 1, line),
-                None => return Ok(Lines::More(line)),
+        // `value_end` stopped at the line end, a byte a value cannot hold, or the end.
+        match head.get(i..i + 2) {
+            Some([b'\r', b'\n']) => i += 2,
+            _ => match head.get(i) {
+                None => return more(line, n, count),
+                Some(b'\n') => i += 1,
+                Some(b'\r') if i + 1 == head.len() => return more(line, n, count),
+                Some(b'\r') => return refuse(head, i + 1, line),
+                Some(_) => return refuse(head, i, line),
             },
-            Some(_) => return refuse(head, i, line),
         }
-        if *count >= max {
+        if n >= max {
             return Err(Reject::HeaderFieldsTooLarge);
         }
-        *count += 1;
-        while value_stop > value_start && matches!(head[value_stop - 1], b' ' | b'\t') {
-            value_stop -= 1;
-        }
-        if acc.refused.is_none() {
+        n += 1;
+        if name != Name::Other && acc.refused.is_none() {
+            while value_stop > value_start && matches!(head[value_stop - 1], b' ' | b'\t') {
+                value_stop -= 1;
+            }
             acc.note(name, &head[value_start..value_stop]);
         }
     }
