@@ -213,14 +213,8 @@ static VALUE: [bool; 256] = {
 /// registers.
 #[inline(never)]
 fn value_end(h: &[u8], mut i: usize) -> usize {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let x = u64::from_le_bytes(*word);
-        // Per byte, without carries between bytes: the low seven bits plus 0x60 reach
-        // the high bit from 0x20 up, plus 0x01 only at 0x7f; bytes from 0x80 pass.
-        let low = x & LOW7;
-        let stop = ((low + 0x0101_0101_0101_0101) | !(low + 0x6060_6060_6060_6060)) & !x & HIGH;
+        let stop = stops(u64::from_le_bytes(*word));
         if stop == 0 {
             i += 8;
             continue;
@@ -235,6 +229,15 @@ fn value_end(h: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The high bit of each byte of `x` that is below 0x20 or 0x7f. Per byte, without carries
+/// between bytes: the low seven bits plus 0x60 reach the high bit from 0x20 up, plus 0x01
+/// only at 0x7f; bytes from 0x80 pass.
+#[inline(always)]
+const fn stops(x: u64) -> u64 {
+    let low = x & 0x7f7f_7f7f_7f7f_7f7f;
+    ((low + 0x0101_0101_0101_0101) | !(low + 0x6060_6060_6060_6060)) & !x & 0x8080_8080_8080_8080
 }
 
 /// What a field name means here. Matched once per field line, so that what follows
@@ -487,6 +490,8 @@ impl<'h> Acc<'h> {
                 }
             }
             Name::TransferEncoding => self.te.add(value),
+            // The one option most requests send, without splitting the list.
+            Name::Connection if value.eq_ignore_ascii_case(b"keep-alive") => self.conn_keep_alive = true,
             Name::Connection => {
                 for token in list_items(value) {
                     if token.eq_ignore_ascii_case(b"close") {
