@@ -2,8 +2,8 @@
 """Instructions per request under callgrind: deterministic, unlike CPU time on a busy machine.
 
 Runs each server under callgrind and, for each request kind, sends N pipelined requests on
-one connection (batches of 50, each batch's responses read before the next) after a warm-up
-batch, with the counters zeroed after the warm-up (`callgrind_control -z`) and dumped after
+one connection (`--depth` at a time, 50 by default, each batch's responses read before the
+next) after a warm-up, with the counters zeroed after the warm-up (`callgrind_control -z`) and dumped after
 the last batch (`callgrind_control -d`). Two figures per request:
 
 - whole: every user-space instruction of the process (the engine's loop, the syscall
@@ -16,7 +16,7 @@ The kernel is not counted. The request kinds:
 - browser: `GET /` with the eleven fields a browser sends on a navigation (about 500 bytes).
 
 Needs valgrind. Usage:
-  bench/instructions.py [-n 5000] [--request minimal|browser] [-H 'Name: value'] [--path /]
+  bench/instructions.py [-n 5000] [--depth 50] [--request minimal|browser] [-H 'Name: value'] [--path /]
                         [--keep DIR] NAME=CMD@PORT ...
 (--keep: the dumps stay, for `callgrind_annotate DIR/NAME-REQUEST.callgrind`.)
 e.g.
@@ -26,7 +26,6 @@ import argparse, glob, os, re, shlex, signal, socket, subprocess, sys, tempfile
 
 from benchlib import wait_port
 
-BATCH = 50
 
 BROWSER = (
     "Host: localhost:8080\r\n"
@@ -82,7 +81,7 @@ def inclusive(dump, pattern):
     return best
 
 
-def measure(cmd, port, req, n, keep=None, extra_args=()):
+def measure(cmd, port, req, n, batch, keep=None, extra_args=()):
     """(whole-process, handle_input) instructions for n requests `req` to the server `cmd`."""
     tmp = tempfile.mkdtemp(prefix="callgrind-")
     out = os.path.join(tmp, "callgrind.out")
@@ -93,12 +92,13 @@ def measure(cmd, port, req, n, keep=None, extra_args=()):
             sys.exit(f"{cmd}: did not listen on {port}")
         s = socket.create_connection(("127.0.0.1", int(port)))
         buf = b""
-        s.sendall(req * BATCH)  # warm-up: buffers, pools and caches reach their steady state
-        buf = read_responses(s, buf, BATCH)
+        for _ in range(max(50 // batch, 1)):  # warm-up: buffers, pools and caches settle
+            s.sendall(req * batch)
+            buf = read_responses(s, buf, batch)
         subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, check=True)
-        for _ in range(n // BATCH):
-            s.sendall(req * BATCH)
-            buf = read_responses(s, buf, BATCH)
+        for _ in range(n // batch):
+            s.sendall(req * batch)
+            buf = read_responses(s, buf, batch)
         subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, check=True)
         s.close()
     finally:
@@ -123,6 +123,7 @@ def measure(cmd, port, req, n, keep=None, extra_args=()):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--depth", type=int, default=50, help="requests sent at once, their responses read before the next")
     ap.add_argument("--request", choices=["minimal", "browser"], action="append")
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--path", default="/")
@@ -131,14 +132,14 @@ def main():
     ap.add_argument("servers", nargs="+")
     a = ap.parse_args()
     extra = "".join(f"{h}\r\n" for h in a.header)
-    n = max(a.n // BATCH, 1) * BATCH
-    print(f"{'server':16} {'request':8} {'whole':>8} {'handle_input':>12}  (instructions per request, n={n})")
+    n = max(a.n // a.depth, 1) * a.depth
+    print(f"{'server':16} {'request':8} {'whole':>8} {'handle_input':>12}  (instructions per request, n={n}, depth {a.depth})")
     for spec in a.servers:
         name, rest = spec.split("=", 1)
         cmd, port = rest.rsplit("@", 1)
         for kind in a.request or ["minimal", "browser"]:
             keep = a.keep and os.path.join(a.keep, f"{name}-{kind}.callgrind")
-            whole, handle = measure(cmd, port, request(kind, a.path, extra), n, keep, a.callgrind_arg)
+            whole, handle = measure(cmd, port, request(kind, a.path, extra), n, a.depth, keep, a.callgrind_arg)
             print(f"{name:16} {kind:8} {whole / n:8.1f} {handle / n:12.1f}", flush=True)
 
 
