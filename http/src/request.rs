@@ -208,10 +208,9 @@ static VALUE: [bool; 256] = {
 };
 
 /// The end of the run of value bytes at `i`: eight bytes at a time, each word checked
-/// for a byte below 0x20 or equal to 0x7f (HTAB, the one allowed control, is let through
-/// one byte at a time). Not inlined: apart from the field-line loop its constants stay in
-/// registers.
-#[inline(never)]
+/// for a byte below 0x20 or equal to 0x7f ([`stops`]; HTAB, the one allowed control, is
+/// stepped over), the last few bytes one at a time.
+#[inline(always)]
 fn value_end(h: &[u8], mut i: usize) -> usize {
     while let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let stop = stops(u64::from_le_bytes(*word));
@@ -382,6 +381,31 @@ fn known_name(line: &[u8]) -> Option<&'static Known> {
     })
 }
 
+/// Where a field name that is not in [`KNOWN`] ends.
+enum NameEnd {
+    /// At the colon at this offset.
+    Colon(Name, usize),
+    /// Past the bytes here.
+    More,
+    /// At this byte, which is neither a token byte nor the colon.
+    Bad(usize),
+}
+
+/// The name of the field line at `line`, byte by byte: one or more tchar, then the colon.
+/// Out of line, so the loop over field lines keeps its registers for the common names.
+#[inline(never)]
+fn other_name(head: &[u8], line: usize) -> NameEnd {
+    let mut i = line;
+    while i < head.len() && is_tchar(head[i]) {
+        i += 1;
+    }
+    match head.get(i) {
+        None => NameEnd::More,
+        Some(b':') if i > line => NameEnd::Colon(Name::of(&head[line..i]), i),
+        Some(_) => NameEnd::Bad(i),
+    }
+}
+
 /// The syntax error at `at` in the field line starting at `line`, once that line is
 /// complete: until its line end arrives, the line is not judged.
 #[cold]
@@ -427,16 +451,14 @@ fn field_lines<'h>(
                         None => more(line, n, count),
                     };
                 }
-                while i < head.len() && is_tchar(head[i]) {
-                    i += 1;
+                match other_name(head, line) {
+                    NameEnd::Colon(name, colon) => {
+                        i = colon + 1;
+                        name
+                    }
+                    NameEnd::More => return more(line, n, count),
+                    NameEnd::Bad(at) => return refuse(head, at, line),
                 }
-                match head.get(i) {
-                    None => return more(line, n, count),
-                    Some(b':') if i > line => {}
-                    Some(_) => return refuse(head, i, line),
-                }
-                i += 1;
-                Name::of(&head[line..i - 1])
             }
         };
         while let Some(b' ' | b'\t') = head.get(i) {
