@@ -72,7 +72,7 @@ pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> 
     let resumed = scan.line_done();
     let common = if scan.at_start() { common_line(head) } else { None };
     if let Some(line) = &common {
-        scan.skip_line(line.end as u32);
+        scan.skip_line(u32::try_from(line.end).unwrap_or(u32::MAX));
     } else if !resumed {
         match scan.scan(head) {
             Line::Invalid(reject) => return Err(reject),
