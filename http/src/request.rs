@@ -134,11 +134,13 @@ fn common_line(head: &[u8]) -> Option<RequestLine> {
         v if v == u64::from_le_bytes(*b"HTTP/1.0") => true,
         _ => return None,
     };
-    Some(RequestLine { method_end: 3, target_end: i, http10, end: i + 11 })
+    Some(RequestLine { method: Some(Method::Get), method_end: 3, target_end: i, http10, end: i + 11 })
 }
 
 /// Where the parts of a valid request line are.
 struct RequestLine {
+    /// The method, when the line was recognised with it (else read from the line).
+    method: Option<Method>,
     method_end: usize,
     target_end: usize,
     http10: bool,
@@ -160,6 +162,7 @@ impl RequestLine {
             head.iter().take(MAX_METHOD as usize + 1).position(|&b| b == b' ').unwrap_or(0)
         };
         RequestLine {
+            method: None,
             method_end,
             target_end: version.saturating_sub(1).max(method_end + 1),
             http10: head.get(version + 7) == Some(&b'0'),
@@ -583,7 +586,7 @@ fn finish<'h>(
     if hosts > 1 || (hosts == 0 && !http10) || (acc.host_empty && !http10 && !has_authority) {
         return Err(Reject::BadRequest(Malformed::Host));
     }
-    let known = Method::of(&head[..line.method_end]);
+    let known = line.method.unwrap_or_else(|| Method::of(&head[..line.method_end]));
     if known == Method::Connect {
         // duet is no proxy, and bytes after a CONNECT may already be a tunnel's.
         return Err(Reject::NotImplemented);
