@@ -464,10 +464,9 @@ fn field_lines<'h>(
                 }
             }
         };
-        while let Some(b' ' | b'\t') = head.get(i) {
-            i += 1;
-        }
-        let value_start = i;
+        // Leading whitespace passes the value check: it is skipped only for the fields
+        // whose value is read.
+        let mut value_start = i;
         i = value_end(head, i);
         let mut value_stop = i;
         // `value_end` stopped at the line end, a byte a value cannot hold, or the end.
@@ -486,6 +485,9 @@ fn field_lines<'h>(
         }
         n += 1;
         if name != Name::Other && acc.refused.is_none() {
+            while value_start < value_stop && matches!(head[value_start], b' ' | b'\t') {
+                value_start += 1;
+            }
             while value_stop > value_start && matches!(head[value_stop - 1], b' ' | b'\t') {
                 value_stop -= 1;
             }
