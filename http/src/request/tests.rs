@@ -300,3 +300,26 @@ fn known_names_match_in_any_case_and_nothing_else() {
         assert!(known_name(&lower).is_none());
     }
 }
+
+#[test]
+fn value_end_stops_at_the_first_control_or_del_wherever_it_is() {
+    // Byte by byte, as RFC 9110 §5.5 reads: HTAB, SP, visible ASCII and obs-text pass.
+    let reference = |h: &[u8], i: usize| i + h[i..].iter().position(|&b| !VALUE[b as usize]).unwrap_or(h.len() - i);
+    for len in 0..40 {
+        for start in 0..3.min(len + 1) {
+            for at in start..=len {
+                for (stop, filler) in [(b'\r', b'a'), (0x7f, b'\t'), (0, 0x80), (0x1f, b' '), (b'\n', 0xff)] {
+                    let mut h = vec![filler; len];
+                    if at < len {
+                        h[at] = stop;
+                    }
+                    // A tab just before the stop, and one at the start, are stepped over.
+                    if at > start {
+                        h[at - 1] = b'\t';
+                    }
+                    assert_eq!(value_end(&h, start), reference(&h, start), "{h:?} from {start}");
+                }
+            }
+        }
+    }
+}
