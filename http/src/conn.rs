@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::date::DateCache;
 use crate::echo;
 use crate::limits::Limits;
-use crate::line::{Line, LineScan};
+use crate::line::LineScan;
 use crate::out::{BufPool, OutBuf};
 use crate::reject::Reject;
 use crate::request::{self, BodyKind};
@@ -157,10 +157,6 @@ pub struct Connection {
     /// Unconsumed input: an incomplete head, or requests held back by backpressure.
     /// Empty (and unallocated) the rest of the time.
     carry: Vec<u8>,
-    /// Where the search for the end of the head in `carry` resumes. A `u32` (it packs
-    /// with the small fields above, keeping an idle connection small); a head longer
-    /// than 4 GiB would only resume its search earlier.
-    scan_from: u32,
     /// Responses queued since the last `poll_output`.
     pending: Option<Box<OutBuf>>,
     /// Responses handed to the engine and not yet fully sent.
@@ -186,7 +182,6 @@ impl Connection {
             keep_alive: KeepAlive::Enabled,
             peer_eof: false,
             carry: Vec::new(),
-            scan_from: 0,
             pending: None,
             inflight: None,
             reply: None,
@@ -233,7 +228,6 @@ impl Connection {
             log.start(now);
         }
         self.read_deadline = header_deadline;
-        self.scan_from = 0;
     }
 
     /// Head → Body or Chunked: the head announced a body, to be answered with
@@ -374,23 +368,14 @@ impl Connection {
                     // prove the head invalid it is answered, and how the input was
                     // split never changes the answer.
                     let window = &rest[..rest.len().min(limits.max_head)];
-                    let Reading::Head(line) = &mut self.reading else { unreachable!("started above") };
-                    let parsed = match line.scan(window) {
-                        Line::Invalid(reject) => Some(Err(reject)),
-                        Line::Incomplete => None,
-                        // Field lines are judged only once complete: the parse covers
-                        // the bytes up to the last line end, and runs again only when a
-                        // new line end has arrived. So a bad field is answered when its
-                        // line is complete, however the input was cut, and a head
-                        // trickled byte by byte costs linear time, not quadratic.
-                        Line::Complete => match memchr::memrchr(b'\n', &window[self.scan_from as usize..]) {
-                            None => None,
-                            Some(i) => {
-                                let lines = &window[..self.scan_from as usize + i + 1];
-                                let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
-                                route::decide(site, limits, lines, metrics).transpose()
-                            }
-                        },
+                    let Reading::Head(scan) = &mut self.reading else { unreachable!("started above") };
+                    let parsed = match request::scan(scan, limits, window) {
+                        Ok(None) => None,
+                        Ok(Some(head)) => {
+                            let metrics = metrics.as_ref().map(|(m, i)| (&**m, *i, &*stats));
+                            Some(route::decide(site, &head, window, metrics).map(|d| (d, head.len)))
+                        }
+                        Err(reject) => Some(Err(reject)),
                     };
                     let (d, end) = match parsed {
                         Some(Ok(parsed)) => parsed,
@@ -403,10 +388,7 @@ impl Connection {
                             self.reject(pool, date, stats, send_deadline, access_log, site, reject, window);
                             return buf.len();
                         }
-                        None => {
-                            self.scan_from = u32::try_from(window.len()).unwrap_or(u32::MAX);
-                            return pos;
-                        }
+                        None => return pos,
                     };
                     pos += end;
                     if let Some(log) = self.log.as_deref_mut() {
@@ -561,15 +543,18 @@ impl Connection {
     ) {
         let close = !keep_alive || self.keep_alive != KeepAlive::Enabled;
         let out = self.queue(pool, send_deadline);
+        // The head is rendered but for the Date, itself rendered once a second with the
+        // blank line after it: two copies.
         out.push_owned(response.head());
-        out.push_owned(b"Date: ");
-        out.push_owned(date.value());
+        let line = date.line();
         if close {
-            out.push_owned(b"\r\nConnection: close\r\n\r\n");
+            out.push_owned(&line[..37]);
+            out.push_owned(b"Connection: close\r\n\r\n");
         } else if http10 {
-            out.push_owned(b"\r\nConnection: keep-alive\r\n\r\n");
+            out.push_owned(&line[..37]);
+            out.push_owned(b"Connection: keep-alive\r\n\r\n");
         } else {
-            out.push_owned(b"\r\n\r\n");
+            out.push_owned(line);
         }
         if !head_only {
             match response.body() {

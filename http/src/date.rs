@@ -7,12 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct DateCache {
     second: u64,
     value: [u8; 29],
+    /// `Date: VALUE` CRLF CRLF: the end of most response heads, copied in one piece.
+    line: [u8; 39],
 }
 
 impl DateCache {
     /// A cache holding the date of `now`.
     pub fn new(now: SystemTime) -> Self {
-        let mut cache = DateCache { second: u64::MAX, value: [b' '; 29] };
+        let mut line = [b' '; 39];
+        line[..6].copy_from_slice(b"Date: ");
+        line[35..].copy_from_slice(b"\r\n\r\n");
+        let mut cache = DateCache { second: u64::MAX, value: [b' '; 29], line };
         cache.update(now);
         cache
     }
@@ -28,12 +33,18 @@ impl DateCache {
         // IMF-fixdate is always 29 bytes for years 1000..=9999.
         if text.len() == self.value.len() {
             self.value.copy_from_slice(text.as_bytes());
+            self.line[6..35].copy_from_slice(text.as_bytes());
         }
     }
 
     /// The 29 bytes of the current date.
     pub fn value(&self) -> &[u8; 29] {
         &self.value
+    }
+
+    /// `Date: VALUE\r\n\r\n`; without its last two bytes, the Date field line alone.
+    pub(crate) fn line(&self) -> &[u8; 39] {
+        &self.line
     }
 }
 
@@ -51,5 +62,6 @@ mod tests {
         assert_eq!(d.value(), b"Sun, 06 Nov 1994 08:49:37 GMT");
         d.update(t + Duration::from_secs(1));
         assert_eq!(d.value(), b"Sun, 06 Nov 1994 08:49:38 GMT");
+        assert_eq!(d.line(), b"Date: Sun, 06 Nov 1994 08:49:38 GMT\r\n\r\n");
     }
 }

@@ -14,6 +14,39 @@ pub(crate) const HAS_IF_RANGE: u8 = 2;
 pub(crate) const HAS_IF_NONE_MATCH: u8 = 4;
 pub(crate) const HAS_IF_MODIFIED_SINCE: u8 = 8;
 
+/// The field lines of a parsed head (between the request line and the blank line), every
+/// one already checked: read again only for the few requests that need a field by name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fields<'h>(&'h [u8]);
+
+impl<'h> Fields<'h> {
+    pub(crate) fn new(lines: &'h [u8]) -> Self {
+        Fields(lines)
+    }
+
+    /// The values of the fields named `lower` (lower case), in order, without the
+    /// whitespace around them.
+    pub(crate) fn values(self, lower: &'static str) -> impl Iterator<Item = &'h [u8]> {
+        self.0.split(|&b| b == b'\n').filter_map(move |line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = memchr::memchr(b':', line)?;
+            line[..colon].eq_ignore_ascii_case(lower.as_bytes()).then(|| trim(&line[colon + 1..]))
+        })
+    }
+}
+
+#[cfg(test)]
+impl<'h> Fields<'h> {
+    /// Every field as (name, value).
+    pub(crate) fn all(self) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
+        self.0.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = memchr::memchr(b':', line)?;
+            Some((&line[..colon], trim(&line[colon + 1..])))
+        })
+    }
+}
+
 /// Non-empty, trimmed elements of a comma-separated field value.
 pub(crate) fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())

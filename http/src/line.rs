@@ -34,6 +34,11 @@ const TCHAR: u8 = 1;
 const TARGET: u8 = 2;
 const HOST: u8 = 4;
 
+/// A byte of a request target (see [`CLASS`]).
+pub(crate) const fn is_target_byte(b: u8) -> bool {
+    CLASS[b as usize] & TARGET != 0
+}
+
 /// A byte of `uri-host [ ":" port ]`: reg-name, IPv4 or IP-literal characters.
 pub(crate) const fn is_host_byte(b: u8) -> bool {
     CLASS[b as usize] & HOST != 0
@@ -101,7 +106,8 @@ enum Part {
     Method,
     Target,
     Version,
-    /// The line is complete and valid.
+    /// The line is complete and valid: the field lines are being judged
+    /// ([`crate::request::scan`]).
     Done,
 }
 
@@ -116,19 +122,39 @@ pub(crate) enum Line {
     Invalid(Reject),
 }
 
-/// A resumable scan of the request line at the start of a head.
+/// A resumable scan of a head: its request line here, then its field lines
+/// ([`crate::request::scan`]), in the same twelve bytes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LineScan {
-    /// Bytes of the head scanned so far.
-    pos: u32,
-    /// Where the current part starts.
-    start: u32,
+    /// In the request line: bytes of the head scanned so far. Then: where the first field
+    /// line not judged yet starts.
+    pub(crate) pos: u32,
+    /// In the request line: where the current part starts. Then: how far the search for
+    /// the end of that field line has looked.
+    pub(crate) start: u32,
+    /// Field lines judged so far.
+    pub(crate) fields: u16,
     part: Part,
 }
 
 impl LineScan {
     pub(crate) const fn new() -> Self {
-        LineScan { pos: 0, start: 0, part: Part::Method }
+        LineScan { pos: 0, start: 0, fields: 0, part: Part::Method }
+    }
+
+    /// The request line is complete and valid; `pos` and `start` now track field lines.
+    pub(crate) fn line_done(&self) -> bool {
+        self.part == Part::Done
+    }
+
+    /// Nothing of the head has been scanned yet.
+    pub(crate) fn at_start(&self) -> bool {
+        self.part == Part::Method && self.pos == 0
+    }
+
+    /// The request line was found complete and valid by other means, ending at `end`.
+    pub(crate) fn skip_line(&mut self, end: u32) {
+        (self.pos, self.start, self.part) = (end, end, Part::Done);
     }
 
     /// Scans `head` (the bytes of the head from its first byte; longer each call) from
@@ -201,6 +227,7 @@ impl LineScan {
                 return Line::Invalid(Reject::VersionNotSupported);
             }
             *i += line_end;
+            *start = *i;
             self.part = Part::Done;
         }
         Line::Complete

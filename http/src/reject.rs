@@ -9,7 +9,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Malformed {
     /// The request line or a header line is not valid syntax: a method byte outside
-    /// `tchar`, a malformed version, a field line httparse refuses.
+    /// `tchar`, a malformed version, a field line that is not `name ":" value` with a
+    /// token name and no control byte in its value.
     Syntax,
     /// Host missing on HTTP/1.1, repeated, or holding bytes a host cannot hold.
     Host,

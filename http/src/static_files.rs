@@ -5,7 +5,7 @@
 //! the chosen representation's own validators.
 
 use crate::accept_encoding::{AcceptEncoding, Choice};
-use crate::headers::{list_items, trim, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
+use crate::headers::{list_items, trim, Fields, HAS_IF_MODIFIED_SINCE, HAS_IF_NONE_MATCH, HAS_IF_RANGE, HAS_RANGE};
 use crate::response::{Answer, Prerendered};
 use crate::site::FileEntry;
 use bytes::Bytes;
@@ -13,13 +13,13 @@ use std::time::UNIX_EPOCH;
 
 /// The answer to a GET (`is_get`) or HEAD of `file` carrying some of the headers in
 /// `flags`, or of a file with precompressed variants.
-pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &[httparse::Header<'_>]) -> Answer<'a> {
+pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, fields: Fields<'_>) -> Answer<'a> {
     let file = if file.variants.is_empty() {
         file
     } else {
         let mut accept = AcceptEncoding::default();
-        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("accept-encoding")) {
-            accept.add(h.value);
+        for value in fields.values("accept-encoding") {
+            accept.add(value);
         }
         // No Accept-Encoding: identity, as nginx and caddy do (RFC 9110 would allow
         // any coding, but clients that decode nothing send none).
@@ -32,7 +32,7 @@ pub(crate) fn serve<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &
     if flags == 0 {
         return Answer::Shared(&file.ok);
     }
-    conditional(file, is_get, flags, headers)
+    conditional(file, is_get, flags, fields)
 }
 
 /// `406`: the client refused identity and every variant.
@@ -44,9 +44,8 @@ fn not_acceptable(file: &FileEntry) -> Answer<'static> {
 
 /// The answer to a GET (`is_get`) or HEAD of `file` carrying some of the headers in
 /// `flags`, evaluated in the order of RFC 9110 13.2.2.
-fn conditional<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &[httparse::Header<'_>]) -> Answer<'a> {
-    let values =
-        |name: &'static str| headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+fn conditional<'a>(file: &'a FileEntry, is_get: bool, flags: u8, fields: Fields<'_>) -> Answer<'a> {
+    let values = |name: &'static str| fields.values(name);
     if flags & HAS_IF_NONE_MATCH != 0 {
         // Several field lines form one list.
         if values("if-none-match").any(|v| none_match_hits(v, &file.etag)) {
@@ -98,7 +97,9 @@ fn conditional<'a>(file: &'a FileEntry, is_get: bool, flags: u8, headers: &[http
 
 /// `301` to the request's own path with a slash appended, query kept, with the
 /// `--header` lines `headers`.
-pub(crate) fn redirect<'h>(raw_path: &[u8], target: &str, headers: impl Iterator<Item = &'h str>) -> Answer<'static> {
+pub(crate) fn redirect<'h>(raw_path: &[u8], target: &[u8], headers: impl Iterator<Item = &'h str>) -> Answer<'static> {
+    // The request line's check let only ASCII through.
+    let target = std::str::from_utf8(target).unwrap_or_default();
     let query = target.find('?').map_or("", |i| {
         let q = &target[i..];
         &q[..q.find('#').unwrap_or(q.len())]
@@ -276,10 +277,10 @@ mod tests {
 
     #[test]
     fn redirect_keeps_the_query() {
-        let a = redirect(b"/docs", "/docs?a=b#frag", std::iter::empty());
+        let a = redirect(b"/docs", b"/docs?a=b#frag", std::iter::empty());
         let head = String::from_utf8_lossy(a.ready().unwrap().head()).into_owned();
         assert!(head.contains("Location: /docs/?a=b\r\n"), "{head}");
-        let a = redirect(b"/d%20s", "/d%20s", std::iter::once("X-A: b"));
+        let a = redirect(b"/d%20s", b"/d%20s", std::iter::once("X-A: b"));
         let head = String::from_utf8_lossy(a.ready().unwrap().head()).into_owned();
         assert!(head.contains("Location: /d%20s/\r\nX-A: b\r\n"), "{head}");
     }
