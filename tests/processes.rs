@@ -66,10 +66,12 @@ fn a_killed_process_is_restarted_and_the_port_keeps_answering(engine: &str) {
     assert_eq!(before.len(), 2, "two processes under the supervisor: {before:?}");
     answers(&server, 10);
     kill(before[0], libc::SIGKILL);
-    // Connections made while it is down wait in its listener's queue (the supervisor
-    // holds the listeners): each is answered.
-    answers(&server, 20);
+    // Until it is reaped, the killed process may still take connections (an io_uring
+    // accept completes in the kernel without the task running) and they die with it.
+    // Once it is gone, connections made while it is down wait in its listener's queue
+    // (the supervisor holds the listeners): each is answered.
     wait_for_lines(&server, "died (killed by signal 9 (SIGKILL)); restarting it", 1);
+    answers(&server, 20);
     wait_for_lines(&server, " serving http://", 3);
     let after = children(server.pid());
     assert_eq!(after.len(), 2, "{after:?}");
