@@ -492,6 +492,7 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
         warmup: std::time::Duration::try_from_secs_f64(v["warmup_s"].as_f64().unwrap_or(0.0))
             .map_err(|_| bad("warmup_s"))?,
         paths: Vec::new(),
+        network: None,
     };
     let info = super::RunInfo {
         kernel: text_of("kernel"),

@@ -108,17 +108,24 @@ impl Server {
         threads: usize,
         cpus: &[usize],
         routes: &[String],
+        bind: std::net::IpAddr,
+        netns: Option<std::fs::File>,
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(serve_engine_args(engine))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--metrics", METRICS_PATH])
+            .arg("--bind")
+            .arg(bind.to_string())
+            .args(["--port", "0", "--metrics", METRICS_PATH])
             .arg("--threads")
             .arg(threads.to_string())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1");
         for r in routes {
             cmd.arg("--route").arg(r);
+        }
+        if let Some(ns) = netns {
+            crate::sys::child_in_netns(&mut cmd, ns);
         }
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
