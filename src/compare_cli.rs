@@ -386,6 +386,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loss_is_a_percent_above_0_and_at_most_100_and_needs_netns() {
+        assert_eq!(parse_loss("0.1"), Ok(0.1));
+        assert_eq!(parse_loss("1%"), Ok(1.0));
+        for bad in ["0", "-1", "101", "x", "NaN"] {
+            assert!(parse_loss(bad).is_err(), "{bad}");
+        }
+        let cli = crate::cli::command();
+        for flags in [&["--loss", "1"][..], &["--delay", "1ms"][..]] {
+            let err = cli.clone().try_get_matches_from(["duet", "compare"].iter().chain(flags)).unwrap_err();
+            assert!(err.to_string().contains("--netns"), "{err}");
+        }
+    }
+
+    #[test]
     fn shares_parse_as_percent_or_fraction() {
         assert_eq!("10%".parse::<Share>(), Ok(Share(0.1)));
         assert_eq!(" 2.5 % ".parse::<Share>(), Ok(Share(0.025)));
