@@ -517,7 +517,18 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
         warmup: std::time::Duration::try_from_secs_f64(v["warmup_s"].as_f64().unwrap_or(0.0))
             .map_err(|_| bad("warmup_s"))?,
         paths: Vec::new(),
-        network: None,
+        // Where the namespaces were is gone with them; the path and its impairments are not.
+        network: match v["network"]["path"].as_str() {
+            Some(p) if p.starts_with("veth") => Some(super::netns::NetPath {
+                server_ns: Default::default(),
+                load_ns: Default::default(),
+                impairments: super::netns::Impairments {
+                    loss_percent: v["network"]["loss_percent"].as_f64(),
+                    delay: v["network"]["delay_us"].as_u64().map(std::time::Duration::from_micros),
+                },
+            }),
+            _ => None,
+        },
     };
     let info = super::RunInfo {
         kernel: text_of("kernel"),
