@@ -5,7 +5,7 @@ use crate::cli::EngineChoice;
 use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
-use duet_loadtest::compare::{self, CompareConfig, LoadWith, Peer};
+use duet_loadtest::compare::{self, netns, CompareConfig, LoadWith, Peer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,6 +201,28 @@ pub struct CompareArgs {
     /// Print the results as JSON instead of the markdown table.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
+    /// Run the servers in a network namespace of their own and the load in another, joined
+    /// by a veth pair (10.77.0.1/30 and .2), in place of loopback. Needs CAP_NET_ADMIN and
+    /// CAP_SYS_ADMIN; the namespaces (duet-PID-srv, duet-PID-load) are removed at the end,
+    /// on error and on Ctrl-C, and a killed run's are removed at the next start.
+    #[arg(long, conflicts_with_all = ["peer", "floors"], help_heading = "Network")]
+    pub netns: bool,
+    /// Drop this percent of the packets at random in each direction (nftables numgen in each
+    /// namespace's input), e.g. 0.1 or 1.
+    #[arg(long, value_name = "PERCENT", requires = "netns", value_parser = parse_loss, help_heading = "Network")]
+    pub loss: Option<f64>,
+    /// Add DURATION to every round trip (a netem qdisc on the server's link); exits 2 where the
+    /// kernel has no sch_netem.
+    #[arg(long, value_name = "DURATION", requires = "netns", help_heading = "Network")]
+    pub delay: Option<Seconds>,
+}
+
+fn parse_loss(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    match t.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("'{s}' is not a percent above 0 and at most 100 (e.g. 0.1 or 1)")),
+    }
 }
 
 /// The body sizes of `--files`: a small file, the cache limit, and the sizes that
@@ -266,7 +288,23 @@ impl Defaults {
 }
 
 pub fn compare(args: CompareArgs) -> ExitCode {
-    match run(args) {
+    let network = if args.netns {
+        let impairments = netns::Impairments { loss_percent: args.loss, delay: args.delay.map(|d| d.0) };
+        match start_netns(impairments) {
+            Ok(made) => Some(made),
+            Err(e) => {
+                eprintln!("duet: error: {e}");
+                return ExitCode::from(if e.is_refusal() { 2 } else { 1 });
+            }
+        }
+    } else {
+        None
+    };
+    let path = network.as_ref().map(|(n, imp)| n.path(*imp));
+    let result = run(args, path);
+    // Removed here, before the exit status is returned (the guard's drop).
+    drop(network);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("duet: error: {msg}");
@@ -275,7 +313,32 @@ pub fn compare(args: CompareArgs) -> ExitCode {
     }
 }
 
-fn run(args: CompareArgs) -> Result<(), String> {
+/// Checks what `--netns` needs, removes a killed run's namespaces, arms the signal path
+/// that removes ours, and makes them.
+fn start_netns(impairments: netns::Impairments) -> Result<(netns::Netns, netns::Impairments), netns::NetnsError> {
+    netns::preflight(&impairments)?;
+    for name in netns::remove_leftovers() {
+        eprintln!("duet: removed the network namespace {name} of a duet compare that is gone");
+    }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| netns::NetnsError::Setup(format!("cannot handle signals: {e}")))?;
+    std::thread::Builder::new()
+        .name("duet-netns-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                // The servers die with this process (PR_SET_PDEATHSIG); the namespaces
+                // would not, so they go first.
+                netns::remove(std::process::id());
+                eprintln!("duet: interrupted; the network namespaces are removed");
+                std::process::exit(128 + signal);
+            }
+        })
+        .map_err(|e| netns::NetnsError::Setup(format!("cannot start a thread: {e}")))?;
+    Ok((netns::Netns::create(&impairments)?, impairments))
+}
+
+fn run(args: CompareArgs, network: Option<netns::NetPath>) -> Result<(), String> {
     let (default_server, default_load) = compare::default_split(&compare::allowed_cpus());
     let cpus =
         |flag: &Option<String>, default: Vec<usize>| flag.as_deref().map_or(Ok(default), compare::parse_cpu_list);
@@ -316,6 +379,7 @@ fn run(args: CompareArgs) -> Result<(), String> {
             Some(file) => read_paths(file)?,
             None => Vec::new(),
         },
+        network,
     };
     let results = compare::run(config).map_err(|e| compare_error(&e))?;
     let markdown = results.markdown();
@@ -339,6 +403,20 @@ fn run(args: CompareArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_is_a_percent_above_0_and_at_most_100_and_needs_netns() {
+        assert_eq!(parse_loss("0.1"), Ok(0.1));
+        assert_eq!(parse_loss("1%"), Ok(1.0));
+        for bad in ["0", "-1", "101", "x", "NaN"] {
+            assert!(parse_loss(bad).is_err(), "{bad}");
+        }
+        let cli = crate::cli::command();
+        for flags in [&["--loss", "1"][..], &["--delay", "1ms"][..]] {
+            let err = cli.clone().try_get_matches_from(["duet", "compare"].iter().chain(flags)).unwrap_err();
+            assert!(err.to_string().contains("--netns"), "{err}");
+        }
+    }
 
     #[test]
     fn shares_parse_as_percent_or_fraction() {

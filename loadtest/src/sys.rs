@@ -229,3 +229,34 @@ pub fn sigterm(pid: u32) {
     // SAFETY: kill takes a pid and a signal number and touches no memory.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
 }
+
+/// Moves the calling thread into the network namespace `ns` (an open `/run/netns/NAME`);
+/// threads it starts later, and processes it forks, are born there.
+pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns takes a descriptor (valid: `ns` is borrowed for the call) and a flag.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the child of `cmd` start in the network namespace `ns` (an open
+/// `/run/netns/NAME`, kept open by the hook until `cmd` is dropped).
+pub fn child_in_netns(cmd: &mut std::process::Command, ns: std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let hook = move || {
+        // SAFETY: setns takes a descriptor, open for as long as the hook (which owns it)
+        // lives, and a flag.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and makes one
+    // async-signal-safe system call on a descriptor opened before the fork.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -153,6 +153,9 @@ fn wait_until_refused(addr: std::net::SocketAddr) {
             // this side closes it), or before it: try again.
             Ok(stream) => drop(stream),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+            // Completed into the backlog as the listener closed, and reset with it: the
+            // next attempt is refused.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connecting to {addr}: {e}"),
         }
         assert!(std::time::Instant::now() < give_up, "{addr} still accepts {READ_TIMEOUT:?} after SIGTERM");

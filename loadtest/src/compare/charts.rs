@@ -773,7 +773,16 @@ mod tests {
     /// writes the same JSON.
     #[test]
     fn results_read_back_from_json_are_the_results_written() {
-        for r in [two_depths(), crate::compare::fixture::ladder()] {
+        let mut over_veth = two_depths();
+        over_veth.config.network = Some(crate::compare::netns::NetPath {
+            server_ns: Default::default(),
+            load_ns: Default::default(),
+            impairments: crate::compare::netns::Impairments {
+                loss_percent: Some(0.1),
+                delay: Some(std::time::Duration::from_millis(1)),
+            },
+        });
+        for r in [two_depths(), crate::compare::fixture::ladder(), over_veth] {
             let json = r.json();
             let back = Results::from_json("results.json", &json).unwrap();
             assert_eq!(back.json(), json);

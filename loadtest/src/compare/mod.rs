@@ -15,6 +15,7 @@
 
 mod charts;
 mod error;
+pub mod netns;
 mod output;
 pub mod plan;
 mod run_info;
@@ -98,6 +99,9 @@ pub struct CompareConfig {
     /// Paths each run's requests are spread over in turn, in place of the scenario's
     /// (duet's load generator only; see [`crate::Config::paths`]); empty: the scenario's.
     pub paths: Vec<String>,
+    /// `Some`: the servers run in one network namespace and the load in another, joined
+    /// by a veth pair (`--netns`; the namespaces are made and removed by the caller).
+    pub network: Option<netns::NetPath>,
 }
 
 impl CompareConfig {
@@ -538,15 +542,37 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
         }
     }
 
+    let mut bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut server_ns = None;
+    if let Some(net) = &config.network {
+        if !config.peers.is_empty() {
+            return Err(CompareError::Setup("peers cannot be run in a network namespace: leave them out".into()));
+        }
+        let open = |path: &std::path::Path| {
+            std::fs::File::open(path).map_err(|e| CompareError::Setup(format!("cannot open {}: {e}", path.display())))
+        };
+        server_ns = Some(open(&net.server_ns)?);
+        // The load threads (and wrk, and the counters' reads) are born in this thread's
+        // namespace, so the only path to the servers is the veth pair.
+        crate::sys::enter_netns(&open(&net.load_ns)?)
+            .map_err(|e| CompareError::Setup(format!("cannot enter {}: {e}", net.load_ns.display())))?;
+        bind = std::net::IpAddr::V4(netns::SERVER_ADDR);
+    }
     let mut contenders = Vec::new();
     for engine in &config.engines {
+        let ns = match &server_ns {
+            Some(file) => {
+                Some(file.try_clone().map_err(|e| CompareError::Setup(format!("cannot dup a descriptor: {e}")))?)
+            }
+            None => None,
+        };
         let server = server::Server::start(
             &config.duet_exe,
             engine,
             config.server_cpus.len(),
             &config.server_cpus,
-            &routes,
-            dir,
+            server::Content { routes: &routes, dir },
+            server::Place { bind, netns: ns },
         );
         contenders.push(Contender::new(engine, false, server));
     }
@@ -904,6 +930,7 @@ pub(crate) mod fixture {
             warmup: Duration::from_secs(1),
             files: false,
             paths: Vec::new(),
+            network: None,
         }
     }
 

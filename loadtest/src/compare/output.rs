@@ -122,6 +122,16 @@ pub fn json(r: &Results) -> String {
             "command": run.command,
         },
         "load_with": c.load_with.name(),
+        "network": match &c.network {
+            Some(net) => json!({
+                "path": "veth between network namespaces",
+                "server_addr": super::netns::SERVER_ADDR.to_string(),
+                "load_addr": super::netns::LOAD_ADDR.to_string(),
+                "loss_percent": net.impairments.loss_percent,
+                "delay_us": net.impairments.delay.map(|d| d.as_micros() as u64),
+            }),
+            None => json!({"path": "loopback"}),
+        },
         "engines": c.engines,
         "peers": c.peers.iter().map(|p| json!({"name": p.name, "command": p.argv, "port": p.port})).collect::<Vec<_>>(),
         "server_cpus": c.server_cpus,
@@ -305,6 +315,21 @@ pub fn markdown(r: &Results) -> String {
         let _ = write!(out, " after {:.1}s of warm-up", c.warmup.as_secs_f64());
     }
     out.push_str(", medians\n\n");
+    if let Some(net) = &c.network {
+        let _ = write!(
+            out,
+            "network: veth between namespaces ({} to {})",
+            super::netns::LOAD_ADDR,
+            super::netns::SERVER_ADDR
+        );
+        if let Some(loss) = net.impairments.loss_percent {
+            let _ = write!(out, ", {loss} % loss each way");
+        }
+        if let Some(delay) = net.impairments.delay {
+            let _ = write!(out, ", {} µs added to each round trip", delay.as_micros());
+        }
+        out.push_str("\n\n");
+    }
     if !c.peers.is_empty() {
         let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
         let _ = writeln!(out, "peers: {} (no syscall counts; CPU and RSS of the process started)\n", names.join(", "));
@@ -494,6 +519,18 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
         paths: Vec::new(),
         // How the bodies were served is not in the results; the charts do not need it.
         files: false,
+        // Where the namespaces were is gone with them; the path and its impairments are not.
+        network: match v["network"]["path"].as_str() {
+            Some(p) if p.starts_with("veth") => Some(super::netns::NetPath {
+                server_ns: Default::default(),
+                load_ns: Default::default(),
+                impairments: super::netns::Impairments {
+                    loss_percent: v["network"]["loss_percent"].as_f64(),
+                    delay: v["network"]["delay_us"].as_u64().map(std::time::Duration::from_micros),
+                },
+            }),
+            _ => None,
+        },
     };
     let info = super::RunInfo {
         kernel: text_of("kernel"),

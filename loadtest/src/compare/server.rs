@@ -98,22 +98,39 @@ fn spawn_pinned(
     Ok((child, log, done_rx))
 }
 
+/// What a compared `duet serve` serves: `--route`s and, for the file rows, a `--dir`.
+pub struct Content<'a> {
+    pub routes: &'a [String],
+    pub dir: Option<&'a Path>,
+}
+
+/// Where a compared `duet serve` listens: its `--bind` address, and the network
+/// namespace it is started in (`--netns`), if any.
+pub struct Place {
+    pub bind: std::net::IpAddr,
+    pub netns: Option<std::fs::File>,
+}
+
 impl Server {
     /// Starts `exe serve --engine ENGINE --port 0 --metrics METRICS_PATH` on `cpus` and
     /// waits for its listening line. `engine` is as `--engines` names it: `uring:FEATURES`
-    /// adds `--uring-features FEATURES` (see [`serve_engine_args`]).
+    /// adds `--uring-features FEATURES` (see [`serve_engine_args`]). What it serves and
+    /// where it listens are in `content` and `place`.
     pub fn start(
         exe: &Path,
         engine: &str,
         threads: usize,
         cpus: &[usize],
-        routes: &[String],
-        dir: Option<&Path>,
+        content: Content,
+        place: Place,
     ) -> Result<Server, String> {
+        let (Content { routes, dir }, Place { bind, netns }) = (content, place);
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(serve_engine_args(engine))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--metrics", METRICS_PATH])
+            .arg("--bind")
+            .arg(bind.to_string())
+            .args(["--port", "0", "--metrics", METRICS_PATH])
             .arg("--threads")
             .arg(threads.to_string())
             .env_remove("RUST_LOG")
@@ -123,6 +140,9 @@ impl Server {
         }
         if let Some(dir) = dir {
             cmd.arg("--dir").arg(dir);
+        }
+        if let Some(ns) = netns {
+            crate::sys::child_in_netns(&mut cmd, ns);
         }
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
