@@ -9,7 +9,7 @@ pub fn print(text: &str) -> Result<(), String> {
     print_bytes(text.as_bytes())
 }
 
-/// [`print`] for bytes (a man page).
+/// [`print()`] for bytes (a man page).
 pub fn print_bytes(bytes: &[u8]) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
