@@ -1,6 +1,7 @@
 //! Value types of command-line arguments shared by the subcommands (`serve`, `load`,
 //! `compare`): each subcommand's module imports these, and none imports another's.
 
+use clap::ValueEnum;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -71,5 +72,59 @@ mod tests {
         assert_eq!("1m".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert!("-1s".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
+    }
+}
+
+/// `--engine` of `serve`, and the engine names `compare --engines` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// io_uring when this kernel allows it, epoll otherwise.
+    Auto,
+    /// Edge-triggered epoll readiness loop.
+    Epoll,
+    /// io_uring completion loop.
+    Uring,
+    /// Level-triggered epoll, interest following need (a baseline).
+    #[value(name = "epoll-lt")]
+    EpollLt,
+    /// poll(2) (a baseline: O(connections) per wakeup).
+    Poll,
+    /// select(2) (a baseline: O(connections) per wakeup, descriptors below 1024 only).
+    Select,
+}
+
+impl EngineChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Epoll => "epoll",
+            EngineChoice::Uring => "uring",
+            EngineChoice::EpollLt => "epoll-lt",
+            EngineChoice::Poll => "poll",
+            EngineChoice::Select => "select",
+        }
+    }
+
+    /// The readiness selector of a readiness engine (None: io_uring or auto).
+    pub fn readiness(self) -> Option<duet_engine_epoll::Readiness> {
+        use duet_engine_epoll::Readiness;
+        match self {
+            EngineChoice::Epoll => Some(Readiness::Epoll),
+            EngineChoice::EpollLt => Some(Readiness::EpollLt),
+            EngineChoice::Poll => Some(Readiness::Poll),
+            EngineChoice::Select => Some(Readiness::Select),
+            EngineChoice::Uring | EngineChoice::Auto => None,
+        }
+    }
+
+    /// The default of `--max-cached-file` for this (resolved) engine: the largest file
+    /// served from memory rather than streamed from the page cache. Both engines stream
+    /// a file with `sendfile`, which the kernel does without copying the bytes, so past
+    /// 64 KiB (where a copy starts to cost more than the extra call for the head) a file
+    /// is cheaper streamed (measured for io_uring in docs/io_uring.md); and a crowd of
+    /// slow readers asking for large files then costs page references, not a copy of
+    /// every body.
+    pub fn default_max_cached_file(self) -> u64 {
+        64 << 10
     }
 }

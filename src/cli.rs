@@ -1,13 +1,13 @@
 //! Command-line interface.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use duet_engine_uring::{Features, UringOptions};
 use duet_http::Limits;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::arg_types::{ByteSize, Seconds};
+use crate::arg_types::{ByteSize, EngineChoice, Seconds};
 
 /// duet: an HTTP/1.1 server with interchangeable epoll and io_uring engines.
 #[derive(Parser, Debug)]
@@ -60,59 +60,6 @@ pub enum Command {
     Compare(crate::compare_cli::CompareArgs),
     /// Print the man page or shell completions, made from the same definitions as --help.
     Generate(crate::generate::GenerateArgs),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EngineChoice {
-    /// io_uring when this kernel allows it, epoll otherwise.
-    Auto,
-    /// Edge-triggered epoll readiness loop.
-    Epoll,
-    /// io_uring completion loop.
-    Uring,
-    /// Level-triggered epoll, interest following need (a baseline).
-    #[value(name = "epoll-lt")]
-    EpollLt,
-    /// poll(2) (a baseline: O(connections) per wakeup).
-    Poll,
-    /// select(2) (a baseline: O(connections) per wakeup, descriptors below 1024 only).
-    Select,
-}
-
-impl EngineChoice {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineChoice::Auto => "auto",
-            EngineChoice::Epoll => "epoll",
-            EngineChoice::Uring => "uring",
-            EngineChoice::EpollLt => "epoll-lt",
-            EngineChoice::Poll => "poll",
-            EngineChoice::Select => "select",
-        }
-    }
-
-    /// The readiness selector of a readiness engine (None: io_uring or auto).
-    pub fn readiness(self) -> Option<duet_engine_epoll::Readiness> {
-        use duet_engine_epoll::Readiness;
-        match self {
-            EngineChoice::Epoll => Some(Readiness::Epoll),
-            EngineChoice::EpollLt => Some(Readiness::EpollLt),
-            EngineChoice::Poll => Some(Readiness::Poll),
-            EngineChoice::Select => Some(Readiness::Select),
-            EngineChoice::Uring | EngineChoice::Auto => None,
-        }
-    }
-
-    /// The default of `--max-cached-file` for this (resolved) engine: the largest file
-    /// served from memory rather than streamed from the page cache. Both engines stream
-    /// a file with `sendfile`, which the kernel does without copying the bytes, so past
-    /// 64 KiB (where a copy starts to cost more than the extra call for the head) a file
-    /// is cheaper streamed (measured for io_uring in docs/io_uring.md); and a crowd of
-    /// slow readers asking for large files then costs page references, not a copy of
-    /// every body.
-    pub fn default_max_cached_file(self) -> u64 {
-        64 << 10
-    }
 }
 
 #[derive(Args, Debug)]
@@ -449,5 +396,26 @@ mod tests {
         assert!(resolve_bind("localhost", 80).is_ok_and(|a| a.ip().is_loopback() && a.port() == 80));
         let err = resolve_bind("no-such-host.invalid", 80).unwrap_err();
         assert!(err.starts_with("--bind no-such-host.invalid: cannot resolve") && !err.contains('\n'), "{err}");
+    }
+
+    /// `compare --loss` and `--delay` need `--netns`.
+    #[test]
+    fn loss_and_delay_need_netns() {
+        let cli = command();
+        for flags in [&["--loss", "1"][..], &["--delay", "1ms"][..]] {
+            let err = cli.clone().try_get_matches_from(["duet", "compare"].iter().chain(flags)).unwrap_err();
+            assert!(err.to_string().contains("--netns"), "{err}");
+        }
+    }
+
+    /// `--ablation`'s help lists the rows it runs, in order.
+    #[test]
+    fn the_ablation_help_names_the_rows_it_runs() {
+        let cli = command();
+        let compare = cli.find_subcommand("compare").expect("compare");
+        let ablation = compare.get_arguments().find(|a| a.get_id() == "ablation").expect("--ablation");
+        let help = ablation.get_long_help().or(ablation.get_help()).expect("help").to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(&crate::compare_cli::ablation_engines().join(",")), "{help}");
     }
 }

@@ -1,5 +1,5 @@
 //! `duet generate`: the man page and shell completions, made from the same clap
-//! definitions as `--help` ([`crate::cli::command`]), as `rg --generate` does.
+//! definitions as `--help` (the command main passes in), as `rg --generate` does.
 
 use clap::{Args, ValueEnum};
 use clap_complete::Shell;
@@ -25,13 +25,14 @@ pub struct GenerateArgs {
     pub kind: Kind,
 }
 
-pub fn generate(args: GenerateArgs) -> ExitCode {
+/// Writes what `args` asks for, made from `cmd` (duet's whole command line).
+pub fn generate(args: GenerateArgs, cmd: clap::Command) -> ExitCode {
     let mut out = Vec::new();
     let written = match args.kind {
-        Kind::Man => man(&mut out),
-        Kind::CompleteBash => complete(Shell::Bash, &mut out),
-        Kind::CompleteZsh => complete(Shell::Zsh, &mut out),
-        Kind::CompleteFish => complete(Shell::Fish, &mut out),
+        Kind::Man => man(cmd, &mut out),
+        Kind::CompleteBash => complete(cmd, Shell::Bash, &mut out),
+        Kind::CompleteZsh => complete(cmd, Shell::Zsh, &mut out),
+        Kind::CompleteFish => complete(cmd, Shell::Fish, &mut out),
     };
     match written.map_err(|e| e.to_string()).and_then(|()| crate::output::print_bytes(&out)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,15 +43,14 @@ pub fn generate(args: GenerateArgs) -> ExitCode {
     }
 }
 
-fn complete(shell: Shell, out: &mut Vec<u8>) -> std::io::Result<()> {
-    clap_complete::generate(shell, &mut crate::cli::command(), "duet", out);
+fn complete(mut cmd: clap::Command, shell: Shell, out: &mut Vec<u8>) -> std::io::Result<()> {
+    clap_complete::generate(shell, &mut cmd, "duet", out);
     Ok(())
 }
 
 /// One page for the whole program: duet's own sections, then a section per subcommand
 /// with its synopsis, description and options, each help group a subsection.
-fn man(out: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut cmd = crate::cli::command();
+fn man(mut cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
     // Sets each subcommand's name in usage lines to `duet SUBCOMMAND`.
     cmd.build();
     let page = clap_mangen::Man::new(cmd.clone());

@@ -13,8 +13,9 @@ mod supervise;
 mod uring_words;
 mod watch;
 
+use arg_types::EngineChoice;
 use clap::FromArgMatches;
-use cli::{Cli, Command, EngineChoice, ServeArgs};
+use cli::{Cli, Command, ServeArgs};
 use duet_engine::{AccessLog, Metrics, ServeConfig, Shutdown};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Load(args) => load_cli::load(args),
         Command::Compare(args) => compare_cli::compare(args),
-        Command::Generate(args) => generate::generate(args),
+        Command::Generate(args) => generate::generate(args, cli::command()),
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {
