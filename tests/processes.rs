@@ -24,19 +24,6 @@ fn children(pid: u32) -> Vec<u32> {
     found
 }
 
-/// Waits (polling the log, 20 s at most) until `count` lines contain `needle`.
-fn wait_for_lines(server: &Server, needle: &str, count: usize) {
-    let give_up = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines = server.stderr_lines();
-        if lines.iter().filter(|l| l.contains(needle)).count() >= count {
-            return;
-        }
-        assert!(Instant::now() < give_up, "no {count} lines with {needle:?}:\n{}", lines.join("\n"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn kill(pid: u32, sig: libc::c_int) {
     // SAFETY: kill takes no pointers; `pid` is a live child of the server under test.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "kill {pid}");
@@ -70,9 +57,9 @@ fn a_killed_process_is_restarted_and_the_port_keeps_answering(engine: &str) {
     // accept completes in the kernel without the task running) and they die with it.
     // Once it is gone, connections made while it is down wait in its listener's queue
     // (the supervisor holds the listeners): each is answered.
-    wait_for_lines(&server, "died (killed by signal 9 (SIGKILL)); restarting it", 1);
+    server.wait_for_lines("died (killed by signal 9 (SIGKILL)); restarting it", 1);
     answers(&server, 20);
-    wait_for_lines(&server, " serving http://", 3);
+    server.wait_for_lines(" serving http://", 3);
     let after = children(server.pid());
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(!after.contains(&before[0]) && after.contains(&before[1]), "before {before:?}, after {after:?}");
@@ -95,7 +82,7 @@ fn a_process_that_keeps_dying_makes_the_supervisor_give_up_with_an_error() {
     // Process 0 is killed soon after each start: an early death each time, and the
     // fifth in a row ends the supervisor.
     for round in 1..=5 {
-        wait_for_lines(&server, "process 0 started", round);
+        server.wait_for_lines("process 0 started", round);
         kill(newest_pid_of(&server, 0), libc::SIGKILL);
     }
     let status = server.wait_exit();
@@ -141,7 +128,7 @@ fn a_process_that_cannot_start_is_one_error_and_the_supervisor_exits() {
 fn sighup_reaches_every_process() {
     let Some(server) = started("epoll", &["--processes", "2"]) else { return };
     server.signal(libc::SIGHUP);
-    wait_for_lines(&server, "SIGHUP: nothing to reload", 2);
+    server.wait_for_lines("SIGHUP: nothing to reload", 2);
     let mut c = Client::connect(server.addr);
     c.send(GET);
     assert_eq!(c.read_response().status, 200);

@@ -229,11 +229,21 @@ impl Server {
     /// log line has been read), then returns every line so far. Panics after
     /// `LOG_TIMEOUT` with what was logged.
     pub fn wait_for_line(&self, needle: &str) -> Vec<String> {
+        self.wait_for_lines(needle, 1)
+    }
+
+    /// Like [`Server::wait_for_line`], until `count` lines contain `needle`.
+    pub fn wait_for_lines(&self, needle: &str, count: usize) -> Vec<String> {
         let (lock, logged) = &*self.lines;
         let guard = lock.lock().unwrap();
-        let (guard, timeout) =
-            logged.wait_timeout_while(guard, LOG_TIMEOUT, |lines| !lines.iter().any(|l| l.contains(needle))).unwrap();
-        assert!(!timeout.timed_out(), "no log line with {needle:?} within {LOG_TIMEOUT:?}:\n{}", guard.join("\n"));
+        let (guard, timeout) = logged
+            .wait_timeout_while(guard, LOG_TIMEOUT, |lines| lines.iter().filter(|l| l.contains(needle)).count() < count)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no {count} log lines with {needle:?} within {LOG_TIMEOUT:?}:\n{}",
+            guard.join("\n")
+        );
         guard.clone()
     }
 
