@@ -9,8 +9,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
-/// Ten, so the ablation's ten servers (`--ablation`) each have their own.
-const COLORS: [RGBColor; 10] = [
+/// Twenty, told apart by hue first and then by lightness, so the ablation's rows
+/// (`--ablation`: a dozen and growing) and the floors beside them each have their own.
+const COLORS: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -21,6 +22,16 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(170, 110, 40),
+    RGBColor(0, 100, 0),
+    RGBColor(128, 0, 0),
+    RGBColor(218, 165, 32),
+    RGBColor(0, 128, 128),
+    RGBColor(255, 105, 180),
+    RGBColor(64, 64, 64),
+    RGBColor(128, 128, 0),
+    RGBColor(0, 191, 255),
 ];
 
 fn color(i: usize) -> RGBColor {
@@ -844,7 +855,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ablations_ten_servers_get_their_own_colours_room_and_legend_lines() {
+    fn twenty_servers_get_their_own_colours_and_the_ablations_room_and_legend_lines() {
         let servers: Vec<String> = [
             "uring",
             "uring:no-direct",
@@ -853,14 +864,19 @@ mod tests {
             "uring:no-send",
             "uring:no-bundle",
             "uring:no-inc",
+            "uring:no-sendfile",
             "uring:zc",
+            "uring:splice",
             "uring:none",
             "epoll",
+            "floor-epoll",
+            "floor-uring",
+            "nginx",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let colours: Vec<RGBColor> = (0..servers.len()).map(color).collect();
+        let colours: Vec<RGBColor> = (0..20).map(color).collect();
         for (i, c) in colours.iter().enumerate() {
             assert!(!colours[..i].contains(c), "server {i} shares a colour");
         }
