@@ -8,7 +8,8 @@ mod common;
 use common::{Client, Server};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-const FEATURES: [&str; 9] = ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc", "sendfile", "splice"];
+const FEATURES: [&str; 11] =
+    ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc", "sendfile", "splice", "mmap", "mmap-zc"];
 
 /// The io_uring engine is here, or the test is skipped (unless DUET_REQUIRE_URING=1).
 fn uring_here() -> bool {
@@ -51,7 +52,8 @@ fn uring_features_all_are_on_here_and_each_turned_off_is_named() {
     let line = features_line(&server);
     assert!(
         line.ends_with(
-            "on: direct,ring-fd,flat-sq,send,bundle,inc,sendfile; off: zc (--uring-features), splice (--uring-features)"
+            "on: direct,ring-fd,flat-sq,send,bundle,inc,sendfile; off: zc (--uring-features), splice (--uring-features), \
+             mmap (--uring-features), mmap-zc (--uring-features)"
         ),
         "{line}"
     );
@@ -188,7 +190,12 @@ fn uring_features_the_access_log_turns_direct_descriptors_off() {
     let log = dir.join("access.log");
     let server = Server::start("uring", &["--access-log", &log.display().to_string()]);
     let line = features_line(&server);
-    assert!(line.contains("off: zc (--uring-features), splice (--uring-features), direct (--access-log"), "{line}");
+    assert!(
+        line.contains(
+            "splice (--uring-features), mmap (--uring-features), mmap-zc (--uring-features), direct (--access-log"
+        ),
+        "{line}"
+    );
     assert_serves(&server, "with an access log");
     let _ = std::fs::remove_dir_all(&dir);
 }

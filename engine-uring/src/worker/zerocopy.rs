@@ -41,6 +41,10 @@ pub(super) enum FilePath {
     Read,
     Sendfile,
     Splice,
+    /// Sent from a mapping of the file (`mapped`), by zero copy or not.
+    Mmap {
+        zero_copy: bool,
+    },
 }
 
 /// What a step from the loop left: drive the connection's output on, stop (a poll or an
@@ -58,6 +62,10 @@ impl Worker {
     pub(super) fn file_path(&self) -> FilePath {
         if self.features.has(crate::Feature::Splice) {
             FilePath::Splice
+        } else if self.features.has(crate::Feature::MmapZc) && !self.mmap_refused {
+            FilePath::Mmap { zero_copy: true }
+        } else if self.features.has(crate::Feature::Mmap) && !self.mmap_refused {
+            FilePath::Mmap { zero_copy: false }
         } else if self.features.has(crate::Feature::Sendfile) && !self.sendfile_refused {
             FilePath::Sendfile
         } else {
