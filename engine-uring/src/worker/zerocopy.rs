@@ -39,9 +39,9 @@ pub(super) const PIPE_SIZE: usize = 1024 * 1024;
 /// `sendfile` (`sendmsg` with `MSG_MORE`); a smaller body's head goes by a ring send,
 /// and its `sendfile` after that send's completion. Measured (docs/results.md, file
 /// bodies): head and body in the same turn made the server do more of the TCP transmit
-/// inside its own calls, 1.1-1.6x the server CPU per request of the other order at
-/// 256 KiB and 1 MiB with about 1.0-1.3x the requests per second, while at 16 MiB it
-/// was the cheaper order (0.7-0.8x).
+/// inside its own calls, 1.0-1.6x the server CPU per request of the other order at
+/// 256 KiB and 1 MiB (for 0.95-1.4x its requests per second), while at 16 MiB it was
+/// the cheaper order (0.72-0.78x).
 pub(super) const HEAD_WITH_BODY_MIN: usize = 4 * 1024 * 1024;
 
 /// How file bodies leave this worker.
