@@ -208,8 +208,9 @@ fn threads(server: &Server) -> usize {
 /// File bodies by `sendfile` from the loop: a direct descriptor gets a process fd for
 /// it (`IORING_OP_FIXED_FD_INSTALL`) the first time its connection sends a file, kept
 /// until the connection closes, and no thread is added. Ring splices are punted to
-/// io-wq worker threads, which appear in /proc/PID/task; the chunk buffer path needs
-/// neither fd nor thread.
+/// io-wq worker threads, which appear in /proc/PID/task; the chunk buffer path and the
+/// sends from a file mapping (socket sends, waited for by io_uring's internal poll)
+/// need neither fd nor thread.
 #[test]
 fn uring_features_sendfile_installs_one_fd_per_connection_and_splices_run_in_io_wq_threads() {
     if !uring_here() {
@@ -220,9 +221,13 @@ fn uring_features_sendfile_installs_one_fd_per_connection_and_splices_run_in_io_
     std::fs::write(dir.join("big.bin"), &body).expect("write");
     std::fs::write(dir.join("small.txt"), b"small").expect("write");
     let site = dir.display().to_string();
-    for (engine, fds_each, more_threads) in
-        [("uring", true, false), ("uring:no-sendfile", false, false), ("uring:splice", false, true)]
-    {
+    for (engine, fds_each, more_threads) in [
+        ("uring", true, false),
+        ("uring:no-sendfile", false, false),
+        ("uring:splice", false, true),
+        ("uring:mmap", false, false),
+        ("uring:mmap-zc", false, false),
+    ] {
         let server = Server::start(engine, &["--dir", &site]);
         // The worker thread is running once it has answered.
         let mut first = server.connect();
