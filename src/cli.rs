@@ -188,8 +188,8 @@ pub struct ServeArgs {
     /// io_uring: the optional features to use where the kernel has them, a comma-separated
     /// list applied left to right from the default set: default, all, none, NAME (add) or
     /// no-NAME (remove), with names direct, ring-fd, flat-sq, send, bundle, zc, inc,
-    /// sendfile, splice. The default is all but zc and splice. One log line at start says
-    /// which are on and why each other one is off.
+    /// sendfile, splice, mmap, mmap-zc. The default is all but zc, splice, mmap and
+    /// mmap-zc. One log line at start says which are on and why each other one is off.
     #[arg(long, default_value = "default", value_name = "LIST", value_parser = uring_features, help_heading = "io_uring")]
     pub uring_features: Features,
     /// io_uring: buffers in the provided buffer ring (a power of two up to 32768; checked
@@ -406,6 +406,25 @@ mod tests {
             let err = cli.clone().try_get_matches_from(["duet", "compare"].iter().chain(flags)).unwrap_err();
             assert!(err.to_string().contains("--netns"), "{err}");
         }
+    }
+
+    /// `--uring-features`' help names every feature and what the default leaves off.
+    #[test]
+    fn the_uring_features_help_names_every_feature_and_the_default() {
+        let cli = command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let arg = serve.get_arguments().find(|a| a.get_id() == "uring_features").expect("--uring-features");
+        let help = arg.get_long_help().or(arg.get_help()).expect("help").to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let names: Vec<&str> = duet_engine_uring::Feature::ALL.iter().map(|f| f.name()).collect();
+        assert!(help.contains(&names.join(", ")), "{help}");
+        let off: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !duet_engine_uring::Features::default().to_string().split(',').any(|d| d == *n))
+            .collect();
+        let (last, first) = off.split_last().expect("features off by default");
+        assert!(help.contains(&format!("all but {} and {last}", first.join(", "))), "{help}");
     }
 
     /// `--ablation`'s help lists the rows it runs, in order.

@@ -23,8 +23,7 @@ pub const LADDER_RATE: f64 = 5000.0;
 
 /// The ablation's engines (`--ablation`): io_uring with its default features, then
 /// without each of them in turn, then with each feature the default leaves off (zc,
-/// splice),
-/// then with none, and epoll to measure them against.
+/// splice, mmap, mmap-zc), then with none, and epoll to measure them against.
 pub fn ablation_engines() -> Vec<String> {
     let mut engines = vec!["uring".to_string()];
     engines.extend(Features::default().iter().map(|f| format!("uring:no-{}", f.name())));
@@ -466,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ablation_is_the_default_then_each_one_off_then_zc_and_splice_on_then_none_then_epoll() {
+    fn the_ablation_is_the_default_then_each_one_off_then_each_other_one_on_then_none_then_epoll() {
         assert_eq!(
             ablation_engines(),
             [
@@ -480,6 +479,8 @@ mod tests {
                 "uring:no-sendfile",
                 "uring:zc",
                 "uring:splice",
+                "uring:mmap",
+                "uring:mmap-zc",
                 "uring:none",
                 "epoll",
             ]

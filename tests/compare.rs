@@ -469,7 +469,7 @@ fn uring_feature_rows_have_figures_of_their_own() {
 }
 
 /// `--ablation`: uring, uring:no-X for every default feature, uring:zc, uring:splice,
-/// uring:none and epoll, each a row
+/// uring:mmap, uring:mmap-zc, uring:none and epoll, each a row
 /// with figures (or, where io_uring is unavailable, a row that says it did not start).
 #[test]
 fn the_ablation_runs_every_feature_row() {
@@ -484,6 +484,8 @@ fn the_ablation_runs_every_feature_row() {
         "uring:no-sendfile",
         "uring:zc",
         "uring:splice",
+        "uring:mmap",
+        "uring:mmap-zc",
         "uring:none",
         "epoll",
     ];

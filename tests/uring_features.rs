@@ -8,7 +8,8 @@ mod common;
 use common::{Client, Server};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-const FEATURES: [&str; 9] = ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc", "sendfile", "splice"];
+const FEATURES: [&str; 11] =
+    ["direct", "ring-fd", "flat-sq", "send", "bundle", "zc", "inc", "sendfile", "splice", "mmap", "mmap-zc"];
 
 /// The io_uring engine is here, or the test is skipped (unless DUET_REQUIRE_URING=1).
 fn uring_here() -> bool {
@@ -51,7 +52,8 @@ fn uring_features_all_are_on_here_and_each_turned_off_is_named() {
     let line = features_line(&server);
     assert!(
         line.ends_with(
-            "on: direct,ring-fd,flat-sq,send,bundle,inc,sendfile; off: zc (--uring-features), splice (--uring-features)"
+            "on: direct,ring-fd,flat-sq,send,bundle,inc,sendfile; off: zc (--uring-features), splice (--uring-features), \
+             mmap (--uring-features), mmap-zc (--uring-features)"
         ),
         "{line}"
     );
@@ -188,7 +190,12 @@ fn uring_features_the_access_log_turns_direct_descriptors_off() {
     let log = dir.join("access.log");
     let server = Server::start("uring", &["--access-log", &log.display().to_string()]);
     let line = features_line(&server);
-    assert!(line.contains("off: zc (--uring-features), splice (--uring-features), direct (--access-log"), "{line}");
+    assert!(
+        line.contains(
+            "splice (--uring-features), mmap (--uring-features), mmap-zc (--uring-features), direct (--access-log"
+        ),
+        "{line}"
+    );
     assert_serves(&server, "with an access log");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -201,8 +208,9 @@ fn threads(server: &Server) -> usize {
 /// File bodies by `sendfile` from the loop: a direct descriptor gets a process fd for
 /// it (`IORING_OP_FIXED_FD_INSTALL`) the first time its connection sends a file, kept
 /// until the connection closes, and no thread is added. Ring splices are punted to
-/// io-wq worker threads, which appear in /proc/PID/task; the chunk buffer path needs
-/// neither fd nor thread.
+/// io-wq worker threads, which appear in /proc/PID/task; the chunk buffer path and the
+/// sends from a file mapping (socket sends, waited for by io_uring's internal poll)
+/// need neither fd nor thread.
 #[test]
 fn uring_features_sendfile_installs_one_fd_per_connection_and_splices_run_in_io_wq_threads() {
     if !uring_here() {
@@ -213,9 +221,13 @@ fn uring_features_sendfile_installs_one_fd_per_connection_and_splices_run_in_io_
     std::fs::write(dir.join("big.bin"), &body).expect("write");
     std::fs::write(dir.join("small.txt"), b"small").expect("write");
     let site = dir.display().to_string();
-    for (engine, fds_each, more_threads) in
-        [("uring", true, false), ("uring:no-sendfile", false, false), ("uring:splice", false, true)]
-    {
+    for (engine, fds_each, more_threads) in [
+        ("uring", true, false),
+        ("uring:no-sendfile", false, false),
+        ("uring:splice", false, true),
+        ("uring:mmap", false, false),
+        ("uring:mmap-zc", false, false),
+    ] {
         let server = Server::start(engine, &["--dir", &site]);
         // The worker thread is running once it has answered.
         let mut first = server.connect();

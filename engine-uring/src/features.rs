@@ -36,11 +36,22 @@ pub enum Feature {
     /// (io_uring cannot splice without blocking), so it is off by default: an ablation
     /// item. Takes precedence over [`Feature::Sendfile`] when both are on.
     Splice,
+    /// File bodies are sent straight from a shared read-only `mmap` of the file (one
+    /// mapping per file and worker, kept while the file is served): the head and the
+    /// body's share leave in one `sendmsg` through the ring, one copy (page cache to
+    /// socket) instead of the chunk buffer's two. The engine never reads the mapping
+    /// itself, so a truncated file is an `EFAULT` in a send, never a SIGBUS. Takes
+    /// precedence over [`Feature::Sendfile`] (not over [`Feature::Splice`]).
+    Mmap,
+    /// As [`Feature::Mmap`], with zero-copy sends (`SENDMSG_ZC`) of the mapped body:
+    /// the kernel pins the page-cache pages instead of copying them, and the mapping is
+    /// held until the send's notification.
+    MmapZc,
 }
 
 impl Feature {
     /// Every feature, in the order they are listed.
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 11] = [
         Feature::Direct,
         Feature::RingFd,
         Feature::FlatSq,
@@ -50,6 +61,8 @@ impl Feature {
         Feature::Incremental,
         Feature::Sendfile,
         Feature::Splice,
+        Feature::Mmap,
+        Feature::MmapZc,
     ];
 
     /// Its name in a feature list ([`Features::parse`]) and in the log.
@@ -64,6 +77,8 @@ impl Feature {
             Feature::Incremental => "inc",
             Feature::Sendfile => "sendfile",
             Feature::Splice => "splice",
+            Feature::Mmap => "mmap",
+            Feature::MmapZc => "mmap-zc",
         }
     }
 
@@ -81,6 +96,8 @@ impl Feature {
             // `IORING_OP_FIXED_FD_INSTALL`, for a direct descriptor (5.1 without them).
             Feature::Sendfile => "6.8",
             Feature::Splice => "5.7",
+            Feature::Mmap => "5.6",
+            Feature::MmapZc => "6.1",
         }
     }
 
@@ -101,10 +118,16 @@ pub struct Features(u16);
 /// (the kernel copies each send anyway and says so in its notification) and, on Linux
 /// 6.18, stalls a large send to a peer whose receive window is a few KiB; and but ring
 /// splices, which io_uring runs in io-wq worker threads (measured in docs/io_uring.md:
-/// no cheaper than `sendfile` from the loop, and three more threads).
+/// no cheaper than `sendfile` from the loop, and three more threads); and but sends
+/// from a file mapping, with or without zero copy (measured in docs/io_uring.md:
+/// `sendfile` from the loop costs less server CPU at every size).
 impl Default for Features {
     fn default() -> Self {
-        Features::all().without(Feature::ZeroCopy).without(Feature::Splice)
+        Features::all()
+            .without(Feature::ZeroCopy)
+            .without(Feature::Splice)
+            .without(Feature::Mmap)
+            .without(Feature::MmapZc)
     }
 }
 
@@ -245,13 +268,13 @@ mod tests {
         assert_eq!(default.to_string(), "direct,ring-fd,flat-sq,send,bundle,inc,sendfile");
         assert_eq!(Features::parse("default").unwrap(), default);
         assert_eq!(Features::parse("all").unwrap(), Features::all());
-        assert_eq!(Features::parse("zc,splice").unwrap(), Features::all());
+        assert_eq!(Features::parse("zc,splice,mmap,mmap-zc").unwrap(), Features::all());
         assert_eq!(Features::parse("none").unwrap(), Features::none());
         assert_eq!(Features::parse("none,direct").unwrap(), Features::none().with(Feature::Direct));
         let two_off = Features::parse("all,no-zc, no-bundle").unwrap();
         assert!(!two_off.has(Feature::ZeroCopy) && !two_off.has(Feature::Bundle));
         assert!(two_off.has(Feature::Direct) && two_off.has(Feature::Incremental));
-        assert_eq!(two_off.to_string(), "direct,ring-fd,flat-sq,send,inc,sendfile,splice");
+        assert_eq!(two_off.to_string(), "direct,ring-fd,flat-sq,send,inc,sendfile,splice,mmap,mmap-zc");
         for f in Feature::ALL {
             assert_eq!(Features::parse(f.name()).unwrap(), default.with(f));
             assert_eq!(Features::parse(&format!("no-{}", f.name())).unwrap(), default.without(f));

@@ -198,6 +198,10 @@ pub fn features(opts: &UringOptions) -> Resolved {
             Feature::Sendfile => check_sendfile(on.has(Feature::Direct), &has_op),
             Feature::Splice if has_op(opcode::Splice::CODE) => Ok(()),
             Feature::Splice => Err("no IORING_OP_SPLICE".into()),
+            Feature::Mmap if has_op(opcode::SendMsg::CODE) => Ok(()),
+            Feature::Mmap => Err("no IORING_OP_SENDMSG".into()),
+            Feature::MmapZc if has_op(opcode::SendMsgZc::CODE) => Ok(()),
+            Feature::MmapZc => Err("no IORING_OP_SENDMSG_ZC".into()),
         };
         match check {
             Ok(()) => on = on.with(feature),

@@ -30,6 +30,7 @@ mod accept;
 mod complete;
 mod conn;
 mod file;
+mod mapped;
 mod sock;
 mod timeout;
 mod token;
@@ -80,7 +81,9 @@ const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// The turn's write limits for the file-body path `features` choose.
 fn write_limits(features: Features) -> WriteLimits {
-    if features.has(Feature::Sendfile) || features.has(Feature::Splice) {
+    // A send from a file mapping copies like a send from memory: the ring's limits.
+    let copied = features.has(Feature::Mmap) && !features.has(Feature::MmapZc) && !features.has(Feature::Splice);
+    if !copied && [Feature::Sendfile, Feature::Splice, Feature::MmapZc].iter().any(|f| features.has(*f)) {
         SENDFILE_WRITE_LIMITS
     } else {
         WRITE_LIMITS
@@ -233,6 +236,10 @@ struct Worker {
     /// `sendfile` refused a file body here (`zerocopy`): files go through the chunk
     /// buffer from then on.
     sendfile_refused: bool,
+    /// A file could not be mapped here (`mapped`): file bodies take the next path.
+    mmap_refused: bool,
+    /// The file mappings sends are made from (`mapped`).
+    maps: mapped::MapCache,
     #[cfg(test)]
     fault: Option<std::sync::Arc<fault::Fault>>,
 }
@@ -295,6 +302,8 @@ impl Worker {
             torn_down: None,
             overflow_logged: false,
             sendfile_refused: false,
+            mmap_refused: false,
+            maps: mapped::MapCache::default(),
             #[cfg(test)]
             fault: uring.fault.clone(),
         })
@@ -514,7 +523,7 @@ impl Worker {
     /// or the in-memory segments; or shuts down the write side once everything is sent
     /// and the connection must close.
     fn drive_output(&mut self, id: ConnId) -> io::Result<()> {
-        let path = self.file_path();
+        let mut path = self.file_path();
         loop {
             let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
             if e.io.output_busy() {
@@ -529,6 +538,17 @@ impl Worker {
             if e.io.stream.as_ref().is_some_and(|c| c.sent < c.filled) {
                 return self.send_chunk(id, share);
             }
+            if let zerocopy::FilePath::Mmap { zero_copy } = path {
+                match self.mapped_send(id, share, zero_copy)? {
+                    mapped::MapStep::Sent => return Ok(()),
+                    mapped::MapStep::NoFile => {}
+                    mapped::MapStep::Refused => {
+                        path = self.file_path();
+                        continue;
+                    }
+                }
+            }
+            let Some(e) = self.core.conns.get_mut(id) else { return Ok(()) };
             let splicing = e.io.stream.as_ref().is_some_and(|c| c.in_pipe > 0);
             if let Some((file, offset, left)) = e.conn.poll_output().and_then(|out| out.front_file()) {
                 let file = file.as_raw_fd();
@@ -537,7 +557,7 @@ impl Worker {
                 let step = match path {
                     zerocopy::FilePath::Sendfile => self.sendfile_out(id, share)?,
                     zerocopy::FilePath::Splice => self.splice_out(id, share)?,
-                    zerocopy::FilePath::Read => zerocopy::Step::Fallback,
+                    zerocopy::FilePath::Read | zerocopy::FilePath::Mmap { .. } => zerocopy::Step::Fallback,
                 };
                 match step {
                     zerocopy::Step::Again => continue,
@@ -628,7 +648,8 @@ impl Worker {
             if let Installed::Fd(fd) = io.installed {
                 syscalls::close(fd);
             }
-            if let Some(header) = io.send {
+            if let Some(mut header) = io.send {
+                header.release();
                 if headers.len() < HEADER_POOL_MAX {
                     headers.push(header);
                 }

@@ -213,6 +213,31 @@ impl OutBuf {
         }
         None
     }
+
+    /// The first file segment with bytes still to send, wherever it is (in-memory bytes
+    /// may come before it): `(file, offset in the file of its first unsent byte, bytes
+    /// left in it)`. An engine that sends a file body from a mapping of the file puts it
+    /// right after what [`OutBuf::fill_max`] gave when that stopped at a file segment
+    /// (neither the iovecs nor `max` used up, output left): then it is this one.
+    pub fn first_unsent_file(&self) -> Option<(&Arc<File>, u64, usize)> {
+        if self.files_unsent == 0 {
+            return None;
+        }
+        let mut skip = self.sent;
+        let mut pos = 0;
+        for (offset, seg) in &self.shared {
+            skip = skip.saturating_sub(offset - pos);
+            pos = *offset;
+            let len = seg.len();
+            if skip < len {
+                if let Spliced::File { file, offset, len } = seg {
+                    return Some((file, offset + skip as u64, len - skip));
+                }
+            }
+            skip = skip.saturating_sub(len);
+        }
+        None
+    }
 }
 
 /// Where [`OutBuf::fill_max`] is: sent bytes still to skip, bytes it may still add,
@@ -394,21 +419,27 @@ mod tests {
         b.push_file(&file, 10, 20);
         b.push_owned(b"cd");
         b.push_file(&file, 40, 5);
+        let first = |b: &OutBuf| b.first_unsent_file().map(|(_, o, l)| (o, l));
+        // The first unsent file, wherever it is: behind memory bytes too.
+        assert_eq!(first(&b), Some((10, 20)));
         b.advance(1);
         assert!(b.front_file().is_none());
+        assert_eq!(first(&b), Some((10, 20)));
         b.advance(3); // "b" and 2 file bytes
         let (_, offset, left) = b.front_file().unwrap();
         assert_eq!((offset, left), (12, 18));
+        assert_eq!(first(&b), Some((12, 18)));
         assert_eq!((b.files_unsent(), b.memory_remaining()), (2, 2));
         b.advance(19); // the rest of the first file and "c"
         assert!(b.front_file().is_none());
+        assert_eq!(first(&b), Some((40, 5)), "the second file, behind \"d\"");
         assert_eq!(collect(&b, 4), b"d");
         assert_eq!((b.files_unsent(), b.memory_remaining()), (1, 1));
         b.advance(3); // "d" and 2 bytes of the second file
         assert_eq!(b.front_file().map(|(_, o, l)| (o, l)), Some((42, 3)));
         b.advance(3);
         assert_eq!((b.remaining(), b.files_unsent()), (0, 0));
-        assert!(b.front_file().is_none());
+        assert!(b.front_file().is_none() && first(&b).is_none());
         assert_eq!(b.fill(&mut [IoSlice::new(&[])]), 0);
     }
 

@@ -1,8 +1,10 @@
 //! File bodies streamed from the page cache, whatever path an engine sends them by
 //! (epoll's `sendfile`; io_uring's `sendfile` from the loop, ring splices, or a chunk
-//! buffer, one engine line each in `per_engine!`): byte-exact at every size and range,
-//! dropped when the file shrinks under them, bounded for slow readers, and leaving
-//! nothing behind when clients reset mid-body.
+//! buffer, one engine line each in `per_engine!`; sends from a file mapping, with and
+//! without zero copy, two more lines here): byte-exact at every size and range,
+//! dropped when the file shrinks under them, whole when the file is replaced under them,
+//! bounded for slow readers, and leaving nothing behind (descriptor, pipe, buffer or
+//! mapping) when clients reset mid-body.
 
 use crate::common::{self, show, Server};
 use crate::{fetch, get_path, TempTree};
@@ -10,12 +12,30 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-per_engine!(
-    file_bodies_are_byte_exact_across_sizes_and_ranges,
-    a_file_truncated_while_streaming_drops_the_connection,
-    slow_readers_of_large_files_hold_no_more_than_a_share_each,
-    two_thousand_resets_mid_body_leak_no_descriptor_pipe_or_buffer,
-);
+macro_rules! file_body_tests {
+    ($engines:ident) => {
+        $engines!(
+            file_bodies_are_byte_exact_across_sizes_and_ranges,
+            a_file_truncated_while_streaming_drops_the_connection,
+            a_file_replaced_while_streaming_is_sent_whole_from_the_old_file,
+            slow_readers_of_large_files_hold_no_more_than_a_share_each,
+            two_thousand_resets_mid_body_leak_no_descriptor_pipe_buffer_or_mapping,
+        );
+    };
+}
+
+file_body_tests!(per_engine);
+
+/// The io_uring paths only ablation items reach: sends from a file mapping, with and
+/// without zero copy.
+macro_rules! mapped_paths {
+    ($($tests:tt)*) => {
+        engine_tests!(uring_mmap, "uring:mmap"; $($tests)*);
+        engine_tests!(uring_mmap_zc, "uring:mmap-zc"; $($tests)*);
+    };
+}
+
+file_body_tests!(mapped_paths);
 
 /// The bytes of a test file of `len` bytes: no two nearby 8-byte words alike, so a
 /// misplaced or repeated chunk shows.
@@ -33,6 +53,19 @@ fn vm_rss_kib(server: &Server) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc/<pid>/status");
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value")
+}
+
+/// Lines of the server's memory map that map `path` (a file mapped to send from).
+fn mappings_of(server: &Server, path: &str) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.pid())).expect("read /proc/<pid>/maps");
+    maps.lines().filter(|l| l.ends_with(path)).count()
+}
+
+/// The server's virtual memory size in KiB.
+fn vm_size_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc/<pid>/status");
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).expect("VmSize line");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmSize value")
 }
 
 /// Reads a response head byte by byte (so nothing of the body is taken with it).
@@ -125,6 +158,36 @@ fn a_file_truncated_while_streaming_drops_the_connection(engine: &str) {
     assert_eq!(fetch(&mut c, "/small.txt", "").body, b"small");
 }
 
+/// A 16 MiB file replaced by a rename while a slow reader is in its body: the site
+/// swaps to the new file (served to new clients, which maps and sends it), and the slow
+/// reader still gets the whole old file, byte-exact: what its sends read (an open file,
+/// a mapping) is not let go under it.
+fn a_file_replaced_while_streaming_is_sent_whole_from_the_old_file(engine: &str) {
+    const SIZE: usize = 16 << 20;
+    let t = TempTree::new(&format!("replaced-{engine}"));
+    let old = pattern(SIZE);
+    let new: Vec<u8> = pattern(SIZE / 2).iter().map(|b| !b).collect();
+    t.write("site/big.bin", &old);
+    let server = Server::start(engine, &["--dir", &t.path("site")]);
+    server.wait_for_line("for changes");
+    let mut s = server.connect_small_rcvbuf(16 * 1024);
+    s.write_all(&get_path("/big.bin", "")).expect("send the request");
+    let head = read_head(&mut s);
+    assert!(head.contains(&format!("Content-Length: {SIZE}\r\n")), "{head}");
+    let mut got = vec![0u8; 4096];
+    s.read_exact(&mut got).expect("the first bytes of the body");
+    let tmp = t.write("site/.big.bin.tmp", &new);
+    std::fs::rename(tmp, t.path("site/big.bin")).expect("rename over");
+    let deadline = Instant::now() + common::READ_TIMEOUT;
+    let mut c = server.connect();
+    while fetch(&mut c, "/big.bin", "").body != new {
+        assert!(Instant::now() < deadline, "the new file is not served");
+    }
+    got.resize(SIZE, 0);
+    s.read_exact(&mut got[4096..]).expect("the rest of the old body");
+    assert!(got == old, "the body is not the old file's bytes");
+}
+
 /// 48 clients with small receive windows ask for a 16 MiB file and read only its head:
 /// the server sends each what its socket takes and waits. It holds no more than a
 /// share of the turn per reader meanwhile (`sendfile` and splices hold no user memory;
@@ -164,9 +227,10 @@ fn slow_readers_of_large_files_hold_no_more_than_a_share_each(engine: &str) {
 
 /// 2,000 clients ask for a 1 MiB file, read part of the body and reset the connection:
 /// afterwards the server has no more descriptors open than before (sockets, installed
-/// fds, pipes; the pools hold 16 chunks at most), its memory has not grown with them,
-/// and it serves on.
-fn two_thousand_resets_mid_body_leak_no_descriptor_pipe_or_buffer(engine: &str) {
+/// fds, pipes; the pools hold 16 chunks at most), no more mappings of the file (one per
+/// worker on the mapped paths, none on the others), its memory has not grown with
+/// them, and it serves on.
+fn two_thousand_resets_mid_body_leak_no_descriptor_pipe_buffer_or_mapping(engine: &str) {
     const SIZE: usize = 1 << 20;
     let t = TempTree::new(&format!("resets-{engine}"));
     let body = pattern(SIZE);
@@ -202,13 +266,19 @@ fn two_thousand_resets_mid_body_leak_no_descriptor_pipe_or_buffer(engine: &str) 
     drop(c);
     // The pools keep 16 chunks (with a pipe each on the splice path) for reuse.
     wait_for_fds(&server, fds + 32, "after the warm-up");
-    let rss = vm_rss_kib(&server);
+    let (rss, vm) = (vm_rss_kib(&server), vm_size_kib(&server));
+    let mapped = mappings_of(&server, "/site/big.bin");
     for _ in 0..2000 {
         reset_mid_body();
     }
     wait_for_fds(&server, fds + 32, "after 2,000 resets mid-body");
     let grown = vm_rss_kib(&server).saturating_sub(rss);
     assert!(grown < 16 * 1024, "the server grew by {grown} KiB over 2,000 resets (from {rss} KiB)");
+    let now = mappings_of(&server, "/site/big.bin");
+    assert!(now <= mapped, "{now} mappings of the file after 2,000 resets, {mapped} before");
+    // A mapping per reset would add 2 GiB.
+    let vm_grown = vm_size_kib(&server).saturating_sub(vm);
+    assert!(vm_grown < 64 * 1024, "the server's address space grew by {vm_grown} KiB over 2,000 resets");
     let mut c = server.connect();
     assert!(fetch(&mut c, "/big.bin", "").body == body, "served after the resets");
 }

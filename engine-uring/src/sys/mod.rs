@@ -24,10 +24,12 @@
 //!   reaped yet, so a caller can tell when nothing refers to its memory or fds any more.
 
 mod buf_ring;
+mod mmap;
 mod ring;
 mod send;
 
 pub use buf_ring::{BufGroup, BufId, BufMode};
+pub use mmap::Mapping;
 pub use ring::{Completion, Ring};
 pub use send::{SendHeader, IORING_NOTIF_USAGE_ZC_COPIED, MAX_IOV};
 

@@ -1,11 +1,12 @@
 //! The header of an in-flight send: the `msghdr` and `iovec`s the kernel reads until
 //! the send's last completion, pointing at a connection's output segments.
 
-use super::{on_sock, Target};
+use super::{on_sock, Mapping, Target};
 use duet_http::OutBuf;
 use io_uring::squeue;
 use std::io::IoSlice;
 use std::ptr;
+use std::sync::Arc;
 
 /// Most segments one send carries; the rest goes in the next send.
 pub const MAX_IOV: usize = 16;
@@ -20,6 +21,10 @@ pub struct SendHeader {
     /// The result of a zero-copy send whose notification has not come yet: the bytes
     /// are reported sent (and the segments released) only then.
     zc_result: Option<i32>,
+    /// The file mapping the last iovec points into, if any: held here, with the header,
+    /// until the send's last completion (the notification of a zero-copy send), so the
+    /// mapping outlives every read the kernel makes of it.
+    mapping: Option<Arc<Mapping>>,
 }
 
 /// A zero-copy send's notification result: the kernel copied the data after all (on
@@ -35,7 +40,7 @@ impl SendHeader {
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid
         // value (null pointers, zero lengths).
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0, zc_result: None })
+        Box::new(SendHeader { msg, iov: [empty; MAX_IOV], total: 0, zc_result: None, mapping: None })
     }
 
     /// Points the header at the unsent segments of `out`, at most `max` bytes of them
@@ -54,7 +59,40 @@ impl SendHeader {
         self.msg.msg_iovlen = n as _;
         self.total = total;
         self.zc_result = None;
+        self.mapping = None;
         total
+    }
+
+    /// Appends `len` bytes of `mapping` at `addr` (from [`Mapping::range`]) after what
+    /// [`SendHeader::load`] put in, and keeps the mapping until [`SendHeader::release`];
+    /// returns the new total. False (nothing appended) when the iovecs are full.
+    pub fn push_mapped(&mut self, mapping: Arc<Mapping>, addr: *const u8, len: usize) -> Option<usize> {
+        let n = self.msg.msg_iovlen;
+        if n >= MAX_IOV || len == 0 {
+            return None;
+        }
+        self.iov[n] = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+        self.msg.msg_iovlen = n + 1;
+        self.total += len;
+        self.mapping = Some(mapping);
+        Some(self.total)
+    }
+
+    /// The iovecs loaded.
+    pub fn iovecs(&self) -> usize {
+        self.msg.msg_iovlen
+    }
+
+    /// Whether the header names a file mapping.
+    pub fn is_mapped(&self) -> bool {
+        self.mapping.is_some()
+    }
+
+    /// The send is over (its last completion reaped) or never went: drops what it held
+    /// (the mapping: unmapped here if nothing else holds it). Done before a header is
+    /// pooled, so a pooled header pins no file.
+    pub fn release(&mut self) {
+        self.mapping = None;
     }
 
     /// Keeps a zero-copy send's result until its notification.

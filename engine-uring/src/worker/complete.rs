@@ -130,8 +130,10 @@ impl Worker {
             res
         };
         let mut offered = 0;
-        if let Some(header) = e.io.send.take() {
+        if let Some(mut header) = e.io.send.take() {
             offered = header.total();
+            // The send's last completion: the kernel reads its file mapping no more.
+            header.release();
             if self.headers.len() < HEADER_POOL_MAX {
                 self.headers.push(header);
             }

@@ -263,7 +263,12 @@ impl ConnIo {
             // point into heap storage, never into the `Connection` value itself
             // (duet-http's rule: `OutBuf`'s docs, contract rule 5 in `duet_engine`,
             // pinned by http/tests/output_segments.rs): the slab moves entries when it
-            // grows, and the segments stay where they are.
+            // grows, and the segments stay where they are. An iovec into a file mapping
+            // (`mapped`) is covered by the header too: it holds an `Arc` of the mapping,
+            // released only when `on_send` takes the header at that same last
+            // completion, so the unmap cannot come while the kernel may read it; and no
+            // Rust code reads the mapping, so a truncated file is `EFAULT` in this send,
+            // never SIGBUS.
             ConnOp::Send { header, plain, zero_copy } => {
                 // One send at a time: the header of one in flight is never replaced.
                 if self.send.is_some() {

@@ -7,9 +7,10 @@
 //!   connection is driven again at its completion. A direct descriptor has no process
 //!   fd, so the first file body of such a connection asks for one
 //!   (`IORING_OP_FIXED_FD_INSTALL`), kept until the connection closes. The response
-//!   head right before a file body is sent from the loop too (`sendmsg` with
-//!   `MSG_MORE`), so head and body leave in the same turn with no ring completion
-//!   between them.
+//!   head before a body under [`HEAD_WITH_BODY_MIN`] goes by a ring send like any
+//!   in-memory output, and the body's `sendfile` follows at that send's completion;
+//!   before a larger body it is sent from the loop (`sendmsg` with `MSG_MORE`), so head
+//!   and body leave in the same turn with no ring completion between them.
 //! - [`Feature::Splice`](crate::Feature::Splice) (an ablation item): per share a linked
 //!   pair of `IORING_OP_SPLICE`, file -> pipe -> socket, through the connection's pipe
 //!   (in its chunk, pooled like the chunk buffers). io_uring cannot splice without
@@ -34,6 +35,15 @@ use tracing::warn;
 /// splices carries a whole share.
 pub(super) const PIPE_SIZE: usize = 1024 * 1024;
 
+/// The smallest file body whose head is sent from the loop right before its first
+/// `sendfile` (`sendmsg` with `MSG_MORE`); a smaller body's head goes by a ring send,
+/// and its `sendfile` after that send's completion. Measured (docs/results.md, file
+/// bodies): head and body in the same turn made the server do more of the TCP transmit
+/// inside its own calls, 1.0-1.6x the server CPU per request of the other order at
+/// 256 KiB and 1 MiB (for 0.95-1.4x its requests per second), while at 16 MiB it was
+/// the cheaper order (0.72-0.78x).
+pub(super) const HEAD_WITH_BODY_MIN: usize = 4 * 1024 * 1024;
+
 /// How file bodies leave this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FilePath {
@@ -41,6 +51,10 @@ pub(super) enum FilePath {
     Read,
     Sendfile,
     Splice,
+    /// Sent from a mapping of the file (`mapped`), by zero copy or not.
+    Mmap {
+        zero_copy: bool,
+    },
 }
 
 /// What a step from the loop left: drive the connection's output on, stop (a poll or an
@@ -58,6 +72,10 @@ impl Worker {
     pub(super) fn file_path(&self) -> FilePath {
         if self.features.has(crate::Feature::Splice) {
             FilePath::Splice
+        } else if self.features.has(crate::Feature::MmapZc) && !self.mmap_refused {
+            FilePath::Mmap { zero_copy: true }
+        } else if self.features.has(crate::Feature::Mmap) && !self.mmap_refused {
+            FilePath::Mmap { zero_copy: false }
         } else if self.features.has(crate::Feature::Sendfile) && !self.sendfile_refused {
             FilePath::Sendfile
         } else {
@@ -138,9 +156,10 @@ impl Worker {
     }
 
     /// When the unsent in-memory output of connection `id` (a response head, at most
-    /// `share` bytes) is followed by a file body, sends it now from the loop, so the
-    /// body's `sendfile` follows in the same turn. `None`: nothing of the kind (no file
-    /// follows, or no process fd can be had): the ring sends it.
+    /// `share` bytes) is followed by a file body of at least [`HEAD_WITH_BODY_MIN`],
+    /// sends it now from the loop, so the body's `sendfile` follows in the same turn.
+    /// `None`: nothing of the kind (no file follows, a smaller one, or no process fd can
+    /// be had): the ring sends it.
     pub(super) fn send_head_now(&mut self, id: ConnId, share: usize) -> io::Result<Option<Step>> {
         let Some(e) = self.core.conns.get_mut(id) else { return Ok(Some(Step::Stop)) };
         let Some(out) = e.conn.poll_output().filter(|out| out.has_file()) else { return Ok(None) };
@@ -149,6 +168,10 @@ impl Worker {
         let total: usize = iov[..count].iter().map(|s| s.len()).sum();
         // `fill_max` stops early only at a file segment (or when `iov` is full).
         let file_follows = count > 0 && count < MAX_IOV && total < share && total < out.remaining();
+        let large = out.first_unsent_file().is_some_and(|(_, _, left)| left >= HEAD_WITH_BODY_MIN);
+        if !large {
+            return Ok(None);
+        }
         if !file_follows {
             return Ok(None);
         }
