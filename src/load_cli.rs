@@ -74,7 +74,8 @@ pub struct LoadArgs {
     /// Run this long first, then reset the counters before the measured window.
     #[arg(long, default_value = "0s", value_name = "DURATION", help_heading = "Load")]
     pub warmup: Seconds,
-    /// Sample this process over the measured window: CPU time (all threads), CPU per request, peak RSS.
+    /// Sample this process and every process below it (a supervisor's group, nginx's workers) over
+    /// the measured window: CPU time (all threads), CPU per request, peak RSS, summed.
     #[arg(long, value_name = "PID", help_heading = "Report")]
     pub server_pid: Option<u32>,
     /// Print one JSON object instead of text.
