@@ -497,20 +497,25 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
     }
     // How many processes each side of each scenario needs (one, until the connections
     // pass one process's descriptor limit: then a process group on each side).
-    let plans: Vec<plan::Plan> = match config.load_with {
+    // A scenario that cannot fit at all is a failed cell when others can run (the
+    // ladder's 100,000 on a small machine), the error when none can.
+    let one_each = plan::Plan { server_processes: 1, load_processes: 1 };
+    let planned: Vec<Result<plan::Plan, String>> = match config.load_with {
         LoadWith::Duet => {
             let mut limits = plan::Limits::here();
             if config.network.is_some() {
                 limits.sources = 1;
             }
-            scenarios
-                .iter()
-                .map(|s| plan_scenario(s.total(), config.load_cpus.len(), limits))
-                .collect::<Result<_, _>>()
-                .map_err(CompareError::Setup)?
+            scenarios.iter().map(|s| plan_scenario(s.total(), config.load_cpus.len(), limits)).collect()
         }
-        LoadWith::Wrk => vec![plan::Plan { server_processes: 1, load_processes: 1 }; scenarios.len()],
+        LoadWith::Wrk => vec![Ok(one_each); scenarios.len()],
     };
+    if let Some(Err(why)) = planned.iter().find(|p| p.is_err()).filter(|_| planned.iter().all(Result::is_err)) {
+        return Err(CompareError::Setup(why.clone()));
+    }
+    let plans: Vec<plan::Plan> = planned.iter().map(|p| *p.as_ref().unwrap_or(&one_each)).collect();
+    let cannot_fit: Vec<Option<Failure>> =
+        planned.into_iter().map(|p| p.err().map(|why| Failure::new("cannot fit here", why))).collect();
 
     // Payload files and wrk scripts, removed at the end.
     let tmp = tempfile::Builder::new().prefix("duet-compare-").tempdir().map_err(|e| {
@@ -575,7 +580,8 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
     }
     // One server per engine and process count the plans need (select never as a group:
     // see `group_skip`); the peers run as their command says, once each.
-    let mut group_sizes: Vec<u64> = plans.iter().map(|p| p.server_processes).collect();
+    let mut group_sizes: Vec<u64> =
+        plans.iter().zip(&cannot_fit).filter(|(_, c)| c.is_none()).map(|(p, _)| p.server_processes).collect();
     group_sizes.sort_unstable();
     group_sizes.dedup();
     let mut contenders = Vec::new();
@@ -627,6 +633,11 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
             let group = plans[si];
             for (ei, name) in names.iter().enumerate() {
                 if fixed_body(ei) && scenario.body_size != DEFAULT_BODY {
+                    continue;
+                }
+                if let Some(why) = &cannot_fit[si] {
+                    failed[si][ei].get_or_insert_with(|| why.clone());
+                    progress.done();
                     continue;
                 }
                 if let Some(why) = group_skip(name, fixed_body(ei), group.server_processes) {
@@ -853,10 +864,10 @@ fn measure_duet(
     let (mut before, mut after) = (None, None);
     let report = crate::run_marked(prepared, &mut |mark| {
         if server.metrics {
-            let counters = server.counters().ok();
             match mark {
-                crate::Mark::WindowStart => before = counters,
-                crate::Mark::WindowEnd => after = counters,
+                crate::Mark::SetUp => {}
+                crate::Mark::WindowStart => before = server.counters().ok(),
+                crate::Mark::WindowEnd => after = server.counters().ok(),
             }
         }
     })
