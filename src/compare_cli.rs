@@ -118,7 +118,8 @@ pub struct CompareArgs {
     pub ablation: bool,
     /// Connections per scenario: all active, or with --active the total of which that
     /// share is active and the rest idle [default: 16,256; 16 with --quick; with --ladder
-    /// 1000,10000, 100,200 with --quick].
+    /// 1000,10000,100000, 100,200 with --quick]. Past one process's open-file limit each
+    /// side runs as a process group (duet serve --processes N, duet load --processes N).
     #[arg(long, value_delimiter = ',', value_name = "N,..", help_heading = "Scenario")]
     pub connections: Option<Vec<usize>>,
     /// Share of --connections that sends requests, e.g. 10% (at least one connection); the
@@ -136,8 +137,8 @@ pub struct CompareArgs {
     /// Load this long before each measured window, unmeasured [default: 0s; with --ladder 1s, 0.2s with --quick].
     #[arg(long, value_name = "DURATION", help_heading = "Load")]
     pub warmup: Option<Seconds>,
-    /// The I/O ladder: --engines select,poll,epoll-lt,epoll,uring --connections 1000,10000
-    /// --active 10% --rate 5000 --depth 1 --warmup 1s (each can be overridden). With --quick:
+    /// The I/O ladder: --engines select,poll,epoll-lt,epoll,uring --connections
+    /// 1000,10000,100000 --active 10% --rate 5000 --depth 1 --warmup 1s (each can be overridden). With --quick:
     /// 100,200 connections, 1,000 requests/s, 1 round of 0.5 s.
     #[arg(long, help_heading = "Presets")]
     pub ladder: bool,
@@ -257,7 +258,7 @@ impl Defaults {
         };
         let ladder_full = Defaults {
             engines: &LADDER_ENGINES,
-            connections: &[1000, 10_000],
+            connections: &[1000, 10_000, 100_000],
             depths: &[1],
             warmup: Duration::from_secs(1),
             active: Some(0.1),
@@ -439,7 +440,7 @@ mod tests {
         let ladder = Defaults::new(true, false, false);
         assert_eq!(
             (ladder.engines, ladder.connections, ladder.depths),
-            (&LADDER_ENGINES[..], &[1000, 10_000][..], &[1][..])
+            (&LADDER_ENGINES[..], &[1000, 10_000, 100_000][..], &[1][..])
         );
         assert_eq!(
             (ladder.rounds, ladder.duration, ladder.warmup),

@@ -74,7 +74,8 @@ pub struct LoadArgs {
     /// Run this long first, then reset the counters before the measured window.
     #[arg(long, default_value = "0s", value_name = "DURATION", help_heading = "Load")]
     pub warmup: Seconds,
-    /// Sample this process over the measured window: CPU time (all threads), CPU per request, peak RSS.
+    /// Sample this process and every process below it (a supervisor's group, nginx's workers) over
+    /// the measured window: CPU time (all threads), CPU per request, peak RSS, summed.
     #[arg(long, value_name = "PID", help_heading = "Report")]
     pub server_pid: Option<u32>,
     /// Print one JSON object instead of text.
@@ -168,7 +169,17 @@ fn run(mut args: LoadArgs) -> Result<(), String> {
     if !args.json {
         crate::output::print(&prepared.header_text())?;
     }
-    let report = duet_loadtest::run(prepared).map_err(|e| load_error(&e))?;
+    // A `--processes` child holds its load until every process is set up: one still
+    // opening its connections would overflow the accept queues under the others'
+    // measured windows (seconds of SYN retransmits in their latency).
+    let report = duet_loadtest::run_marked(prepared, &mut |mark| {
+        if share.is_some() && mark == duet_loadtest::Mark::SetUp {
+            eprintln!("{SET_UP}");
+            // "go", or the end of stdin (the parent is gone or gave up waiting).
+            let _ = std::io::stdin().lines().next();
+        }
+    })
+    .map_err(|e| load_error(&e))?;
     if report.server_went_away {
         eprintln!("duet: warning: --server-pid process went away during the run; its figures cover less");
     }
@@ -179,6 +190,10 @@ fn run(mut args: LoadArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The line a `duet load --processes N` child writes once its connections are set up;
+/// the parent answers `go` on its stdin once every child has.
+const SET_UP: &str = "duet-load: set up";
 
 /// Set in a `duet load --processes N` child: every process's connections and idle ones.
 const SHARE_TOTAL: &str = "DUET_LOAD_TOTAL";
@@ -219,6 +234,9 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
     let total = args.connections + args.idle;
     let draw = std::io::stderr().is_terminal();
     let mut children = Vec::with_capacity(n);
+    // Each child's stdin: "go" once every child is set up (or has ended).
+    let mut gates: Vec<Option<std::process::ChildStdin>> = Vec::with_capacity(n);
+    let mut set_up = vec![false; n];
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<String>)>();
     let mut readers = Vec::with_capacity(n);
     for index in 0..n {
@@ -226,7 +244,7 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
         cmd.args(std::env::args_os().skip(1))
             .env(SHARE, format!("{index}/{n}"))
             .env(SHARE_TOTAL, total.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if draw {
@@ -252,6 +270,7 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
                 text
             })
         });
+        gates.push(child.stdin.take());
         children.push((child, stdout));
     }
     drop(tx);
@@ -266,9 +285,22 @@ fn run_processes(args: &LoadArgs, n: usize) -> Result<(), String> {
     let mut stderr_text = vec![Vec::<String>::new(); n];
     // Until every child's stderr has ended (the child has exited).
     for (index, line) in rx {
-        if let Some(line) = line {
-            if !bar.line(index, &line) {
-                stderr_text[index].push(line);
+        match line {
+            Some(line) if line == SET_UP => set_up[index] = true,
+            Some(line) => {
+                if !bar.line(index, &line) {
+                    stderr_text[index].push(line);
+                }
+            }
+            // Ended: it will not hold the others back.
+            None => set_up[index] = true,
+        }
+        if set_up.iter().all(|&s| s) {
+            for gate in gates.iter_mut() {
+                if let Some(mut stdin) = gate.take() {
+                    use std::io::Write;
+                    let _ = stdin.write_all(b"go\n");
+                }
             }
         }
     }

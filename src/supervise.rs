@@ -138,6 +138,8 @@ enum Event {
 /// One child process.
 struct Proc {
     index: usize,
+    /// Its first slot in the group's counters (it has `threads`).
+    first_slot: usize,
     child: Child,
     started: Instant,
     ready: bool,
@@ -162,6 +164,9 @@ struct Supervisor {
     /// The group's counters for `--metrics`: two sets of slots, one per generation's
     /// parity, so that during a rolling restart the old and the fresh set both count.
     metrics: OwnedFd,
+    /// The same memory mapped here, to fold the slots of a process that exits into the
+    /// retired slot (so the sum never goes backwards when its slots are reused).
+    counters: GroupCounters,
     /// Rolling restarts so far.
     generation: usize,
     procs: Vec<Proc>,
@@ -191,13 +196,18 @@ pub fn run(args: &ServeArgs, processes: usize) -> Result<(), String> {
     let _pid_file = args.pid_file.as_deref().map(crate::PidFile::write).transpose()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
+    let slots = 2 * processes * threads;
+    let metrics =
+        GroupCounters::create(slots).map_err(|e| format!("cannot make shared memory for the counters: {e}"))?;
+    let counters = GroupCounters::map(metrics.as_fd(), slots, 0)
+        .map_err(|e| format!("cannot map the shared memory for the counters: {e}"))?;
     let mut sup = Supervisor {
         exe,
         args: std::env::args_os().skip(1).collect(),
         listeners,
         threads,
-        metrics: GroupCounters::create(2 * processes * threads)
-            .map_err(|e| format!("cannot make shared memory for the counters: {e}"))?,
+        metrics,
+        counters,
         generation: 0,
         procs: Vec::new(),
         slots: (0..processes).map(|_| Slot::default()).collect(),
@@ -335,7 +345,14 @@ impl Supervisor {
         self.readers.retain(|r| !r.is_finished());
         self.readers.push(reader);
         info!("process {index} started (pid {pid})");
-        self.procs.push(Proc { index, child, started: Instant::now(), ready: false, retiring: false });
+        self.procs.push(Proc {
+            index,
+            first_slot: first,
+            child,
+            started: Instant::now(),
+            ready: false,
+            retiring: false,
+        });
         Ok(())
     }
 
@@ -396,7 +413,11 @@ impl Supervisor {
         let mut i = 0;
         while i < self.procs.len() {
             match self.procs[i].child.try_wait() {
-                Ok(Some(status)) => gone.push((self.procs.swap_remove(i), status)),
+                Ok(Some(status)) => {
+                    let p = self.procs.swap_remove(i);
+                    self.counters.retire(p.first_slot, self.threads);
+                    gone.push((p, status));
+                }
                 Ok(None) => i += 1,
                 Err(e) => {
                     warn!("cannot check process {}: {e}", self.procs[i].index);

@@ -541,22 +541,50 @@ fn bad_engine_specs_are_usage_errors_before_anything_runs() {
     assert!(err.contains("'--ablation' cannot be used with '--engines"), "{err}");
 }
 
-/// 100,000 connections are planned before anything starts: past one process's open-file
-/// limit the plan is a process group on each side, which the comparison does not run, so
-/// it says what to run instead (one line, exit 1); with a limit that holds them, the plan
-/// is one process each and there is nothing to refuse.
+/// Past one process's open-file limit `duet compare` runs a process group on each side
+/// (here the limit is made 300, so 500 connections take 3 + 3 processes and 100 fit one
+/// each): the group's cells have figures, the server's RSS is summed over its processes,
+/// poll runs as a group (marked in the table), select is not run (FD_SETSIZE) and says why.
 #[test]
-fn a_connection_count_past_one_processes_limit_is_refused_with_the_plan() {
-    let limit = common::raise_nofile_limit();
-    if limit > 100_200 {
-        eprintln!("skipping: the open-file limit here ({limit}) holds 100,000 connections in one process");
-        return;
+fn past_one_processes_limit_compare_runs_process_groups_on_both_sides() {
+    let engines = [&["select", "poll"][..], &engines()[..]].concat().join(",");
+    let args = ["--engines", &engines, "--connections", "100,500", "--active", "10%", "--rate", "500", "--depth", "1"];
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", common::duet_bin(), "compare", "--json"])
+        .args(args)
+        .args(["--duration", "0.5s", "--warmup", "0.2s", "--rounds", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = Guard(cmd.spawn().expect("start duet compare"));
+    let (out, err) = (reader(guard.0.stdout.take().unwrap()), reader(guard.0.stderr.take().unwrap()));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "duet compare did not finish within {RUN_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "duet compare failed ({status}): {err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let (one, group) = (&v["scenarios"][0], &v["scenarios"][1]);
+    assert_eq!((one["processes"].as_u64(), group["processes"].as_u64()), (Some(1), Some(3)), "{v}");
+    assert_eq!(group["total_connections"], 500, "{group}");
+    for engine in engines.split(',').filter(|&e| e != "select") {
+        let m = &group["engines"][engine]["median"];
+        for key in ["requests_per_sec", "latency_p99_us", "cpu_us_per_req", "rss_peak_bytes"] {
+            positive(m, key);
+        }
+        assert!(m["syscalls_per_req"].is_null(), "not reported for a group: {m}");
     }
-    let (status, stderr) = common::run_duet(&["compare", "--connections", "100000", "--engines", "epoll"]);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert!(lines[0].contains("duet serve --processes ") && lines[0].contains("duet load --processes "), "{stderr}");
+    // Four processes (the supervisor and three) against one.
+    let rss = |s: &Value| s["engines"]["epoll"]["median"]["rss_peak_bytes"].as_f64().unwrap_or(0.0);
+    assert!(rss(group) > 2.0 * rss(one), "the group's RSS is summed: {} against {}", rss(group), rss(one));
+    let select = &group["engines"]["select"];
+    assert_eq!(select["failed"], "FD_SETSIZE", "{group}");
+    assert!(select["detail"].as_str().unwrap_or("").contains("group of 3 processes"), "{select}");
+    assert!(one["engines"]["select"]["failed"].is_null(), "select holds 100 in one process: {one}");
 }
 
 /// `--paths FILE` reaches every load run: the requests go to its paths instead of the

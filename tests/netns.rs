@@ -155,6 +155,26 @@ fn a_failed_start_removes_the_namespaces() {
     assert_eq!(namespaces_of(pid), Vec::<String>::new());
 }
 
+/// Over the veth pair the load has one source address, so the plan counts the ephemeral
+/// ports of one address: 30,000 connections, which loopback spreads over 127.0.0.x, are
+/// refused here with that reason (and the namespaces removed).
+#[test]
+fn over_netns_the_plan_counts_one_source_address() {
+    require_netns!();
+    let mut guard = start(&["--netns", "--engines", "epoll", "--connections", "30000", "--depth", "1"]);
+    let pid = guard.0.id();
+    let (status, _, err) = finish(&mut guard);
+    let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let range: Vec<u64> = ports.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    if range.len() == 2 && range[1] - range[0] + 1 >= 30_000 {
+        eprintln!("skipped: the ephemeral port range ({ports}) holds 30,000 from one address");
+        return;
+    }
+    assert_eq!(status.code(), Some(1), "{status}: {err}");
+    assert!(err.contains("from one source address (over --netns"), "{err}");
+    assert_eq!(namespaces_of(pid), Vec::<String>::new());
+}
+
 #[test]
 fn a_killed_runs_namespace_is_removed_at_the_next_start() {
     require_netns!();

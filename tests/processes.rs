@@ -163,3 +163,45 @@ fn metrics_of_a_process_group_are_the_sum_over_every_process() {
         assert!(requests >= 40 && accepts >= 40, "requests {requests}, accepts {accepts}");
     }
 }
+
+/// A process killed with SIGKILL takes its connections with it but not its counts: the
+/// supervisor folds its counters into a retired slot before its replacement reuses its
+/// slot, so no counter on `/metrics` ever goes down, and the connections open (accepts
+/// minus closes) drop by the ones it held.
+#[test]
+fn counters_never_go_down_when_a_process_is_killed_and_its_connections_count_closed() {
+    let Some(server) = started("epoll", &["--processes", "2", "--metrics", "/metrics"]) else { return };
+    let mut held: Vec<Client> = (0..20).map(|_| server.connect()).collect();
+    for c in &mut held {
+        c.send(GET);
+        assert_eq!(c.read_response().status, 200);
+    }
+    let open =
+        |server: &Server| metric(server, "duet_accepts_total").saturating_sub(metric(server, "duet_closes_total"));
+    // Every worker publishes once per loop turn: wait until both have.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while open(&server) < 20 {
+        assert!(Instant::now() < give_up, "the 20 connections never showed in /metrics");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut last = metric(&server, "duet_requests_total");
+    assert!(last >= 20, "{last}");
+    // Kill both processes in turn, so every held connection dies, whichever held it.
+    for (round, index) in [0, 1].into_iter().enumerate() {
+        kill(newest_pid_of(&server, index), libc::SIGKILL);
+        server.wait_for_lines("died (killed by signal 9 (SIGKILL)); restarting it", round + 1);
+        server.wait_for_lines(" serving http://", 3 + round);
+        for _ in 0..10 {
+            let now = metric(&server, "duet_requests_total");
+            assert!(now >= last, "duet_requests_total went down from {last} to {now}");
+            last = now;
+        }
+    }
+    // Each scrape is a connection of its own, closed when answered: at most a few open.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while open(&server) >= 20 {
+        assert!(Instant::now() < give_up, "the killed processes' connections still count open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(metric(&server, "duet_requests_total") >= last);
+}

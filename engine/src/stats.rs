@@ -184,9 +184,16 @@ pub struct Metrics {
 /// The counters of every worker of every process of a `--processes` group, in memory
 /// they share: `slots` slots of [`Stats::WORDS`] words, this process's workers at
 /// `first..first + workers`. Each worker stores its own slot (relaxed atomic stores,
-/// once per loop turn); whichever process answers `GET PATH` sums them all. A slot not
-/// written yet is zero; one of a process that died keeps its last counters until the
-/// process that replaces it writes its own.
+/// once per loop turn); whichever process answers `GET PATH` sums them all.
+///
+/// Prometheus counters must not go backwards, so a process that exits (or dies) does
+/// not leave its slots to be overwritten from zero by the process that later takes
+/// them: the supervisor folds them into one more slot, the retired one, and zeroes them
+/// ([`GroupCounters::retire`]). Its connections went with it, so the fold counts them
+/// closed (`accepts - closes`, the connections open, drops by what it held). A fold
+/// moves counts between two slots, so readers go round a sequence word (odd while a
+/// fold is under way) and sum again if it moved: a scrape never sees a dead process's
+/// counts twice or not at all.
 #[derive(Debug)]
 pub struct GroupCounters {
     map: SharedMap,
@@ -194,18 +201,28 @@ pub struct GroupCounters {
     first: usize,
 }
 
+/// Times a reader sums again while folds keep happening before it takes the sum as it
+/// is (a supervisor killed in the middle of a fold leaves the word odd for good).
+const FOLD_RETRIES: usize = 1000;
+
 impl GroupCounters {
-    /// Memory for `slots` worker slots, zero, to be handed to the processes
-    /// ([`GroupCounters::map`]).
+    /// The bytes of the memory for `slots` worker slots: those, the retired slot and
+    /// the sequence word.
+    fn len(slots: usize) -> usize {
+        (slots.max(1) + 1) * Stats::WORDS * 8 + 8
+    }
+
+    /// Memory for `slots` worker slots (and the retired slot), zero, to be handed to
+    /// the processes ([`GroupCounters::map`]).
     pub fn create(slots: usize) -> io::Result<OwnedFd> {
-        crate::sys::shared_memory(c"duet-metrics", slots.max(1) * Stats::WORDS * 8)
+        crate::sys::shared_memory(c"duet-metrics", GroupCounters::len(slots))
     }
 
     /// Maps the memory `fd` made by [`GroupCounters::create`] for `slots` slots; this
     /// process's workers use the slots from `first` on.
     pub fn map(fd: BorrowedFd<'_>, slots: usize, first: usize) -> io::Result<GroupCounters> {
-        let map = SharedMap::new(fd, slots.max(1) * Stats::WORDS * 8)?;
-        Ok(GroupCounters { map, slots, first })
+        let map = SharedMap::new(fd, GroupCounters::len(slots))?;
+        Ok(GroupCounters { map, slots: slots.max(1), first })
     }
 
     fn store(&self, slot: usize, stats: &Stats) {
@@ -222,6 +239,52 @@ impl GroupCounters {
             *word = self.map.atomic(slot * Stats::WORDS + i).map_or(0, |a| a.load(Ordering::Relaxed));
         }
         Stats::from_words(w)
+    }
+
+    /// The retired slot: past the workers'.
+    fn retired(&self) -> usize {
+        self.slots
+    }
+
+    fn sequence(&self) -> Option<&std::sync::atomic::AtomicU64> {
+        self.map.atomic((self.slots + 1) * Stats::WORDS)
+    }
+
+    /// Folds the `count` slots from `first` (a process that has exited) into the
+    /// retired slot, its connections counted closed, and zeroes them. Only the
+    /// supervisor calls it, one fold at a time.
+    pub fn retire(&self, first: usize, count: usize) {
+        let Some(seq) = self.sequence() else { return };
+        seq.fetch_add(1, Ordering::AcqRel);
+        std::sync::atomic::fence(Ordering::Release);
+        let mut retired = self.load(self.retired());
+        for slot in (first..first.saturating_add(count)).filter(|&s| s < self.slots) {
+            let mut gone = self.load(slot);
+            gone.closed = gone.closed.max(gone.accepted);
+            retired.merge(&gone);
+            self.store(slot, &Stats::default());
+        }
+        self.store(self.retired(), &retired);
+        seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// The sum of every slot but `skip` (and the retired one), read between folds.
+    fn sum_except(&self, skip: std::ops::Range<usize>) -> Stats {
+        let mut total = Stats::default();
+        for _ in 0..FOLD_RETRIES {
+            let before = self.sequence().map_or(0, |s| s.load(Ordering::Acquire));
+            total = Stats::default();
+            for slot in (0..=self.slots).filter(|i| !skip.contains(i)) {
+                total.merge(&self.load(slot));
+            }
+            std::sync::atomic::fence(Ordering::Acquire);
+            let after = self.sequence().map_or(0, |s| s.load(Ordering::Relaxed));
+            if before == after && before.is_multiple_of(2) {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        total
     }
 }
 
@@ -279,11 +342,9 @@ impl Metrics {
             }
         }
         if let Some(group) = &self.group {
-            // The other processes' workers (this one's are counted above).
-            let own = group.first..group.first + self.slots.len();
-            for slot in (0..group.slots).filter(|i| !own.contains(i)) {
-                total.merge(&group.load(slot));
-            }
+            // The other processes' workers and the retired ones (this one's are counted
+            // above).
+            total.merge(&group.sum_except(group.first..group.first + self.slots.len()));
         }
         total
     }
@@ -318,6 +379,30 @@ mod tests {
         let seen_by_a = a.snapshot(None);
         assert_eq!((seen_by_a.accepted, seen_by_a.requests), (7, 70));
         assert!(GroupCounters::map(fd.as_fd(), 5, 0).is_err(), "more slots than the memory holds");
+    }
+
+    #[test]
+    fn a_retired_process_keeps_its_counts_and_its_connections_are_closed() {
+        use std::os::fd::AsFd;
+        let fd = GroupCounters::create(2).expect("memfd");
+        let a = Metrics::in_group("/metrics", "epoll", 1, GroupCounters::map(fd.as_fd(), 2, 0).unwrap());
+        let b = Metrics::in_group("/metrics", "epoll", 1, GroupCounters::map(fd.as_fd(), 2, 1).unwrap());
+        let supervisor = GroupCounters::map(fd.as_fd(), 2, 0).unwrap();
+        a.publish(0, &Stats { accepted: 10, closed: 4, ..Stats::default() }, &HttpStats { requests: 50, errors: 1 });
+        b.publish(0, &Stats { accepted: 3, closed: 1, ..Stats::default() }, &HttpStats { requests: 7, errors: 0 });
+        let before = b.snapshot(None);
+        assert_eq!((before.accepted - before.closed, before.requests), (8, 57));
+        // Process a dies holding 6 connections; its successor starts from zero.
+        supervisor.retire(0, 1);
+        let after = b.snapshot(None);
+        assert_eq!((after.accepted, after.requests, after.errors), (13, 57, 1), "counters kept");
+        assert_eq!(after.accepted - after.closed, 2, "the dead process's 6 connections are closed");
+        let successor = Metrics::in_group("/metrics", "epoll", 1, GroupCounters::map(fd.as_fd(), 2, 0).unwrap());
+        successor.publish(0, &Stats { accepted: 1, ..Stats::default() }, &HttpStats { requests: 2, errors: 0 });
+        let later = b.snapshot(None);
+        assert_eq!((later.accepted, later.requests), (14, 59), "the successor adds to them");
+        supervisor.retire(0, 1);
+        assert_eq!(b.snapshot(None).requests, 59, "folded twice, still counted once");
     }
 
     #[test]

@@ -369,6 +369,10 @@ fn render_request(config: &Config, target: &Target, path: &str) -> Result<Vec<u8
 /// The edges of the measured window, as the main thread crosses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
+    /// Every connection is set up (the idle ones opened and answered once); the load
+    /// starts when the callback returns (so a caller can hold processes side by side
+    /// until all of them are set up).
+    SetUp,
     /// The window opens (after the warm-up), just after the server's first CPU sample.
     WindowStart,
     /// The window closes, just before the server's last CPU sample.
@@ -437,6 +441,7 @@ pub fn run_marked(prepared: Prepared, on_mark: &mut dyn FnMut(Mark)) -> Result<R
     }
 
     shared.ready.wait();
+    on_mark(Mark::SetUp);
     let start = Instant::now();
     // Under -n the window ends when the threads are done; the end is only a backstop.
     let window = if config.requests.is_some() { Duration::from_secs(86_400 * 365) } else { config.duration };

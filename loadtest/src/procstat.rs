@@ -6,6 +6,14 @@
 //! `/proc/PID/stat` of the thread-group leader, which already sums utime and stime over
 //! all of the process's threads, including threads that have exited (summing
 //! `/proc/PID/task/*/stat` would miss those).
+//!
+//! A sample covers the process and every process below it (children, theirs, ...): a
+//! `duet serve --processes N` supervisor is a tree of N + 1 processes, and nginx with a
+//! master one of 1 + workers; a one-process server has no children and reads as before.
+//! A descendant that exits between two samples takes its CPU time out of the sum (its
+//! parent collects it into `cutime` only when it reaps it): the window's figure is then
+//! short by what it spent, which the caller sees as a server that went away only when
+//! the top process itself is gone.
 
 use std::fs;
 
@@ -20,8 +28,46 @@ pub struct Sample {
     pub hwm_bytes: u64,
 }
 
-/// Reads process `pid`; the error says what went wrong in one line.
+/// Reads process `pid` and its descendants, summed; the error (about `pid` itself: a
+/// descendant gone by the time it is read is left out) says what went wrong in one line.
 pub fn sample(pid: u32, ticks_per_sec: u64) -> Result<Sample, String> {
+    let mut sum = sample_one(pid, ticks_per_sec)?;
+    for child in descendants(pid) {
+        if let Ok(s) = sample_one(child, ticks_per_sec) {
+            sum.cpu_s += s.cpu_s;
+            sum.rss_bytes += s.rss_bytes;
+            sum.hwm_bytes += s.hwm_bytes;
+        }
+    }
+    Ok(sum)
+}
+
+/// Every process below `pid` (its children, their children, ...), from the parent field
+/// of each `/proc/N/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, parse_ppid(&fs::read_to_string(format!("/proc/{p}/stat")).ok()?)?)))
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|&&(_, pp)| pp == parent).map(|&(p, _)| p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The parent pid (field 4) of a /proc/PID/stat line.
+fn parse_ppid(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reads process `pid` alone.
+fn sample_one(pid: u32, ticks_per_sec: u64) -> Result<Sample, String> {
     let stat =
         fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
     let ticks = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
@@ -73,6 +119,26 @@ mod tests {
         // by chance with a probability of 1e-7 per reading.
         let ns = |s: f64| (s * 1e9).round() as u64;
         assert!(readings.iter().any(|&s| ns(s) % 10_000_000 != 0), "{readings:?}");
+    }
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(parse_ppid("1234 (a) b) S 77 1234 1234 0"), Some(77));
+    }
+
+    #[test]
+    fn a_sample_sums_the_process_and_its_children() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id();
+        let found = descendants(me);
+        let alone = sample_one(me, 100).unwrap();
+        let tree = sample(me, 100).unwrap();
+        let kid = sample_one(child.id(), 100);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?} lacks {}", child.id());
+        // The child's RSS is in the sum (the CPU times move between the reads).
+        assert!(tree.rss_bytes >= kid.unwrap().rss_bytes + alone.rss_bytes / 2, "{tree:?} {alone:?}");
     }
 
     #[test]

@@ -318,7 +318,13 @@ impl Report {
             target,
             stats,
             duration: Duration::from_secs_f64(j.duration_s),
-            server: None,
+            // A `duet load --processes` child's sample of the server, for its parent.
+            server: j.server.map(|sv| ServerUsage {
+                cpu_s: sv.cpu_s.unwrap_or(f64::NAN),
+                cpu_us_per_req: sv.cpu_us_per_req.unwrap_or(f64::NAN),
+                rss_peak_bytes: sv.rss_peak_bytes,
+                rss_hwm_bytes: sv.rss_hwm_bytes,
+            }),
             server_went_away: false,
             idle_held: j.idle_held,
             lost: j.lost,
@@ -655,6 +661,16 @@ mod tests {
         assert_eq!(v["server"]["cpu_s"], 0.5);
         assert_eq!(v["requests_per_sec"], 0.0, "no requests in a real window is a rate of 0");
         assert!(r.text(false).contains("Server CPU:   0.500s, n/a per request, peak RSS"), "{}", r.text(false));
+    }
+
+    #[test]
+    fn json_read_back_keeps_the_servers_sample_for_a_process_groups_parent() {
+        let mut r = report(&[10, 20], None);
+        r.server = Some(ServerUsage { cpu_s: 0.25, cpu_us_per_req: 125.0, rss_peak_bytes: 7, rss_hwm_bytes: 9 });
+        let back = Report::from_json("child", &r.json()).unwrap();
+        let sv = back.server.expect("the server's sample read back");
+        assert_eq!((sv.cpu_s, sv.cpu_us_per_req, sv.rss_peak_bytes, sv.rss_hwm_bytes), (0.25, 125.0, 7, 9));
+        assert!(Report::from_json("none", &report(&[10], None).json()).unwrap().server.is_none());
     }
 
     #[test]

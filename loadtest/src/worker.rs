@@ -11,7 +11,8 @@ use crate::paths::{PathOrder, Picker};
 use crate::stats::Stats;
 use crate::sys::{self, Epoll, Event};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +24,10 @@ use std::time::{Duration, Instant};
 const READ_BUF: usize = 64 * 1024;
 /// How often connection deadlines and reconnect backoffs are checked.
 const SCAN_EVERY: Duration = Duration::from_millis(10);
+/// How often the load phase looks at the idle connections' deadlines: they are parked,
+/// and walking tens of thousands of them every SCAN_EVERY (one cache miss each) was most
+/// of a load CPU at 100,000 connections.
+const IDLE_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Wait before reconnecting after a failed connect.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(10);
 /// wrk samples each thread's request rate this often.
@@ -168,6 +173,8 @@ struct Conn {
     last_progress: Instant,
     /// Open loop: intended send time of the next request.
     next_due: Instant,
+    /// Open loop: the time this connection is in `Worker::due` for, if it is.
+    queued_for: Option<Instant>,
 }
 
 struct Worker<'a> {
@@ -188,6 +195,12 @@ struct Worker<'a> {
     tickets: u64,
     /// With paths: which one each request takes.
     picker: Picker,
+    /// The load phase has begun: active connections opened during the set-up send
+    /// nothing before it.
+    loading: bool,
+    /// Open loop: the active connections waiting for their next intended send time,
+    /// earliest first, so a wake-up looks at the due ones only (not at every connection).
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
@@ -218,6 +231,7 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             write_to: 0,
             last_progress: now,
             next_due: now,
+            queued_for: None,
         })
         .collect();
     let mut w = Worker {
@@ -232,24 +246,42 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
         measuring: false,
         tickets: 0,
         picker: Picker::new(plan.path_order, plan.by_path.len(), share.thread),
+        due: BinaryHeap::new(),
+        loading: false,
     };
     let mut events: Vec<Event> = Vec::with_capacity(1024);
 
-    // Phase 1: open the idle connections and let each make its one request.
+    // Phase 1: open the idle connections and let each make its one request. With idle
+    // connections the active ones (kept alive) are opened next, still in the set-up,
+    // silent until the load starts: opening thousands of them at the start of the load
+    // would overflow the accept queue and put seconds of SYN retransmits into the first
+    // requests. They are opened last so that they stay silent as briefly as can be (a
+    // server may close a connection that sends nothing for long: `--header-timeout`).
+    let open_active = share.idle > 0 && plan.keepalive;
     if share.idle > 0 {
-        let setup_deadline = now + plan.timeout.max(Duration::from_secs(10));
+        let setup_time = plan.timeout.max(Duration::from_secs(10));
+        let mut setup_deadline = now + setup_time;
         for i in share.active..w.conns.len() {
             w.connect(i, now);
         }
+        let mut active_opening = !open_active;
         let mut next_scan = now;
         loop {
             let now = Instant::now();
             let parked = w.conns[share.active..].iter().filter(|c| c.state == State::Parked).count();
-            if parked == share.idle || now >= setup_deadline || shared.abort.load(Ordering::Relaxed) {
+            if !active_opening && (parked == share.idle || now >= setup_deadline) {
+                for i in 0..share.active {
+                    w.connect(i, now);
+                }
+                active_opening = true;
+                setup_deadline = now + setup_time;
+            }
+            let opened = !open_active || w.conns[..share.active].iter().all(|c| c.state == State::Open);
+            if (parked == share.idle && opened) || now >= setup_deadline || shared.abort.load(Ordering::Relaxed) {
                 break;
             }
             if now >= next_scan {
-                w.scan(now);
+                w.scan(0..w.conns.len(), now);
                 next_scan = now + SCAN_EVERY;
             }
             if let Err(e) = w.epoll.wait(&mut events, Some(SCAN_EVERY)) {
@@ -277,11 +309,17 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             c.next_due = times.start + interval * slot / total;
         }
     }
+    w.loading = true;
     for i in 0..share.active {
-        w.connect(i, start);
+        match w.conns[i].state {
+            State::Open => w.refill(i, start),
+            State::Connecting { .. } => {}
+            _ => w.connect(i, start),
+        }
     }
     let live = &shared.live[share.thread];
     let mut next_scan = start;
+    let mut next_idle_scan = start;
     let mut next_sample = times.measure_start + RATE_SAMPLE_EVERY;
     let mut sampled_requests = 0u64;
     loop {
@@ -303,15 +341,19 @@ pub(crate) fn run(shared: Arc<Shared>, share: Share) -> Outcome {
             next_sample = now + RATE_SAMPLE_EVERY;
         }
         if now >= next_scan {
-            w.scan(now);
+            w.scan(0..share.active, now);
             next_scan = now + SCAN_EVERY;
+        }
+        if now >= next_idle_scan {
+            w.scan(share.active..w.conns.len(), now);
+            next_idle_scan = now + IDLE_SCAN_EVERY;
         }
         let mut wake = next_scan.min(times.end);
         if !w.measuring {
             wake = wake.min(times.measure_start);
         }
         if plan.interval.is_some() {
-            wake = wake.min(w.send_due(now, share.active));
+            wake = wake.min(w.send_due(now));
         }
         if let Err(e) = w.epoll.wait(&mut events, Some(wake.saturating_duration_since(now))) {
             shared.fail(format!("epoll_wait failed: {e}"));
@@ -430,6 +472,9 @@ impl Worker<'_> {
         }
         if flags & sys::OUT != 0 && self.conns[i].write_to > 0 {
             self.flush(i, now);
+            if self.conns[i].write_to == 0 && self.conns[i].kind == Kind::Active {
+                self.refill(i, now);
+            }
         }
     }
 
@@ -506,6 +551,9 @@ impl Worker<'_> {
     }
 
     fn refill(&mut self, i: usize, now: Instant) {
+        if !self.loading && self.conns[i].kind == Kind::Active {
+            return;
+        }
         if self.plan.interval.is_none() || self.conns[i].kind == Kind::Idle {
             self.send(i, now);
         } else {
@@ -568,7 +616,11 @@ impl Worker<'_> {
     fn send_open_loop(&mut self, i: usize, now: Instant) {
         let Some(interval) = self.plan.interval else { return };
         let c = &self.conns[i];
-        if c.state != State::Open || c.write_to > 0 || c.sent.len() >= self.plan.depth || c.next_due > now {
+        if c.state != State::Open || c.write_to > 0 || c.sent.len() >= self.plan.depth {
+            return;
+        }
+        if c.next_due > now {
+            self.wait_until_due(i);
             return;
         }
         let mut due = 0;
@@ -588,24 +640,42 @@ impl Worker<'_> {
             self.queue(i, n);
             self.flush(i, now);
         }
+        let c = &self.conns[i];
+        if c.state == State::Open && c.write_to == 0 && c.sent.len() < self.plan.depth && self.may_send() {
+            self.wait_until_due(i);
+        }
     }
 
-    /// Open loop: send what is due on every connection; returns the next intended time
-    /// of a connection that could send then.
-    fn send_due(&mut self, now: Instant, active: usize) -> Instant {
-        let mut next = now + SCAN_EVERY;
-        for i in 0..active {
+    /// Open loop: puts connection `i`, which could send, in `due` for its next intended
+    /// time (once: a later call for the same time adds nothing).
+    fn wait_until_due(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.queued_for != Some(c.next_due) {
+            c.queued_for = Some(c.next_due);
+            self.due.push(Reverse((c.next_due, i)));
+        }
+    }
+
+    /// Open loop: sends what is due (the connections in `due` whose time has come; one
+    /// that cannot send now is sent to again when its answer or its connection comes);
+    /// returns when the next one is due.
+    fn send_due(&mut self, now: Instant) -> Instant {
+        while let Some(&Reverse((at, i))) = self.due.peek() {
+            if at > now {
+                return at.min(now + SCAN_EVERY);
+            }
+            self.due.pop();
+            if self.conns[i].queued_for != Some(at) {
+                continue; // queued again for another time since
+            }
+            self.conns[i].queued_for = None;
             self.send_open_loop(i, now);
             if !self.may_send() {
                 // `-n`: the schedule ends here; waking at a past slot would spin.
-                return next;
-            }
-            let c = &self.conns[i];
-            if c.state == State::Open && c.write_to == 0 && c.sent.len() < self.plan.depth {
-                next = next.min(c.next_due);
+                break;
             }
         }
-        next
+        now + SCAN_EVERY
     }
 
     /// Makes the next `n` requests connection `i`'s pending write: `n` copies of the one
@@ -655,9 +725,9 @@ impl Worker<'_> {
         *write_to = 0;
     }
 
-    /// Deadlines and backoffs.
-    fn scan(&mut self, now: Instant) {
-        for i in 0..self.conns.len() {
+    /// Deadlines and backoffs of the connections in `range`.
+    fn scan(&mut self, range: std::ops::Range<usize>, now: Instant) {
+        for i in range {
             let c = &self.conns[i];
             match c.state {
                 State::Closed { retry_at } if now >= retry_at => self.connect(i, now),

@@ -680,6 +680,7 @@ mod tests {
         r.scenarios = vec![
             crate::compare::ScenarioResult {
                 scenario: scenario(1),
+                processes: 1,
                 engines: vec![
                     result("epoll", figures(100_000.0, [120.0, 2_740.0, 5_430.0])),
                     result("uring", figures(150_000.0, [90.0, 360.0, 3_760.0])),
@@ -687,6 +688,7 @@ mod tests {
             },
             crate::compare::ScenarioResult {
                 scenario: scenario(16),
+                processes: 1,
                 engines: vec![result("epoll", figures(1e6, nan)), result("uring", figures(2e6, nan))],
             },
         ];
@@ -732,6 +734,7 @@ mod tests {
         r.scenarios.truncate(0);
         r.scenarios.push(crate::compare::ScenarioResult {
             scenario: crate::compare::Scenario { connections: 16, depth: 1, body_size: 13, idle: 0 },
+            processes: 1,
             engines: vec![small("epoll", [105.0, 224.0, 452.0]), small("uring", [108.0, 191.0, 335.0])],
         });
         let texts = chart_texts(&r, "latency.svg");

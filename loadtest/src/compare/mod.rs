@@ -347,6 +347,9 @@ pub struct EngineResult {
 pub struct ScenarioResult {
     /// The scenario.
     pub scenario: Scenario,
+    /// Processes on each side: 1, or the size of the process groups its connections
+    /// needed (`duet serve --processes N` against `duet load --processes N`).
+    pub processes: u64,
     /// Each engine's (and peer's) result, in the configured order.
     pub engines: Vec<EngineResult>,
 }
@@ -492,10 +495,27 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
             }
         }
     }
-    if config.load_with == LoadWith::Duet {
-        let most = scenarios.iter().map(Scenario::total).max().unwrap_or(0);
-        check_client_limits(most, config.load_cpus.len()).map_err(CompareError::Setup)?;
+    // How many processes each side of each scenario needs (one, until the connections
+    // pass one process's descriptor limit: then a process group on each side).
+    // A scenario that cannot fit at all is a failed cell when others can run (the
+    // ladder's 100,000 on a small machine), the error when none can.
+    let one_each = plan::Plan { server_processes: 1, load_processes: 1 };
+    let planned: Vec<Result<plan::Plan, String>> = match config.load_with {
+        LoadWith::Duet => {
+            let mut limits = plan::Limits::here();
+            if config.network.is_some() {
+                limits.sources = 1;
+            }
+            scenarios.iter().map(|s| plan_scenario(s.total(), config.load_cpus.len(), limits)).collect()
+        }
+        LoadWith::Wrk => vec![Ok(one_each); scenarios.len()],
+    };
+    if let Some(Err(why)) = planned.iter().find(|p| p.is_err()).filter(|_| planned.iter().all(Result::is_err)) {
+        return Err(CompareError::Setup(why.clone()));
     }
+    let plans: Vec<plan::Plan> = planned.iter().map(|p| *p.as_ref().unwrap_or(&one_each)).collect();
+    let cannot_fit: Vec<Option<Failure>> =
+        planned.into_iter().map(|p| p.err().map(|why| Failure::new("cannot fit here", why))).collect();
 
     // Payload files and wrk scripts, removed at the end.
     let tmp = tempfile::Builder::new().prefix("duet-compare-").tempdir().map_err(|e| {
@@ -558,48 +578,83 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
             .map_err(|e| CompareError::Setup(format!("cannot enter {}: {e}", net.load_ns.display())))?;
         bind = std::net::IpAddr::V4(netns::SERVER_ADDR);
     }
+    // One server per engine and process count the plans need (select never as a group:
+    // see `group_skip`); the peers run as their command says, once each.
+    let mut group_sizes: Vec<u64> =
+        plans.iter().zip(&cannot_fit).filter(|(_, c)| c.is_none()).map(|(p, _)| p.server_processes).collect();
+    group_sizes.sort_unstable();
+    group_sizes.dedup();
     let mut contenders = Vec::new();
-    for engine in &config.engines {
-        let ns = match &server_ns {
-            Some(file) => {
-                Some(file.try_clone().map_err(|e| CompareError::Setup(format!("cannot dup a descriptor: {e}")))?)
+    for (column, engine) in config.engines.iter().enumerate() {
+        for &processes in &group_sizes {
+            if group_skip(engine, false, processes).is_some() {
+                continue;
             }
-            None => None,
-        };
-        let server = server::Server::start(
-            &config.duet_exe,
-            engine,
-            config.server_cpus.len(),
-            &config.server_cpus,
-            server::Content { routes: &routes, dir },
-            server::Place { bind, netns: ns },
-        );
-        contenders.push(Contender::new(engine, false, server));
+            let ns = match &server_ns {
+                Some(file) => {
+                    Some(file.try_clone().map_err(|e| CompareError::Setup(format!("cannot dup a descriptor: {e}")))?)
+                }
+                None => None,
+            };
+            let server = server::Server::start(
+                &config.duet_exe,
+                engine,
+                config.server_cpus.len(),
+                &config.server_cpus,
+                server::Content { routes: &routes, dir },
+                server::Place { bind, netns: ns, processes },
+            );
+            contenders.push(Contender::new(engine, column, processes, server));
+        }
     }
-    for peer in &config.peers {
+    for (i, peer) in config.peers.iter().enumerate() {
         let server = server::Server::start_peer(&peer.name, &peer.argv, peer.port, &config.server_cpus);
-        contenders.push(Contender::new(&peer.name, peer.fixed_body, server));
+        contenders.push(Contender::new(&peer.name, config.engines.len() + i, 0, server));
     }
     // Load threads (and wrk) inherit this thread's affinity.
     server::pin_current_thread(&config.load_cpus).map_err(CompareError::Setup)?;
 
-    let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); contenders.len()]; scenarios.len()];
-    let mut failed: Vec<Vec<Option<Failure>>> = vec![vec![None; contenders.len()]; scenarios.len()];
+    let columns = names.len();
+    let fixed_body =
+        |column: usize| column >= config.engines.len() && config.peers[column - config.engines.len()].fixed_body;
+    let mut rounds: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); columns]; scenarios.len()];
+    let mut failed: Vec<Vec<Option<Failure>>> = vec![vec![None; columns]; scenarios.len()];
     // Cells that lost connections, classified once their server's log is complete:
-    // (scenario, contender, the server's warnings from, to).
-    let mut losses: Vec<(usize, usize, usize, Option<usize>)> = Vec::new();
+    // (scenario, column, contender, the server's warnings from, to).
+    let mut losses: Vec<(usize, usize, usize, usize, Option<usize>)> = Vec::new();
     let runs_per_round = scenarios
         .iter()
-        .map(|sc| contenders.iter().filter(|c| !c.fixed_body || sc.body_size == DEFAULT_BODY).count())
+        .map(|sc| (0..columns).filter(|&c| !fixed_body(c) || sc.body_size == DEFAULT_BODY).count())
         .sum();
     let mut progress =
         Progress::new(config.progress && std::io::stderr().is_terminal(), &config, scenarios.len(), runs_per_round);
     for round in 0..config.rounds {
         for (si, scenario) in scenarios.iter().enumerate() {
-            for (ei, contender) in contenders.iter_mut().enumerate() {
-                if contender.fixed_body && scenario.body_size != DEFAULT_BODY {
+            let group = plans[si];
+            for (ei, name) in names.iter().enumerate() {
+                if fixed_body(ei) && scenario.body_size != DEFAULT_BODY {
                     continue;
                 }
+                if let Some(why) = &cannot_fit[si] {
+                    failed[si][ei].get_or_insert_with(|| why.clone());
+                    progress.done();
+                    continue;
+                }
+                if let Some(why) = group_skip(name, fixed_body(ei), group.server_processes) {
+                    failed[si][ei].get_or_insert(why);
+                    progress.done();
+                    continue;
+                }
+                let Some(ci) = contenders
+                    .iter()
+                    .position(|c| c.column == ei && (c.processes == 0 || c.processes == group.server_processes))
+                else {
+                    return Err(CompareError::Setup(format!(
+                        "no {name} server was started for {} processes",
+                        group.server_processes
+                    )));
+                };
+                let contender = &mut contenders[ci];
                 let server = match &mut contender.server {
                     Ok(server) if failed[si][ei].is_none() => server,
                     Ok(_) => {
@@ -615,11 +670,14 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
                 progress.show(round, si, scenario, &contender.name);
                 let warnings_from = server.warnings_logged();
                 // The previous loss on this server ends where this run starts.
-                for loss in losses.iter_mut().filter(|l| l.1 == ei && l.3.is_none()) {
-                    loss.3 = Some(warnings_from);
+                for loss in losses.iter_mut().filter(|l| l.2 == ci && l.4.is_none()) {
+                    loss.4 = Some(warnings_from);
                 }
                 let url = format!("http://{}{}", server.addr, scenario.path());
                 let outcome = match config.load_with {
+                    LoadWith::Duet if group.load_processes > 1 => {
+                        measure_duet_group(&url, scenario, &config, server, group.load_processes, tmp.path())
+                    }
                     LoadWith::Duet => measure_duet(&url, scenario, &config, server),
                     LoadWith::Wrk => {
                         let script = &scripts
@@ -641,7 +699,7 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
                     (Err(Cell::Failed(failure)), None) => failed[si][ei] = Some(failure),
                     (Err(Cell::Lost(detail)), None) => {
                         failed[si][ei] = Some(Failure::new("lost connections", detail));
-                        losses.push((si, ei, warnings_from, None));
+                        losses.push((si, ei, ci, warnings_from, None));
                     }
                 }
                 progress.done();
@@ -654,8 +712,8 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
             server.stop();
         }
     }
-    for (si, ei, from, to) in losses {
-        if let (Ok(server), Some(failure)) = (&contenders[ei].server, &mut failed[si][ei]) {
+    for (si, ei, ci, from, to) in losses {
+        if let (Ok(server), Some(failure)) = (&contenders[ci].server, &mut failed[si][ei]) {
             let warnings = server.warnings(from, to);
             let (reason, line) = loss_reason(&warnings);
             failure.reason = reason.to_string();
@@ -673,9 +731,10 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
 
     let scenarios = scenarios
         .into_iter()
-        .zip(rounds.into_iter().zip(failed))
-        .map(|(scenario, (per_engine, failures))| ScenarioResult {
+        .zip(plans.iter().zip(rounds.into_iter().zip(failed)))
+        .map(|(scenario, (plan, (per_engine, failures)))| ScenarioResult {
             scenario,
+            processes: plan.server_processes.max(plan.load_processes),
             engines: names
                 .iter()
                 .zip(per_engine.into_iter().zip(failures))
@@ -700,17 +759,54 @@ pub fn run(mut config: CompareConfig) -> Result<Results, CompareError> {
     Ok(Results { config, run, scenarios })
 }
 
-/// One column of the comparison: an engine or a peer, running or failed for good.
+/// A server of the comparison: an engine (in one process, or a process group) or a
+/// peer, running or failed for good.
 struct Contender {
     name: String,
-    fixed_body: bool,
+    /// Its column in the results (several servers of one engine share it, one per
+    /// process count).
+    column: usize,
+    /// `duet serve --processes` (1: one process); 0 for a peer, which runs as given.
+    processes: u64,
     server: Result<server::Server, Failure>,
 }
 
 impl Contender {
-    fn new(name: &str, fixed_body: bool, server: Result<server::Server, String>) -> Contender {
-        Contender { name: name.to_string(), fixed_body, server: server.map_err(|e| Failure::new("did not start", e)) }
+    fn new(name: &str, column: usize, processes: u64, server: Result<server::Server, String>) -> Contender {
+        Contender {
+            name: name.to_string(),
+            column,
+            processes,
+            server: server.map_err(|e| Failure::new("did not start", e)),
+        }
     }
+}
+
+/// Why server `name` does not run where the plan is a group of `processes`, if it does
+/// not: select cannot watch a descriptor numbered FD_SETSIZE (1024) or above, so no
+/// process of a group could hold its share; a floor is one process by design. Other
+/// peers run as their command says (nginx: `worker_processes` and
+/// `worker_rlimit_nofile`); one that cannot hold the connections fails as lost.
+fn group_skip(name: &str, fixed_body: bool, processes: u64) -> Option<Failure> {
+    if processes <= 1 {
+        return None;
+    }
+    if name == "select" {
+        return Some(Failure::new(
+            "FD_SETSIZE",
+            format!(
+                "not run: these connections need a group of {processes} processes here, and select cannot watch \
+                 descriptors of FD_SETSIZE (1024) or above in any of them"
+            ),
+        ));
+    }
+    if fixed_body {
+        return Some(Failure::new(
+            "one process only",
+            format!("not run: the floors are one process, and these connections need {processes} here"),
+        ));
+    }
+    None
 }
 
 /// Why a cell has no figures.
@@ -723,26 +819,19 @@ enum Cell {
 /// File descriptors the load generator keeps for itself beyond one per connection.
 const CLIENT_SPARE_FDS: usize = 64;
 
-/// Whether `connections` fit: one load process and one server process each (their
-/// open-file limit, raised to the hard limit here), the system-wide file table, the
-/// ephemeral ports across the 127.0.0.x sources and the kernel memory ([`plan`]). Past
-/// one process's limit the plan is a process group on each side, which the comparison
-/// does not run: it says what to run instead.
-fn check_client_limits(connections: usize, threads: usize) -> Result<(), String> {
-    let limits = plan::Limits::here();
-    let needed = connections + CLIENT_SPARE_FDS + threads;
+/// How `connections` are held: one load process and one server process each while
+/// they fit one process's open-file limit (raised to the hard limit here), else a
+/// process group on each side ([`plan::plan`]: the system-wide file table, the
+/// ephemeral ports across the sources and the kernel memory are checked too). What
+/// cannot fit at all is the error.
+fn plan_scenario(connections: usize, threads: usize, limits: plan::Limits) -> Result<plan::Plan, String> {
     let plan = plan::plan(connections as u64, limits)?;
-    if plan.server_processes > 1 || needed as u64 > limits.nofile {
-        let (s, l) = (plan.server_processes.max(2), plan.load_processes.max(2));
-        return Err(format!(
-            "{connections} connections need about {needed} open files per process but the limit is {}: that is \
-             {s} server and {l} load processes here, and duet compare runs one of each; measure them with \
-             duet serve --processes {s} and duet load --processes {l} (docs/ladder.md, process groups), or raise \
-             the hard limit (ulimit -Hn, or LimitNOFILE)",
-            limits.nofile
-        ));
+    // One load process keeps a few descriptors more than the plan's spare per process.
+    let needed = (connections + CLIENT_SPARE_FDS + threads) as u64;
+    if plan.load_processes == 1 && needed > limits.nofile {
+        return Ok(plan::Plan { server_processes: 2, load_processes: 2 });
     }
-    Ok(())
+    Ok(plan)
 }
 
 /// The figures of one run with duet's load generator, the server's counters read over
@@ -775,10 +864,10 @@ fn measure_duet(
     let (mut before, mut after) = (None, None);
     let report = crate::run_marked(prepared, &mut |mark| {
         if server.metrics {
-            let counters = server.counters().ok();
             match mark {
-                crate::Mark::WindowStart => before = counters,
-                crate::Mark::WindowEnd => after = counters,
+                crate::Mark::SetUp => {}
+                crate::Mark::WindowStart => before = server.counters().ok(),
+                crate::Mark::WindowEnd => after = server.counters().ok(),
             }
         }
     })
@@ -815,6 +904,90 @@ fn measure_duet(
         per_window(&mut figures, &a, &b);
     }
     Ok(figures)
+}
+
+/// The figures of one run with `duet load --processes N` (connections past one
+/// process's descriptor limit): the generator as N child processes on the load CPUs,
+/// their reports merged exactly. The server is sampled (its whole process tree) by the
+/// first of them over its window; syscalls and events per wakeup are not reported,
+/// since the generator's window is not marked to this process.
+fn measure_duet_group(
+    url: &str,
+    scenario: &Scenario,
+    config: &CompareConfig,
+    server: &server::Server,
+    processes: u64,
+    tmp: &std::path::Path,
+) -> Result<Figures, Cell> {
+    let failed = |what: &str, why: String| Cell::Failed(Failure::new(what, why));
+    let mut cmd = std::process::Command::new(&config.duet_exe);
+    cmd.arg("load")
+        .arg(url)
+        .arg("--processes")
+        .arg(processes.to_string())
+        .arg("-c")
+        .arg(scenario.connections.to_string())
+        .arg("--idle")
+        .arg(scenario.idle.to_string())
+        .arg("-t")
+        .arg(config.load_cpus.len().max(processes as usize).to_string())
+        .arg("--depth")
+        .arg(scenario.depth.to_string())
+        .arg("-d")
+        .arg(format!("{}ms", config.duration.as_millis().max(1)))
+        .arg("--warmup")
+        .arg(format!("{}ms", config.warmup.as_millis()))
+        // Opening the connections of a group takes SYN retransmits (the accept queues
+        // overflow): the set-up window is the longer of 10 s and this.
+        .args(["--timeout", "30s", "--json"])
+        .arg("--server-pid")
+        .arg(server.pid().to_string())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(rate) = config.rate {
+        cmd.arg("-R").arg(rate.to_string());
+    }
+    if !config.paths.is_empty() {
+        let file = tmp.join("paths.txt");
+        std::fs::write(&file, config.paths.join("\n"))
+            .map_err(|e| failed("load failed", format!("cannot write {}: {e}", file.display())))?;
+        cmd.arg("--paths").arg(file);
+    }
+    crate::sys::pin_child_and_tie_to_parent(&mut cmd, &config.load_cpus).map_err(|e| failed("load failed", e))?;
+    let out = cmd.output().map_err(|e| failed("load failed", format!("cannot start duet load: {e}")))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        return Err(failed("load failed", format!("duet load --processes {processes}: {line}")));
+    }
+    let report = crate::Report::from_json("duet load", &String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| failed("load failed", e))?;
+    if report.lost > 0 || report.idle_held < scenario.idle {
+        return Err(Cell::Lost(format!(
+            "{} connection(s) closed, reset or refused by the server (or not connected); {} of {} idle \
+             connections held (load in {processes} processes)",
+            report.lost, report.idle_held, scenario.idle
+        )));
+    }
+    let usage =
+        report.server.ok_or_else(|| failed("no CPU figures", "the server's CPU could not be sampled".to_string()))?;
+    let percentile = |p: f64| report.percentile(p).map_or(f64::NAN, |us| us as f64);
+    Ok(Figures {
+        requests_per_sec: report.requests_per_sec(),
+        mean_us: crate::report::mean(&report.stats.latency).unwrap_or(f64::NAN),
+        p50_us: percentile(50.0),
+        p99_us: percentile(99.0),
+        p999_us: percentile(99.9),
+        cpu_us_per_req: usage.cpu_us_per_req,
+        cpu_util: usage.cpu_s / report.duration.as_secs_f64().max(1e-9),
+        rss_peak_bytes: usage.rss_peak_bytes as f64,
+        syscalls_per_req: f64::NAN,
+        events_per_wakeup: f64::NAN,
+        errors: report.stats.errors.socket_total() + report.stats.errors.status,
+    })
 }
 
 /// Syscalls per request and events per wakeup from two readings of duet's counters (NaN
@@ -971,6 +1144,7 @@ pub(crate) mod fixture {
             scenarios: vec![
                 ScenarioResult {
                     scenario: scenario(1000),
+                    processes: 1,
                     engines: vec![
                         ok("select", 15_200.0, 45_000.0),
                         failed("poll", "did not start", no_poll),
@@ -979,6 +1153,7 @@ pub(crate) mod fixture {
                 },
                 ScenarioResult {
                     scenario: scenario(10_000),
+                    processes: 1,
                     engines: vec![
                         failed(
                             "select",
@@ -1017,6 +1192,7 @@ mod tests {
         let s = Scenario { connections: 1, depth: 1, body_size: 13, idle: 0 };
         let r = ScenarioResult {
             scenario: s,
+            processes: 1,
             engines: vec![
                 EngineResult { engine: "epoll".into(), rounds: vec![], median: fig(100.0, 0), failed: None },
                 EngineResult { engine: "uring".into(), rounds: vec![], median: fig(150.0, 0), failed: None },
@@ -1025,7 +1201,7 @@ mod tests {
         let ratios = r.ratios().unwrap();
         assert_eq!(ratios[0], ("requests_per_sec", Some(1.5)));
         assert_eq!(ratios[5], ("cpu_us_per_req", None));
-        assert!(ScenarioResult { scenario: s, engines: vec![] }.ratios().is_none());
+        assert!(ScenarioResult { scenario: s, processes: 1, engines: vec![] }.ratios().is_none());
         // A failed engine has no figures, so no ratio.
         let mut failed = r.clone();
         failed.engines[1].failed = Some(Failure::new("did not start", "no io_uring"));

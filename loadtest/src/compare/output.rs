@@ -94,6 +94,7 @@ pub fn json(r: &Results) -> String {
                 "body_size": s.scenario.body_size,
                 "idle": s.scenario.idle,
                 "total_connections": s.scenario.total(),
+                "processes": s.processes,
                 "engines": engines,
                 "ratio_uring_over_epoll": ratio,
             })
@@ -200,7 +201,43 @@ fn ladder_heading(r: &Results, s: &ScenarioResult) -> String {
     if r.config.body_sizes.len() > 1 {
         h.push_str(&format!(", {}", bytes(s.scenario.body_size as f64)));
     }
+    if s.processes > 1 {
+        h.push_str(&format!(", {} + {} processes", s.processes, s.processes));
+    }
     h
+}
+
+/// A figure of engine `name` in a process-group scenario says so where the engine's
+/// cost grows with the descriptors it watches: poll over a group is one poll per process
+/// over its share, not one poll over them all.
+fn group_mark(name: &str, s: &ScenarioResult) -> String {
+    if s.processes > 1 && matches!(name, "poll" | "select") {
+        format!(" ({name} ×{} processes)", s.processes)
+    } else {
+        String::new()
+    }
+}
+
+/// The note under the ladder tables for the scenarios run as process groups.
+fn group_note(r: &Results, out: &mut String) {
+    for s in r.scenarios.iter().filter(|s| s.processes > 1) {
+        let share = s.scenario.total().div_ceil(s.processes as usize);
+        let _ = writeln!(
+            out,
+            "At {} connections: {} server processes (`duet serve --processes {}`) against {} load processes, \
+             each holding about {} connections (past one process's descriptor limit). Server CPU and RSS are \
+             summed over the server's processes. poll there is {} polls of about {} descriptors each, not one \
+             poll over {}; select cannot watch descriptors of FD_SETSIZE (1024) or above in any process.\n",
+            HumanCount(s.scenario.total() as u64),
+            s.processes,
+            s.processes,
+            s.processes,
+            HumanCount(share as u64),
+            s.processes,
+            HumanCount(share as u64),
+            HumanCount(s.scenario.total() as u64),
+        );
+    }
 }
 
 /// The classic table (one row per engine, mean / p99 latency per connection count), then
@@ -224,7 +261,7 @@ fn ladder_tables(r: &Results, share: f64, out: &mut String) {
                 .map(|s| match s.engine(name) {
                     Some(e) => match &e.failed {
                         Some(f) => failed_cell(&f.reason),
-                        None => cell(&e.median),
+                        None => format!("{}{}", cell(&e.median), group_mark(name, s)),
                     },
                     None => "–".to_string(),
                 })
@@ -239,6 +276,7 @@ fn ladder_tables(r: &Results, share: f64, out: &mut String) {
         &|f| format!("{} / {}", micros(f.mean_us), micros(f.p99_us)),
     );
     table(out, "Server CPU µs per request", &|f| cpu_cell(c, f));
+    group_note(r, out);
 }
 
 /// CPU µs per request, marked when the server was not the limit.
@@ -435,6 +473,8 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
             body_size: count(s, "body_size")?,
             idle: count(s, "idle")? as usize,
         };
+        // Results written before process groups ran in one process each.
+        let processes = s["processes"].as_u64().unwrap_or(1);
         let mut results = Vec::new();
         for server in engines.iter().chain(peers.iter().map(|p| &p.name)) {
             let e = &s["engines"][server];
@@ -469,7 +509,7 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
                 failed,
             });
         }
-        scenarios.push(ScenarioResult { scenario, engines: results });
+        scenarios.push(ScenarioResult { scenario, processes, engines: results });
     }
     let unique = |values: Vec<usize>| {
         let mut seen: Vec<usize> = Vec::new();
@@ -548,6 +588,28 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
 mod tests {
     use super::*;
     use crate::compare::fixture::ladder;
+
+    #[test]
+    fn a_process_group_column_says_so_and_poll_there_is_marked_as_several_polls() {
+        let mut r = ladder();
+        r.scenarios[1].processes = 6;
+        r.scenarios[1].engines[1] = r.scenarios[1].engines[2].clone();
+        r.scenarios[1].engines[1].engine = "poll".into();
+        let md = markdown(&r);
+        assert!(
+            md.contains("| engine | 1,000 conns (100 active) | 10,000 conns (1,000 active), 6 + 6 processes |"),
+            "{md}"
+        );
+        assert!(md.contains("(poll ×6 processes) |"), "{md}");
+        assert!(md.contains("poll there is 6 polls of about 1,667 descriptors each, not one poll over 10,000"), "{md}");
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(
+            (v["scenarios"][0]["processes"].as_u64(), v["scenarios"][1]["processes"].as_u64()),
+            (Some(1), Some(6))
+        );
+        let back = from_json("r", &json(&r)).unwrap();
+        assert_eq!(back.scenarios[1].processes, 6, "read back");
+    }
 
     #[test]
     fn the_ladder_prints_the_classic_table_with_failures_in_place() {

@@ -10,7 +10,7 @@ pub const SPARE_FDS: u64 = 100;
 /// connections measured here (4.8–5.0 KiB: docs/ladder.md).
 pub const SLAB_PER_SOCKET: u64 = 5 << 10;
 /// The loopback sources `duet load` may spread connections over (127.0.0.1–.254).
-const MAX_SOURCES: u64 = 254;
+pub const LOOPBACK_SOURCES: u64 = 254;
 
 /// What this machine allows.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,9 @@ pub struct Limits {
     pub ephemeral_ports: u64,
     /// `MemAvailable` in bytes (`None`: unknown).
     pub mem_available: Option<u64>,
+    /// Source addresses the load may spread its connections over: 254 on loopback
+    /// (127.0.0.1–.254), 1 over `--netns` (the generator's end of the veth pair).
+    pub sources: u64,
 }
 
 impl Limits {
@@ -38,7 +41,7 @@ impl Limits {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
                 .map(|kib| kib * 1024)
         });
-        Limits { nofile, file_max, ephemeral_ports, mem_available }
+        Limits { nofile, file_max, ephemeral_ports, mem_available, sources: LOOPBACK_SOURCES }
     }
 }
 
@@ -64,13 +67,20 @@ pub fn plan(connections: u64, limits: Limits) -> Result<Plan, String> {
     if let Some(max) = limits.file_max.filter(|&max| files > max) {
         problems.push(format!("{files} open files system-wide but fs.file-max is {max}"));
     }
-    // A third of the range per source keeps connect() fast (see duet load's sources).
-    let per_source = (limits.ephemeral_ports / 3).max(1);
-    let sources = connections.div_ceil(per_source);
-    if sources > MAX_SOURCES {
+    // A third of the range per source keeps connect() fast (see duet load's sources);
+    // past that connect() slows down but works, up to the whole range per source.
+    let ports = limits.ephemeral_ports.max(1);
+    let sources = limits.sources.max(1);
+    if connections > sources * ports {
+        let what = if sources == 1 {
+            "one source address (over --netns the load has only its end of the veth pair)".to_string()
+        } else {
+            format!("{sources} loopback source addresses")
+        };
         problems.push(format!(
-            "{sources} loopback source addresses of {per_source} ports each but there are {MAX_SOURCES} \
-             (widen net.ipv4.ip_local_port_range)"
+            "{connections} connections from {what} need {} ephemeral ports each but there are {ports} \
+             (widen net.ipv4.ip_local_port_range)",
+            connections.div_ceil(sources)
         ));
     }
     let memory = 2 * connections * SLAB_PER_SOCKET;
@@ -91,8 +101,13 @@ pub fn plan(connections: u64, limits: Limits) -> Result<Plan, String> {
 mod tests {
     use super::*;
 
-    const HERE: Limits =
-        Limits { nofile: 20_000, file_max: Some(2_466_255), ephemeral_ports: 28_232, mem_available: Some(22 << 30) };
+    const HERE: Limits = Limits {
+        nofile: 20_000,
+        file_max: Some(2_466_255),
+        ephemeral_ports: 28_232,
+        mem_available: Some(22 << 30),
+        sources: LOOPBACK_SOURCES,
+    };
 
     #[test]
     fn one_process_each_while_the_descriptors_fit() {
@@ -112,9 +127,19 @@ mod tests {
         assert!(e.starts_with("100000 connections cannot fit here: "), "{e}");
         assert!(e.contains("fs.file-max is 150000"), "{e}");
         assert!(e.contains("MiB of kernel memory"), "{e}");
-        let e = plan(3_000_000, HERE).unwrap_err();
-        assert!(e.contains("loopback source addresses"), "{e}");
+        let e = plan(8_000_000, Limits { file_max: None, mem_available: None, ..HERE }).unwrap_err();
+        assert!(e.contains("254 loopback source addresses need 31497 ephemeral ports each"), "{e}");
         let unknown = Limits { file_max: None, mem_available: None, ..HERE };
         assert!(plan(100_000, unknown).is_ok(), "what cannot be read does not refuse");
+    }
+
+    #[test]
+    fn over_netns_the_ports_of_one_source_address_are_all_there_is() {
+        let veth = Limits { sources: 1, ..HERE };
+        assert_eq!(plan(10_000, veth), Ok(Plan { server_processes: 1, load_processes: 1 }));
+        assert!(plan(100_000, HERE).is_ok(), "on loopback 100,000 spread over 127.0.0.x");
+        let e = plan(100_000, veth).unwrap_err();
+        assert!(e.contains("from one source address (over --netns"), "{e}");
+        assert!(e.contains("need 100000 ephemeral ports each but there are 28232"), "{e}");
     }
 }

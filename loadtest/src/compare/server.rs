@@ -109,7 +109,15 @@ pub struct Content<'a> {
 pub struct Place {
     pub bind: std::net::IpAddr,
     pub netns: Option<std::fs::File>,
+    /// More than 1: `duet serve --processes N`, a supervisor over N processes that each
+    /// hold their share of the connections (past one process's descriptor limit).
+    pub processes: u64,
 }
+
+/// How long a process group's server lets a connection wait for its first request or
+/// its next one: opening 100,000 connections at once takes tens of seconds of SYN
+/// retransmits, and a connection accepted early must not be closed as silent meanwhile.
+const GROUP_TIMEOUT: &str = "300s";
 
 impl Server {
     /// Starts `exe serve --engine ENGINE --port 0 --metrics METRICS_PATH` on `cpus` and
@@ -124,7 +132,7 @@ impl Server {
         content: Content,
         place: Place,
     ) -> Result<Server, String> {
-        let (Content { routes, dir }, Place { bind, netns }) = (content, place);
+        let (Content { routes, dir }, Place { bind, netns, processes }) = (content, place);
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(serve_engine_args(engine))
@@ -137,6 +145,10 @@ impl Server {
             .env("NO_COLOR", "1");
         for r in routes {
             cmd.arg("--route").arg(r);
+        }
+        if processes > 1 {
+            cmd.arg("--processes").arg(processes.to_string());
+            cmd.args(["--header-timeout", GROUP_TIMEOUT, "--keepalive-timeout", GROUP_TIMEOUT]);
         }
         if let Some(dir) = dir {
             cmd.arg("--dir").arg(dir);
