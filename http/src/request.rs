@@ -210,39 +210,31 @@ static VALUE: [bool; 256] = {
     t
 };
 
-/// The end of the run of value bytes at `i`: sixteen bytes a turn (one bounds compare
-/// for two words; the second is checked only when the first passes), then eight, each word checked for a byte below 0x20 or equal to 0x7f (HTAB, the one
-/// allowed control, is stepped over), the last few bytes one at a time.
+/// The end of the run of value bytes at `i`: sixteen bytes a turn ([`first_stop`]),
+/// HTAB (the one allowed control) stepped over, then eight (a word checked for a byte
+/// below 0x20 or equal to 0x7f), the last few bytes one at a time.
 #[inline(always)]
 fn value_end(h: &[u8], mut i: usize) -> usize {
-    loop {
-        if let Some(pair) = h.get(i..).and_then(<[u8]>::first_chunk::<16>) {
-            let (a, b) = pair.split_at(8);
-            let mut words = [[0u8; 8]; 2];
-            words[0].copy_from_slice(a);
-            words[1].copy_from_slice(b);
-            let a = stops(u64::from_le_bytes(words[0]));
-            if a != 0 {
-                i += (a.trailing_zeros() / 8) as usize;
-            } else {
-                let b = stops(u64::from_le_bytes(words[1]));
-                if b == 0 {
-                    i += 16;
-                    continue;
-                }
-                i += 8 + (b.trailing_zeros() / 8) as usize;
-            }
-        } else if let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            let stop = stops(u64::from_le_bytes(*word));
-            if stop == 0 {
-                i += 8;
-                continue;
-            }
-            i += (stop.trailing_zeros() / 8) as usize;
-        } else {
-            break;
+    while let Some(chunk) = h.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let at = first_stop(chunk);
+        if at == 16 {
+            i += 16;
+            continue;
         }
-        if h.get(i) != Some(&b'\t') {
+        i += at;
+        if chunk[at] != b'\t' {
+            return i;
+        }
+        i += 1;
+    }
+    while let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let stop = stops(u64::from_le_bytes(*word));
+        if stop == 0 {
+            i += 8;
+            continue;
+        }
+        i += (stop.trailing_zeros() / 8) as usize;
+        if h[i] != b'\t' {
             return i;
         }
         i += 1;
@@ -251,6 +243,39 @@ fn value_end(h: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The offset of the first byte of `chunk` below 0x20 or equal to 0x7f, 16 if none.
+/// On x86-64 with SSE2 (always there): sixteen bytes compared at once, through
+/// safe_arch's safe functions.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn first_stop(chunk: &[u8; 16]) -> usize {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let x = load_unaligned_m128i(chunk);
+    // Unsigned `x < 0x20` is `min(x, 0x1f) == x`.
+    let control = cmp_eq_mask_i8_m128i(min_u8_m128i(x, set_splat_i8_m128i(0x1f)), x);
+    let del = cmp_eq_mask_i8_m128i(x, set_splat_i8_m128i(0x7f));
+    let mask = move_mask_i8_m128i(bitor_m128i(control, del)) as u32;
+    (mask | 1 << 16).trailing_zeros() as usize
+}
+
+/// [`first_stop`] elsewhere: two words checked with [`stops`].
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn first_stop(chunk: &[u8; 16]) -> usize {
+    let (lo, hi) = chunk.split_at(8);
+    let mut words = [[0u8; 8]; 2];
+    words[0].copy_from_slice(lo);
+    words[1].copy_from_slice(hi);
+    let a = stops(u64::from_le_bytes(words[0]));
+    if a != 0 {
+        return (a.trailing_zeros() / 8) as usize;
+    }
+    let b = stops(u64::from_le_bytes(words[1]));
+    8 + (b.trailing_zeros() / 8).min(8) as usize
 }
 
 /// The high bit of each byte of `x` that is below 0x20 or 0x7f. Per byte, without carries
