@@ -395,34 +395,36 @@ static KNOWN: [Known; 27] = [
     known(b"upgrade-insecure-requests", Name::Other),
 ];
 
-/// Where the names whose first byte has these low five bits begin in [`KNOWN`] (and,
-/// one entry on, where they end): a letter's bits are the same in both cases, and any
-/// other byte only costs compares that fail.
-static BY_LETTER: [u8; 33] = {
-    let mut index = [0u8; 33];
+/// The names of [`KNOWN`] whose first byte has these low five bits: a letter's bits are
+/// the same in both cases, and any other byte only costs compares that fail. Indexed by
+/// five bits, so finding a bucket takes no bounds check.
+static BY_LETTER: [&[Known]; 32] = {
+    let mut buckets: [&[Known]; 32] = [&[]; 32];
     let mut bits = 0;
-    while bits < 33 {
-        let mut k = 0;
-        while k < KNOWN.len() && (KNOWN[k].want[0] as u8 & 0x1f) < bits as u8 {
+    let mut k = 0;
+    while bits < 32 {
+        let lo = k;
+        while k < KNOWN.len() && (KNOWN[k].want[0] as u8 & 0x1f) == bits as u8 {
             k += 1;
         }
-        index[bits] = k as u8;
+        let (_, from) = KNOWN.split_at(lo);
+        buckets[bits] = from.split_at(k - lo).0;
         bits += 1;
     }
-    index
+    assert!(k == KNOWN.len(), "KNOWN is grouped by the low bits of the first letter, in order");
+    buckets
 };
 
 /// The known name and its colon at the start of `line`, if it is one.
 #[inline(always)]
 fn known_name(line: &[u8]) -> Option<&'static Known> {
     let bits = (line.first()? & 0x1f) as usize;
-    let (lo, hi) = (BY_LETTER[bits] as usize, BY_LETTER[bits + 1] as usize);
     let word = |w: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&line[w * 8..w * 8 + 8]);
         u64::from_le_bytes(bytes)
     };
-    KNOWN.get(lo..hi)?.iter().find(|k| {
+    BY_LETTER[bits].iter().find(|k| {
         line.len() >= k.words * 8
             && (word(0) | k.fold[0]) & k.keep[0] == k.want[0]
             && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w])
