@@ -334,7 +334,7 @@ impl Connection {
 
     /// Parses and answers what `buf` holds; returns how many bytes were consumed.
     fn process(&mut self, ctx: &mut Context, buf: &[u8]) -> usize {
-        let Context { site, limits, date, deadlines, pool, stats, metrics, access_log, now, .. } = ctx;
+        let Context { site, limits, date, stamped, deadlines, pool, stats, metrics, access_log, now, .. } = ctx;
         let now = *now;
         // Computed once per loop turn: what a head, a body read or a response queued
         // from empty would start.
@@ -354,11 +354,14 @@ impl Connection {
                     let resuming = matches!(self.reading, Reading::Head(_));
                     if !resuming {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
-                        while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
-                            pos += if buf[pos] == b'\n' { 1 } else { 2 };
-                        }
-                        if pos == buf.len() || buf[pos..] == *b"\r" {
-                            return pos;
+                        // A request line starts with neither, nearly always: one compare.
+                        if matches!(buf.get(pos), None | Some(b'\r' | b'\n')) {
+                            while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
+                                pos += if buf[pos] == b'\n' { 1 } else { 2 };
+                            }
+                            if pos == buf.len() || buf[pos..] == *b"\r" {
+                                return pos;
+                            }
                         }
                         self.start_head(header_deadline, now);
                     }
@@ -393,6 +396,30 @@ impl Connection {
                     pos += end;
                     if let Some(log) = self.log.as_deref_mut() {
                         log.capture_head(&rest[..end]);
+                    }
+                    // The common answer: a pre-rendered response without a body to
+                    // read, on a connection that stays open, queued in one copy.
+                    let whole = match &d.response {
+                        Answer::Shared(r)
+                            if d.body == BodyKind::None
+                                && d.keep_alive
+                                && !d.http10
+                                && !d.head_only
+                                && self.keep_alive == KeepAlive::Enabled
+                                && self.log.is_none() =>
+                        {
+                            stamped.get(r, date).map(|whole| (whole, r.status()))
+                        }
+                        _ => None,
+                    };
+                    if let Some((whole, status)) = whole {
+                        self.end_request();
+                        self.queue(pool, send_deadline).push_owned(whole);
+                        stats.requests += 1;
+                        if status >= 400 {
+                            stats.errors += 1;
+                        }
+                        continue;
                     }
                     match d.body {
                         BodyKind::None => {

@@ -4,6 +4,7 @@ use crate::access_log::AccessLog;
 use crate::date::DateCache;
 use crate::limits::Limits;
 use crate::out::BufPool;
+use crate::response::Stamped;
 use crate::site::{Site, Snapshot};
 use crate::stats::{HttpStats, MetricsSource};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct Context {
     generation: u64,
     pub(crate) limits: Limits,
     pub(crate) date: DateCache,
+    /// The response answered last, rendered whole for this second.
+    pub(crate) stamped: Stamped,
     pub(crate) now: Instant,
     /// `now` plus each timeout.
     pub(crate) deadlines: TurnDeadlines,
@@ -74,6 +77,7 @@ impl Context {
             deadlines: TurnDeadlines::at(now, &limits),
             limits,
             date: DateCache::new(wall),
+            stamped: Stamped::default(),
             now,
             pool: BufPool::default(),
             stats: HttpStats::default(),
@@ -134,6 +138,7 @@ impl Context {
     fn refresh_site(&mut self) {
         let (snapshot, generation) = self.shared.snapshot();
         self.site = snapshot;
+        self.stamped.forget();
         self.generation = generation;
     }
 

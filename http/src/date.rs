@@ -37,6 +37,11 @@ impl DateCache {
         }
     }
 
+    /// The second the date is of (seconds since the Unix epoch).
+    pub(crate) fn second(&self) -> u64 {
+        self.second
+    }
+
     /// The 29 bytes of the current date.
     pub fn value(&self) -> &[u8; 29] {
         &self.value

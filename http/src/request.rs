@@ -210,47 +210,82 @@ static VALUE: [bool; 256] = {
     t
 };
 
-/// The end of the run of value bytes at `i`: sixteen bytes a turn (one bounds compare
-/// for two words; the second is checked only when the first passes), then eight, each word checked for a byte below 0x20 or equal to 0x7f (HTAB, the one
-/// allowed control, is stepped over), the last few bytes one at a time.
+/// The end of the run of value bytes at `i` ([`value_stop`] without its line end).
+#[cfg(test)]
+fn value_end(h: &[u8], i: usize) -> usize {
+    value_stop(h, i).0
+}
+
+/// The end of the run of value bytes at `i`: sixteen bytes a turn ([`first_stop`]),
+/// HTAB (the one allowed control) stepped over, then eight (a word checked for a byte
+/// below 0x20 or equal to 0x7f), the last few bytes one at a time. With it, whether a
+/// CRLF is known to start there: nearly every value ends inside the sixteen bytes just
+/// read, where the line end is checked without another bounds check (`false` leaves it
+/// to the caller).
 #[inline(always)]
-fn value_end(h: &[u8], mut i: usize) -> usize {
-    loop {
-        if let Some(pair) = h.get(i..).and_then(<[u8]>::first_chunk::<16>) {
-            let (a, b) = pair.split_at(8);
-            let mut words = [[0u8; 8]; 2];
-            words[0].copy_from_slice(a);
-            words[1].copy_from_slice(b);
-            let a = stops(u64::from_le_bytes(words[0]));
-            if a != 0 {
-                i += (a.trailing_zeros() / 8) as usize;
-            } else {
-                let b = stops(u64::from_le_bytes(words[1]));
-                if b == 0 {
-                    i += 16;
-                    continue;
-                }
-                i += 8 + (b.trailing_zeros() / 8) as usize;
-            }
-        } else if let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            let stop = stops(u64::from_le_bytes(*word));
-            if stop == 0 {
-                i += 8;
-                continue;
-            }
-            i += (stop.trailing_zeros() / 8) as usize;
-        } else {
-            break;
+fn value_stop(h: &[u8], mut i: usize) -> (usize, bool) {
+    while let Some(chunk) = h.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let at = first_stop(chunk);
+        if at == 16 {
+            i += 16;
+            continue;
         }
-        if h.get(i) != Some(&b'\t') {
-            return i;
+        i += at;
+        match chunk[at] {
+            b'\r' => return (i, at < 15 && chunk[at + 1] == b'\n'),
+            b'\t' => i += 1,
+            _ => return (i, false),
+        }
+    }
+    while let Some(word) = h.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let stop = stops(u64::from_le_bytes(*word));
+        if stop == 0 {
+            i += 8;
+            continue;
+        }
+        i += (stop.trailing_zeros() / 8) as usize;
+        if h[i] != b'\t' {
+            return (i, false);
         }
         i += 1;
     }
     while i < h.len() && VALUE[h[i] as usize] {
         i += 1;
     }
-    i
+    (i, false)
+}
+
+/// The offset of the first byte of `chunk` below 0x20 or equal to 0x7f, 16 if none.
+/// On x86-64 with SSE2 (always there): sixteen bytes compared at once, through
+/// safe_arch's safe functions.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn first_stop(chunk: &[u8; 16]) -> usize {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let x = load_unaligned_m128i(chunk);
+    // Unsigned `x < 0x20` is `min(x, 0x1f) == x`.
+    let control = cmp_eq_mask_i8_m128i(min_u8_m128i(x, set_splat_i8_m128i(0x1f)), x);
+    let del = cmp_eq_mask_i8_m128i(x, set_splat_i8_m128i(0x7f));
+    let mask = move_mask_i8_m128i(bitor_m128i(control, del)) as u32;
+    (mask | 1 << 16).trailing_zeros() as usize
+}
+
+/// [`first_stop`] elsewhere: two words checked with [`stops`].
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn first_stop(chunk: &[u8; 16]) -> usize {
+    let (lo, hi) = chunk.split_at(8);
+    let mut words = [[0u8; 8]; 2];
+    words[0].copy_from_slice(lo);
+    words[1].copy_from_slice(hi);
+    let a = stops(u64::from_le_bytes(words[0]));
+    if a != 0 {
+        return (a.trailing_zeros() / 8) as usize;
+    }
+    let b = stops(u64::from_le_bytes(words[1]));
+    8 + (b.trailing_zeros() / 8).min(8) as usize
 }
 
 /// The high bit of each byte of `x` that is below 0x20 or 0x7f. Per byte, without carries
@@ -370,34 +405,36 @@ static KNOWN: [Known; 27] = [
     known(b"upgrade-insecure-requests", Name::Other),
 ];
 
-/// Where the names whose first byte has these low five bits begin in [`KNOWN`] (and,
-/// one entry on, where they end): a letter's bits are the same in both cases, and any
-/// other byte only costs compares that fail.
-static BY_LETTER: [u8; 33] = {
-    let mut index = [0u8; 33];
+/// The names of [`KNOWN`] whose first byte has these low five bits: a letter's bits are
+/// the same in both cases, and any other byte only costs compares that fail. Indexed by
+/// five bits, so finding a bucket takes no bounds check.
+static BY_LETTER: [&[Known]; 32] = {
+    let mut buckets: [&[Known]; 32] = [&[]; 32];
     let mut bits = 0;
-    while bits < 33 {
-        let mut k = 0;
-        while k < KNOWN.len() && (KNOWN[k].want[0] as u8 & 0x1f) < bits as u8 {
+    let mut k = 0;
+    while bits < 32 {
+        let lo = k;
+        while k < KNOWN.len() && (KNOWN[k].want[0] as u8 & 0x1f) == bits as u8 {
             k += 1;
         }
-        index[bits] = k as u8;
+        let (_, from) = KNOWN.split_at(lo);
+        buckets[bits] = from.split_at(k - lo).0;
         bits += 1;
     }
-    index
+    assert!(k == KNOWN.len(), "KNOWN is grouped by the low bits of the first letter, in order");
+    buckets
 };
 
 /// The known name and its colon at the start of `line`, if it is one.
 #[inline(always)]
 fn known_name(line: &[u8]) -> Option<&'static Known> {
     let bits = (line.first()? & 0x1f) as usize;
-    let (lo, hi) = (BY_LETTER[bits] as usize, BY_LETTER[bits + 1] as usize);
     let word = |w: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&line[w * 8..w * 8 + 8]);
         u64::from_le_bytes(bytes)
     };
-    KNOWN.get(lo..hi)?.iter().find(|k| {
+    BY_LETTER[bits].iter().find(|k| {
         line.len() >= k.words * 8
             && (word(0) | k.fold[0]) & k.keep[0] == k.want[0]
             && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w])
@@ -487,18 +524,23 @@ fn field_lines<'h>(
         // Leading whitespace passes the value check: it is skipped only for the fields
         // whose value is read.
         let mut value_start = i;
-        i = value_end(head, i);
+        let crlf;
+        (i, crlf) = value_stop(head, i);
         let mut value_stop = i;
-        // `value_end` stopped at the line end, a byte a value cannot hold, or the end.
-        match head.get(i..i + 2) {
-            Some([b'\r', b'\n']) => i += 2,
-            _ => match head.get(i) {
-                None => return more(line, n, count),
-                Some(b'\n') => i += 1,
-                Some(b'\r') if i + 1 == head.len() => return more(line, n, count),
-                Some(b'\r') => return refuse(head, i + 1, line),
-                Some(_) => return refuse(head, i, line),
-            },
+        // `value_stop` stopped at the line end, a byte a value cannot hold, or the end.
+        if crlf {
+            i += 2;
+        } else {
+            match head.get(i..i + 2) {
+                Some([b'\r', b'\n']) => i += 2,
+                _ => match head.get(i) {
+                    None => return more(line, n, count),
+                    Some(b'\n') => i += 1,
+                    Some(b'\r') if i + 1 == head.len() => return more(line, n, count),
+                    Some(b'\r') => return refuse(head, i + 1, line),
+                    Some(_) => return refuse(head, i, line),
+                },
+            }
         }
         if n >= max {
             return Err(Reject::HeaderFieldsTooLarge);

@@ -2,6 +2,8 @@
 //! and the [`Answer`] chosen for a request. Rendered once when a site is built (or, for
 //! the few answers that depend on the request, once per request), never parsed.
 
+use crate::date::DateCache;
+use crate::out::INLINE_BODY_MAX;
 use bytes::Bytes;
 use std::fs::File;
 use std::sync::Arc;
@@ -197,5 +199,114 @@ impl Answer<'_> {
             Answer::Owned(r) => r.status(),
             Answer::Echo(_) => 200,
         }
+    }
+}
+
+/// One pre-rendered response rendered whole for the current second: its head, the Date
+/// line with the blank line, and its body, so that answering it again this second is
+/// one copy. A worker keeps one (the route a benchmark or a health check hits over and
+/// over); another response takes its place.
+#[derive(Debug, Default)]
+pub(crate) struct Stamped {
+    /// The address of the response `bytes` render, in the site snapshot the worker
+    /// holds (0: none). An address names one response only while that snapshot is
+    /// held: [`Stamped::forget`] when it is replaced.
+    key: usize,
+    second: u64,
+    bytes: Vec<u8>,
+}
+
+impl Stamped {
+    /// `response` whole with the Date of `date`, when its body is small and in memory
+    /// (else `None`: its body is not copied). `response` must belong to the site
+    /// snapshot held since the last [`Stamped::forget`].
+    #[inline]
+    pub(crate) fn get(&mut self, response: &Prerendered, date: &DateCache) -> Option<&[u8]> {
+        let key = std::ptr::from_ref(response) as usize;
+        if key != self.key || date.second() != self.second {
+            self.render(key, response, date)?;
+        }
+        Some(&self.bytes)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn render(&mut self, key: usize, response: &Prerendered, date: &DateCache) -> Option<()> {
+        let Body::Memory(body) = &response.body else {
+            return None;
+        };
+        if body.len() > INLINE_BODY_MAX {
+            return None;
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&response.head);
+        self.bytes.extend_from_slice(date.line());
+        self.bytes.extend_from_slice(body);
+        (self.key, self.second) = (key, date.second());
+        Some(())
+    }
+
+    /// The site snapshot changed: the addresses kept may name other responses now.
+    pub(crate) fn forget(&mut self) {
+        self.key = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn whole(r: &Prerendered, date: &DateCache) -> Vec<u8> {
+        [r.head(), &date.line()[..], r.body_bytes()].concat()
+    }
+
+    impl Prerendered {
+        fn body_bytes(&self) -> &[u8] {
+            match &self.body {
+                Body::Memory(b) => b,
+                Body::File { .. } => panic!("a file body"),
+            }
+        }
+    }
+
+    #[test]
+    fn stamped_is_the_response_whole_with_the_date_of_its_second() {
+        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let mut date = DateCache::new(t);
+        let (a, b) = (
+            Prerendered::new(200, "text/plain", Bytes::from_static(b"a"), NO_LINES),
+            Prerendered::new(404, "text/plain", Bytes::from_static(b"not here"), NO_LINES),
+        );
+        let mut stamped = Stamped::default();
+        assert_eq!(stamped.get(&a, &date).unwrap(), whole(&a, &date));
+        // Another response takes the place of the first, and gives it back.
+        assert_eq!(stamped.get(&b, &date).unwrap(), whole(&b, &date));
+        assert_eq!(stamped.get(&a, &date).unwrap(), whole(&a, &date));
+        // The next second: rendered again with its date.
+        date.update(t + Duration::from_secs(1));
+        let again = stamped.get(&a, &date).unwrap().to_vec();
+        assert_eq!(again, whole(&a, &date));
+        assert!(again.windows(8).any(|w| w == b"08:49:38"));
+        stamped.forget();
+        assert_eq!(stamped.get(&a, &date).unwrap(), whole(&a, &date));
+    }
+
+    #[test]
+    fn stamped_leaves_out_bodies_it_would_not_copy() {
+        let date = DateCache::new(UNIX_EPOCH);
+        let big = Prerendered::new(200, "text/plain", Bytes::from(vec![b'x'; INLINE_BODY_MAX + 1]), NO_LINES);
+        let mut stamped = Stamped::default();
+        assert!(stamped.get(&big, &date).is_none());
+        let file = tempfile_body();
+        assert!(stamped.get(&file, &date).is_none());
+    }
+
+    fn tempfile_body() -> Prerendered {
+        let path = std::env::temp_dir().join(format!("duet-stamped-{}", std::process::id()));
+        std::fs::write(&path, b"file").unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Prerendered::new(200, "text/plain", Body::file(Arc::new(file), 4), NO_LINES)
     }
 }

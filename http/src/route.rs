@@ -62,8 +62,11 @@ pub(crate) fn route<'a>(
     let decoded;
     // The target holds no NUL (the request line's check refused it); only an escape
     // can make one.
-    // Paths are short: a plain scan costs less than memchr's setup.
-    let path = if path.contains(&b'%') {
+    // Paths are short: a plain scan costs less than memchr's setup (which `contains`
+    // calls).
+    #[allow(clippy::manual_contains)]
+    let escaped = path.iter().any(|&b| b == b'%');
+    let path = if escaped {
         decoded = percent_decode(path).ok_or(Reject::BadRequest(Malformed::Target))?;
         if memchr::memchr(0, &decoded).is_some() {
             return Err(Reject::BadRequest(Malformed::Target));

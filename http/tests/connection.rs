@@ -1233,3 +1233,18 @@ fn a_bad_field_line_that_never_ends_is_judged_the_same_however_it_is_cut() {
     e.advance_to(secs(10));
     assert_eq!(e.statuses(), [408]);
 }
+
+#[test]
+fn responses_queued_after_the_wall_clock_second_changes_carry_the_new_date() {
+    let mut e = Driver::hello();
+    e.wall_moves = true;
+    e.read_event(&get("/"));
+    e.advance(Duration::from_millis(1500));
+    e.read_event(&get("/"));
+    e.flush();
+    let text = e.text();
+    assert_eq!(text.matches("Hello, World!").count(), 2, "{text}");
+    let first = text.find("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nHello, World!").expect("the first date");
+    let second = text.find("Date: Sun, 06 Nov 1994 08:49:38 GMT\r\n\r\nHello, World!").expect("the second's date");
+    assert!(first < second, "{text}");
+}

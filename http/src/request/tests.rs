@@ -323,3 +323,19 @@ fn value_end_stops_at_the_first_control_or_del_wherever_it_is() {
         }
     }
 }
+
+#[test]
+fn first_stop_finds_the_first_control_or_del_among_sixteen_bytes() {
+    for b in 0..=255u8 {
+        for at in 0..16 {
+            let mut chunk = [b'a'; 16];
+            chunk[at] = b;
+            let stop = b < 0x20 || b == 0x7f;
+            assert_eq!(first_stop(&chunk), if stop { at } else { 16 }, "byte {b:#x} at {at}");
+            // A later stop does not hide an earlier one.
+            chunk[15] = b'\r';
+            assert_eq!(first_stop(&chunk), if stop { at } else { 15 }, "byte {b:#x} at {at}, CR last");
+        }
+    }
+    assert_eq!(first_stop(&[0x80; 16]), 16, "obs-text passes");
+}
