@@ -523,10 +523,10 @@ fn field_lines<'h>(
         };
         // Leading whitespace passes the value check: it is skipped only for the fields
         // whose value is read.
-        let mut value_start = i;
+        let value_start = i;
         let crlf;
         (i, crlf) = value_stop(head, i);
-        let mut value_stop = i;
+        let value_stop = i;
         // `value_stop` stopped at the line end, a byte a value cannot hold, or the end.
         if crlf {
             i += 2;
@@ -547,13 +547,15 @@ fn field_lines<'h>(
         }
         n += 1;
         if name != Name::Other && acc.refused.is_none() {
-            while value_start < value_stop && matches!(head[value_start], b' ' | b'\t') {
-                value_start += 1;
+            // Trimmed through slice patterns, which need no bounds checks.
+            let mut value = &head[value_start..value_stop];
+            while let [b' ' | b'\t', rest @ ..] = value {
+                value = rest;
             }
-            while value_stop > value_start && matches!(head[value_stop - 1], b' ' | b'\t') {
-                value_stop -= 1;
+            while let [rest @ .., b' ' | b'\t'] = value {
+                value = rest;
             }
-            acc.note(name, &head[value_start..value_stop]);
+            acc.note(name, value);
         }
     }
 }
