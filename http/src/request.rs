@@ -428,16 +428,18 @@ static BY_LETTER: [&[Known]; 32] = {
 /// The known name and its colon at the start of `line`, if it is one.
 #[inline(always)]
 fn known_name(line: &[u8]) -> Option<&'static Known> {
-    let bits = (line.first()? & 0x1f) as usize;
+    // Every name with its colon takes a word at least: shorter lines match none, and the
+    // first word, read once, picks the bucket and is compared without bounds checks.
+    let first = u64::from_le_bytes(*line.first_chunk::<8>()?);
     let word = |w: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&line[w * 8..w * 8 + 8]);
         u64::from_le_bytes(bytes)
     };
-    BY_LETTER[bits].iter().find(|k| {
-        line.len() >= k.words * 8
-            && (word(0) | k.fold[0]) & k.keep[0] == k.want[0]
-            && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w])
+    BY_LETTER[(first & 0x1f) as usize].iter().find(|k| {
+        (first | k.fold[0]) & k.keep[0] == k.want[0]
+            && (k.words == 1
+                || line.len() >= k.words * 8 && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w]))
     })
 }
 
@@ -494,7 +496,7 @@ fn field_lines<'h>(
     loop {
         let line = i;
         // The name: one or more tchar, then the colon.
-        let name = match known_name(head.get(i..).unwrap_or_default()) {
+        let name = match head.get(i..).and_then(known_name) {
             Some(k) => {
                 i += k.len + 1;
                 k.name
