@@ -549,7 +549,10 @@ impl Connection {
     /// The queue new responses go to. `send_deadline` arms the Send timer when output
     /// was empty (progress on a non-empty queue is counted in `handle_sent`).
     fn queue(&mut self, pool: &mut BufPool, send_deadline: Instant) -> &mut OutBuf {
-        if self.output_len() == 0 {
+        // Behind an earlier response of the same batch (the common case when requests
+        // are pipelined) the output is not empty: one check, not the sum of both queues.
+        let queued = self.pending.as_ref().is_some_and(|b| b.remaining() > 0);
+        if !queued && self.output_len() == 0 {
             self.send_deadline = send_deadline;
         }
         self.pending.get_or_insert_with(|| pool.take())
