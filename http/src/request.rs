@@ -71,27 +71,35 @@ const SYNTAX: Reject = Reject::BadRequest(Malformed::Syntax);
 pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> Result<Option<Head<'h>>, Reject> {
     let resumed = scan.line_done();
     let common = if scan.at_start() { common_line(head) } else { None };
-    if let Some(line) = &common {
-        scan.skip_line(u32::try_from(line.end).unwrap_or(u32::MAX));
-    } else if !resumed {
-        match scan.scan(head) {
-            Line::Invalid(reject) => return Err(reject),
-            Line::Incomplete => return Ok(None),
-            Line::Complete => {}
+    // A common line is recorded in `scan` only if the head turns out incomplete (below):
+    // a complete head, nearly every one, does not need it.
+    if common.is_none() {
+        if !resumed {
+            match scan.scan(head) {
+                Line::Invalid(reject) => return Err(reject),
+                Line::Incomplete => return Ok(None),
+                Line::Complete => {}
+            }
+        } else if memchr::memchr(b'\n', head.get(scan.start as usize..).unwrap_or_default()).is_none() {
+            // The field line that stopped the last scan has not ended yet.
+            scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
+            return Ok(None);
         }
-    } else if memchr::memchr(b'\n', head.get(scan.start as usize..).unwrap_or_default()).is_none() {
-        // The field line that stopped the last scan has not ended yet.
-        scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
-        return Ok(None);
     }
     let max = limits.max_headers.min(MAX_HEADERS_CEILING);
     let mut fields = Acc::default();
-    let mut count = scan.fields as usize;
-    let from = scan.pos as usize;
+    let (mut count, from) = match &common {
+        Some(line) => (0, line.end),
+        None => (scan.fields as usize, scan.pos as usize),
+    };
     let end = match field_lines(head, from, &mut count, max, &mut fields)? {
         Lines::End(end) => end,
         Lines::More(next) => {
-            scan.pos = u32::try_from(next).unwrap_or(u32::MAX);
+            let next = u32::try_from(next).unwrap_or(u32::MAX);
+            if common.is_some() {
+                scan.skip_line(next);
+            }
+            scan.pos = next;
             scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
             scan.fields = count as u16;
             return Ok(None);
