@@ -549,7 +549,10 @@ impl Connection {
     /// The queue new responses go to. `send_deadline` arms the Send timer when output
     /// was empty (progress on a non-empty queue is counted in `handle_sent`).
     fn queue(&mut self, pool: &mut BufPool, send_deadline: Instant) -> &mut OutBuf {
-        if self.output_len() == 0 {
+        // Behind an earlier response of the same batch (the common case when requests
+        // are pipelined) the output is not empty: one check, not the sum of both queues.
+        let queued = self.pending.as_ref().is_some_and(|b| b.remaining() > 0);
+        if !queued && self.output_len() == 0 {
             self.send_deadline = send_deadline;
         }
         self.pending.get_or_insert_with(|| pool.take())
@@ -635,13 +638,12 @@ impl Connection {
 
     /// True when queued output is at the cap: parsing stops until some is sent. Bytes
     /// in memory count against `max_output`; file segments count only in number.
+    /// Checked before each request: both queues are read directly, which costs fewer
+    /// instructions than an iterator over the two.
     fn over_cap(&self, limits: &Limits) -> bool {
-        let (mut memory, mut files) = (0, 0);
-        for buf in [&self.pending, &self.inflight].into_iter().flatten() {
-            memory += buf.memory_remaining();
-            files += buf.files_unsent();
-        }
-        memory >= limits.max_output || files >= MAX_QUEUED_FILES
+        let of = |buf: &Option<Box<OutBuf>>| buf.as_ref().map_or((0, 0), |b| (b.memory_remaining(), b.files_unsent()));
+        let ((pending, pending_files), (inflight, inflight_files)) = (of(&self.pending), of(&self.inflight));
+        pending + inflight >= limits.max_output || pending_files + inflight_files >= MAX_QUEUED_FILES
     }
 
     /// The output to send next, if any. The segments stay valid and unchanged until

@@ -71,27 +71,35 @@ const SYNTAX: Reject = Reject::BadRequest(Malformed::Syntax);
 pub(crate) fn scan<'h>(scan: &mut LineScan, limits: &Limits, head: &'h [u8]) -> Result<Option<Head<'h>>, Reject> {
     let resumed = scan.line_done();
     let common = if scan.at_start() { common_line(head) } else { None };
-    if let Some(line) = &common {
-        scan.skip_line(u32::try_from(line.end).unwrap_or(u32::MAX));
-    } else if !resumed {
-        match scan.scan(head) {
-            Line::Invalid(reject) => return Err(reject),
-            Line::Incomplete => return Ok(None),
-            Line::Complete => {}
+    // A common line is recorded in `scan` only if the head turns out incomplete (below):
+    // a complete head, nearly every one, does not need it.
+    if common.is_none() {
+        if !resumed {
+            match scan.scan(head) {
+                Line::Invalid(reject) => return Err(reject),
+                Line::Incomplete => return Ok(None),
+                Line::Complete => {}
+            }
+        } else if memchr::memchr(b'\n', head.get(scan.start as usize..).unwrap_or_default()).is_none() {
+            // The field line that stopped the last scan has not ended yet.
+            scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
+            return Ok(None);
         }
-    } else if memchr::memchr(b'\n', head.get(scan.start as usize..).unwrap_or_default()).is_none() {
-        // The field line that stopped the last scan has not ended yet.
-        scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
-        return Ok(None);
     }
     let max = limits.max_headers.min(MAX_HEADERS_CEILING);
     let mut fields = Acc::default();
-    let mut count = scan.fields as usize;
-    let from = scan.pos as usize;
+    let (mut count, from) = match &common {
+        Some(line) => (0, line.end),
+        None => (scan.fields as usize, scan.pos as usize),
+    };
     let end = match field_lines(head, from, &mut count, max, &mut fields)? {
         Lines::End(end) => end,
         Lines::More(next) => {
-            scan.pos = u32::try_from(next).unwrap_or(u32::MAX);
+            let next = u32::try_from(next).unwrap_or(u32::MAX);
+            if common.is_some() {
+                scan.skip_line(next);
+            }
+            scan.pos = next;
             scan.start = u32::try_from(head.len()).unwrap_or(u32::MAX);
             scan.fields = count as u16;
             return Ok(None);
@@ -428,16 +436,18 @@ static BY_LETTER: [&[Known]; 32] = {
 /// The known name and its colon at the start of `line`, if it is one.
 #[inline(always)]
 fn known_name(line: &[u8]) -> Option<&'static Known> {
-    let bits = (line.first()? & 0x1f) as usize;
+    // Every name with its colon takes a word at least: shorter lines match none, and the
+    // first word, read once, picks the bucket and is compared without bounds checks.
+    let first = u64::from_le_bytes(*line.first_chunk::<8>()?);
     let word = |w: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&line[w * 8..w * 8 + 8]);
         u64::from_le_bytes(bytes)
     };
-    BY_LETTER[bits].iter().find(|k| {
-        line.len() >= k.words * 8
-            && (word(0) | k.fold[0]) & k.keep[0] == k.want[0]
-            && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w])
+    BY_LETTER[(first & 0x1f) as usize].iter().find(|k| {
+        (first | k.fold[0]) & k.keep[0] == k.want[0]
+            && (k.words == 1
+                || line.len() >= k.words * 8 && (1..k.words).all(|w| (word(w) | k.fold[w]) & k.keep[w] == k.want[w]))
     })
 }
 
@@ -494,7 +504,7 @@ fn field_lines<'h>(
     loop {
         let line = i;
         // The name: one or more tchar, then the colon.
-        let name = match known_name(head.get(i..).unwrap_or_default()) {
+        let name = match head.get(i..).and_then(known_name) {
             Some(k) => {
                 i += k.len + 1;
                 k.name
@@ -523,10 +533,10 @@ fn field_lines<'h>(
         };
         // Leading whitespace passes the value check: it is skipped only for the fields
         // whose value is read.
-        let mut value_start = i;
+        let value_start = i;
         let crlf;
         (i, crlf) = value_stop(head, i);
-        let mut value_stop = i;
+        let value_stop = i;
         // `value_stop` stopped at the line end, a byte a value cannot hold, or the end.
         if crlf {
             i += 2;
@@ -547,13 +557,15 @@ fn field_lines<'h>(
         }
         n += 1;
         if name != Name::Other && acc.refused.is_none() {
-            while value_start < value_stop && matches!(head[value_start], b' ' | b'\t') {
-                value_start += 1;
+            // Trimmed through slice patterns, which need no bounds checks.
+            let mut value = &head[value_start..value_stop];
+            while let [b' ' | b'\t', rest @ ..] = value {
+                value = rest;
             }
-            while value_stop > value_start && matches!(head[value_stop - 1], b' ' | b'\t') {
-                value_stop -= 1;
+            while let [rest @ .., b' ' | b'\t'] = value {
+                value = rest;
             }
-            acc.note(name, &head[value_start..value_stop]);
+            acc.note(name, value);
         }
     }
 }
