@@ -63,7 +63,14 @@ fn compare_json(engines: &[&str], extra: &[&str]) -> Value {
 /// `duet compare --json ARGS`, which must succeed; its JSON.
 fn run_compare(args: &[&str]) -> Value {
     let mut cmd = common::duet_command();
-    cmd.args(["compare", "--json"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["compare", "--json"]).args(args);
+    run_compare_command(cmd)
+}
+
+/// Runs `cmd` (a `duet compare --json` however started), which must succeed within
+/// RUN_TIMEOUT; its JSON.
+fn run_compare_command(mut cmd: std::process::Command) -> Value {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut guard = Guard(cmd.spawn().expect("start duet compare"));
     let out = reader(guard.0.stdout.take().unwrap());
     let err = reader(guard.0.stderr.take().unwrap());
@@ -550,24 +557,15 @@ fn past_one_processes_limit_compare_runs_process_groups_on_both_sides() {
     let engines = [&["select", "poll"][..], &engines()[..]].concat().join(",");
     let args = ["--engines", &engines, "--connections", "100,500", "--active", "10%", "--rate", "500", "--depth", "1"];
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", common::duet_bin(), "compare", "--json"])
-        .args(args)
-        .args(["--duration", "0.5s", "--warmup", "0.2s", "--rounds", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut guard = Guard(cmd.spawn().expect("start duet compare"));
-    let (out, err) = (reader(guard.0.stdout.take().unwrap()), reader(guard.0.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "duet compare did not finish within {RUN_TIMEOUT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "duet compare failed ({status}): {err}");
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    cmd.args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", common::duet_bin(), "compare", "--json"]).args(args).args([
+        "--duration",
+        "0.5s",
+        "--warmup",
+        "0.2s",
+        "--rounds",
+        "1",
+    ]);
+    let v = run_compare_command(cmd);
     let (one, group) = (&v["scenarios"][0], &v["scenarios"][1]);
     assert_eq!((one["processes"].as_u64(), group["processes"].as_u64()), (Some(1), Some(3)), "{v}");
     assert_eq!(group["total_connections"], 500, "{group}");

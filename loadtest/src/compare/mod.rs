@@ -253,6 +253,32 @@ pub struct Figures {
     pub errors: u64,
 }
 
+impl Figures {
+    /// The figures of one load run: its latency, rate and errors, and the server's CPU
+    /// and memory as the load sampled them (a cell fails without those). The engine's own
+    /// counters (syscalls, events per wake-up) are left NaN for the caller to fill in.
+    fn of_load(report: &crate::Report) -> Result<Figures, Cell> {
+        let usage = report
+            .server
+            .ok_or_else(|| Cell::Failed(Failure::new("no CPU figures", "the server's CPU could not be sampled")))?;
+        // No response, no latency: NaN (reported as n/a and null), never 0.
+        let percentile = |p: f64| report.percentile(p).map_or(f64::NAN, |us| us as f64);
+        Ok(Figures {
+            requests_per_sec: report.requests_per_sec(),
+            mean_us: crate::report::mean(&report.stats.latency).unwrap_or(f64::NAN),
+            p50_us: percentile(50.0),
+            p99_us: percentile(99.0),
+            p999_us: percentile(99.9),
+            cpu_us_per_req: usage.cpu_us_per_req,
+            cpu_util: usage.cpu_s / report.duration.as_secs_f64().max(1e-9),
+            rss_peak_bytes: usage.rss_peak_bytes as f64,
+            syscalls_per_req: f64::NAN,
+            events_per_wakeup: f64::NAN,
+            errors: report.stats.errors.socket_total() + report.stats.errors.status,
+        })
+    }
+}
+
 /// Reads one figure.
 pub type Getter = fn(&Figures) -> f64;
 
@@ -882,24 +908,7 @@ fn measure_duet(
             report.lost, report.idle_held, scenario.idle
         )));
     }
-    let usage = report
-        .server
-        .ok_or_else(|| Cell::Failed(Failure::new("no CPU figures", "the server's CPU could not be sampled")))?;
-    // No response, no latency: NaN (reported as n/a and null), never 0.
-    let percentile = |p: f64| report.percentile(p).map_or(f64::NAN, |us| us as f64);
-    let mut figures = Figures {
-        requests_per_sec: report.requests_per_sec(),
-        mean_us: crate::report::mean(&report.stats.latency).unwrap_or(f64::NAN),
-        p50_us: percentile(50.0),
-        p99_us: percentile(99.0),
-        p999_us: percentile(99.9),
-        cpu_us_per_req: usage.cpu_us_per_req,
-        cpu_util: usage.cpu_s / report.duration.as_secs_f64().max(1e-9),
-        rss_peak_bytes: usage.rss_peak_bytes as f64,
-        syscalls_per_req: f64::NAN,
-        events_per_wakeup: f64::NAN,
-        errors: report.stats.errors.socket_total() + report.stats.errors.status,
-    };
+    let mut figures = Figures::of_load(&report)?;
     if let (Some(a), Some(b)) = (before, after) {
         per_window(&mut figures, &a, &b);
     }
@@ -972,22 +981,7 @@ fn measure_duet_group(
             report.lost, report.idle_held, scenario.idle
         )));
     }
-    let usage =
-        report.server.ok_or_else(|| failed("no CPU figures", "the server's CPU could not be sampled".to_string()))?;
-    let percentile = |p: f64| report.percentile(p).map_or(f64::NAN, |us| us as f64);
-    Ok(Figures {
-        requests_per_sec: report.requests_per_sec(),
-        mean_us: crate::report::mean(&report.stats.latency).unwrap_or(f64::NAN),
-        p50_us: percentile(50.0),
-        p99_us: percentile(99.0),
-        p999_us: percentile(99.9),
-        cpu_us_per_req: usage.cpu_us_per_req,
-        cpu_util: usage.cpu_s / report.duration.as_secs_f64().max(1e-9),
-        rss_peak_bytes: usage.rss_peak_bytes as f64,
-        syscalls_per_req: f64::NAN,
-        events_per_wakeup: f64::NAN,
-        errors: report.stats.errors.socket_total() + report.stats.errors.status,
-    })
+    Figures::of_load(&report)
 }
 
 /// Syscalls per request and events per wakeup from two readings of duet's counters (NaN
