@@ -415,10 +415,7 @@ impl Connection {
                     if let Some((whole, status)) = whole {
                         self.end_request();
                         self.queue(pool, send_deadline).push_owned(whole);
-                        stats.requests += 1;
-                        if status >= 400 {
-                            stats.errors += 1;
-                        }
+                        stats.answered(status);
                         continue;
                     }
                     match d.body {
@@ -595,10 +592,7 @@ impl Connection {
         if let (Some(conn), Some(log)) = (self.log.as_deref_mut(), log.as_deref_mut()) {
             conn.write(log, response.status(), if head_only { 0 } else { response.body().len() });
         }
-        stats.requests += 1;
-        if response.status() >= 400 {
-            stats.errors += 1;
-        }
+        stats.answered(response.status());
         if close {
             self.disable_keep_alive();
         }

@@ -10,6 +10,17 @@ pub struct HttpStats {
     pub errors: u64,
 }
 
+impl HttpStats {
+    /// Counts one request answered with `status`.
+    #[inline(always)]
+    pub(crate) fn answered(&mut self, status: u16) {
+        self.requests += 1;
+        if status >= 400 {
+            self.errors += 1;
+        }
+    }
+}
+
 /// Where the counters answered on `--metrics PATH` come from. The engine owns its
 /// counters and their rendering; the HTTP layer only routes `GET PATH` to it and hands
 /// over the live HTTP counters of the worker asking.
