@@ -355,7 +355,8 @@ impl Connection {
                     if !resuming {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
                         // A request line starts with neither, nearly always: one compare.
-                        if matches!(buf.get(pos), None | Some(b'\r' | b'\n')) {
+                        // (A request line's first byte is a tchar, above every control.)
+                        if buf.get(pos).is_none_or(|&b| b <= b'\r') {
                             while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
                                 pos += if buf[pos] == b'\n' { 1 } else { 2 };
                             }

@@ -557,12 +557,19 @@ fn field_lines<'h>(
         }
         n += 1;
         if name != Name::Other && acc.refused.is_none() {
-            // Trimmed through slice patterns, which need no bounds checks.
+            // Trimmed through slice patterns, which need no bounds checks. The value
+            // passed `value_stop`: its only bytes up to SP are SP and HTAB, one compare.
             let mut value = &head[value_start..value_stop];
-            while let [b' ' | b'\t', rest @ ..] = value {
+            while let [first, rest @ ..] = value {
+                if *first > b' ' {
+                    break;
+                }
                 value = rest;
             }
-            while let [rest @ .., b' ' | b'\t'] = value {
+            while let [rest @ .., last] = value {
+                if *last > b' ' {
+                    break;
+                }
                 value = rest;
             }
             acc.note(name, value);
