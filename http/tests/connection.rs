@@ -265,6 +265,16 @@ fn empty_lines_before_a_request_line_are_ignored() {
 }
 
 #[test]
+fn a_control_byte_other_than_cr_or_lf_before_a_request_line_is_a_bad_request() {
+    // The blank-line check takes every byte up to CR for a possible line end; only CR
+    // and LF are skipped, the rest (HTAB, NUL, VT) start a head that is refused.
+    for first in [b'\t', 0, 0x0b, 0x0c, b'\r'] {
+        let o = check(&cat(&[&[first], b"X", &get("/")]));
+        assert_eq!(o.statuses(), [400], "first byte {first:#04x}");
+    }
+}
+
+#[test]
 fn bare_lf_line_endings_are_accepted() {
     let o = check(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\nHost: a\n\n");
     assert_eq!(o.statuses(), [200, 200]);

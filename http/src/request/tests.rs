@@ -138,6 +138,13 @@ fn new_parser_gives_the_old_verdicts_on_edge_cases() {
         b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3",
         b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n",
+        // Optional whitespace around the values read, SP and HTAB mixed; obs-text kept.
+        b"POST / HTTP/1.1\r\nHost:\ta\t\r\nContent-Length:\t 3 \t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\x80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \t \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \x80a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: \tclose\t \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect:\t100-continue\t\r\nContent-Length: 1\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
         b"GET / HTTP/1.1\r\nhOsT: a\r\nHOST: b\r\n\r\n",
