@@ -557,14 +557,8 @@ fn past_one_processes_limit_compare_runs_process_groups_on_both_sides() {
     let engines = [&["select", "poll"][..], &engines()[..]].concat().join(",");
     let args = ["--engines", &engines, "--connections", "100,500", "--active", "10%", "--rate", "500", "--depth", "1"];
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", common::duet_bin(), "compare", "--json"]).args(args).args([
-        "--duration",
-        "0.5s",
-        "--warmup",
-        "0.2s",
-        "--rounds",
-        "1",
-    ]);
+    cmd.args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", common::duet_bin(), "compare", "--json"]).args(args);
+    cmd.args(["--duration", "0.5s", "--warmup", "0.2s", "--rounds", "1"]);
     let v = run_compare_command(cmd);
     let (one, group) = (&v["scenarios"][0], &v["scenarios"][1]);
     assert_eq!((one["processes"].as_u64(), group["processes"].as_u64()), (Some(1), Some(3)), "{v}");

@@ -354,8 +354,8 @@ impl Connection {
                     let resuming = matches!(self.reading, Reading::Head(_));
                     if !resuming {
                         // Empty lines before a request line are ignored (RFC 9112 2.2).
-                        // A request line starts with neither, nearly always: one compare.
-                        // (A request line's first byte is a tchar, above every control.)
+                        // A request line starts with a tchar, above every control byte:
+                        // one compare rules out CR and LF nearly always.
                         if buf.get(pos).is_none_or(|&b| b <= b'\r') {
                             while pos < buf.len() && (buf[pos] == b'\n' || buf[pos..].starts_with(b"\r\n")) {
                                 pos += if buf[pos] == b'\n' { 1 } else { 2 };
