@@ -4,7 +4,10 @@ io_uring as built, plus variants given as arguments:
   SHARE/TURN    io_uring with its sendfile share and turn budget in KiB (share.patch)
   ENGINE:KIB    ENGINE with TCP_NOTSENT_LOWAT of KIB KiB on its listeners (lowat.patch)
 usage: sf.py FILES CONNS ROUNDS SECS [VARIANT ...]   (from the repository root)"""
-import os, re, socket, statistics, subprocess, sys, time
+import os, re, statistics, subprocess, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from benchlib import wait_port  # noqa: E402
 
 D = "target/release/duet"
 files, conns = sys.argv[1].split(","), [int(c) for c in sys.argv[2].split(",")]
@@ -19,16 +22,6 @@ for v in sys.argv[5:]:
         variants.append((f"{engine}-lowat{kib}", engine, {"XLOWAT": kib}))
 
 
-def up(port):
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 res = {}
 for r in range(rounds):
     for f in files:
@@ -38,7 +31,7 @@ for r in range(rounds):
                 server = [D, "serve", "--engine", engine, "--threads", "1", "--port", str(port), "--dir", "/tmp/f16"]
                 sp = subprocess.Popen(["taskset", "-c", "0"] + server, env={**os.environ, **env},
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if not up(port):
+                if not wait_port(port, timeout=5):
                     print("FAIL", name, f, c, "the server was not listening after 5 s")
                     sp.kill(); sp.wait()
                     continue
