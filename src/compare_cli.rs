@@ -4,7 +4,7 @@ use crate::arg_types::{read_paths, ByteSize, EngineChoice, Seconds};
 use crate::flag_words::compare_error;
 use clap::{Args, ValueEnum};
 use duet_engine_uring::{Feature, Features};
-use duet_loadtest::compare::{self, netns, CompareConfig, LoadWith, Peer};
+use duet_loadtest::compare::{self, netns, CompareConfig, LoadWith, Peer, RatioSpec};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,6 +197,12 @@ pub struct CompareArgs {
     /// binary; build them with `cargo build --release --workspace --examples`), in 13-byte scenarios.
     #[arg(long, help_heading = "Engines")]
     pub floors: bool,
+    /// Also report server A's CPU µs per request over server B's, paired round by round: the
+    /// median of the rounds' ratios, its 95 % interval (from 6 rounds) and their range, e.g.
+    /// uring/epoll or uring/monoio (repeatable or comma-separated; names as the table shows
+    /// them: an engine, a --peer, floor-epoll, floor-uring).
+    #[arg(long, value_name = "A/B", value_delimiter = ',', help_heading = "Output")]
+    pub ratio: Vec<String>,
     /// Print the results as JSON instead of the markdown table.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
@@ -353,7 +359,7 @@ fn run(args: CompareArgs, network: Option<netns::NetPath>) -> Result<(), String>
     if args.floors {
         peers.extend(Peer::floors(&duet_exe, &engines).map_err(|e| compare_error(&e))?);
     }
-    let config = CompareConfig {
+    let mut config = CompareConfig {
         duet_exe,
         engines,
         peers,
@@ -379,7 +385,10 @@ fn run(args: CompareArgs, network: Option<netns::NetPath>) -> Result<(), String>
             None => Vec::new(),
         },
         network,
+        ratios: Vec::new(),
     };
+    let servers = config.servers();
+    config.ratios = args.ratio.iter().map(|r| RatioSpec::parse(r, &servers)).collect::<Result<_, _>>()?;
     let results = compare::run(config).map_err(|e| compare_error(&e))?;
     let markdown = results.markdown();
     let json = results.json();

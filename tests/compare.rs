@@ -201,9 +201,10 @@ fn quick_compare_with_floors_and_a_peer() {
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let peer = format!("mine='{}' {port}@{port}", floor.display());
-    let v = compare_json(&["epoll"], &["--floors", "--peer", &peer]);
+    let v = compare_json(&["epoll"], &["--floors", "--peer", &peer, "--ratio", "epoll/floor-epoll,mine/floor-epoll"]);
     check(&v, &["epoll"], "duet");
     assert_eq!(v["peers"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["ratios"], serde_json::json!(["epoll/floor-epoll", "mine/floor-epoll"]));
     for s in v["scenarios"].as_array().unwrap() {
         for name in ["mine", "floor-epoll"] {
             let m = &s["engines"][name]["median"];
@@ -211,6 +212,17 @@ fn quick_compare_with_floors_and_a_peer() {
             assert!(m["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {s}");
             assert!(m["syscalls_per_req"].is_null(), "{name}: peers have no syscall counts: {s}");
             assert!(m["events_per_wakeup"].is_null(), "{name}: peers have no event counts: {s}");
+        }
+        // One round (--quick): its ratio, and no interval (that needs 6 rounds).
+        for ratio in ["epoll/floor-epoll", "mine/floor-epoll"] {
+            let p = &s["paired_ratios"][ratio];
+            let cpu = |name: &str| s["engines"][name]["median"]["cpu_us_per_req"].as_f64().unwrap();
+            let a = ratio.split('/').next().unwrap();
+            // (serde_json's float parsing may land one unit in the last place away.)
+            let of_medians = p["of_medians"].as_f64().unwrap();
+            assert!((of_medians / (cpu(a) / cpu("floor-epoll")) - 1.0).abs() < 1e-12, "{ratio}: {s}");
+            assert_eq!(p["rounds"].as_array().map(Vec::len), Some(1), "{ratio}: {s}");
+            assert!(p["interval_95"].is_null(), "{ratio}: {s}");
         }
     }
     let out = common::duet_command()
@@ -400,6 +412,8 @@ fn missing_wrk_or_bad_flags_are_one_line_errors() {
         (&["--active", "0%"][..], "not a share above 0"),
         (&["--active", "ten"][..], "not a share"),
         (&["--rate=-1"][..], "--rate must be a positive number"),
+        (&["--ratio", "epoll/nope"][..], "--ratio epoll/nope: no server named nope (compared: epoll)"),
+        (&["--ratio", "epoll"][..], "--ratio epoll: expected A/B"),
     ] {
         let out = common::duet_command().args(["compare", "--engines", "epoll"]).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");

@@ -17,12 +17,14 @@ mod charts;
 mod error;
 pub mod netns;
 mod output;
+pub mod paired;
 pub mod plan;
 mod run_info;
 mod server;
 pub mod wrk;
 
 pub use error::{CompareError, PeerProblem, ShareError, BUILD_FLOORS};
+pub use paired::RatioSpec;
 pub use run_info::RunInfo;
 pub use server::{allowed_cpus, default_split, parse_cpu_list, parse_listening};
 
@@ -102,6 +104,8 @@ pub struct CompareConfig {
     /// `Some`: the servers run in one network namespace and the load in another, joined
     /// by a veth pair (`--netns`; the namespaces are made and removed by the caller).
     pub network: Option<netns::NetPath>,
+    /// `--ratio A/B`: CPU per request of A over B, paired round by round ([`paired`]).
+    pub ratios: Vec<RatioSpec>,
 }
 
 impl CompareConfig {
@@ -1098,6 +1102,7 @@ pub(crate) mod fixture {
             files: false,
             paths: Vec::new(),
             network: None,
+            ratios: Vec::new(),
         }
     }
 

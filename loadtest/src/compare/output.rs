@@ -1,6 +1,6 @@
 //! The results as a markdown table and as JSON.
 
-use super::{Figures, Results, ScenarioResult, FIGURES};
+use super::{paired, Figures, Results, ScenarioResult, FIGURES};
 use indicatif::HumanCount;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
@@ -66,6 +66,24 @@ fn ladder_cell(s: &ScenarioResult, engine: &str) -> Value {
     cell
 }
 
+/// Each `--ratio` in scenario `s`, by its label: `null` where either server did not run.
+fn paired_json(c: &super::CompareConfig, s: &ScenarioResult) -> Value {
+    let mut m = Map::new();
+    for spec in &c.ratios {
+        let value = match paired::paired(s, spec) {
+            Some(p) => json!({
+                "of_medians": p.of_medians,
+                "median_of_rounds": p.median,
+                "interval_95": p.interval.map(|(lo, hi)| [lo, hi]),
+                "rounds": p.rounds,
+            }),
+            None => Value::Null,
+        };
+        m.insert(spec.label(), value);
+    }
+    Value::Object(m)
+}
+
 pub fn json(r: &Results) -> String {
     let c = &r.config;
     let scenarios: Vec<Value> = r
@@ -97,6 +115,7 @@ pub fn json(r: &Results) -> String {
                 "processes": s.processes,
                 "engines": engines,
                 "ratio_uring_over_epoll": ratio,
+                "paired_ratios": paired_json(c, s),
             })
         })
         .collect();
@@ -142,6 +161,7 @@ pub fn json(r: &Results) -> String {
         "warmup_s": c.warmup.as_secs_f64(),
         "active_share": c.active,
         "rate": c.rate,
+        "ratios": c.ratios.iter().map(super::RatioSpec::label).collect::<Vec<_>>(),
         "scenarios": scenarios,
         "ladder": ladder,
     })
@@ -333,6 +353,43 @@ fn failure_notes(r: &Results, out: &mut String) {
     }
 }
 
+/// The `--ratio` table: A's CPU per request over B's, from the medians and round by round.
+fn paired_table(r: &Results, out: &mut String) {
+    if r.config.ratios.is_empty() {
+        return;
+    }
+    let rows = paired::all(r);
+    out.push_str(
+        "\nCPU µs/req, A over B within each round (a round runs every server in turn, seconds apart; \
+         the 95 % interval is for the median of the rounds' ratios, from their order statistics):\n\n",
+    );
+    out.push_str(
+        "| scenario | A/B | of the medians | median of the rounds | 95 % interval | lowest–highest | rounds |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    for (s, spec, p) in &rows {
+        let interval = match p.interval {
+            Some((lo, hi)) => format!("{lo:.2}–{hi:.2}×"),
+            None => format!("– (needs {} rounds)", paired::MIN_ROUNDS_FOR_INTERVAL),
+        };
+        let (lo, hi) = p.rounds.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2}× | {:.2}× | {interval} | {lo:.2}–{hi:.2}× | {} |",
+            s.scenario.label(),
+            spec.label(),
+            p.of_medians,
+            p.median,
+            p.rounds.len()
+        );
+    }
+    for spec in &r.config.ratios {
+        if !rows.iter().any(|(_, s, _)| *s == spec) {
+            let _ = writeln!(out, "\n{}: no scenario where both ran without failing.", spec.label());
+        }
+    }
+}
+
 pub fn markdown(r: &Results) -> String {
     let c = &r.config;
     let mut out = String::new();
@@ -412,6 +469,7 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "| {label} | uring/epoll | {} | |", cells.join(" | "));
         }
     }
+    paired_table(r, &mut out);
     load_bound_note(r, &mut out);
     failure_notes(r, &mut out);
     let missing =
@@ -571,6 +629,13 @@ pub fn from_json(name: &str, text: &str) -> Result<Results, String> {
             }),
             _ => None,
         },
+        ratios: v["ratios"]
+            .as_array()
+            .map_or(&[][..], |a| a.as_slice())
+            .iter()
+            .filter_map(|r| r.as_str()?.split_once('/'))
+            .map(|(a, b)| super::RatioSpec { a: a.to_string(), b: b.to_string() })
+            .collect(),
     };
     let info = super::RunInfo {
         kernel: text_of("kernel"),
@@ -719,5 +784,48 @@ mod tests {
         assert_eq!(v["scenarios"][1]["total_connections"], 10_000);
         assert_eq!(v["active_share"], 0.1);
         assert_eq!(v["rate"], 5000.0);
+    }
+
+    #[test]
+    fn a_ratio_is_paired_round_by_round_with_its_interval() {
+        let mut r = ladder();
+        r.config.ratios = vec![
+            super::super::RatioSpec { a: "select".into(), b: "epoll".into() },
+            super::super::RatioSpec { a: "poll".into(), b: "epoll".into() },
+        ];
+        // Seven rounds at 1,000 connections: select's CPU per request is 1..7 times
+        // epoll's, round by round, while both medians drift (the pairing cancels it).
+        let s = &mut r.scenarios[0];
+        let fig = |cpu: f64| Figures { cpu_us_per_req: cpu, ..Figures::default() };
+        s.engines[0].rounds = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0].iter().map(|k| fig(10.0 * k * 1.1)).collect();
+        s.engines[0].median = fig(60.0);
+        s.engines[2].rounds = (0..7).map(|_| fig(11.0)).collect();
+        s.engines[2].median = fig(10.0);
+        let md = markdown(&r);
+        let row = md.lines().find(|l| l.contains("| select/epoll |")).expect(&md);
+        assert_eq!(row, "| c=100 d=1 13 B +900 idle | select/epoll | 6.00× | 4.00× | 1.00–7.00× | 1.00–7.00× | 7 |");
+        // 10,000 connections: select failed, so no row there; poll never ran: a note.
+        assert_eq!(md.lines().filter(|l| l.contains("| select/epoll |")).count(), 1, "{md}");
+        assert!(md.contains("poll/epoll: no scenario where both ran without failing."), "{md}");
+
+        let v: Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["ratios"], json!(["select/epoll", "poll/epoll"]));
+        let p = &v["scenarios"][0]["paired_ratios"]["select/epoll"];
+        assert_eq!(p["median_of_rounds"], 4.0);
+        assert_eq!(p["interval_95"], json!([1.0, 7.0]));
+        assert_eq!(p["rounds"].as_array().map(Vec::len), Some(7));
+        assert_eq!(v["scenarios"][0]["paired_ratios"]["poll/epoll"], Value::Null);
+        assert_eq!(v["scenarios"][1]["paired_ratios"]["select/epoll"], Value::Null);
+        assert_eq!(from_json("r", &json(&r)).unwrap().config.ratios, r.config.ratios);
+
+        // Five rounds cannot give a 95 % interval; the row says how many it needs.
+        for e in [0, 2] {
+            r.scenarios[0].engines[e].rounds.truncate(5);
+        }
+        let md = markdown(&r);
+        assert!(md.contains("| 3.00× | – (needs 6 rounds) | 1.00–5.00× | 5 |"), "{md}");
+        // Without --ratio, no such table.
+        r.config.ratios.clear();
+        assert!(!markdown(&r).contains("A over B"));
     }
 }
