@@ -469,7 +469,6 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "| {label} | uring/epoll | {} | |", cells.join(" | "));
         }
     }
-    paired_table(r, &mut out);
     load_bound_note(r, &mut out);
     failure_notes(r, &mut out);
     let missing =
@@ -482,6 +481,8 @@ pub fn markdown(r: &Results) -> String {
              its coordinated-omission correction adds; use --load-with duet for those.\n",
         );
     }
+    // Last: the notes above are about the main table.
+    paired_table(r, &mut out);
     out
 }
 
@@ -794,7 +795,7 @@ mod tests {
             super::super::RatioSpec { a: "poll".into(), b: "epoll".into() },
         ];
         // Seven rounds at 1,000 connections: select's CPU per request is 1..7 times
-        // epoll's, round by round, while both medians drift (the pairing cancels it).
+        // epoll's, round by round; the medians, set apart, give the first column.
         let s = &mut r.scenarios[0];
         let fig = |cpu: f64| Figures { cpu_us_per_req: cpu, ..Figures::default() };
         s.engines[0].rounds = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0].iter().map(|k| fig(10.0 * k * 1.1)).collect();
