@@ -111,7 +111,8 @@ pub fn median_interval(sorted: &[f64]) -> Option<(f64, f64)> {
     if n < MIN_ROUNDS_FOR_INTERVAL {
         return None;
     }
-    // P(X <= j) for X ~ Binomial(n, 1/2), summed in logs so that large n cannot underflow.
+    // P(X <= j) for X ~ Binomial(n, 1/2), each term from its logarithm so that neither
+    // C(n, j) nor 2^n overflows for large n.
     let ln_half_n = -(n as f64) * std::f64::consts::LN_2;
     let mut ln_choose = 0.0; // ln C(n, 0)
     let mut below = 0.0; // P(X <= j - 1)
