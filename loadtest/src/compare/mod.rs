@@ -17,7 +17,7 @@ mod charts;
 mod error;
 pub mod netns;
 mod output;
-pub mod paired;
+mod paired;
 pub mod plan;
 mod run_info;
 mod server;
@@ -104,7 +104,7 @@ pub struct CompareConfig {
     /// `Some`: the servers run in one network namespace and the load in another, joined
     /// by a veth pair (`--netns`; the namespaces are made and removed by the caller).
     pub network: Option<netns::NetPath>,
-    /// `--ratio A/B`: CPU per request of A over B, paired round by round ([`paired`]).
+    /// `--ratio A/B`: CPU per request of A over B, paired round by round.
     pub ratios: Vec<RatioSpec>,
 }
 
@@ -304,6 +304,11 @@ pub const FIGURES: [(&str, Getter); 10] = [
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     v.sort_by(f64::total_cmp);
+    median_of_sorted(&v)
+}
+
+/// The median of `v`, sorted ascending; NaN when it is empty.
+fn median_of_sorted(v: &[f64]) -> f64 {
     match v.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => v[n / 2],

@@ -372,7 +372,8 @@ fn paired_table(r: &Results, out: &mut String) {
             Some((lo, hi)) => format!("{lo:.2}–{hi:.2}×"),
             None => format!("– (needs {} rounds)", paired::MIN_ROUNDS_FOR_INTERVAL),
         };
-        let (lo, hi) = p.rounds.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let lo = p.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = p.rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let _ = writeln!(
             out,
             "| {} | {} | {:.2}× | {:.2}× | {interval} | {lo:.2}–{hi:.2}× | {} |",

@@ -7,7 +7,7 @@
 //! interval for their median that needs no assumption about their distribution: the
 //! order statistics that bracket the median with 95 % confidence (the sign test's).
 
-use super::{Results, ScenarioResult};
+use super::{median_of_sorted, Results, ScenarioResult};
 
 /// One `A/B` of `--ratio`: the two servers' names as the table shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl RatioSpec {
 }
 
 /// What one scenario's rounds say about A's CPU per request over B's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Paired {
     /// A's median over B's median (the table's figures).
     pub of_medians: f64,
@@ -95,18 +95,9 @@ pub fn all(r: &Results) -> Vec<(&ScenarioResult, &RatioSpec, Paired)> {
         .collect()
 }
 
-fn median_of_sorted(x: &[f64]) -> f64 {
-    let n = x.len();
-    if n % 2 == 1 {
-        x[n / 2]
-    } else {
-        (x[n / 2 - 1] + x[n / 2]) / 2.0
-    }
-}
-
 /// The distribution-free 95 % interval for the median of the sample `sorted` (ascending):
 /// `[x(k), x(n+1-k)]` for the largest k with P(Binomial(n, 1/2) < k) at most 2.5 %.
-pub fn median_interval(sorted: &[f64]) -> Option<(f64, f64)> {
+fn median_interval(sorted: &[f64]) -> Option<(f64, f64)> {
     let n = sorted.len();
     if n < MIN_ROUNDS_FOR_INTERVAL {
         return None;
